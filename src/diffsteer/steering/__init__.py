@@ -1,0 +1,1 @@
+"""Steering: the mitigations diffsteer applies (prompt interventions, h-space vectors, noise directions)."""
