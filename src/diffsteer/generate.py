@@ -1,0 +1,378 @@
+"""Batched, seeded, steerable image generation through diffusers' public seams only.
+
+Steering never patches diffusers: initial noise goes in through ``latents=``, prompt-embedding
+offsets through ``prompt_embeds=``, h-space vectors through a forward hook on one U-Net block, and
+intermediate latents come out through ``callback_on_step_end``. Image ``k`` always starts from the
+noise drawn from ``seed`` on a CPU generator, so an audit can compare the same image with and
+without a mitigation (paired comparisons), on any device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import DiffusionPipeline
+from PIL import Image
+
+
+@dataclass
+class ImageRequest:
+    """One image to generate; the optional tensors steer it and default to "no steering"."""
+
+    prompt: str
+    seed: int
+    negative_prompt: str = ""
+    noise_offset: torch.Tensor | None = None  # (C, H, W), added to the unit-variance initial noise
+    hspace: torch.Tensor | None = None  # (C, h, w), added to the steered U-Net block's output
+    prompt_embeds_offset: torch.Tensor | None = None  # (dim,) or (seq, dim), added to the prompt embeddings
+
+
+@dataclass
+class GeneratedImage:
+    """The outcome for one request; ``image`` is None only when the pixels are unusable."""
+
+    request: ImageRequest
+    image: Image.Image | None
+    drop_reason: str | None = None
+    truncated: bool = False
+    latents: dict[int, torch.Tensor] = field(default_factory=dict)
+
+
+def _hw(size: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+def _downsampled(size: int, module: torch.nn.Module) -> int:
+    """Spatial size after one diffusers ``Downsample2D`` (a stride-2 conv, or average pooling)."""
+    op = getattr(module, "conv", None)
+    if op is None:
+        op = getattr(module, "op", None)
+    if isinstance(op, torch.nn.Conv2d) and not isinstance(op.padding, str):
+        k, s, p = op.kernel_size[0], op.stride[0], op.padding[0]
+        extra = 1 if getattr(module, "padding", 1) == 0 else 0  # padding=0: diffusers pads (0, 1, 0, 1)
+        return (size + extra + 2 * p - k) // s + 1
+    if isinstance(op, torch.nn.AvgPool2d):
+        k = op.kernel_size if isinstance(op.kernel_size, int) else op.kernel_size[0]
+        s = op.stride if isinstance(op.stride, int) else op.stride[0]
+        return (size - k) // s + 1
+    return math.ceil(size / 2)
+
+
+class SteeredGenerator:
+    """Generate images in batches with per-image seeds, prompts and steering tensors."""
+
+    def __init__(
+        self,
+        pipe: DiffusionPipeline,
+        *,
+        steps: int = 20,
+        guidance: float = 7.5,
+        height: int | None = None,
+        width: int | None = None,
+        batch_size: int = 8,
+    ) -> None:
+        for name in ("unet", "vae", "encode_prompt"):
+            if getattr(pipe, name, None) is None:
+                raise ValueError(f"{type(pipe).__name__} has no {name}; expected a Stable Diffusion pipeline")
+        if steps < 1 or batch_size < 1:
+            raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
+        self.pipe = pipe
+        self.steps = int(steps)
+        self.guidance = float(guidance)
+        self.batch_size = int(batch_size)
+        self.scale = int(getattr(pipe, "vae_scale_factor", 8))
+        sample_h, sample_w = _hw(pipe.unet.config.sample_size)
+        self.height = int(height or sample_h * self.scale)
+        self.width = int(width or sample_w * self.scale)
+        if self.height % 8 or self.width % 8:
+            raise ValueError(f"height and width must be multiples of 8, got {self.height}x{self.width}")
+
+    # ----------------------------------------------------------------------------------- shapes
+    @property
+    def uses_guidance(self) -> bool:
+        """Whether the pipeline runs classifier-free guidance (the U-Net sees [uncond; cond])."""
+        return self.guidance > 1.0 and self.pipe.unet.config.get("time_cond_proj_dim") is None
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        """(C, H, W) of one image's latents at this resolution; the shape of ``noise_offset``."""
+        return (
+            int(self.pipe.unet.config.in_channels),
+            self.height // self.scale,
+            self.width // self.scale,
+        )
+
+    @property
+    def steered_block(self) -> str:
+        """The U-Net bottleneck: the mid block, or the deepest down block when there is no mid block."""
+        if getattr(self.pipe.unet, "mid_block", None) is not None:
+            return "mid_block"
+        return f"down_blocks.{len(self.pipe.unet.down_blocks) - 1}"
+
+    @property
+    def hspace_shape(self) -> tuple[int, int, int]:
+        """Shape of the steered block's output for one image.
+
+        Computed from the U-Net's own downsamplers (both the mid block's input and the deepest down
+        block's output come after every one of them); the steering hook re-checks it on every call.
+        """
+        unet = self.pipe.unet
+        _, h, w = self.latent_shape
+        for block in unet.down_blocks:
+            for down in getattr(block, "downsamplers", None) or []:
+                h, w = _downsampled(h, down), _downsampled(w, down)
+        return int(unet.config.block_out_channels[-1]), h, w
+
+    @property
+    def prompt_embeds_shape(self) -> tuple[int, int]:
+        """(sequence length, width) of the conditional prompt embeddings the U-Net attends to."""
+        tokenizer = self._tokenizers()[0]
+        dim = self.pipe.unet.config.cross_attention_dim
+        if not isinstance(dim, int):
+            dim = int(dim[0])
+        return int(tokenizer.model_max_length), int(dim)
+
+    def _tokenizers(self) -> list[Any]:
+        found = [getattr(self.pipe, n, None) for n in ("tokenizer", "tokenizer_2")]
+        return [t for t in found if t is not None]
+
+    # ------------------------------------------------------------------------------- per image
+    def initial_noise(self, seed: int) -> torch.Tensor:
+        """The unit-variance starting noise of image ``seed``: identical on every device and mitigation."""
+        generator = torch.Generator("cpu").manual_seed(int(seed))
+        return torch.randn(self.latent_shape, generator=generator, dtype=torch.float32)
+
+    def is_truncated(self, prompt: str) -> bool:
+        """True when the text encoder will not see the whole prompt (tokens beyond its maximum length)."""
+        for tokenizer in self._tokenizers():
+            ids = tokenizer(prompt, truncation=False, verbose=False)["input_ids"]
+            if len(ids) > tokenizer.model_max_length:
+                return True
+        return False
+
+    def _validate(self, index: int, request: ImageRequest) -> None:
+        def check(name: str, tensor: torch.Tensor | None, allowed: list[tuple[int, ...]]) -> None:
+            if tensor is None:
+                return
+            if not isinstance(tensor, torch.Tensor):
+                raise ValueError(
+                    f"request {index}: {name} must be a torch.Tensor, got {type(tensor).__name__}"
+                )
+            if tuple(tensor.shape) not in allowed:
+                expected = " or ".join(str(s) for s in allowed)
+                raise ValueError(
+                    f"request {index}: {name} has shape {tuple(tensor.shape)}, expected {expected}"
+                )
+
+        seq, dim = self.prompt_embeds_shape
+        check("noise_offset", request.noise_offset, [self.latent_shape])
+        check("hspace", request.hspace, [self.hspace_shape])
+        check("prompt_embeds_offset", request.prompt_embeds_offset, [(dim,), (seq, dim)])
+
+    # ------------------------------------------------------------------------------ generation
+    def generate(
+        self,
+        requests: Sequence[ImageRequest],
+        *,
+        record_steps: Sequence[int] = (),
+        on_step: Callable[[int], None] | None = None,
+    ) -> list[GeneratedImage]:
+        """Generate one image per request, ``batch_size`` at a time, one pipeline call per batch.
+
+        ``record_steps`` are denoising step indices (0-based) whose latents, after that step and in the
+        scheduler's own scale, are kept (CPU float32); ``on_step`` is called with the step index after
+        every denoising step of every batch. Image ``k`` is bit-identical across runs with the same
+        settings, batch size and CPU thread count; changing the batch size or thread count moves latents
+        by float rounding only (about 1e-5, at most a pixel level or two).
+        """
+        requests = list(requests)
+        record = sorted({int(s) for s in record_steps})
+        bad = [s for s in record if not 0 <= s < self.steps]
+        if bad:
+            raise ValueError(f"record_steps {bad} out of range: steps are 0..{self.steps - 1}")
+        for i, request in enumerate(requests):
+            self._validate(i, request)
+        results: list[GeneratedImage] = []
+        for start in range(0, len(requests), self.batch_size):
+            batch = requests[start : start + self.batch_size]
+            results.extend(self._generate_batch(batch, set(record), on_step))
+        return results
+
+    def _device(self) -> torch.device:
+        return getattr(self.pipe, "_execution_device", None) or self.pipe.device
+
+    def _encode(self, batch: list[ImageRequest]) -> dict[str, torch.Tensor | None]:
+        """Encode prompts with the pipeline's own encoder, then add per-image offsets (conditional only)."""
+        pipe, cfg = self.pipe, self.uses_guidance
+        prompts = [r.prompt for r in batch]
+        negatives = [r.negative_prompt for r in batch]
+        # SDXL uses an all-zero unconditional embedding for an empty negative prompt; apply that rule
+        # per image so an image's result never depends on the other negative prompts in its batch.
+        zero_empty = bool(pipe.config.get("force_zeros_for_empty_prompt", False))
+        all_empty = all(n == "" for n in negatives)
+        encoded = pipe.encode_prompt(
+            prompt=prompts,
+            device=self._device(),
+            num_images_per_prompt=1,
+            do_classifier_free_guidance=cfg,
+            negative_prompt=None if (zero_empty and all_empty) else negatives,
+        )
+        out: dict[str, torch.Tensor | None] = {
+            "prompt_embeds": encoded[0],
+            "negative_prompt_embeds": encoded[1],
+        }
+        if len(encoded) == 4:  # SDXL: pooled embeddings from the second text encoder
+            out["pooled_prompt_embeds"] = encoded[2]
+            out["negative_pooled_prompt_embeds"] = encoded[3]
+            if cfg and zero_empty and not all_empty:
+                empty = torch.tensor([n == "" for n in negatives], device=encoded[1].device)
+                for key in ("negative_prompt_embeds", "negative_pooled_prompt_embeds"):
+                    tensor = out[key]
+                    assert tensor is not None
+                    mask = empty.view(-1, *([1] * (tensor.ndim - 1)))
+                    out[key] = torch.where(mask, torch.zeros_like(tensor), tensor)
+        if not cfg:
+            out["negative_prompt_embeds"] = None
+            out.pop("negative_pooled_prompt_embeds", None)
+
+        embeds = out["prompt_embeds"]
+        assert embeds is not None
+        if tuple(embeds.shape[1:]) != self.prompt_embeds_shape:
+            raise RuntimeError(
+                f"prompt embeddings have shape {tuple(embeds.shape[1:])}, expected {self.prompt_embeds_shape}"
+            )
+        if any(r.prompt_embeds_offset is not None for r in batch):
+            offsets = torch.zeros(embeds.shape, dtype=torch.float32)
+            for i, r in enumerate(batch):
+                if r.prompt_embeds_offset is not None:
+                    offsets[i] = (
+                        r.prompt_embeds_offset.detach().to("cpu", torch.float32).expand(embeds.shape[1:])
+                    )
+            out["prompt_embeds"] = embeds + offsets.to(device=embeds.device, dtype=embeds.dtype)
+        return out
+
+    def _hspace_hook(self, batch: list[ImageRequest]) -> Callable[..., Any] | None:
+        """A forward hook adding each image's h-space vector to the conditional half of the batch."""
+        if all(r.hspace is None for r in batch):
+            return None
+        size = len(batch)
+        expected = self.hspace_shape
+        vectors = torch.zeros((size, *expected), dtype=torch.float32)
+        for i, r in enumerate(batch):
+            if r.hspace is not None:
+                vectors[i] = r.hspace.detach().to("cpu", torch.float32)
+        cfg = self.uses_guidance
+        cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+            hidden = output[0] if isinstance(output, tuple) else output
+            if tuple(hidden.shape[1:]) != expected:
+                raise RuntimeError(
+                    f"{self.steered_block} output has shape {tuple(hidden.shape[1:])}, "
+                    f"but h-space vectors were built for {expected}"
+                )
+            want = 2 * size if cfg else size
+            if hidden.shape[0] != want:
+                raise RuntimeError(f"{self.steered_block} saw a batch of {hidden.shape[0]}, expected {want}")
+            key = (hidden.dtype, hidden.device)
+            if key not in cache:
+                cache[key] = vectors.to(device=hidden.device, dtype=hidden.dtype)
+            vec = cache[key]
+            # under guidance the batch is [unconditional; conditional]: steer the conditional half only
+            steered = torch.cat([hidden[:size], hidden[size:] + vec]) if cfg else hidden + vec
+            if isinstance(output, tuple):
+                return (steered, *output[1:])
+            return steered
+
+        return hook
+
+    def _generate_batch(
+        self, batch: list[ImageRequest], record: set[int], on_step: Callable[[int], None] | None
+    ) -> list[GeneratedImage]:
+        unet = self.pipe.unet
+        device = self._device()
+        # One CPU generator per image: it draws the initial noise, then serves any stochastic sampler
+        # steps, exactly as diffusers does with a list of generators, so an image's randomness never
+        # depends on which batch it lands in.
+        generators = [torch.Generator("cpu").manual_seed(int(r.seed)) for r in batch]
+        noise = torch.stack(
+            [torch.randn(self.latent_shape, generator=g, dtype=torch.float32) for g in generators]
+        )
+        for i, r in enumerate(batch):
+            if r.noise_offset is not None:
+                noise[i] += r.noise_offset.detach().to("cpu", torch.float32)
+        latents = noise.to(device=device, dtype=unet.dtype)
+
+        recorded: list[dict[int, torch.Tensor]] = [{} for _ in batch]
+
+        def callback(_pipe: Any, step: int, _timestep: Any, tensors: dict[str, Any]) -> dict[str, Any]:
+            if step in record:
+                current = tensors["latents"].detach().to("cpu", torch.float32)
+                for i in range(len(batch)):
+                    recorded[i][step] = current[i].clone()
+            if on_step is not None:
+                on_step(step)
+            return tensors
+
+        with torch.inference_mode():
+            images = self._run(batch, latents, generators, callback)
+        # clone outside inference mode so recorded latents can feed autograd (e.g. training a probe)
+        recorded = [{step: t.clone() for step, t in steps.items()} for steps in recorded]
+
+        results = []
+        for i, r in enumerate(batch):
+            pixels = np.asarray(images[i])
+            image, reason = None, None
+            if not np.isfinite(pixels).all():
+                reason = "non-finite pixels"
+            else:
+                if float(pixels.max()) < 1.0 / 255.0:
+                    reason = "all-black image"
+                array = (np.clip(pixels, 0.0, 1.0) * 255.0).round().astype(np.uint8)
+                image = Image.fromarray(array).convert("RGB")
+            results.append(
+                GeneratedImage(
+                    request=r,
+                    image=image,
+                    drop_reason=reason,
+                    truncated=self.is_truncated(r.prompt),
+                    latents=recorded[i],
+                )
+            )
+        return results
+
+    def _run(
+        self,
+        batch: list[ImageRequest],
+        latents: torch.Tensor,
+        generators: list[torch.Generator],
+        callback: Callable[..., dict[str, Any]],
+    ) -> np.ndarray:
+        """One pipeline call for the batch, with the h-space hook attached only for its duration."""
+        unet = self.pipe.unet
+        kwargs: dict[str, Any] = dict(
+            self._encode(batch),
+            latents=latents,
+            generator=generators,
+            num_inference_steps=self.steps,
+            guidance_scale=self.guidance,
+            height=self.height,
+            width=self.width,
+            output_type="np",
+            callback_on_step_end=callback,
+            callback_on_step_end_tensor_inputs=["latents"],
+        )
+        hook = self._hspace_hook(batch)
+        handle = unet.get_submodule(self.steered_block).register_forward_hook(hook) if hook else None
+        try:
+            return self.pipe(**kwargs).images
+        finally:
+            if handle is not None:
+                handle.remove()

@@ -1,0 +1,232 @@
+"""Find and load the text-to-image models diffsteer audits.
+
+A model reference is, in order of precedence, the name of a bundled model (registered by the module
+that ships it), a local diffusers pipeline folder, or a Hugging Face Hub repo id. Every failure ends in
+one line naming everything that was tried, so a typo in a CLI flag is diagnosed without a traceback.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
+
+DEFAULT_MODEL = "pictoworld"
+
+# name -> callable returning the pipeline folder; callables so that registering costs nothing.
+BUNDLED_MODELS: dict[str, Callable[[], Path]] = {}
+
+SUPPORTED_PIPELINES: tuple[type[DiffusionPipeline], ...] = (
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+)
+_SUPPORTED_NAMES = {cls.__name__ for cls in SUPPORTED_PIPELINES}
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_bundled_import_error: str | None = None
+
+
+class ModelNotFoundError(RuntimeError):
+    """A model reference that resolves to nothing loadable; the message names every place tried."""
+
+
+class UnsupportedModelError(ValueError):
+    """A loadable pipeline whose class diffsteer cannot steer (only SD 1.x/2.x and SDXL are supported)."""
+
+
+def register_bundled_model(name: str, locate: Callable[[], Path]) -> None:
+    """Make ``name`` resolve to the folder returned by ``locate`` (called only when the model is loaded)."""
+    BUNDLED_MODELS[name] = locate
+
+
+def _import_bundled() -> None:
+    """Import the bundled-model module lazily so that its registration runs without a heavy import cost."""
+    global _bundled_import_error
+    try:
+        import diffsteer.pictoworld  # noqa: F401
+    except ImportError as exc:  # the bundled model is optional; remember why for the error message
+        _bundled_import_error = _short(exc)
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _shown(ref: str) -> str:
+    return ref if ref.startswith((".", "/", "~")) or os.path.isabs(ref) else f"./{ref}"
+
+
+def _hub_offline() -> bool:
+    """Read the offline switch at call time (huggingface_hub reads it only once, at import)."""
+    try:
+        from huggingface_hub import constants
+
+        if constants.HF_HUB_OFFLINE:
+            return True
+    except ImportError:
+        pass
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _is_repo_id(ref: str) -> bool:
+    try:
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+    except ImportError:  # pragma: no cover - huggingface_hub is a diffusers dependency
+        return ref.count("/") <= 1
+    try:
+        validate_repo_id(ref)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _check_device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"unknown device {device!r}: {_short(exc)}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            f"device {device!r} requested but CUDA is not available to torch {torch.__version__} "
+            "(CPU-only build or no GPU); use --device cpu"
+        )
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise RuntimeError(f"device {device!r} requested but Apple MPS is not available; use --device cpu")
+    return dev
+
+
+def _unsupported(ref: str, class_name: str) -> UnsupportedModelError:
+    return UnsupportedModelError(
+        f"model {ref!r} is a {class_name}; diffsteer supports StableDiffusionPipeline (SD 1.x/2.x) "
+        "and StableDiffusionXLPipeline (SDXL)"
+    )
+
+
+def _pipeline_folder(ref: str, folder: Path, what: str) -> tuple[Path, dict[str, Any]]:
+    """Check that ``folder`` is a diffusers pipeline and return it with its model_index config."""
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"model {ref!r}: {what} {folder} is not a folder")
+    if not (folder / "model_index.json").is_file():
+        raise ModelNotFoundError(
+            f"model {ref!r}: {what} {folder} exists but is not a diffusers pipeline: missing model_index.json"
+        )
+    try:
+        return folder, DiffusionPipeline.load_config(folder)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(
+            f"model {ref!r}: {what} {folder} has an unreadable model_index.json ({_short(exc)})"
+        ) from None
+
+
+def _resolve(ref: str) -> tuple[str | Path, dict[str, Any]]:
+    """Return (folder or hub id, model_index config) or raise ModelNotFoundError naming all that was tried."""
+    if ref in BUNDLED_MODELS:
+        try:
+            folder = Path(BUNDLED_MODELS[ref]())
+        except (OSError, RuntimeError, ValueError) as exc:
+            raise ModelNotFoundError(f"bundled model {ref!r} could not be located: {_short(exc)}") from None
+        return _pipeline_folder(ref, folder, "bundled model folder")
+
+    local = Path(ref).expanduser()
+    if local.exists():
+        return _pipeline_folder(ref, local, "folder")
+
+    names = ", ".join(sorted(BUNDLED_MODELS)) or "none registered"
+    if ref == DEFAULT_MODEL and _bundled_import_error:
+        names += f"; {DEFAULT_MODEL} unavailable: {_bundled_import_error}"
+    tried = f"model {ref!r}: not a bundled model ({names}), no folder at {_shown(ref)}"
+    if not _is_repo_id(ref):
+        raise ModelNotFoundError(f"{tried}, not a valid hub repo id")
+    offline = _hub_offline()
+    try:
+        with warnings.catch_warnings():  # diffusers passes a hub argument that huggingface_hub deprecated
+            warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
+            config = DiffusionPipeline.load_config(ref, local_files_only=offline)
+    except Exception as exc:  # any failure to fetch one small JSON file means "not found"
+        where = "hub offline (HF_HUB_OFFLINE) and not in the local cache" if offline else "hub unreachable"
+        raise ModelNotFoundError(f"{tried}, {where} or no such repo ({_short(exc)})") from None
+    return ref, config
+
+
+def _dtype_kwarg() -> str:
+    """diffusers renamed ``torch_dtype`` to ``dtype``; use whichever this version accepts without warning."""
+    try:
+        from diffusers.utils import deprecation_utils
+    except ImportError:  # pragma: no cover
+        return "torch_dtype"
+    return "dtype" if hasattr(deprecation_utils, "_TORCH_DTYPE_DEPRECATION_MESSAGE") else "torch_dtype"
+
+
+def load_pipeline(
+    ref: str = DEFAULT_MODEL, *, device: str = "cpu", dtype: str = "float32"
+) -> DiffusionPipeline:
+    """Load a bundled model, a local pipeline folder or a hub repo as a ready-to-steer pipeline.
+
+    Weights are read only from safetensors (never pickles). The Stable Diffusion safety checker is
+    removed: it silently replaces flagged images with black squares, which would bias an audit;
+    diffsteer measures unsafe output itself and reports it instead.
+    """
+    if dtype not in _DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+    dev = _check_device(device)
+    _import_bundled()
+    source, config = _resolve(ref)
+    class_name = config.get("_class_name")
+    if class_name not in _SUPPORTED_NAMES:  # checked before loading: weights may be many gigabytes
+        raise _unsupported(ref, str(class_name))
+
+    kwargs: dict[str, Any] = {"use_safetensors": True, _dtype_kwarg(): _DTYPES[dtype]}
+    if class_name == StableDiffusionPipeline.__name__:
+        kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    if isinstance(source, str):
+        kwargs["local_files_only"] = _hub_offline()
+    try:
+        pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        shown = source if isinstance(source, str) else _shown(str(source))
+        raise ModelNotFoundError(
+            f"model {ref!r}: found a {class_name} at {shown} but could not load it: {_short(exc)}"
+        ) from None
+    if not isinstance(pipe, SUPPORTED_PIPELINES):
+        raise _unsupported(ref, type(pipe).__name__)
+    pipe.to(dev)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def model_fingerprint(pipe: DiffusionPipeline) -> str:
+    """Hash of the U-Net architecture, so steering directions are never applied to a different network."""
+    config = {k: v for k, v in dict(pipe.unet.config).items() if not k.startswith("_")}
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _sample_hw(pipe: DiffusionPipeline) -> tuple[int, int]:
+    size = pipe.unet.config.sample_size
+    if isinstance(size, int):
+        return size, size
+    return int(size[0]), int(size[1])
+
+
+def describe_model(pipe: DiffusionPipeline, ref: str) -> dict[str, Any]:
+    """A JSON-ready summary of what was loaded, for run manifests and reports."""
+    h, w = _sample_hw(pipe)
+    scale = int(getattr(pipe, "vae_scale_factor", 8))
+    return {
+        "ref": ref,
+        "pipeline": type(pipe).__name__,
+        "prediction_type": pipe.scheduler.config.get("prediction_type", "epsilon"),
+        "fingerprint": model_fingerprint(pipe),
+        "latent_shape": [int(pipe.unet.config.in_channels), h, w],
+        "sample_size": [h, w],
+        "image_size": [h * scale, w * scale],
+    }
