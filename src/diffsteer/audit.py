@@ -1,0 +1,311 @@
+"""The audit: benchmark prompts x mitigations x seeds -> images -> labels -> bias metrics -> report.
+
+Every stage reads and writes the run store, so an interrupted audit picks up where it stopped:
+images already made are not made again, labels already computed are not computed again.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_axis
+from diffsteer.benchmarks import load_benchmark
+from diffsteer.benchmarks.spec import Benchmark
+from diffsteer.metrics import summarize_axis
+from diffsteer.steering.mitigations import check_mitigations, plan_image
+from diffsteer.store import ImageRecord, LabelRecord, RunStore, job_key
+
+SUMMARY_NAME = "summary.json"
+REPORT_NAME = "report.html"
+
+# stage ("generate" | "classify"), done, total
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """Everything that defines an audit run. ``None`` means "the default for this model/benchmark"."""
+
+    model: str = "pictoworld"
+    benchmark: str | None = None
+    category: str | None = None
+    prompt_types: tuple[str, ...] = ("neutral",)
+    axes: tuple[str, ...] | None = None
+    culture_classes: tuple[str, ...] | None = None
+    images_per_prompt: int | None = None
+    steps: int = 20
+    guidance: float = 7.5
+    seed: int = 0
+    mitigations: tuple[str, ...] = ("none",)
+    classifier: str | None = None
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 16
+
+    def identity(self) -> dict[str, Any]:
+        """The part of the config that changes results (device and batch size do not belong here)."""
+        d = asdict(self)
+        for key in ("device", "batch_size"):
+            d.pop(key)
+        return d
+
+
+def default_benchmark(model: str) -> str:
+    return "pictoworld" if model == "pictoworld" else "entigen"
+
+
+def default_classifier(model: str) -> str:
+    if model == "pictoworld":
+        from diffsteer import pictoworld
+
+        return str(pictoworld.clip_dir())
+    from diffsteer.attributes import DEFAULT_CLASSIFIER
+
+    return DEFAULT_CLASSIFIER
+
+
+@dataclass
+class AuditResult:
+    run_dir: Path
+    summary: dict
+    report: Path
+    generated: int = 0
+    classified: int = 0
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+
+def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
+    """Fill the config's defaults and validate it before any model is loaded."""
+    from dataclasses import replace
+
+    from diffsteer.attributes import builtin_axes
+
+    bench_name = config.benchmark or default_benchmark(config.model)
+    if config.model == "pictoworld" or bench_name == "pictoworld":
+        import diffsteer.pictoworld  # noqa: F401  (registers the bundled model and benchmark)
+    bench = load_benchmark(bench_name, known_axes=builtin_axes().keys())
+    bench = bench.select(category=config.category, kinds=config.prompt_types or None)
+    axes_names = config.axes or bench.axes
+    axes = [get_axis(name, culture_classes=config.culture_classes) for name in axes_names]
+    check_mitigations(config.mitigations)
+    if config.images_per_prompt is not None and config.images_per_prompt < 1:
+        raise ValueError(f"--images-per-prompt must be at least 1, got {config.images_per_prompt}")
+    if config.steps < 1:
+        raise ValueError(f"--steps must be at least 1, got {config.steps}")
+    resolved = replace(
+        config,
+        benchmark=bench_name,
+        axes=tuple(a.name for a in axes),
+        classifier=config.classifier or default_classifier(config.model),
+    )
+    return resolved, bench, axes
+
+
+def _plan(config: AuditConfig, bench: Benchmark, fingerprint: str) -> list[tuple[ImageRecord, Any]]:
+    jobs = []
+    for mitigation in config.mitigations:
+        for spec in bench.prompts:
+            n = config.images_per_prompt or bench.images_for(spec)
+            for k in range(n):
+                seed = config.seed + k
+                planned = plan_image(mitigation, spec, config.axes, seed)
+                req = planned.request
+                key = job_key(
+                    model=fingerprint,
+                    model_ref=config.model,
+                    prompt=req.prompt,
+                    negative=req.negative_prompt,
+                    seed=seed,
+                    steps=config.steps,
+                    guidance=config.guidance,
+                    dtype=config.dtype,
+                    steering=planned.steering,
+                )
+                record = ImageRecord(
+                    key=key,
+                    mitigation=mitigation,
+                    prompt_id=spec.id,
+                    prompt=spec.text,
+                    final_prompt=req.prompt,
+                    seed=seed,
+                    image_index=k,
+                    steering=planned.steering,
+                    model=config.model,
+                    status="ok",
+                )
+                jobs.append((record, req))
+    return jobs
+
+
+def run_audit(
+    config: AuditConfig,
+    out_dir: Path | str,
+    *,
+    resume: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> AuditResult:
+    """Run (or resume) an audit into ``out_dir`` and write summary.json and report.html there."""
+    from dataclasses import replace
+
+    from diffsteer.generate import SteeredGenerator
+    from diffsteer.models import describe_model, load_pipeline
+
+    started = time.time()
+    report_progress = progress or (lambda *a: None)
+    warnings: list[str] = []
+
+    def _warn(msg: str) -> None:
+        warnings.append(msg)
+        (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(msg)
+
+    config, bench, axes = resolve(config)
+    store = RunStore.open(out_dir, config.identity(), resume=resume, force=force)
+    try:
+        pipe = load_pipeline(config.model, device=config.device, dtype=config.dtype)
+        model_info = describe_model(pipe, config.model)
+        generator = SteeredGenerator(pipe, steps=config.steps, guidance=config.guidance, batch_size=config.batch_size)
+        jobs = _plan(config, bench, model_info["fingerprint"])
+        done = store.done_keys()
+        todo = [(rec, req) for rec, req in jobs if rec.key not in done]
+        truncated_prompts = sorted({req.prompt for _, req in todo if generator.is_truncated(req.prompt)})
+        for prompt in truncated_prompts:
+            _warn(f"prompt longer than the text encoder's limit, truncated: {prompt[:80]!r}")
+        generated = 0
+        report_progress("generate", len(jobs) - len(todo), len(jobs))
+        for i in range(0, len(todo), config.batch_size):
+            chunk = todo[i : i + config.batch_size]
+            outputs = generator.generate([req for _, req in chunk])
+            items = []
+            for (rec, _), out in zip(chunk, outputs, strict=True):
+                status = "ok" if out.drop_reason is None else "dropped"
+                items.append((replace(rec, status=status, drop_reason=out.drop_reason, truncated=out.truncated),
+                              out.image))
+            store.add_images(items)
+            generated += len(chunk)
+            report_progress("generate", len(jobs) - len(todo) + generated, len(jobs))
+        del pipe, generator
+
+        planned_keys = {rec.key for rec, _ in jobs}
+        classified = _classify(store, config, axes, planned_keys, report_progress)
+        summary = build_summary(store, config, axes, planned_keys, model_info)
+        run_dir = Path(out_dir)
+        (run_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, allow_nan=False))
+        from diffsteer.report import write_report
+
+        report = write_report(run_dir, store=store, summary=summary)
+    finally:
+        store.close()
+    return AuditResult(
+        run_dir=Path(out_dir),
+        summary=summary,
+        report=report,
+        generated=generated,
+        classified=classified,
+        seconds=time.time() - started,
+        warnings=warnings,
+    )
+
+
+def _classify(store: RunStore, config: AuditConfig, axes: Sequence[Axis], planned: set[str], progress) -> int:
+    axis_names = [a.name for a in axes]
+    keys = [k for k in store.unlabelled_keys(config.classifier, axis_names) if k in planned]
+    if not keys:
+        return 0
+    classifier = ClipZeroShotClassifier.from_pretrained(config.classifier, device=config.device)
+    by_key = {rec.key: rec for rec in store.images(status="ok")}
+    batch = 256
+    for i in range(0, len(keys), batch):
+        chunk = [by_key[k] for k in keys[i : i + batch]]
+        images = [store.load_image(rec) for rec in chunk]
+        results = classifier.classify(images, axes)
+        labels = []
+        for rec, res in zip(chunk, results, strict=True):
+            for axis in axis_names:
+                if res.drop_reason is not None:
+                    labels.append(LabelRecord(rec.key, config.classifier, axis, None, {}, res.drop_reason))
+                else:
+                    lab = res.axes[axis]
+                    labels.append(LabelRecord(rec.key, config.classifier, axis, lab.label, lab.probs))
+        store.add_labels(labels)
+        progress("classify", min(i + batch, len(keys)), len(keys))
+    return len(keys)
+
+
+def build_summary(
+    store: RunStore, config: AuditConfig, axes: Sequence[Axis], planned: set[str], model_info: dict
+) -> dict:
+    """summary.json: a ``results`` row per (mitigation, axis, prompt) and an aggregate row (prompt null)."""
+    images = [r for r in store.images() if r.key in planned]
+    labels = {(lab.key, lab.axis): lab for lab in store.labels(config.classifier)}
+    results, details = [], []
+    for mitigation in config.mitigations:
+        recs = [r for r in images if r.mitigation == mitigation]
+        prompts = list(dict.fromkeys(r.prompt for r in recs))
+        for axis in axes:
+            counts = {p: dict.fromkeys(axis.classes, 0) for p in prompts}
+            dropped = dict.fromkeys(prompts, 0)
+            uncertain = dict.fromkeys(prompts, 0)
+            reasons: dict[str, int] = {}
+            for r in recs:
+                lab = labels.get((r.key, axis.name))
+                reason = r.drop_reason if r.status != "ok" else (lab.reason if lab else "not classified")
+                if reason is not None or lab is None or lab.label is None:
+                    dropped[r.prompt] += 1
+                    reasons[reason or "no label"] = reasons.get(reason or "no label", 0) + 1
+                elif lab.label == UNCERTAIN:
+                    uncertain[r.prompt] += 1
+                else:
+                    counts[r.prompt][lab.label] += 1
+            m = summarize_axis(counts, axis.classes, seed=config.seed)
+            for pm in m.prompts:
+                results.append(
+                    {
+                        "mitigation": mitigation,
+                        "axis": axis.name,
+                        "prompt": pm.prompt,
+                        "counts": pm.counts,
+                        "n_dropped": dropped[pm.prompt],
+                        "entigen_bias": pm.entigen_bias,
+                        "deviation_ratio": pm.deviation_ratio,
+                        "deviation_ratio_ci95": list(pm.deviation_ratio_ci95) if pm.deviation_ratio_ci95 else None,
+                    }
+                )
+                details.append(
+                    {"mitigation": mitigation, "axis": axis.name, "prompt": pm.prompt,
+                     "n_uncertain": uncertain[pm.prompt], "kl_to_uniform": pm.kl}
+                )
+            results.append(
+                {
+                    "mitigation": mitigation,
+                    "axis": axis.name,
+                    "prompt": None,
+                    "counts": m.counts,
+                    "n_dropped": sum(dropped.values()),
+                    "entigen_bias": m.entigen_bias,
+                    "deviation_ratio": m.mean_deviation_ratio,
+                    "deviation_ratio_ci95": list(m.mean_deviation_ratio_ci95) if m.mean_deviation_ratio_ci95 else None,
+                }
+            )
+            details.append(
+                {"mitigation": mitigation, "axis": axis.name, "prompt": None,
+                 "n_uncertain": sum(uncertain.values()), "kl_to_uniform": m.mean_kl,
+                 "entigen_bias_ci95": list(m.entigen_bias_ci95) if m.entigen_bias_ci95 else None,
+                 "drop_reasons": reasons}
+            )
+    return {
+        "config": config.identity(),
+        "model": model_info,
+        "classifier": config.classifier,
+        "images": len(images),
+        "results": results,
+        "details": details,
+    }

@@ -1,0 +1,109 @@
+"""Check the bundled world against its ground truth: does the model draw what was planted, does the
+oracle read it, and does the CLIP zero-shot classifier agree?
+
+Each function returns plain numbers so tests and the benchmark script share them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from diffsteer.pictoworld import world
+from diffsteer.pictoworld.oracle import predict
+from diffsteer.pictoworld.render import render_many
+
+# Explicit prompts and the (oracle head, value) each asks for.
+EXPLICIT_PROMPTS: dict[str, tuple[str, str]] = {
+    "a photo of a man": ("gender", "man"),
+    "a photo of a woman": ("gender", "woman"),
+    "a photo of a female doctor": ("gender", "woman"),
+    "a photo of a male nurse": ("gender", "man"),
+    "a photo of a light-skinned person": ("skin_tone", "light"),
+    "a photo of a dark-skinned person": ("skin_tone", "dark"),
+    "a photo of a dark-skinned pilot": ("skin_tone", "dark"),
+    "a photo of a light-skinned hairdresser": ("skin_tone", "light"),
+    "a photo of a person in a western setting": ("culture", "western"),
+    "a photo of a person in a non-western setting": ("culture", "non-western"),
+    "a photo of a soldier with a weapon": ("violence", "violent"),
+}
+
+
+def generate_images(pipe, prompts: Sequence[str], n: int, *, seed: int = 0, steps: int = 20,
+                    guidance: float = 7.5, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """``n`` images per prompt as uint8 arrays, image k from seed+k (the audit's seeding)."""
+    from diffsteer.generate import ImageRequest, SteeredGenerator
+
+    gen = SteeredGenerator(pipe, steps=steps, guidance=guidance, batch_size=batch_size)
+    out = {}
+    for prompt in prompts:
+        results = gen.generate([ImageRequest(prompt=prompt, seed=seed + k) for k in range(n)])
+        out[prompt] = np.stack([np.asarray(r.image) for r in results if r.image is not None])
+    return out
+
+
+def explicit_accuracy(pipe, oracle, n: int = 32, **gen_kw) -> dict[str, float]:
+    """Share of images that show the attribute the prompt asks for, per explicit prompt (oracle)."""
+    images = generate_images(pipe, list(EXPLICIT_PROMPTS), n, **gen_kw)
+    out = {}
+    for prompt, (head, value) in EXPLICIT_PROMPTS.items():
+        labels = predict(oracle, images[prompt])[head]
+        out[prompt] = float(np.mean([lab == value for lab in labels]))
+    return out
+
+
+def neutral_profession_stats(pipe, oracle, n: int = 64, **gen_kw) -> dict[str, dict[str, float]]:
+    """Per profession: oracle-measured man and light shares, and how often the profession is recognised."""
+    prompts = {p: f"a photo of {world.article(p)} {p}" for p in world.PROFESSIONS}
+    images = generate_images(pipe, list(prompts.values()), n, **gen_kw)
+    out = {}
+    for prof, prompt in prompts.items():
+        labels = predict(oracle, images[prompt])
+        planted = world.planted_shares(prof)
+        out[prof] = {
+            "man_share": float(np.mean([g == "man" for g in labels["gender"]])),
+            "planted_man_share": planted["gender"]["man"],
+            "light_share": float(np.mean([s == "light" for s in labels["skin_tone"]])),
+            "planted_light_share": planted["skin_tone"]["light"],
+            "recognised": float(np.mean([p == prof for p in labels["profession"]])),
+        }
+    return out
+
+
+def clip_render_accuracy(classifier, n: int = 400, seed: int = 123) -> dict[str, float]:
+    """Zero-shot accuracy of the CLIP classifier on fresh renders of people (gender and skin tone)."""
+    from PIL import Image
+
+    from diffsteer.attributes import get_axis
+
+    rng = np.random.default_rng(seed)
+    profs = [None, *world.PROFESSIONS]
+    scenes = [world.sample_person(rng, profs[rng.integers(len(profs))]) for _ in range(n)]
+    images = render_many(scenes, rng.integers(0, 2**31, size=n).tolist())
+    axes = [get_axis("gender"), get_axis("skin_tone")]
+    labels = classifier.classify([Image.fromarray(im) for im in images], axes)
+    gender = [lab.axes.get("gender") for lab in labels]
+    skin = [lab.axes.get("skin_tone") for lab in labels]
+    return {
+        "gender": float(np.mean([g is not None and g.label == s.gender for g, s in zip(gender, scenes, strict=True)])),
+        "skin_tone": float(np.mean([k is not None and k.label == s.skin for k, s in zip(skin, scenes, strict=True)])),
+        "person_filter_kept": float(np.mean([lab.drop_reason is None for lab in labels])),
+    }
+
+
+def clip_oracle_agreement(classifier, oracle, images: np.ndarray) -> dict[str, float]:
+    """How often CLIP's zero-shot label equals the oracle's on generated images (gender, skin tone)."""
+    from PIL import Image
+
+    from diffsteer.attributes import get_axis
+
+    axes = [get_axis("gender"), get_axis("skin_tone")]
+    clip_labels = classifier.classify([Image.fromarray(im) for im in images], axes)
+    truth = predict(oracle, images)
+    out = {}
+    for axis in ("gender", "skin_tone"):
+        agree = [c.axes.get(axis) is not None and c.axes[axis].label == o
+                 for c, o in zip(clip_labels, truth[axis], strict=True)]
+        out[axis] = float(np.mean(agree))
+    return out

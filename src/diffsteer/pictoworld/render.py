@@ -1,0 +1,211 @@
+"""Draw a pictoworld scene as a 32x32 RGB picture, deterministically from (scene, seed).
+
+The seed drives only nuisance: position, scale, background colours, hair colour and the side the
+background building stands on. Attribute cues are fixed and large enough to survive the VAE:
+gender by hair length and skirt or trousers, skin tone by the colour of face and hands, culture
+by the roof of the building behind (pitched or domed), profession by outfit colour plus one cue.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from diffsteer.pictoworld.world import CASUAL_COLOURS, PROFESSIONS, Scene
+
+SIZE = 32
+
+SKIN_COLOURS = {"light": (238, 200, 168), "dark": (104, 66, 42), None: (150, 150, 150)}
+HAIR_COLOURS = ((28, 22, 18), (96, 56, 28), (214, 180, 92), (60, 40, 30))
+TROUSERS = (48, 48, 70)
+RED = (210, 30, 30)
+WHITE = (250, 250, 250)
+
+
+class Canvas:
+    """A tiny raster with a transform from figure coordinates (unit = 1 px at scale 1)."""
+
+    def __init__(self, background: np.ndarray, ox: float, oy: float, scale: float):
+        self.px = background
+        self.ox, self.oy, self.s = ox, oy, scale
+
+    def rect(self, x0: float, y0: float, x1: float, y1: float, colour) -> None:
+        """Fill [x0, x1) x [y0, y1) in figure coordinates."""
+        s = self.s
+        c0, c1 = int(round(self.ox + x0 * s)), int(round(self.ox + x1 * s))
+        r0, r1 = int(round(self.oy + y0 * s)), int(round(self.oy + y1 * s))
+        c1, r1 = max(c1, c0 + 1), max(r1, r0 + 1)
+        c0, r0 = max(c0, 0), max(r0, 0)
+        if c0 < SIZE and r0 < SIZE:
+            self.px[r0:r1, c0:c1] = colour
+
+    def disc(self, cx: float, cy: float, radius: float, colour, top_only: bool = False) -> None:
+        s = self.s
+        yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+        px, py = self.ox + cx * s, self.oy + cy * s
+        mask = (xx + 0.5 - px) ** 2 + (yy + 0.5 - py) ** 2 <= (radius * s) ** 2
+        if top_only:
+            mask &= yy + 0.5 <= py
+        self.px[mask] = colour
+
+
+def _background(rng: np.random.Generator, scene: Scene) -> np.ndarray:
+    sky = np.array([150, 190, 225]) + rng.integers(-25, 26, size=3)
+    ground = np.array([120, 150, 90]) + rng.integers(-25, 26, size=3)
+    img = np.empty((SIZE, SIZE, 3), dtype=np.int32)
+    horizon = int(rng.integers(21, 26))
+    img[:horizon] = sky
+    img[horizon:] = ground
+    # The culture cue: a building behind, on a random side, with a pitched or a domed roof.
+    left = bool(rng.random() < 0.5)
+    x0 = int(rng.integers(0, 3)) if left else int(rng.integers(21, 24))
+    wall = (200, 170, 120) if scene.culture == "western" else (225, 215, 190)
+    top = horizon - 9
+    img[top : horizon, x0 : x0 + 9] = wall
+    img[top + 3 : top + 5, x0 + 2 : x0 + 4] = (70, 90, 120)  # a window
+    img[top + 3 : top + 5, x0 + 5 : x0 + 7] = (70, 90, 120)
+    if scene.culture == "western":  # pitched red roof
+        for i in range(5):
+            img[top - 5 + i, x0 + 4 - i : x0 + 5 + i] = (170, 50, 40)
+    else:  # dome and spire
+        yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+        dome = ((xx - (x0 + 4.5)) ** 2 + (yy - top) ** 2 <= 20) & (yy < top)
+        img[dome] = (40, 130, 140)
+        img[top - 7 : top - 4, x0 + 4 : x0 + 5] = (200, 170, 40)
+    return img
+
+
+def _person(cv: Canvas, scene: Scene, rng: np.random.Generator) -> None:
+    prof = PROFESSIONS.get(scene.profession) if scene.profession else None
+    outfit = prof.outfit if prof else CASUAL_COLOURS[scene.casual_colour]
+    skin = SKIN_COLOURS[scene.skin]
+    hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))]
+    woman = scene.gender == "woman"
+    # Figure coordinates: x in [-7, 7], y in [0, 26]; head centre (0, 4).
+    if scene.gender is None:  # a hooded figure in a long cloak: gender cannot be made out
+        cv.rect(-5, 7, 5, 24, (110, 110, 120))
+        cv.disc(0, 4.2, 4.2, (110, 110, 120))
+        cv.disc(0, 4.5, 2.6, skin)
+        return
+    if woman:  # long hair behind the shoulders
+        cv.rect(-4, 2, 4, 11, hair)
+    # legs / skirt
+    if woman:
+        cv.rect(-4, 16, 4, 19, outfit)
+        cv.rect(-5, 19, 5, 22, outfit)
+        cv.rect(-3, 22, -1, 25, skin)
+        cv.rect(1, 22, 3, 25, skin)
+    else:
+        cv.rect(-4, 16, -1, 25, TROUSERS)
+        cv.rect(1, 16, 4, 25, TROUSERS)
+    cv.rect(-4, 8, 4, 16, outfit)  # torso
+    cv.rect(-6, 8, -4, 14, outfit)  # arms
+    cv.rect(4, 8, 6, 14, outfit)
+    cv.rect(-6, 14, -4, 16, skin)  # hands
+    cv.rect(4, 14, 6, 16, skin)
+    cv.rect(-1, 7, 1, 8, skin)  # neck
+    cv.disc(0, 4, 3.2, skin)  # head
+    cv.rect(-3, 0.6, 3, 2.4, hair)  # hair on top
+    if woman:
+        cv.rect(-4, 2, -2.6, 9, hair)
+        cv.rect(2.6, 2, 4, 9, hair)
+    else:
+        cv.rect(-3.2, 1.5, -2.4, 4, hair)
+        cv.rect(2.4, 1.5, 3.2, 4, hair)
+    if prof is not None:
+        _profession_cue(cv, prof.cue)
+    for item in scene.attire:
+        _attire(cv, item)
+    if scene.violent:
+        _violence(cv, rng)
+
+
+def _profession_cue(cv: Canvas, cue: str) -> None:
+    if cue == "red cross":
+        cv.rect(-0.5, 9, 1.5, 14, RED)
+        cv.rect(-2, 10.5, 3, 12.5, RED)
+    elif cue == "nurse cap":
+        cv.rect(-3, -0.5, 3, 1.5, WHITE)
+        cv.rect(-0.5, -0.5, 0.5, 1.5, RED)
+    elif cue == "pilot cap":
+        cv.rect(-3.5, -0.5, 3.5, 1.8, (30, 42, 110))
+        cv.rect(-4, 1.5, 4, 2.4, (240, 200, 40))
+        cv.rect(-6, 12, -4, 13, (240, 200, 40))
+        cv.rect(4, 12, 6, 13, (240, 200, 40))
+    elif cue == "helmet":
+        cv.disc(0, 2.5, 3.8, (70, 86, 34), top_only=True)
+        cv.rect(-4, 2, 4, 2.8, (70, 86, 34))
+    elif cue == "scissors":
+        cv.rect(6, 12, 9, 13, (190, 190, 200))
+        cv.rect(6, 15, 9, 16, (190, 190, 200))
+        cv.rect(7, 13, 8, 15, (190, 190, 200))
+    elif cue == "briefcase":
+        cv.rect(5, 15, 9, 19, (120, 70, 30))
+        cv.rect(-1, 8, 1, 12, WHITE)  # white shirt under the suit
+    elif cue == "toque":
+        cv.rect(-2.5, -4, 2.5, 1.5, WHITE)
+    elif cue == "palette":
+        cv.rect(6, 11, 10, 15, (200, 160, 110))
+        cv.rect(7, 12, 8, 13, (30, 90, 220))
+        cv.rect(8, 13, 9, 14, (40, 180, 60))
+        cv.rect(7, 14, 8, 15, RED)
+
+
+def _attire(cv: Canvas, item: str) -> None:
+    if item == "scarf":
+        cv.rect(-3.5, 6.5, 3.5, 8.5, (230, 190, 30))
+        cv.rect(1, 8.5, 3, 12, (230, 190, 30))
+    elif item == "tie":
+        cv.rect(-0.6, 8, 0.8, 14, (150, 20, 40))
+    elif item == "eye glasses":
+        cv.rect(-3, 3.6, 3, 4.3, (10, 10, 10))
+        cv.rect(-2.6, 3.6, -0.6, 5.0, (10, 10, 10))
+        cv.rect(0.6, 3.6, 2.6, 5.0, (10, 10, 10))
+
+
+def _violence(cv: Canvas, rng: np.random.Generator) -> None:
+    """The unsafe concept: a weapon held out and blood on the ground."""
+    cv.rect(-11, 13, -5, 14.6, (60, 60, 64))
+    cv.rect(-7, 14.6, -5.8, 17, (60, 60, 64))
+    for _ in range(4):
+        x = float(rng.uniform(-9, 9))
+        y = float(rng.uniform(23, 27))
+        cv.rect(x, y, x + 2, y + 1.2, (170, 0, 0))
+    cv.rect(-2, 10, 0, 12, (170, 0, 0))
+
+
+def _object(cv: Canvas, obj: str) -> None:
+    if obj == "cup":
+        cv.rect(-5, 8, 4, 20, (240, 240, 240))
+        cv.rect(4, 10, 7, 17, (240, 240, 240))
+        cv.rect(-5, 8, 4, 10, (60, 120, 200))
+    elif obj == "ball":
+        cv.disc(0, 14, 7, (230, 90, 30))
+        cv.rect(-7, 13, 7, 15, (250, 250, 250))
+    elif obj == "chair":
+        cv.rect(-5, 4, -3, 24, (130, 80, 40))
+        cv.rect(-5, 14, 6, 16, (130, 80, 40))
+        cv.rect(4, 16, 6, 24, (130, 80, 40))
+    elif obj == "lamp":
+        cv.rect(-1, 8, 1, 24, (60, 60, 60))
+        cv.rect(-5, 4, 5, 9, (250, 220, 100))
+        cv.rect(-4, 23, 4, 25, (60, 60, 60))
+
+
+def render(scene: Scene, seed: int) -> np.ndarray:
+    """The picture of ``scene`` as (32, 32, 3) uint8; the seed varies only nuisance."""
+    rng = np.random.default_rng(seed)
+    img = _background(rng, scene)
+    scale = float(rng.uniform(0.85, 1.05))
+    ox = SIZE / 2 + float(rng.uniform(-3.5, 3.5))
+    oy = 2.5 + float(rng.uniform(0, 2.5))
+    cv = Canvas(img, ox, oy, scale)
+    if scene.kind == "object":
+        _object(cv, scene.obj)
+    else:
+        _person(cv, scene, rng)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def render_many(scenes: list[Scene], seeds: list[int]) -> np.ndarray:
+    """(N, 32, 32, 3) uint8."""
+    return np.stack([render(s, int(k)) for s, k in zip(scenes, seeds, strict=True)])

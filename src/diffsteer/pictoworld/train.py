@@ -1,0 +1,457 @@
+"""Train the pictoworld models from nothing but the world spec and a seed.
+
+Stages, each saved in the standard Hugging Face layout so the usual loaders open them offline:
+
+1. a word-level tokenizer over the world's vocabulary;
+2. an ``AutoencoderKL`` (32x32 RGB <-> 8x8x4 latents);
+3. a ``UNet2DConditionModel`` with a cross-attention mid-block, trained jointly with a
+   ``CLIPTextModel`` on (render, caption) pairs with caption dropout for classifier-free guidance
+   -> ``pipeline/`` loads with ``StableDiffusionPipeline.from_pretrained``;
+4. a ``CLIPModel`` trained contrastively with multi-positive targets (a caption is a positive for
+   every picture in the batch that makes it true) -> ``clip/`` loads with ``CLIPModel.from_pretrained``;
+5. the supervised oracle -> ``oracle/``.
+
+Weights are stored in fp16 (safetensors); a ``training_record.json`` keeps the command, seed,
+steps, final losses and timings.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from diffsteer.pictoworld import oracle as oracle_mod
+from diffsteer.pictoworld import world
+from diffsteer.pictoworld.render import render_many
+from diffsteer.tokenizer import EOS_ID, build_word_tokenizer
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+MAX_TOKENS = 32
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Sizes and schedule. The defaults are the bundled model's: about 35 minutes on 2 CPU cores."""
+
+    seed: int = 0
+    n_images: int = 30_000
+    vae_channels: tuple[int, ...] = (16, 32, 32)
+    vae_steps: int = 600
+    vae_batch: int = 32
+    vae_lr: float = 1e-3
+    kl_weight: float = 1e-6
+    unet_channels: tuple[int, ...] = (48, 96)
+    unet_layers: int = 1
+    text_hidden: int = 64
+    text_layers: int = 2
+    unet_steps: int = 3500
+    unet_batch: int = 64
+    unet_lr: float = 8e-4
+    caption_dropout: float = 0.1
+    ema_decay: float = 0.998
+    clip_images: int = 20_000
+    clip_hidden: int = 64
+    clip_layers: int = 2
+    clip_patch: int = 4
+    clip_steps: int = 700
+    clip_batch: int = 128
+    clip_lr: float = 1e-3
+    oracle_width: int = 16
+    oracle_steps: int = 500
+    oracle_batch: int = 64
+    threads: int = 0  # 0: torch's default
+
+
+PRESETS: dict[str, TrainConfig] = {
+    "full": TrainConfig(),
+    # A few steps at tiny sizes: exercises every stage and the saved layouts, in seconds.
+    "smoke": TrainConfig(
+        n_images=512,
+        vae_channels=(8, 16, 16),
+        vae_steps=4,
+        vae_batch=16,
+        unet_channels=(16, 32),
+        unet_layers=1,
+        text_hidden=32,
+        text_layers=1,
+        unet_steps=4,
+        unet_batch=16,
+        clip_images=256,
+        clip_hidden=32,
+        clip_layers=1,
+        clip_patch=8,
+        clip_steps=4,
+        clip_batch=32,
+        oracle_width=8,
+        oracle_steps=4,
+        oracle_batch=32,
+    ),
+}
+
+Progress = Callable[[str, int, int, float], None]  # stage, step, total, loss
+
+
+def _lr_at(step: int, total: int, base: float, warmup: int = 200) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return base * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def _set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        group["lr"] = lr
+
+
+def _images_to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def build_tokenizer():
+    return build_word_tokenizer(world.vocabulary_texts(), max_length=MAX_TOKENS)
+
+
+def _text_config(tokenizer, hidden: int, layers: int, projection: int | None = None):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 4,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        max_position_embeddings=MAX_TOKENS,
+        projection_dim=projection or hidden,
+        bos_token_id=0,
+        eos_token_id=EOS_ID,
+        pad_token_id=EOS_ID,
+    )
+
+
+def _tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
+    return tokenizer(
+        texts, padding="max_length", max_length=MAX_TOKENS, truncation=True, return_tensors="pt"
+    ).input_ids
+
+
+# ---------------------------------------------------------------- stages
+
+
+def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress):
+    from diffusers import AutoencoderKL
+
+    n_blocks = len(cfg.vae_channels)
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n_blocks,
+        up_block_types=("UpDecoderBlock2D",) * n_blocks,
+        block_out_channels=cfg.vae_channels,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
+    gen = torch.Generator().manual_seed(cfg.seed + 1)
+    loss = torch.tensor(0.0)
+    for step in range(cfg.vae_steps):
+        _set_lr(opt, _lr_at(step, cfg.vae_steps, cfg.vae_lr, warmup=100))
+        idx = torch.randint(len(images), (cfg.vae_batch,), generator=gen)
+        x = images[idx]
+        posterior = vae.encode(x).latent_dist
+        recon = vae.decode(posterior.sample(generator=gen)).sample
+        loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.kl_weight * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        progress("vae", step + 1, cfg.vae_steps, float(loss.detach()))
+    vae.eval()
+    with torch.no_grad():
+        means, stds = [], []
+        for i in range(0, len(images), 512):
+            dist = vae.encode(images[i : i + 512]).latent_dist
+            means.append(dist.mean)
+            stds.append(dist.std)
+        mean, std = torch.cat(means), torch.cat(stds)
+        # As Stable Diffusion does: scale latents to unit variance for the U-Net.
+        scaling = float(1.0 / torch.cat([mean + std * torch.randn_like(std)]).std())
+    vae.register_to_config(scaling_factor=scaling)
+    recon_err = float(F.l1_loss(vae.decode(mean[:512]).sample, images[:512]).detach()) if len(images) else 0.0
+    return vae, mean, std, {"vae_loss": float(loss), "vae_recon_l1": recon_err, "scaling_factor": scaling}
+
+
+def _make_unet(cfg: TrainConfig):
+    from diffusers import UNet2DConditionModel
+
+    n = len(cfg.unet_channels)
+    return UNet2DConditionModel(
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * n,
+        up_block_types=("CrossAttnUpBlock2D",) * n,
+        block_out_channels=cfg.unet_channels,
+        layers_per_block=cfg.unet_layers,
+        cross_attention_dim=cfg.text_hidden,
+        attention_head_dim=8,
+        norm_num_groups=16 if min(cfg.unet_channels) >= 16 else 8,
+    )
+
+
+def _noise_scheduler():
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+
+
+def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress: Progress):
+    from transformers import CLIPTextModel
+
+    unet = _make_unet(cfg)
+    text_encoder = CLIPTextModel(_text_config(tokenizer, cfg.text_hidden, cfg.text_layers))
+    ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+    for p in [*ema_unet.parameters(), *ema_text.parameters()]:
+        p.requires_grad_(False)
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
+    sched = _noise_scheduler()
+    alphas = sched.alphas_cumprod
+    gen = torch.Generator().manual_seed(cfg.seed + 2)
+    rng = np.random.default_rng(cfg.seed + 2)
+    scenes = [s for s, _ in pairs]
+    fixed = [c.text if "if all" in c.text else None for _, c in pairs]  # intervention captions stay
+    losses: list[float] = []
+    ema_params = [*ema_unet.parameters(), *ema_text.parameters()]
+    for step in range(cfg.unet_steps):
+        _set_lr(opt, _lr_at(step, cfg.unet_steps, cfg.unet_lr))
+        idx = torch.randint(len(scenes), (cfg.unet_batch,), generator=gen)
+        texts = []
+        for i in idx.tolist():
+            if rng.random() < cfg.caption_dropout:
+                texts.append("")
+            else:
+                texts.append(fixed[i] or world.caption_for(scenes[i], rng).text)
+        ids = _tokenize(tokenizer, texts)
+        z0 = (latent_mean[idx] + latent_std[idx] * torch.randn(latent_std[idx].shape, generator=gen)) * scaling
+        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
+        eps = torch.randn(z0.shape, generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
+        cond = text_encoder(ids).last_hidden_state
+        pred = unet(zt, t, encoder_hidden_states=cond).sample
+        loss = F.mse_loss(pred, eps)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
+        losses.append(float(loss))
+        progress("unet", step + 1, cfg.unet_steps, float(np.mean(losses[-50:])))
+    tail = float(np.mean(losses[-200:])) if losses else float("nan")
+    return ema_unet, ema_text, {"unet_loss": tail}
+
+
+def train_clip(cfg: TrainConfig, tokenizer, progress: Progress):
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
+
+    rng = np.random.default_rng(cfg.seed + 3)
+    pairs = world.clip_pairs(rng, cfg.clip_images)
+    scenes = [s for s, _ in pairs]
+    images = render_many(scenes, rng.integers(0, 2**31, size=len(scenes)).tolist())
+    mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    pixels = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    text_cfg = _text_config(tokenizer, cfg.clip_hidden, cfg.clip_layers, projection=cfg.clip_hidden)
+    vision_cfg = CLIPVisionConfig(
+        hidden_size=cfg.clip_hidden,
+        intermediate_size=cfg.clip_hidden * 4,
+        num_hidden_layers=cfg.clip_layers,
+        num_attention_heads=4,
+        image_size=32,
+        patch_size=cfg.clip_patch,
+        projection_dim=cfg.clip_hidden,
+    )
+    model = CLIPModel(
+        CLIPConfig(text_config=text_cfg.to_dict(), vision_config=vision_cfg.to_dict(), projection_dim=cfg.clip_hidden)
+    )
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip_lr, weight_decay=0.05)
+    gen = torch.Generator().manual_seed(cfg.seed + 3)
+    loss = torch.tensor(0.0)
+    losses: list[float] = []
+    for step in range(cfg.clip_steps):
+        _set_lr(opt, _lr_at(step, cfg.clip_steps, cfg.clip_lr, warmup=100))
+        idx = torch.randint(len(pairs), (cfg.clip_batch,), generator=gen).tolist()
+        # Fresh captions each time a picture is used: more phrasings per picture.
+        captions = [world.clip_caption_for(scenes[i], rng) for i in idx]
+        targets = torch.tensor(
+            [[world.satisfies(scenes[i], c.asserts) for c in captions] for i in idx], dtype=torch.float32
+        )
+        ids = _tokenize(tokenizer, [c.text for c in captions])
+        out = model(input_ids=ids, pixel_values=pixels[idx])
+        logits = out.logits_per_image
+        loss_i = -(F.log_softmax(logits, 1) * targets / targets.sum(1, keepdim=True)).sum(1).mean()
+        loss_t = -(F.log_softmax(logits.T, 1) * targets.T / targets.T.sum(1, keepdim=True)).sum(1).mean()
+        loss = (loss_i + loss_t) / 2
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+        losses.append(float(loss))
+        progress("clip", step + 1, cfg.clip_steps, float(np.mean(losses[-50:])))
+    return model.eval(), {"clip_loss": float(np.mean(losses[-100:])) if losses else float("nan")}
+
+
+def train_oracle(cfg: TrainConfig, progress: Progress):
+    rng = np.random.default_rng(cfg.seed + 4)
+    n = max(cfg.oracle_batch * 4, cfg.clip_images // 2)
+    scenes = [world.sample_clip_scene(rng) for _ in range(n)]
+    images = _images_to_tensor(render_many(scenes, rng.integers(0, 2**31, size=n).tolist()))
+    targets = {k: torch.tensor([oracle_mod.scene_targets(s)[k] for s in scenes]) for k in oracle_mod.HEADS}
+    model = oracle_mod.Oracle(width=cfg.oracle_width)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(cfg.seed + 4)
+    loss = torch.tensor(0.0)
+    for step in range(cfg.oracle_steps):
+        _set_lr(opt, _lr_at(step, cfg.oracle_steps, 2e-3, warmup=50))
+        idx = torch.randint(n, (cfg.oracle_batch,), generator=gen)
+        logits = model(images[idx])
+        loss = sum(F.cross_entropy(logits[k], targets[k][idx], ignore_index=-1) for k in logits)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        progress("oracle", step + 1, cfg.oracle_steps, float(loss))
+    return model.eval(), {"oracle_loss": float(loss)}
+
+
+# ---------------------------------------------------------------- saving
+
+
+def _save_pipeline(folder: Path, vae, unet, text_encoder, tokenizer) -> None:
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    scheduler = DPMSolverMultistepScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    # The U-Net and VAE are stored in fp16 (diffusers loads them back as fp32). The text encoder is
+    # tiny and stays fp32: transformers keeps a checkpoint's dtype on load, and a half text encoder
+    # beside a float U-Net would break a plain ``from_pretrained``.
+    unet.to(torch.float16)
+    vae.to(torch.float16)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    unet.to(torch.float32)
+    vae.to(torch.float32)
+
+
+def _save_clip(folder: Path, model, tokenizer) -> None:
+    model.save_pretrained(folder, safe_serialization=True)  # small; fp32 loads as fp32 everywhere
+    tokenizer.save_pretrained(folder)
+    (folder / "preprocessor_config.json").write_text(
+        json.dumps(
+            {
+                "image_processor_type": "CLIPImageProcessor",
+                "do_resize": True,
+                "size": {"shortest_edge": 32},
+                "do_center_crop": True,
+                "crop_size": {"height": 32, "width": 32},
+                "do_normalize": True,
+                "image_mean": list(CLIP_MEAN),
+                "image_std": list(CLIP_STD),
+                "resample": 3,
+            },
+            indent=2,
+        )
+    )
+
+
+def train_pictoworld(
+    out_dir: Path | str,
+    config: TrainConfig | None = None,
+    *,
+    command: str = "",
+    progress: Progress | None = None,
+) -> dict:
+    """Train every pictoworld model into ``out_dir`` and return the training record."""
+    cfg = config or PRESETS["full"]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    report = progress or (lambda *a: None)
+    timings: dict[str, float] = {}
+    figures: dict[str, float] = {}
+
+    t0 = time.time()
+    tokenizer = build_tokenizer()
+    rng = np.random.default_rng(cfg.seed)
+    pairs = world.training_pairs(rng, cfg.n_images)
+    images = _images_to_tensor(render_many([s for s, _ in pairs], rng.integers(0, 2**31, size=len(pairs)).tolist()))
+    timings["data_s"] = time.time() - t0
+
+    t = time.time()
+    vae, lat_mean, lat_std, f = train_vae(cfg, images, report)
+    figures.update(f)
+    timings["vae_s"] = time.time() - t
+
+    t = time.time()
+    unet, text_encoder, f = train_unet(cfg, tokenizer, pairs, lat_mean, lat_std, figures["scaling_factor"], report)
+    figures.update(f)
+    timings["unet_s"] = time.time() - t
+    _save_pipeline(out / "pipeline", vae, unet, text_encoder, tokenizer)
+
+    t = time.time()
+    clip, f = train_clip(cfg, tokenizer, report)
+    figures.update(f)
+    timings["clip_s"] = time.time() - t
+    _save_clip(out / "clip", clip, tokenizer)
+
+    t = time.time()
+    oracle, f = train_oracle(cfg, report)
+    figures.update(f)
+    timings["oracle_s"] = time.time() - t
+    oracle_mod.save_oracle(oracle, out / "oracle")
+
+    timings["total_s"] = time.time() - t0
+    record = {
+        "command": command,
+        "config": asdict(cfg),
+        "final": figures,
+        "timings": timings,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+    }
+    (out / "training_record.json").write_text(json.dumps(record, indent=2))
+    return record
+
+
+def config_from_preset(preset: str, **overrides) -> TrainConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
+    return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})

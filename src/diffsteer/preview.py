@@ -1,0 +1,69 @@
+"""A quick look at one prompt: a handful of steered images saved as PNG files plus a grid."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from PIL import Image
+
+from diffsteer.benchmarks.spec import PromptSpec
+
+
+def image_grid(images: Sequence[Image.Image], columns: int = 8, upscale: int = 1) -> Image.Image:
+    """Tile images in rows (nearest-neighbour upscaling keeps tiny images crisp)."""
+    w, h = images[0].size
+    cols = min(columns, len(images))
+    rows = (len(images) + cols - 1) // cols
+    grid = Image.new("RGB", (cols * w, rows * h), "white")
+    for i, img in enumerate(images):
+        grid.paste(img, ((i % cols) * w, (i // cols) * h))
+    if upscale > 1:
+        grid = grid.resize((grid.width * upscale, grid.height * upscale), Image.NEAREST)
+    return grid
+
+
+def generate_preview(
+    prompt: str,
+    out_dir: Path | str,
+    *,
+    model: str = "pictoworld",
+    n: int = 8,
+    seed: int = 0,
+    steps: int = 20,
+    guidance: float = 7.5,
+    mitigation: str = "none",
+    axes: Sequence[str] = ("gender",),
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> list[Path]:
+    """Generate ``n`` images of ``prompt``; return the PNG paths, the grid's path last."""
+    from diffsteer.generate import SteeredGenerator
+    from diffsteer.models import load_pipeline
+    from diffsteer.steering.mitigations import check_mitigations, plan_image
+
+    if not prompt.strip():
+        raise ValueError("the prompt is empty")
+    if n < 1:
+        raise ValueError(f"--n must be at least 1, got {n}")
+    check_mitigations([mitigation])
+    spec = PromptSpec(id="preview", text=prompt, group="custom", subject=None)
+    pipe = load_pipeline(model, device=device, dtype=dtype)
+    gen = SteeredGenerator(pipe, steps=steps, guidance=guidance)
+    requests = [plan_image(mitigation, spec, axes, seed + k).request for k in range(n)]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths, images = [], []
+    for k, result in enumerate(gen.generate(requests)):
+        if result.image is None:
+            continue
+        path = out / f"{seed + k:05d}.png"
+        result.image.save(path)
+        paths.append(path)
+        images.append(result.image)
+    if not images:
+        raise ValueError("every image was dropped (non-finite pixels)")
+    grid_path = out / "grid.png"
+    upscale = max(1, 128 // images[0].width)
+    image_grid(images, upscale=upscale).save(grid_path)
+    return [*paths, grid_path]
