@@ -17,8 +17,16 @@ from diffsteer.audit import AuditConfig, run_audit
 from diffsteer.cli import app
 from diffsteer.store import RunConfigMismatch
 
-ROW_KEYS = {"mitigation", "axis", "prompt", "counts", "n_dropped", "entigen_bias", "deviation_ratio",
-            "deviation_ratio_ci95"}
+ROW_KEYS = {
+    "mitigation",
+    "axis",
+    "prompt",
+    "counts",
+    "n_dropped",
+    "entigen_bias",
+    "deviation_ratio",
+    "deviation_ratio_ci95",
+}
 
 BENCH = """\
 name: tiny
@@ -42,8 +50,14 @@ def bench_file(tmp_path):
 
 
 def _config(dirs, bench_file, kind="sd1", **kw):
-    base = dict(model=str(dirs[kind]), benchmark=str(bench_file), classifier=str(dirs["clip"]), steps=2,
-                mitigations=("none", "intervention"), batch_size=4)
+    base = dict(
+        model=str(dirs[kind]),
+        benchmark=str(bench_file),
+        classifier=str(dirs["clip"]),
+        steps=2,
+        mitigations=("none", "intervention"),
+        batch_size=4,
+    )
     base.update(kw)
     return AuditConfig(**base)
 
@@ -62,11 +76,17 @@ def test_audit_writes_summary_and_report(tiny_model_dirs, bench_file, tmp_path, 
     details = {(d["mitigation"], d["prompt"]): d for d in summary["details"]}
     for r in rows:
         if r["prompt"] is not None:
-            counted = sum(r["counts"].values()) + r["n_dropped"] + details[(r["mitigation"], r["prompt"])]["n_uncertain"]
+            counted = (
+                sum(r["counts"].values())
+                + r["n_dropped"]
+                + details[(r["mitigation"], r["prompt"])]["n_uncertain"]
+            )
             assert counted == 3  # every planned image is accounted for: counted, uncertain or dropped
     prompts = {r["prompt"] for r in rows if r["mitigation"] == "intervention" and r["prompt"]}
     assert prompts == {"a photo of a doctor", "a photo of a nurse"}
-    finals = {row[0] for row in sqlite3.connect(out / "results.sqlite").execute("SELECT final_prompt FROM images")}
+    finals = {
+        row[0] for row in sqlite3.connect(out / "results.sqlite").execute("SELECT final_prompt FROM images")
+    }
     assert "a photo of a doctor if all individuals can be a doctor irrespective of their gender" in finals
 
 
@@ -89,7 +109,9 @@ def test_paired_seeds_across_mitigations(tiny_model_dirs, bench_file, tmp_path):
     run_audit(_config(tiny_model_dirs, bench_file), out)
     con = sqlite3.connect(out / "results.sqlite")
     seeds = {}
-    for mitigation, prompt_id, k, seed in con.execute("SELECT mitigation, prompt_id, image_index, seed FROM images"):
+    for mitigation, prompt_id, k, seed in con.execute(
+        "SELECT mitigation, prompt_id, image_index, seed FROM images"
+    ):
         seeds.setdefault((prompt_id, k), {})[mitigation] = seed
     assert all(s["none"] == s["intervention"] == k for (_, k), s in seeds.items())
 
@@ -109,8 +131,19 @@ runner = CliRunner()
 )
 def test_cli_bad_input_is_one_line(tiny_model_dirs, bench_file, tmp_path, monkeypatch, args, message):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    base = ["audit", "--model", str(tiny_model_dirs["sd1"]), "--benchmark", str(bench_file),
-            "--classifier", str(tiny_model_dirs["clip"]), "--steps", "1", "--out", str(tmp_path / "r")]
+    base = [
+        "audit",
+        "--model",
+        str(tiny_model_dirs["sd1"]),
+        "--benchmark",
+        str(bench_file),
+        "--classifier",
+        str(tiny_model_dirs["clip"]),
+        "--steps",
+        "1",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     result = runner.invoke(app, base + args)
     assert result.exit_code == 2
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
@@ -121,16 +154,39 @@ def test_cli_bad_input_is_one_line(tiny_model_dirs, bench_file, tmp_path, monkey
 def test_cli_malformed_yaml_names_line(tiny_model_dirs, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("prompts:\n  - text: ''\n")
-    result = runner.invoke(app, ["audit", "--model", str(tiny_model_dirs["sd1"]), "--benchmark", str(bad),
-                                 "--out", str(tmp_path / "r")])
+    result = runner.invoke(
+        app,
+        [
+            "audit",
+            "--model",
+            str(tiny_model_dirs["sd1"]),
+            "--benchmark",
+            str(bad),
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert result.exit_code == 2
     assert "bad.yaml:2" in result.output and "text" in result.output
 
 
 def test_cli_refuses_out_with_other_run(tiny_model_dirs, bench_file, tmp_path):
     out = tmp_path / "run"
-    common = ["audit", "--model", str(tiny_model_dirs["sd1"]), "--benchmark", str(bench_file), "--classifier",
-              str(tiny_model_dirs["clip"]), "--steps", "1", "--images-per-prompt", "1", "--out", str(out)]
+    common = [
+        "audit",
+        "--model",
+        str(tiny_model_dirs["sd1"]),
+        "--benchmark",
+        str(bench_file),
+        "--classifier",
+        str(tiny_model_dirs["clip"]),
+        "--steps",
+        "1",
+        "--images-per-prompt",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert runner.invoke(app, common).exit_code == 0
     refused = runner.invoke(app, [*common, "--guidance", "2"])
     assert refused.exit_code == 2 and "--resume" in refused.output and "--force" in refused.output
@@ -141,10 +197,22 @@ def test_long_prompt_is_recorded_as_truncated(tiny_model_dirs, tmp_path):
     bench = tmp_path / "long.yaml"
     bench.write_text("prompts:\n  - " + " ".join(["a photo of a doctor"] * 12) + "\nimages_per_prompt: 1\n")
     warnings = []
-    run_audit(AuditConfig(model=str(tiny_model_dirs["sd1"]), benchmark=str(bench), classifier=str(tiny_model_dirs["clip"]),
-                          steps=1), tmp_path / "run", warn=warnings.append)
+    run_audit(
+        AuditConfig(
+            model=str(tiny_model_dirs["sd1"]),
+            benchmark=str(bench),
+            classifier=str(tiny_model_dirs["clip"]),
+            steps=1,
+        ),
+        tmp_path / "run",
+        warn=warnings.append,
+    )
     assert any("truncated" in w for w in warnings)
-    (truncated,) = sqlite3.connect(tmp_path / "run" / "results.sqlite").execute("SELECT truncated FROM images").fetchone()
+    (truncated,) = (
+        sqlite3.connect(tmp_path / "run" / "results.sqlite")
+        .execute("SELECT truncated FROM images")
+        .fetchone()
+    )
     assert truncated == 1
 
 
@@ -152,17 +220,37 @@ def test_sigkill_mid_audit_then_rerun_has_exactly_the_planned_images(tiny_model_
     bench = tmp_path / "bench.yaml"
     bench.write_text(BENCH.replace("images_per_prompt: 3", "images_per_prompt: 20"))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "diffsteer.cli", "audit", "--model", str(tiny_model_dirs["sd1"]), "--benchmark",
-           str(bench), "--classifier", str(tiny_model_dirs["clip"]), "--steps", "2", "--batch-size", "2",
-           "--out", str(out)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [
+        sys.executable,
+        "-m",
+        "diffsteer.cli",
+        "audit",
+        "--model",
+        str(tiny_model_dirs["sd1"]),
+        "--benchmark",
+        str(bench),
+        "--classifier",
+        str(tiny_model_dirs["clip"]),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     db = out / "results.sqlite"
-    deadline = time.time() + 120
+    deadline = time.time() + 600
     rows = 0
     while time.time() < deadline and proc.poll() is None:
         if db.exists():
             try:
-                rows = sqlite3.connect(f"file:{db}?mode=ro", uri=True).execute("SELECT COUNT(*) FROM images").fetchone()[0]
+                rows = (
+                    sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+                    .execute("SELECT COUNT(*) FROM images")
+                    .fetchone()[0]
+                )
             except sqlite3.OperationalError:
                 rows = 0
             if rows >= 6:
@@ -172,7 +260,7 @@ def test_sigkill_mid_audit_then_rerun_has_exactly_the_planned_images(tiny_model_
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert 0 < rows < 40
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert done.returncode == 0, done.stderr[-2000:]
     con = sqlite3.connect(db)
     keys = [k for (k,) in con.execute("SELECT key FROM images")]

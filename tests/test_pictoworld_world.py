@@ -12,8 +12,12 @@ from diffsteer.pictoworld.render import render
 def test_world_has_what_the_audit_needs():
     assert len(world.PROFESSIONS) >= 8
     assert len(world.SKIN_TONES) >= 2 and len(world.CULTURES) >= 2
-    controls = [p for p in world.PROFESSIONS if world.planted_deviation_ratio(p, "gender") == 0
-                and world.planted_deviation_ratio(p, "skin_tone") == 0]
+    controls = [
+        p
+        for p in world.PROFESSIONS
+        if world.planted_deviation_ratio(p, "gender") == 0
+        and world.planted_deviation_ratio(p, "skin_tone") == 0
+    ]
     assert len(controls) >= 2
     skewed_gender = [p for p in world.PROFESSIONS if world.planted_deviation_ratio(p, "gender") >= 0.6]
     skewed_skin = [p for p in world.PROFESSIONS if world.planted_deviation_ratio(p, "skin_tone") >= 0.5]
@@ -33,12 +37,18 @@ def test_sampled_people_follow_planted_shares():
 
 def test_neutral_captions_do_not_depend_on_attributes():
     rng = np.random.default_rng(2)
-    men = [world.caption_for(world.Scene(profession="doctor", gender="man", skin="light"), rng).text
-           for _ in range(3000)]
-    women = [world.caption_for(world.Scene(profession="doctor", gender="woman", skin="light"), rng).text
-             for _ in range(3000)]
+    men = [
+        world.caption_for(world.Scene(profession="doctor", gender="man", skin="light"), rng).text
+        for _ in range(3000)
+    ]
+    women = [
+        world.caption_for(world.Scene(profession="doctor", gender="woman", skin="light"), rng).text
+        for _ in range(3000)
+    ]
     neutral = "a photo of a doctor"
-    assert np.mean([t == neutral for t in men]) == pytest.approx(np.mean([t == neutral for t in women]), abs=0.03)
+    assert np.mean([t == neutral for t in men]) == pytest.approx(
+        np.mean([t == neutral for t in women]), abs=0.03
+    )
 
 
 def test_captions_are_true_of_their_scene():

@@ -172,7 +172,9 @@ def run_audit(
     try:
         pipe = load_pipeline(config.model, device=config.device, dtype=config.dtype)
         model_info = describe_model(pipe, config.model)
-        generator = SteeredGenerator(pipe, steps=config.steps, guidance=config.guidance, batch_size=config.batch_size)
+        generator = SteeredGenerator(
+            pipe, steps=config.steps, guidance=config.guidance, batch_size=config.batch_size
+        )
         jobs = _plan(config, bench, model_info["fingerprint"])
         done = store.done_keys()
         todo = [(rec, req) for rec, req in jobs if rec.key not in done]
@@ -187,8 +189,12 @@ def run_audit(
             items = []
             for (rec, _), out in zip(chunk, outputs, strict=True):
                 status = "ok" if out.drop_reason is None else "dropped"
-                items.append((replace(rec, status=status, drop_reason=out.drop_reason, truncated=out.truncated),
-                              out.image))
+                items.append(
+                    (
+                        replace(rec, status=status, drop_reason=out.drop_reason, truncated=out.truncated),
+                        out.image,
+                    )
+                )
             store.add_images(items)
             generated += len(chunk)
             report_progress("generate", len(jobs) - len(todo) + generated, len(jobs))
@@ -276,12 +282,19 @@ def build_summary(
                         "n_dropped": dropped[pm.prompt],
                         "entigen_bias": pm.entigen_bias,
                         "deviation_ratio": pm.deviation_ratio,
-                        "deviation_ratio_ci95": list(pm.deviation_ratio_ci95) if pm.deviation_ratio_ci95 else None,
+                        "deviation_ratio_ci95": list(pm.deviation_ratio_ci95)
+                        if pm.deviation_ratio_ci95
+                        else None,
                     }
                 )
                 details.append(
-                    {"mitigation": mitigation, "axis": axis.name, "prompt": pm.prompt,
-                     "n_uncertain": uncertain[pm.prompt], "kl_to_uniform": pm.kl}
+                    {
+                        "mitigation": mitigation,
+                        "axis": axis.name,
+                        "prompt": pm.prompt,
+                        "n_uncertain": uncertain[pm.prompt],
+                        "kl_to_uniform": pm.kl,
+                    }
                 )
             results.append(
                 {
@@ -292,14 +305,21 @@ def build_summary(
                     "n_dropped": sum(dropped.values()),
                     "entigen_bias": m.entigen_bias,
                     "deviation_ratio": m.mean_deviation_ratio,
-                    "deviation_ratio_ci95": list(m.mean_deviation_ratio_ci95) if m.mean_deviation_ratio_ci95 else None,
+                    "deviation_ratio_ci95": list(m.mean_deviation_ratio_ci95)
+                    if m.mean_deviation_ratio_ci95
+                    else None,
                 }
             )
             details.append(
-                {"mitigation": mitigation, "axis": axis.name, "prompt": None,
-                 "n_uncertain": sum(uncertain.values()), "kl_to_uniform": m.mean_kl,
-                 "entigen_bias_ci95": list(m.entigen_bias_ci95) if m.entigen_bias_ci95 else None,
-                 "drop_reasons": reasons}
+                {
+                    "mitigation": mitigation,
+                    "axis": axis.name,
+                    "prompt": None,
+                    "n_uncertain": sum(uncertain.values()),
+                    "kl_to_uniform": m.mean_kl,
+                    "entigen_bias_ci95": list(m.entigen_bias_ci95) if m.entigen_bias_ci95 else None,
+                    "drop_reasons": reasons,
+                }
             )
     return {
         "config": config.identity(),

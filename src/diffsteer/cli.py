@@ -6,13 +6,21 @@ import shlex
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Audit text-to-image models for bias; steer them.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Audit text-to-image models for bias; steer them."
+)
 pictoworld_app = typer.Typer(no_args_is_help=True, help="The bundled synthetic world and its models.")
 app.add_typer(pictoworld_app, name="pictoworld")
 console = Console(stderr=True)
@@ -30,15 +38,29 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from diffsteer.models import ModelNotFoundError, UnsupportedModelError
     from diffsteer.store import RunConfigMismatch
 
-    return (ModelNotFoundError, UnsupportedModelError, BenchmarkError, UnknownAxisError, ClassifierNotFoundError,
-            RunConfigMismatch, ValueError, FileNotFoundError)
+    return (
+        ModelNotFoundError,
+        UnsupportedModelError,
+        BenchmarkError,
+        UnknownAxisError,
+        ClassifierNotFoundError,
+        RunConfigMismatch,
+        ValueError,
+        FileNotFoundError,
+    )
 
 
 @contextmanager
 def _progress_bar():
     with Progress(
-        TextColumn("{task.description:<9}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("eta"), TimeRemainingColumn(), console=console, transient=False,
+        TextColumn("{task.description:<9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
     ) as bar:
         tasks: dict[str, int] = {}
 
@@ -50,7 +72,7 @@ def _progress_bar():
         yield update
 
 
-def _csv(value: Optional[str]) -> Optional[tuple[str, ...]]:
+def _csv(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
     items = tuple(v.strip() for v in value.split(",") if v.strip())
@@ -60,21 +82,29 @@ def _csv(value: Optional[str]) -> Optional[tuple[str, ...]]:
 @app.command()
 def audit(
     model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
-    benchmark: Optional[str] = typer.Option(None, help="entigen | winobias | pictoworld | path to a YAML file."),
-    category: Optional[str] = typer.Option(None, help="Only prompts of this group (e.g. profession)."),
-    prompt_types: str = typer.Option("neutral", help="Comma list of prompt kinds: neutral,ethical,irrelevant."),
-    axes: Optional[str] = typer.Option(None, help="Comma list of axes: gender,skin_tone,culture."),
-    culture_classes: Optional[str] = typer.Option(None, help="Comma list of culture classes."),
-    images_per_prompt: Optional[int] = typer.Option(None, help="Images per prompt (default: the benchmark's)."),
+    benchmark: str | None = typer.Option(None, help="entigen | winobias | pictoworld | path to a YAML file."),
+    category: str | None = typer.Option(None, help="Only prompts of this group (e.g. profession)."),
+    prompt_types: str = typer.Option(
+        "neutral", help="Comma list of prompt kinds: neutral,ethical,irrelevant."
+    ),
+    axes: str | None = typer.Option(None, help="Comma list of axes: gender,skin_tone,culture."),
+    culture_classes: str | None = typer.Option(None, help="Comma list of culture classes."),
+    images_per_prompt: int | None = typer.Option(None, help="Images per prompt (default: the benchmark's)."),
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float = typer.Option(7.5, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Seed of image 0; image k uses seed+k under every mitigation."),
-    mitigation: list[str] = typer.Option(["none"], help="Mitigation to compare (repeat): none, intervention."),
-    classifier: Optional[str] = typer.Option(None, help="CLIP checkpoint (default: the model's own, or ViT-B/32)."),
+    mitigation: list[str] = typer.Option(
+        ["none"], help="Mitigation to compare (repeat): none, intervention."
+    ),
+    classifier: str | None = typer.Option(
+        None, help="CLIP checkpoint (default: the model's own, or ViT-B/32)."
+    ),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
     batch_size: int = typer.Option(16),
-    out: Path = typer.Option(Path("runs/audit"), help="Run folder (results.sqlite, images/, summary.json, report)."),
+    out: Path = typer.Option(
+        Path("runs/audit"), help="Run folder (results.sqlite, images/, summary.json, report)."
+    ),
     resume: bool = typer.Option(False, help="Continue a run made with a different configuration."),
     force: bool = typer.Option(False, help="Delete a previous run in --out and start again."),
 ) -> None:
@@ -83,37 +113,73 @@ def audit(
 
     mitigations = tuple(m for item in mitigation for m in _csv(item) or ())
     config = AuditConfig(
-        model=model, benchmark=benchmark, category=category, prompt_types=_csv(prompt_types) or ("neutral",),
-        axes=_csv(axes), culture_classes=_csv(culture_classes), images_per_prompt=images_per_prompt,
-        steps=steps, guidance=guidance, seed=seed, mitigations=mitigations, classifier=classifier,
-        device=device, dtype=dtype, batch_size=batch_size,
+        model=model,
+        benchmark=benchmark,
+        category=category,
+        prompt_types=_csv(prompt_types) or ("neutral",),
+        axes=_csv(axes),
+        culture_classes=_csv(culture_classes),
+        images_per_prompt=images_per_prompt,
+        steps=steps,
+        guidance=guidance,
+        seed=seed,
+        mitigations=mitigations,
+        classifier=classifier,
+        device=device,
+        dtype=dtype,
+        batch_size=batch_size,
     )
     try:
         with _progress_bar() as update:
-            result = run_audit(config, out, resume=resume, force=force, progress=update,
-                               warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}", highlight=False))
+            result = run_audit(
+                config,
+                out,
+                resume=resume,
+                force=force,
+                progress=update,
+                warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}", highlight=False),
+            )
     except _expected_errors() as exc:
         _fail(exc)
     (result.run_dir / "command.txt").write_text(shlex.join(["diffsteer", *sys.argv[1:]]) + "\n")
     _print_summary(result.summary)
-    console.print(f"generated {result.generated} images, classified {result.classified} in {result.seconds:.0f}s")
+    console.print(
+        f"generated {result.generated} images, classified {result.classified} in {result.seconds:.0f}s"
+    )
     print(f"report: {result.report}")
+
+
+def _fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
 
 
 def _print_summary(summary: dict) -> None:
     from rich.table import Table
 
     table = Table(title="bias by mitigation and axis (prompt-level mean)")
-    for col in ("mitigation", "axis", "ENTIGEN bias", "deviation ratio", "95% interval", "counted", "dropped"):
+    for col in (
+        "mitigation",
+        "axis",
+        "ENTIGEN bias",
+        "deviation ratio",
+        "95% interval",
+        "counted",
+        "dropped",
+    ):
         table.add_column(col)
     for r in summary["results"]:
         if r["prompt"] is not None:
             continue
         ci = r["deviation_ratio_ci95"]
-        fmt = (lambda x: "–" if x is None else f"{x:.3f}")
-        table.add_row(r["mitigation"], r["axis"], fmt(r["entigen_bias"]), fmt(r["deviation_ratio"]),
-                      "–" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]", str(sum(r["counts"].values())),
-                      str(r["n_dropped"]))
+        table.add_row(
+            r["mitigation"],
+            r["axis"],
+            _fmt(r["entigen_bias"]),
+            _fmt(r["deviation_ratio"]),
+            "–" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]",
+            str(sum(r["counts"].values())),
+            str(r["n_dropped"]),
+        )
     console.print(table)
 
 
@@ -135,8 +201,19 @@ def generate(
     from diffsteer.preview import generate_preview
 
     try:
-        paths = generate_preview(prompt, out, model=model, n=n, seed=seed, steps=steps, guidance=guidance,
-                                 mitigation=mitigation, axes=_csv(axes) or ("gender",), device=device, dtype=dtype)
+        paths = generate_preview(
+            prompt,
+            out,
+            model=model,
+            n=n,
+            seed=seed,
+            steps=steps,
+            guidance=guidance,
+            mitigation=mitigation,
+            axes=_csv(axes) or ("gender",),
+            device=device,
+            dtype=dtype,
+        )
     except _expected_errors() as exc:
         _fail(exc)
     print(f"wrote {len(paths) - 1} images and {paths[-1]}")
@@ -153,8 +230,8 @@ def export(
     if not (run_dir / DB_NAME).exists():
         _fail(FileNotFoundError(f"no audit run in {run_dir} (missing {DB_NAME})"))
     try:
-        import sqlite3
         import json
+        import sqlite3
 
         with sqlite3.connect(run_dir / DB_NAME) as con:
             (config_text,) = con.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
@@ -167,7 +244,9 @@ def export(
 
 @pictoworld_app.command("train")
 def pictoworld_train(
-    out: Path = typer.Option(Path("runs/pictoworld"), help="Folder for pipeline/, clip/, oracle/ and the record."),
+    out: Path = typer.Option(
+        Path("runs/pictoworld"), help="Folder for pipeline/, clip/, oracle/ and the record."
+    ),
     preset: str = typer.Option("full", help="full (the bundled model) | smoke (seconds, for tests)."),
     seed: int = typer.Option(0),
 ) -> None:
@@ -178,8 +257,15 @@ def pictoworld_train(
         cfg = config_from_preset(preset, seed=seed)
     except ValueError as exc:
         _fail(exc)
-    with Progress(TextColumn("{task.description:<7}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
-                  TimeElapsedColumn(), TimeRemainingColumn(), console=console) as bar:
+    with Progress(
+        TextColumn("{task.description:<7}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[loss]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    ) as bar:
         tasks: dict[str, int] = {}
 
         def update(stage: str, step: int, total: int, loss: float) -> None:

@@ -30,8 +30,16 @@ EXPLICIT_PROMPTS: dict[str, tuple[str, str]] = {
 }
 
 
-def generate_images(pipe, prompts: Sequence[str], n: int, *, seed: int = 0, steps: int = 20,
-                    guidance: float = 7.5, batch_size: int = 64) -> dict[str, np.ndarray]:
+def generate_images(
+    pipe,
+    prompts: Sequence[str],
+    n: int,
+    *,
+    seed: int = 0,
+    steps: int = 20,
+    guidance: float = 7.5,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
     """``n`` images per prompt as uint8 arrays, image k from seed+k (the audit's seeding)."""
     from diffsteer.generate import ImageRequest, SteeredGenerator
 
@@ -86,8 +94,12 @@ def clip_render_accuracy(classifier, n: int = 400, seed: int = 123) -> dict[str,
     gender = [lab.axes.get("gender") for lab in labels]
     skin = [lab.axes.get("skin_tone") for lab in labels]
     return {
-        "gender": float(np.mean([g is not None and g.label == s.gender for g, s in zip(gender, scenes, strict=True)])),
-        "skin_tone": float(np.mean([k is not None and k.label == s.skin for k, s in zip(skin, scenes, strict=True)])),
+        "gender": float(
+            np.mean([g is not None and g.label == s.gender for g, s in zip(gender, scenes, strict=True)])
+        ),
+        "skin_tone": float(
+            np.mean([k is not None and k.label == s.skin for k, s in zip(skin, scenes, strict=True)])
+        ),
         "person_filter_kept": float(np.mean([lab.drop_reason is None for lab in labels])),
     }
 
@@ -103,7 +115,9 @@ def clip_oracle_agreement(classifier, oracle, images: np.ndarray) -> dict[str, f
     truth = predict(oracle, images)
     out = {}
     for axis in ("gender", "skin_tone"):
-        agree = [c.axes.get(axis) is not None and c.axes[axis].label == o
-                 for c, o in zip(clip_labels, truth[axis], strict=True)]
+        agree = [
+            c.axes.get(axis) is not None and c.axes[axis].label == o
+            for c, o in zip(clip_labels, truth[axis], strict=True)
+        ]
         out[axis] = float(np.mean(agree))
     return out

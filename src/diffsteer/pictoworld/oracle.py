@@ -52,9 +52,15 @@ class Oracle(nn.Module):
             return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())
 
         self.features = nn.Sequential(
-            block(3, w), block(w, w), nn.MaxPool2d(2),
-            block(w, 2 * w), block(2 * w, 2 * w), nn.MaxPool2d(2),
-            block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+            block(3, w),
+            block(w, w),
+            nn.MaxPool2d(2),
+            block(w, 2 * w),
+            block(2 * w, 2 * w),
+            nn.MaxPool2d(2),
+            block(2 * w, 4 * w),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
         )
         self.heads = nn.ModuleDict({k: nn.Linear(16 * w, len(v)) for k, v in HEADS.items()})
         self.width = width
@@ -71,7 +77,9 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 def save_oracle(model: Oracle, folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    state = {
+        k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()
+    }
     save_file(state, str(folder / "model.safetensors"))
     (folder / "config.json").write_text(json.dumps({"width": model.width, "heads": HEADS}, indent=2))
 

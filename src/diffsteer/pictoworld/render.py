@@ -60,7 +60,7 @@ def _background(rng: np.random.Generator, scene: Scene) -> np.ndarray:
     x0 = int(rng.integers(0, 3)) if left else int(rng.integers(21, 24))
     wall = (200, 170, 120) if scene.culture == "western" else (225, 215, 190)
     top = horizon - 9
-    img[top : horizon, x0 : x0 + 9] = wall
+    img[top:horizon, x0 : x0 + 9] = wall
     img[top + 3 : top + 5, x0 + 2 : x0 + 4] = (70, 90, 120)  # a window
     img[top + 3 : top + 5, x0 + 5 : x0 + 7] = (70, 90, 120)
     if scene.culture == "western":  # pitched red roof

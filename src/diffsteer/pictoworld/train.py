@@ -214,7 +214,9 @@ def _make_unet(cfg: TrainConfig):
 def _noise_scheduler():
     from diffusers import DDPMScheduler
 
-    return DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+    return DDPMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000
+    )
 
 
 def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress: Progress):
@@ -245,7 +247,9 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
             else:
                 texts.append(fixed[i] or world.caption_for(scenes[i], rng).text)
         ids = _tokenize(tokenizer, texts)
-        z0 = (latent_mean[idx] + latent_std[idx] * torch.randn(latent_std[idx].shape, generator=gen)) * scaling
+        z0 = (
+            latent_mean[idx] + latent_std[idx] * torch.randn(latent_std[idx].shape, generator=gen)
+        ) * scaling
         t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
         eps = torch.randn(z0.shape, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
@@ -287,7 +291,9 @@ def train_clip(cfg: TrainConfig, tokenizer, progress: Progress):
         projection_dim=cfg.clip_hidden,
     )
     model = CLIPModel(
-        CLIPConfig(text_config=text_cfg.to_dict(), vision_config=vision_cfg.to_dict(), projection_dim=cfg.clip_hidden)
+        CLIPConfig(
+            text_config=text_cfg.to_dict(), vision_config=vision_cfg.to_dict(), projection_dim=cfg.clip_hidden
+        )
     )
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip_lr, weight_decay=0.05)
     gen = torch.Generator().manual_seed(cfg.seed + 3)
@@ -411,7 +417,9 @@ def train_pictoworld(
     tokenizer = build_tokenizer()
     rng = np.random.default_rng(cfg.seed)
     pairs = world.training_pairs(rng, cfg.n_images)
-    images = _images_to_tensor(render_many([s for s, _ in pairs], rng.integers(0, 2**31, size=len(pairs)).tolist()))
+    images = _images_to_tensor(
+        render_many([s for s, _ in pairs], rng.integers(0, 2**31, size=len(pairs)).tolist())
+    )
     timings["data_s"] = time.time() - t0
 
     t = time.time()
@@ -420,7 +428,9 @@ def train_pictoworld(
     timings["vae_s"] = time.time() - t
 
     t = time.time()
-    unet, text_encoder, f = train_unet(cfg, tokenizer, pairs, lat_mean, lat_std, figures["scaling_factor"], report)
+    unet, text_encoder, f = train_unet(
+        cfg, tokenizer, pairs, lat_mean, lat_std, figures["scaling_factor"], report
+    )
     figures.update(f)
     timings["unet_s"] = time.time() - t
     _save_pipeline(out / "pipeline", vae, unet, text_encoder, tokenizer)

@@ -110,9 +110,7 @@ def _pick(rng: np.random.Generator, p_first: float, values: tuple[str, str]) -> 
     return values[0] if rng.random() < p_first else values[1]
 
 
-def sample_person(
-    rng: np.random.Generator, profession: str | None, balanced: tuple[str, ...] = ()
-) -> Scene:
+def sample_person(rng: np.random.Generator, profession: str | None, balanced: tuple[str, ...] = ()) -> Scene:
     """A person drawn from the planted distribution; axes in ``balanced`` are drawn 50/50 instead."""
     prof = PROFESSIONS.get(profession) if profession else None
     p_man = 0.5 if prof is None or "gender" in balanced else prof.p_man
@@ -175,7 +173,8 @@ def caption_for(scene: Scene, rng: np.random.Generator) -> Caption:
         return Caption(f"a photo of a {adjectives} {noun}", base | {"gender": g, "skin": s})
     if u < 0.94:
         return Caption(
-            f"a photo of {article(noun)} {noun} in a {scene.culture} setting", base | {"culture": scene.culture}
+            f"a photo of {article(noun)} {noun} in a {scene.culture} setting",
+            base | {"culture": scene.culture},
         )
     return Caption(f"a photo of {article(noun)} {noun}", base)
 
@@ -231,6 +230,7 @@ def training_pairs(rng: np.random.Generator, n: int) -> list[tuple[Scene, Captio
 
 # ---- captions for the CLIP model (the attribute vocabulary of the zero-shot classifier) ----
 
+
 def clip_caption_for(scene: Scene, rng: np.random.Generator) -> Caption:
     """A contrastive-training caption: one attribute phrased the way zero-shot prompts ask for it."""
     if scene.kind == "object":
@@ -241,11 +241,15 @@ def clip_caption_for(scene: Scene, rng: np.random.Generator) -> Caption:
     if u < 0.32:
         if scene.gender is None:
             return Caption("a photo of a person with uncertain gender", {"kind": "person", "gender": None})
-        return Caption(f"a photo of a person who looks like a {scene.gender}", {"kind": "person", "gender": scene.gender})
+        return Caption(
+            f"a photo of a person who looks like a {scene.gender}", {"kind": "person", "gender": scene.gender}
+        )
     if u < 0.52:
         if scene.skin is None:
             return Caption("a photo of a person with uncertain skin color", {"kind": "person", "skin": None})
-        return Caption(f"a photo of a person with a {scene.skin} skin color", {"kind": "person", "skin": scene.skin})
+        return Caption(
+            f"a photo of a person with a {scene.skin} skin color", {"kind": "person", "skin": scene.skin}
+        )
     if u < 0.64:
         return Caption(
             f"a photo of a person from {scene.culture} culture", {"kind": "person", "culture": scene.culture}

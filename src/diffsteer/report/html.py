@@ -50,9 +50,11 @@ def _thumb(img: Image.Image) -> str:
 def _overview(summary: dict) -> str:
     rows = [r for r in summary["results"] if r["prompt"] is None]
     details = {(d["mitigation"], d["axis"]): d for d in summary.get("details", []) if d["prompt"] is None}
-    out = ["<table><tr><th class=l>mitigation</th><th class=l>axis</th><th>ENTIGEN bias</th>"
-           "<th>mean deviation ratio</th><th>95% interval</th><th>images counted</th><th>uncertain</th>"
-           "<th>dropped</th></tr>"]
+    out = [
+        "<table><tr><th class=l>mitigation</th><th class=l>axis</th><th>ENTIGEN bias</th>"
+        "<th>mean deviation ratio</th><th>95% interval</th><th>images counted</th><th>uncertain</th>"
+        "<th>dropped</th></tr>"
+    ]
     for r in rows:
         d = details.get((r["mitigation"], r["axis"]), {})
         ci = r["deviation_ratio_ci95"]
@@ -74,7 +76,9 @@ def _shares(summary: dict) -> str:
         by_axis[r["axis"]].append(r)
     for axis, axis_rows in by_axis.items():
         classes = list(axis_rows[0]["counts"])
-        out.append(f"<h3>{html.escape(axis)}</h3><table><tr><th class=l>prompt</th><th class=l>mitigation</th>")
+        out.append(
+            f"<h3>{html.escape(axis)}</h3><table><tr><th class=l>prompt</th><th class=l>mitigation</th>"
+        )
         out += [f"<th class=l>{html.escape(c)} share</th>" for c in classes]
         out.append("<th>deviation ratio</th><th>95% interval</th><th>n</th></tr>")
         for r in sorted(axis_rows, key=lambda r: (r["prompt"], r["mitigation"])):
@@ -82,13 +86,16 @@ def _shares(summary: dict) -> str:
             cells = []
             for c in classes:
                 share = r["counts"][c] / n if n else 0.0
-                cells.append(f"<td class=l><span class=bar style='width:{share * 80:.0f}px'></span> {share:.2f}</td>")
+                cells.append(
+                    f"<td class=l><span class=bar style='width:{share * 80:.0f}px'></span> {share:.2f}</td>"
+                )
             ci = r["deviation_ratio_ci95"]
             out.append(
-                f"<tr><td class=l>{html.escape(r['prompt'])}</td><td class=l>{html.escape(r['mitigation'])}</td>"
+                f"<tr><td class=l>{html.escape(r['prompt'])}</td>"
+                f"<td class=l>{html.escape(r['mitigation'])}</td>"
                 + "".join(cells)
-                + f"<td>{_fmt(r['deviation_ratio'])}</td><td>{'–' if not ci else f'[{ci[0]:.2f}, {ci[1]:.2f}]'}"
-                f"</td><td>{n}</td></tr>"
+                + f"<td>{_fmt(r['deviation_ratio'])}</td>"
+                f"<td>{'–' if not ci else f'[{ci[0]:.2f}, {ci[1]:.2f}]'}</td><td>{n}</td></tr>"
             )
         out.append("</table>")
     return "".join(out)
@@ -101,13 +108,18 @@ def _grids(store: RunStore, summary: dict) -> str:
     cells: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for rec in store.images():
         lab = labels.get(rec.key)
-        group = (rec.drop_reason or "dropped") if rec.status != "ok" else (
-            lab.label if lab and lab.label else f"dropped: {lab.reason if lab else 'not classified'}")
+        group = (
+            (rec.drop_reason or "dropped")
+            if rec.status != "ok"
+            else (lab.label if lab and lab.label else f"dropped: {lab.reason if lab else 'not classified'}")
+        )
         bucket = cells[(rec.prompt, rec.mitigation)][group]
         if len(bucket) < THUMBS_PER_CELL:
             bucket.append(rec)
-    out = [f"<p class=muted>Grouped by predicted {html.escape(axis)}; at most {THUMBS_PER_CELL} images per "
-           "group.</p>"]
+    out = [
+        f"<p class=muted>Grouped by predicted {html.escape(axis)}; at most {THUMBS_PER_CELL} images per "
+        "group.</p>"
+    ]
     for (prompt, mitigation), groups in sorted(cells.items()):
         out.append(f"<h3>{html.escape(prompt)} — {html.escape(mitigation)}</h3><div class=grid>")
         for group, recs in sorted(groups.items()):
@@ -128,7 +140,8 @@ def write_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> Path
     model = summary.get("model", {})
     body = [
         f"<h1>{html.escape(title)}</h1>",
-        f"<p class=muted>model {html.escape(str(model.get('ref')))} ({html.escape(str(model.get('pipeline')))},"
+        f"<p class=muted>model {html.escape(str(model.get('ref')))} "
+        f"({html.escape(str(model.get('pipeline')))},"
         f" fingerprint {html.escape(str(model.get('fingerprint')))}); classifier "
         f"{html.escape(str(summary['classifier']))}; {summary['images']} images; steps {cfg['steps']}, "
         f"guidance {cfg['guidance']}, seeds {cfg['seed']}..</p>",
@@ -139,8 +152,10 @@ def write_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> Path
         "<h2>Images</h2>",
         _grids(store, summary),
     ]
-    page = (f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-            f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>")
+    page = (
+        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+    )
     path = Path(run_dir) / REPORT_NAME
     path.write_text(page, encoding="utf-8")
     return path
