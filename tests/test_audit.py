@@ -270,3 +270,17 @@ def test_sigkill_mid_audit_then_rerun_has_exactly_the_planned_images(tiny_model_
     for (png,) in con.execute("SELECT png FROM images"):
         with Image.open(out / "images" / png) as img:
             img.load()
+
+
+def test_cli_export_parquet_and_csv(tiny_model_dirs, bench_file, tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "run"
+    run_audit(_config(tiny_model_dirs, bench_file, mitigations=("none",)), out)
+    for name in ("rows.parquet", "rows.csv"):
+        result = runner.invoke(app, ["export", str(out), str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+    table = pq.read_table(tmp_path / "rows.parquet")
+    assert table.num_rows == 6 and "gender" in table.column_names
+    missing = runner.invoke(app, ["export", str(tmp_path / "nothing"), str(tmp_path / "x.csv")])
+    assert missing.exit_code == 2 and "no diffsteer run" in missing.output

@@ -225,17 +225,10 @@ def export(
     path: Path = typer.Argument(..., help="Output file: .parquet or .csv"),
 ) -> None:
     """Export a run's images and labels as one table (Parquet or CSV)."""
-    from diffsteer.store import DB_NAME, RunStore
+    from diffsteer.store import RunStore
 
-    if not (run_dir / DB_NAME).exists():
-        _fail(FileNotFoundError(f"no audit run in {run_dir} (missing {DB_NAME})"))
     try:
-        import json
-        import sqlite3
-
-        with sqlite3.connect(run_dir / DB_NAME) as con:
-            (config_text,) = con.execute("SELECT value FROM meta WHERE key = 'config'").fetchone()
-        with RunStore.open(run_dir, json.loads(config_text)) as store:
+        with RunStore.open_existing(run_dir) as store:
             written = store.export(path)
     except _expected_errors() as exc:
         _fail(exc)

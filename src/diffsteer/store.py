@@ -315,6 +315,21 @@ class RunStore:
             raise
         return store
 
+    @classmethod
+    def open_existing(cls, run_dir: Path | str) -> RunStore:
+        """Reopen a finished or interrupted run under the config it was made with (for export, reports)."""
+        db_path = Path(run_dir) / DB_NAME
+        if not db_path.is_file():
+            raise FileNotFoundError(f"no diffsteer run in {run_dir} (missing {DB_NAME})")
+        with sqlite3.connect(f"file:{db_path}?mode=ro", uri=True) as conn:
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE name = 'config'").fetchone()
+            except sqlite3.DatabaseError:
+                row = None
+        if row is None:
+            raise RunConfigMismatch(f"{db_path} is not a diffsteer run database")
+        return cls.open(run_dir, json.loads(row[0]))
+
     @staticmethod
     def _init_schema(
         conn: sqlite3.Connection, db_path: Path, config: dict[str, Any]

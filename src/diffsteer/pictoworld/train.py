@@ -190,7 +190,12 @@ def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress):
         scaling = float(1.0 / torch.cat([mean + std * torch.randn_like(std)]).std())
     vae.register_to_config(scaling_factor=scaling)
     recon_err = float(F.l1_loss(vae.decode(mean[:512]).sample, images[:512]).detach()) if len(images) else 0.0
-    return vae, mean, std, {"vae_loss": float(loss), "vae_recon_l1": recon_err, "scaling_factor": scaling}
+    return (
+        vae,
+        mean,
+        std,
+        {"vae_loss": float(loss.detach()), "vae_recon_l1": recon_err, "scaling_factor": scaling},
+    )
 
 
 def _make_unet(cfg: TrainConfig):
