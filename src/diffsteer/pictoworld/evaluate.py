@@ -51,11 +51,15 @@ def generate_images(
     return out
 
 
-def explicit_accuracy(pipe, oracle, n: int = 32, **gen_kw) -> dict[str, float]:
+def explicit_accuracy(
+    pipe, oracle, n: int = 32, prompts: Sequence[str] | None = None, **gen_kw
+) -> dict[str, float]:
     """Share of images that show the attribute the prompt asks for, per explicit prompt (oracle)."""
-    images = generate_images(pipe, list(EXPLICIT_PROMPTS), n, **gen_kw)
+    chosen = list(prompts or EXPLICIT_PROMPTS)
+    images = generate_images(pipe, chosen, n, **gen_kw)
     out = {}
-    for prompt, (head, value) in EXPLICIT_PROMPTS.items():
+    for prompt in chosen:
+        head, value = EXPLICIT_PROMPTS[prompt]
         labels = predict(oracle, images[prompt])[head]
         out[prompt] = float(np.mean([lab == value for lab in labels]))
     return out
