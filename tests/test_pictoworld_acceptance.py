@@ -62,7 +62,8 @@ def test_clip_zero_shot_is_accurate_on_renders(models):
 
 def test_clip_gender_agrees_with_the_oracle_on_generated_images(models):
     pipe, oracle, clip = models
-    images = evaluate.generate_images(pipe, ["a photo of a person", "a photo of a doctor", "a photo of a nurse"], 64)
+    prompts = ["a photo of a person", "a photo of a doctor", "a photo of a nurse"]
+    images = evaluate.generate_images(pipe, prompts, 64)
     agreement = evaluate.clip_oracle_agreement(clip, oracle, np.concatenate(list(images.values())))
     assert agreement["gender"] >= 0.85, agreement
 
