@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--n-explicit", type=int, default=32)
     parser.add_argument("--n-neutral", type=int, default=64)
     parser.add_argument("--n-renders", type=int, default=400)
+    parser.add_argument("--guidance", type=float, default=7.5)
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
 
@@ -34,11 +35,14 @@ def main() -> None:
     pipe = load_pipeline("pictoworld")
     oracle = load_oracle(pictoworld.oracle_dir())
     clip = ClipZeroShotClassifier.from_pretrained(str(pictoworld.clip_dir()))
-    explicit = evaluate.explicit_accuracy(pipe, oracle, n=args.n_explicit)
-    neutral = evaluate.neutral_profession_stats(pipe, oracle, n=args.n_neutral)
+    explicit = evaluate.explicit_accuracy(pipe, oracle, n=args.n_explicit, guidance=args.guidance)
+    neutral = evaluate.neutral_profession_stats(pipe, oracle, n=args.n_neutral, guidance=args.guidance)
     renders = evaluate.clip_render_accuracy(clip, n=args.n_renders)
     gen = evaluate.generate_images(
-        pipe, ["a photo of a person", "a photo of a doctor", "a photo of a nurse"], args.n_neutral
+        pipe,
+        ["a photo of a person", "a photo of a doctor", "a photo of a nurse"],
+        args.n_neutral,
+        guidance=args.guidance,
     )
     import numpy as np
 
