@@ -18,15 +18,6 @@ PROMPT = "a photo of a doctor"
 STEPS = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def single_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core box: extra threads only spin and wait (100x slower under load)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def pipes() -> dict[str, Any]:
     built = {kind: tiny_sd_pipeline(kind) for kind in ("sd1", "sd2", "sdxl")}
