@@ -109,7 +109,8 @@ def test_unknown_benchmark_lists_builtins(tmp_path: Path) -> None:
     with pytest.raises(BenchmarkError) as info:
         load_benchmark(str(missing))
     assert str(info.value) == (
-        f"unknown benchmark '{missing}': not a built-in (entigen, winobias) and no file at {missing}"
+        f"unknown benchmark '{missing}': not a built-in (entigen, winobias, pictoworld) "
+        f"and no file at {missing}"
     )
 
 

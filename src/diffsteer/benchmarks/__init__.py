@@ -45,8 +45,17 @@ def register_benchmark(name: str, loader: Callable[[], Benchmark]) -> None:
     _REGISTERED[name] = loader
 
 
+def _register_bundled_world() -> None:
+    """The bundled synthetic world registers its benchmark on import; import it lazily (it is light)."""
+    try:
+        import diffsteer.pictoworld  # noqa: F401
+    except ImportError:  # an install without the bundled world still has the public benchmarks
+        pass
+
+
 def builtin_benchmarks() -> list[str]:
     """Names ``load_benchmark`` accepts without a file: the bundled ones, then registered ones."""
+    _register_bundled_world()
     return [*_BUNDLED, *_REGISTERED]
 
 
@@ -66,6 +75,7 @@ def load_benchmark(name_or_path: str, known_axes: Collection[str] | None = None)
     With ``known_axes`` (the axes the classifier can score), a benchmark naming any other axis is an
     error up front rather than a gap in the report.
     """
+    _register_bundled_world()
     loader = _BUNDLED.get(name_or_path) or _REGISTERED.get(name_or_path)
     if loader is not None:
         benchmark = loader()
