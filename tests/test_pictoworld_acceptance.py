@@ -6,11 +6,23 @@ prints the same figures.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
+import torch
 
 from diffsteer import pictoworld
 from diffsteer.pictoworld import evaluate, world
+
+
+@pytest.fixture(scope="module", autouse=True)
+def all_threads():
+    """These tests generate ~2,000 images with the real model: use every core (conftest sets one)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
