@@ -22,7 +22,6 @@ from diffsteer.steering.mitigations import check_mitigations, plan_image
 from diffsteer.store import ImageRecord, LabelRecord, RunStore, job_key
 
 SUMMARY_NAME = "summary.json"
-REPORT_NAME = "report.html"
 
 # stage ("generate" | "classify"), done, total
 Progress = Callable[[str, int, int], None]
