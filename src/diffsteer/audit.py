@@ -245,6 +245,20 @@ def _classify(store: RunStore, config: AuditConfig, axes: Sequence[Axis], planne
     return len(keys)
 
 
+def _result_row(mitigation, axis, prompt, counts, n_dropped, bias, dr, dr_ci) -> dict:
+    """One row of summary.json's ``results``: exactly the documented keys (prompt None = aggregate)."""
+    return {
+        "mitigation": mitigation,
+        "axis": axis,
+        "prompt": prompt,
+        "counts": counts,
+        "n_dropped": n_dropped,
+        "entigen_bias": bias,
+        "deviation_ratio": dr,
+        "deviation_ratio_ci95": list(dr_ci) if dr_ci else None,
+    }
+
+
 def build_summary(
     store: RunStore, config: AuditConfig, axes: Sequence[Axis], planned: set[str], model_info: dict
 ) -> dict:
@@ -273,18 +287,16 @@ def build_summary(
             m = summarize_axis(counts, axis.classes, seed=config.seed)
             for pm in m.prompts:
                 results.append(
-                    {
-                        "mitigation": mitigation,
-                        "axis": axis.name,
-                        "prompt": pm.prompt,
-                        "counts": pm.counts,
-                        "n_dropped": dropped[pm.prompt],
-                        "entigen_bias": pm.entigen_bias,
-                        "deviation_ratio": pm.deviation_ratio,
-                        "deviation_ratio_ci95": list(pm.deviation_ratio_ci95)
-                        if pm.deviation_ratio_ci95
-                        else None,
-                    }
+                    _result_row(
+                        mitigation,
+                        axis.name,
+                        pm.prompt,
+                        pm.counts,
+                        dropped[pm.prompt],
+                        pm.entigen_bias,
+                        pm.deviation_ratio,
+                        pm.deviation_ratio_ci95,
+                    )
                 )
                 details.append(
                     {
@@ -296,18 +308,16 @@ def build_summary(
                     }
                 )
             results.append(
-                {
-                    "mitigation": mitigation,
-                    "axis": axis.name,
-                    "prompt": None,
-                    "counts": m.counts,
-                    "n_dropped": sum(dropped.values()),
-                    "entigen_bias": m.entigen_bias,
-                    "deviation_ratio": m.mean_deviation_ratio,
-                    "deviation_ratio_ci95": list(m.mean_deviation_ratio_ci95)
-                    if m.mean_deviation_ratio_ci95
-                    else None,
-                }
+                _result_row(
+                    mitigation,
+                    axis.name,
+                    None,
+                    m.counts,
+                    sum(dropped.values()),
+                    m.entigen_bias,
+                    m.mean_deviation_ratio,
+                    m.mean_deviation_ratio_ci95,
+                )
             )
             details.append(
                 {
