@@ -23,6 +23,8 @@ app = typer.Typer(
 )
 pictoworld_app = typer.Typer(no_args_is_help=True, help="The bundled synthetic world and its models.")
 app.add_typer(pictoworld_app, name="pictoworld")
+learn_app = typer.Typer(no_args_is_help=True, help="Learn steering files (h-space vectors, noise directions).")
+app.add_typer(learn_app, name="learn")
 console = Console(stderr=True)
 
 

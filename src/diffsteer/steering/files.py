@@ -1,0 +1,104 @@
+"""Steering files: learned tensors plus the metadata that says which model they belong to.
+
+Every learned mitigation (an h-space vector, a noise direction, a text-embedding offset) is saved as
+one safetensors file named ``<name>.<kind>.safetensors``. Safetensors metadata is a flat str -> str
+map; structured values (shapes, recipes, curves) are stored as JSON strings. Reading never unpickles.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+KINDS = ("hspace", "noise", "text")
+SUFFIX = ".safetensors"
+FORMAT_VERSION = "1"
+
+
+class SteeringFileError(ValueError):
+    """A steering file that cannot be read: missing, not safetensors, or missing required metadata."""
+
+
+class SteeringMismatchError(ValueError):
+    """A steering file made for another model (U-Net fingerprint, block or shape differs)."""
+
+
+def steering_filename(name: str, kind: str) -> str:
+    if kind not in KINDS:
+        raise ValueError(f"unknown steering kind '{kind}'; expected one of {', '.join(KINDS)}")
+    if not name or "/" in name or name.startswith("."):
+        raise ValueError(f"invalid steering name '{name}': use letters, digits, '-' or '_'")
+    return f"{name}.{kind}{SUFFIX}"
+
+
+def save_steering_file(
+    path: Path | str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
+) -> Path:
+    """Write tensors (made contiguous, on CPU) and metadata (non-strings JSON-encoded) atomically."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    kind = metadata.get("diffsteer_kind")
+    if kind not in KINDS:
+        raise ValueError(f"metadata needs diffsteer_kind in {KINDS}, got {kind!r}")
+    meta = {"diffsteer_format": FORMAT_VERSION}
+    for key, value in metadata.items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
+    tmp.replace(path)
+    return path
+
+
+def read_steering_file(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a steering file: (tensors, raw string metadata). One-line errors for every failure."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise SteeringFileError(f"steering file not found: {path}")
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise SteeringFileError(f"{path} is not a readable safetensors file ({exc})") from None
+    kind = metadata.get("diffsteer_kind")
+    if kind not in KINDS:
+        raise SteeringFileError(f"{path} is not a diffsteer steering file (no diffsteer_kind in its metadata)")
+    return tensors, metadata
+
+
+def meta_json(metadata: dict[str, str], key: str, default: Any = None) -> Any:
+    """A JSON-encoded metadata value, decoded; ``default`` when absent."""
+    if key not in metadata:
+        return default
+    try:
+        return json.loads(metadata[key])
+    except json.JSONDecodeError:
+        return metadata[key]
+
+
+def check_model(metadata: dict[str, str], *, fingerprint: str, source: str) -> None:
+    """Refuse a file learned on a U-Net with another architecture (fingerprint from models.model_fingerprint)."""
+    made_for = metadata.get("fingerprint")
+    if made_for != fingerprint:
+        base = metadata.get("base_model", "an unknown model")
+        raise SteeringMismatchError(
+            f"{source} was made for {base} (U-Net fingerprint {made_for}), "
+            f"not for this model (fingerprint {fingerprint})"
+        )
+
+
+def check_shape(tensor: torch.Tensor, expected: tuple[int, ...], *, source: str, what: str) -> None:
+    if tuple(tensor.shape) != tuple(expected):
+        raise SteeringMismatchError(
+            f"{source} holds a {what} of shape {tuple(tensor.shape)}, but this model needs {tuple(expected)}"
+        )
