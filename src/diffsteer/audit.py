@@ -18,7 +18,8 @@ from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_ax
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
 from diffsteer.metrics import summarize_axis
-from diffsteer.steering.mitigations import check_mitigations, plan_image
+from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
+from diffsteer.steering.preset import SteeringSpec
 from diffsteer.store import ImageRecord, LabelRecord, RunStore, job_key
 
 SUMMARY_NAME = "summary.json"
@@ -42,6 +43,7 @@ class AuditConfig:
     guidance: float = 7.5
     seed: int = 0
     mitigations: tuple[str, ...] = ("none",)
+    steering: SteeringSpec | None = None  # the "steered" mitigation: vectors, directions, fair, presets
     classifier: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
@@ -52,6 +54,7 @@ class AuditConfig:
         d = asdict(self)
         for key in ("device", "batch_size"):
             d.pop(key)
+        d["steering"] = self.steering.to_dict() if self.steering is not None else None
         return d
 
 
@@ -93,7 +96,13 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
     bench = bench.select(category=config.category, kinds=config.prompt_types or None)
     axes_names = config.axes or bench.axes
     axes = [get_axis(name, culture_classes=config.culture_classes) for name in axes_names]
-    check_mitigations(config.mitigations)
+    mitigations = tuple(config.mitigations)
+    if config.steering is not None and not config.steering.is_empty and "steered" not in mitigations:
+        mitigations += ("steered",)  # steering options ask for a comparison with the listed mitigations
+    check_mitigations(mitigations)
+    for m in mitigations:
+        # fails early on a bad combination, before any model is loaded
+        mitigation_steering(m, tuple(a.name for a in axes), config.steering)
     if config.images_per_prompt is not None and config.images_per_prompt < 1:
         raise ValueError(f"--images-per-prompt must be at least 1, got {config.images_per_prompt}")
     if config.steps < 1:
@@ -102,19 +111,43 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
         config,
         benchmark=bench_name,
         axes=tuple(a.name for a in axes),
+        mitigations=mitigations,
         classifier=config.classifier or default_classifier(config.model),
     )
     return resolved, bench, axes
 
 
-def _plan(config: AuditConfig, bench: Benchmark, fingerprint: str) -> list[tuple[ImageRecord, Any]]:
+def build_steerers(config: AuditConfig, generator: Any, fingerprint: str) -> dict[str, Any]:
+    """One steerer per steering mitigation, with its files found, loaded and checked against the model."""
+    from diffsteer.attributes import builtin_axes
+    from diffsteer.steering.library import SteeringLibrary
+    from diffsteer.steering.steerer import Steerer
+
+    axis_classes = {name: axis.classes for name, axis in builtin_axes().items()}
+    for name in config.axes or ():
+        axis_classes[name] = get_axis(name, culture_classes=config.culture_classes).classes
+    extra = config.steering.directions if config.steering is not None else ()
+    library = SteeringLibrary.for_model(config.model, extra)
+    steerers = {}
+    for mitigation in config.mitigations:
+        spec = mitigation_steering(mitigation, config.axes or (), config.steering)
+        if spec is not None:
+            steerers[mitigation] = Steerer(
+                spec, generator, fingerprint=fingerprint, library=library, axis_classes=axis_classes
+            )
+    return steerers
+
+
+def _plan(
+    config: AuditConfig, bench: Benchmark, fingerprint: str, steerers: dict[str, Any] | None = None
+) -> list[tuple[ImageRecord, Any]]:
     jobs = []
     for mitigation in config.mitigations:
         for spec in bench.prompts:
             n = config.images_per_prompt or bench.images_for(spec)
             for k in range(n):
                 seed = config.seed + k
-                planned = plan_image(mitigation, spec, config.axes, seed)
+                planned = plan_image(mitigation, spec, config.axes or (), seed, steerers)
                 req = planned.request
                 key = job_key(
                     model=fingerprint,
@@ -174,7 +207,8 @@ def run_audit(
         generator = SteeredGenerator(
             pipe, steps=config.steps, guidance=config.guidance, batch_size=config.batch_size
         )
-        jobs = _plan(config, bench, model_info["fingerprint"])
+        steerers = build_steerers(config, generator, model_info["fingerprint"])
+        jobs = _plan(config, bench, model_info["fingerprint"], steerers)
         done = store.done_keys()
         todo = [(rec, req) for rec, req in jobs if rec.key not in done]
         truncated_prompts = sorted({req.prompt for _, req in todo if generator.is_truncated(req.prompt)})

@@ -23,7 +23,7 @@ app = typer.Typer(
 )
 pictoworld_app = typer.Typer(no_args_is_help=True, help="The bundled synthetic world and its models.")
 app.add_typer(pictoworld_app, name="pictoworld")
-learn_app = typer.Typer(no_args_is_help=True, help="Learn steering files (h-space vectors, noise directions).")
+learn_app = typer.Typer(no_args_is_help=True, help="Learn steering files: h-space vectors, noise directions.")
 app.add_typer(learn_app, name="learn")
 console = Console(stderr=True)
 
@@ -74,6 +74,37 @@ def _progress_bar():
         yield update
 
 
+_HSPACE = typer.Option([], "--hspace", help="h-space vector NAME[:strength] (repeat; composes by sum).")
+_NOISE = typer.Option([], "--noise-direction", help="Noise direction NAME[:weight] (repeat; adds linearly).")
+_TEXT = typer.Option([], "--text-offset", help="Text-embedding offset NAME[:weight] (repeat).")
+_FAIR = typer.Option(None, "--fair", help="Fair generation over these axes (comma list), e.g. gender.")
+_FAIR_METHOD = typer.Option("hspace", "--fair-method", help="hspace | noise: what steers each image's class.")
+_FAIR_TARGET = typer.Option(None, "--fair-target", help="Target shares, e.g. woman=0.5,man=0.5.")
+_SAFE = typer.Option(False, "--safe", help="Apply every anti-concept h-space vector (anti-*.hspace).")
+_RESPONSIBLE = typer.Option(
+    False, "--responsible", help="Switch vectors on when the prompt asks (e.g. 'either male or female')."
+)
+_PRESET = typer.Option(None, "--steering", help="A steering preset YAML (e.g. exported from the studio).")
+_DIRECTIONS = typer.Option([], "--directions", help="Extra folder of steering files (repeat).")
+
+
+def _steering(preset, hspace, noise, text, fair, fair_method, fair_target, safe, responsible, directions):
+    from diffsteer.steering.preset import resolve_steering
+
+    return resolve_steering(
+        preset,
+        hspace=hspace,
+        noise=noise,
+        text=text,
+        fair=fair,
+        fair_method=fair_method,
+        fair_target=fair_target,
+        safe=safe,
+        responsible=responsible,
+        directions=[str(d) for d in directions],
+    )
+
+
 def _csv(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -96,8 +127,19 @@ def audit(
     guidance: float = typer.Option(7.5, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Seed of image 0; image k uses seed+k under every mitigation."),
     mitigation: list[str] = typer.Option(
-        ["none"], help="Mitigation to compare (repeat): none, intervention."
+        ["none"],
+        help="Mitigation (repeat): none, intervention, hspace-fair, hspace-safe, noise-fair, steered",
     ),
+    hspace: list[str] = _HSPACE,
+    noise_direction: list[str] = _NOISE,
+    text_offset: list[str] = _TEXT,
+    fair: str | None = _FAIR,
+    fair_method: str = _FAIR_METHOD,
+    fair_target: str | None = _FAIR_TARGET,
+    safe: bool = _SAFE,
+    responsible: bool = _RESPONSIBLE,
+    steering: Path | None = _PRESET,
+    directions: list[Path] = _DIRECTIONS,
     classifier: str | None = typer.Option(
         None, help="CLIP checkpoint (default: the model's own, or ViT-B/32)."
     ),
@@ -114,6 +156,13 @@ def audit(
     from diffsteer.audit import AuditConfig, run_audit
 
     mitigations = tuple(m for item in mitigation for m in _csv(item) or ())
+    try:
+        spec = _steering(
+            steering, hspace, noise_direction, text_offset, fair, fair_method, fair_target, safe, responsible,
+            directions,
+        )
+    except _expected_errors() as exc:
+        _fail(exc)
     config = AuditConfig(
         model=model,
         benchmark=benchmark,
@@ -126,6 +175,7 @@ def audit(
         guidance=guidance,
         seed=seed,
         mitigations=mitigations,
+        steering=spec,
         classifier=classifier,
         device=device,
         dtype=dtype,
@@ -193,8 +243,20 @@ def generate(
     seed: int = typer.Option(0),
     steps: int = typer.Option(20),
     guidance: float = typer.Option(7.5),
-    mitigation: str = typer.Option("none", help="none | intervention"),
-    axes: str = typer.Option("gender", help="Axes named by an intervention."),
+    mitigation: str = typer.Option(
+        "none", help="none | intervention | hspace-fair | hspace-safe | noise-fair | steered"
+    ),
+    axes: str = typer.Option("gender", help="Axes of an intervention or a fair mitigation."),
+    hspace: list[str] = _HSPACE,
+    noise_direction: list[str] = _NOISE,
+    text_offset: list[str] = _TEXT,
+    fair: str | None = _FAIR,
+    fair_method: str = _FAIR_METHOD,
+    fair_target: str | None = _FAIR_TARGET,
+    safe: bool = _SAFE,
+    responsible: bool = _RESPONSIBLE,
+    steering: Path | None = _PRESET,
+    directions: list[Path] = _DIRECTIONS,
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32"),
     out: Path = typer.Option(Path("runs/generate")),
@@ -203,6 +265,10 @@ def generate(
     from diffsteer.preview import generate_preview
 
     try:
+        spec = _steering(
+            steering, hspace, noise_direction, text_offset, fair, fair_method, fair_target, safe, responsible,
+            directions,
+        )
         paths = generate_preview(
             prompt,
             out,
@@ -213,6 +279,7 @@ def generate(
             guidance=guidance,
             mitigation=mitigation,
             axes=_csv(axes) or ("gender",),
+            steering=spec,
             device=device,
             dtype=dtype,
         )

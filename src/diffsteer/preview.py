@@ -8,6 +8,7 @@ from pathlib import Path
 from PIL import Image
 
 from diffsteer.benchmarks.spec import PromptSpec
+from diffsteer.steering.preset import SteeringSpec
 
 
 def image_grid(images: Sequence[Image.Image], columns: int = 8, upscale: int = 1) -> Image.Image:
@@ -34,23 +35,42 @@ def generate_preview(
     guidance: float = 7.5,
     mitigation: str = "none",
     axes: Sequence[str] = ("gender",),
+    steering: SteeringSpec | None = None,
     device: str = "cpu",
     dtype: str = "float32",
 ) -> list[Path]:
-    """Generate ``n`` images of ``prompt``; return the PNG paths, the grid's path last."""
+    """Generate ``n`` images of ``prompt``; return the PNG paths, the grid's path last.
+
+    ``steering`` (vectors, directions, fair generation, a preset) implies the ``steered`` mitigation.
+    """
+    from diffsteer.attributes import builtin_axes
     from diffsteer.generate import SteeredGenerator
-    from diffsteer.models import load_pipeline
-    from diffsteer.steering.mitigations import check_mitigations, plan_image
+    from diffsteer.models import load_pipeline, model_fingerprint
+    from diffsteer.steering.library import SteeringLibrary
+    from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
+    from diffsteer.steering.steerer import Steerer
 
     if not prompt.strip():
         raise ValueError("the prompt is empty")
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
+    if steering is not None and not steering.is_empty:
+        if mitigation not in ("none", "steered"):
+            raise ValueError(f"steering options cannot be combined with --mitigation {mitigation}")
+        mitigation = "steered"
     check_mitigations([mitigation])
+    steer_spec = mitigation_steering(mitigation, axes, steering)
     spec = PromptSpec(id="preview", text=prompt, group="custom", subject=None)
     pipe = load_pipeline(model, device=device, dtype=dtype)
     gen = SteeredGenerator(pipe, steps=steps, guidance=guidance)
-    requests = [plan_image(mitigation, spec, axes, seed + k).request for k in range(n)]
+    steerers = {}
+    if steer_spec is not None:
+        library = SteeringLibrary.for_model(model, steer_spec.directions)
+        classes = {name: axis.classes for name, axis in builtin_axes().items()}
+        steerers[mitigation] = Steerer(
+            steer_spec, gen, fingerprint=model_fingerprint(pipe), library=library, axis_classes=classes
+        )
+    requests = [plan_image(mitigation, spec, axes, seed + k, steerers).request for k in range(n)]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths, images = [], []

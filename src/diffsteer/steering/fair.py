@@ -3,7 +3,10 @@
 The choice is a pure function of the image's seed: image ``seed`` gets the same class under every run,
 batch size and executor. Seeds are mapped through the golden-ratio sequence (a low-discrepancy
 sequence), so any run of consecutive seeds splits across classes close to the target, not only in
-expectation: 64 consecutive seeds with a uniform two-class target give 32/32 or 31/33.
+expectation: 64 consecutive seeds with a uniform two-class target give 32/32 or 31/33. Several axes
+at once (a gender vector and a skin-tone vector per image) use the R_d sequence, the d-dimensional
+generalisation of the golden ratio, so the axes' choices are independent of each other and every
+combination gets its share too.
 """
 
 from __future__ import annotations
@@ -50,13 +53,33 @@ def parse_target(text: str) -> dict[str, float]:
     return out
 
 
-def fair_choice(seed: int, classes: Sequence[str], target: Mapping[str, float] | None = None) -> str:
-    """The class image ``seed`` is steered toward; shares over consecutive seeds follow ``target``."""
+def _pick(u: float, classes: Sequence[str], target: Mapping[str, float] | None) -> str:
     shares = normalize_target(classes, target)
-    u = (int(seed) * _GOLDEN) % 1.0
     cumulative = 0.0
     for cls in classes:
         cumulative += shares[cls]
         if u < cumulative:
             return cls
     return classes[-1]  # u within float rounding of 1.0
+
+
+def fair_choice(seed: int, classes: Sequence[str], target: Mapping[str, float] | None = None) -> str:
+    """The class image ``seed`` is steered toward; shares over consecutive seeds follow ``target``."""
+    return _pick((int(seed) * _GOLDEN) % 1.0, classes, target)
+
+
+def _rd_alphas(d: int) -> list[float]:
+    # phi_d is the positive root of x^(d+1) = x + 1 (d=1: the golden ratio); alpha_j = phi_d^-j
+    phi = 2.0
+    for _ in range(60):
+        phi = (1.0 + phi) ** (1.0 / (d + 1))
+    return [(1.0 / phi) ** (j + 1) for j in range(d)]
+
+
+def fair_choices(seed: int, axes: Sequence[tuple[Sequence[str], Mapping[str, float] | None]]) -> list[str]:
+    """One class per axis for image ``seed``; with one axis this equals :func:`fair_choice`."""
+    alphas = _rd_alphas(len(axes))
+    return [
+        _pick((int(seed) * alpha) % 1.0, classes, target)
+        for alpha, (classes, target) in zip(alphas, axes, strict=True)
+    ]

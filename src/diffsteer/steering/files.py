@@ -72,7 +72,7 @@ def read_steering_file(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[
         raise SteeringFileError(f"{path} is not a readable safetensors file ({exc})") from None
     kind = metadata.get("diffsteer_kind")
     if kind not in KINDS:
-        raise SteeringFileError(f"{path} is not a diffsteer steering file (no diffsteer_kind in its metadata)")
+        raise SteeringFileError(f"{path} is not a diffsteer steering file (no diffsteer_kind)")
     return tensors, metadata
 
 
@@ -87,7 +87,7 @@ def meta_json(metadata: dict[str, str], key: str, default: Any = None) -> Any:
 
 
 def check_model(metadata: dict[str, str], *, fingerprint: str, source: str) -> None:
-    """Refuse a file learned on a U-Net with another architecture (fingerprint from models.model_fingerprint)."""
+    """Refuse a file learned on a U-Net of another architecture (see models.model_fingerprint)."""
     made_for = metadata.get("fingerprint")
     if made_for != fingerprint:
         base = metadata.get("base_model", "an unknown model")

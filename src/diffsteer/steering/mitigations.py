@@ -6,16 +6,21 @@ under all of them: the audit compares mitigations pair by pair, not only in aggr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from diffsteer.benchmarks.spec import PromptSpec
 from diffsteer.generate import ImageRequest
+from diffsteer.steering.preset import FairSpec, SteeringSpec
 from diffsteer.steering.prompt import intervention_prompt
 
 MITIGATIONS = {
     "none": "the prompt as written",
     "intervention": "ENTIGEN: an ethical intervention appended to the prompt",
+    "hspace-fair": "h-space concept vectors, one class per image so shares match a target (uniform)",
+    "hspace-safe": "every anti-concept h-space vector (anti-*) on every image",
+    "noise-fair": "initial-noise latent directions, one class per image so shares match a target",
+    "steered": "the steering given by --hspace/--noise-direction/--text-offset/--fair/--steering",
 }
 
 
@@ -40,10 +45,47 @@ def check_mitigations(names: Sequence[str]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def plan_image(mitigation: str, spec: PromptSpec, axes: Sequence[str], seed: int) -> PlannedImage:
+def mitigation_steering(
+    mitigation: str, axes: Sequence[str], custom: SteeringSpec | None = None
+) -> SteeringSpec | None:
+    """The steering spec behind a mitigation, or None for the ones that only rewrite the prompt."""
+    if mitigation == "hspace-fair":
+        return SteeringSpec(fair=FairSpec(tuple(axes), "hspace"))
+    if mitigation == "noise-fair":
+        return SteeringSpec(fair=FairSpec(tuple(axes), "noise"))
+    if mitigation == "hspace-safe":
+        return SteeringSpec(safe=True)
+    if mitigation == "steered":
+        if custom is None or custom.is_empty:
+            raise UnknownMitigationError(
+                "mitigation 'steered' needs steering options (--hspace, --noise-direction, --text-offset, "
+                "--fair or --steering)"
+            )
+        return custom
+    return None
+
+
+def plan_image(
+    mitigation: str,
+    spec: PromptSpec,
+    axes: Sequence[str],
+    seed: int,
+    steerers: Mapping[str, object] | None = None,
+) -> PlannedImage:
+    """The request for image ``seed`` of ``spec`` under ``mitigation``.
+
+    Steering mitigations need their :class:`~diffsteer.steering.steerer.Steerer` in ``steerers``
+    (built once per run, since it loads and checks files against the model).
+    """
     if mitigation == "none":
         return PlannedImage(ImageRequest(prompt=spec.text, seed=seed), {"kind": "none"})
     if mitigation == "intervention":
         text = intervention_prompt(spec, axes)
         return PlannedImage(ImageRequest(prompt=text, seed=seed), {"kind": "prompt", "rewrite": "entigen"})
+    if mitigation in MITIGATIONS:
+        steerer = (steerers or {}).get(mitigation)
+        if steerer is None:
+            raise UnknownMitigationError(f"mitigation '{mitigation}' needs a steerer built for the model")
+        request, desc = steerer.steer(ImageRequest(prompt=spec.text, seed=seed))  # type: ignore[attr-defined]
+        return PlannedImage(request, desc)
     raise UnknownMitigationError(f"unknown mitigation '{mitigation}'; available: {', '.join(MITIGATIONS)}")
