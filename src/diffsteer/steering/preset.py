@@ -264,4 +264,5 @@ def resolve_steering(preset: Path | str | None = None, **options: Any) -> Steeri
     spec = spec_from_options(**options)
     if preset is not None:
         spec = load_preset(preset).merged(spec)
-    return None if spec.is_empty else spec
+    # a spec with only --directions is kept: built-in mitigations (hspace-fair ...) search those folders
+    return None if spec.is_empty and not spec.directions else spec
