@@ -161,15 +161,27 @@ def build_studio(
             "steered images on the same seeds. Shares are the model's CLIP zero-shot labels "
             f"(`{Path(session.classifier_ref).name}`)."
         )
+        # the prompt and the action on top, so the results (right) and the button are both in view
+        with gr.Row(equal_height=True):
+            prompt_box = gr.Textbox(label="Prompt", value=prompt, scale=4, elem_id="studio-prompt")
+            n_box = gr.Slider(
+                1, MAX_IMAGES, value=n, step=1, label="Images", scale=2, min_width=200, elem_id="studio-n"
+            )
+            seed_box = gr.Number(
+                value=seed,
+                precision=0,
+                minimum=0,
+                label="Seed of image 0",
+                scale=1,
+                min_width=120,
+                elem_id="studio-seed",
+            )
+            generate_btn = gr.Button(
+                "Generate", variant="primary", scale=1, min_width=120, elem_id="studio-generate"
+            )
         status = gr.Markdown("", elem_id="studio-status")
         with gr.Row():
             with gr.Column(scale=1, min_width=340):
-                prompt_box = gr.Textbox(label="Prompt", value=prompt, elem_id="studio-prompt")
-                with gr.Row():
-                    n_box = gr.Slider(1, MAX_IMAGES, value=n, step=1, label="Images", elem_id="studio-n")
-                    seed_box = gr.Number(
-                        value=seed, precision=0, minimum=0, label="Seed of image 0", elem_id="studio-seed"
-                    )
                 with gr.Accordion("Vectors and directions", open=True):
                     checks, strengths = [], []
                     if not entries:
@@ -248,7 +260,6 @@ def build_studio(
                         label="responsible prompt following ('either male or female')",
                         elem_id="studio-responsible",
                     )
-                generate_btn = gr.Button("Generate", variant="primary", elem_id="studio-generate")
                 with gr.Accordion("Export as a steering preset", open=True):
                     export_btn = gr.Button("Export preset", elem_id="studio-export")
                     preset_file = gr.File(

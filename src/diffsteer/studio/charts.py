@@ -43,6 +43,9 @@ def histogram(
     fig = Figure(figsize=(2.6 * max(1, len(axes_names)), 2.6), layout="constrained")
     panels = fig.subplots(1, max(1, len(axes_names)), squeeze=False)[0]
     steered = "steered" in title.lower()
+    if not axes_names:
+        panels[0].text(0.5, 0.5, "no shares (see the note above)", ha="center", va="center")
+        panels[0].set_axis_off()
     for panel, name in zip(panels, axes_names, strict=False):
         s = shares[name]
         classes = list(s.counts)
@@ -73,6 +76,8 @@ def _pct(s: Shares, cls: str) -> str:
 
 def shares_table(comparison: Comparison) -> str:
     """A Markdown table of the classified shares, baseline next to steered, with fair targets."""
+    if not comparison.baseline_shares:
+        return "*No classified shares for this run.*"
     lines = [
         "| axis | class | baseline | steered | target |",
         "|---|---|---|---|---|",

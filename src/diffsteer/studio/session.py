@@ -21,7 +21,14 @@ from typing import Any
 
 from PIL import Image
 
-from diffsteer.attributes import UNCERTAIN, Axis, ImageLabels, builtin_axes, get_axis
+from diffsteer.attributes import (
+    UNCERTAIN,
+    Axis,
+    ClassifierNotFoundError,
+    ImageLabels,
+    builtin_axes,
+    get_axis,
+)
 from diffsteer.generate import ImageRequest
 from diffsteer.steering.fair import normalize_target
 from diffsteer.steering.files import KINDS, SUFFIX, SteeringFileError, read_steering_file
@@ -184,10 +191,9 @@ class StudioSession:
                 _, meta = read_steering_file(entry.path)
                 default = _default_strength(entry.kind, meta)
                 _loader(entry.kind)(entry.path).check_compatible(self.generator, self.fingerprint)
-            except (
-                ValueError,
-                ImportError,
-            ) as exc:  # SteeringFileError / SteeringMismatchError are ValueErrors
+            # SteeringFileError and SteeringMismatchError are ValueErrors; a kind whose loader is
+            # missing from this install is an ImportError
+            except (ValueError, ImportError) as exc:
                 problem = _one_line(exc)
                 problems.append(f"{entry.path.name}: {problem}")
             entries.append(
@@ -404,10 +410,14 @@ class StudioSession:
                 baseline = images[:n]
             steered = images[len(todo) - len(steered_requests) :] if steerer is not None else list(baseline)
             report(0.95, "classifying")
-            if not cached:
-                base_shares = self.shares(baseline)
-                self._baseline_cache = {key: (baseline, base_shares)}
-            steered_shares = self.shares(steered) if steerer is not None else base_shares
+            try:
+                if not cached:
+                    base_shares = self.shares(baseline)
+                    self._baseline_cache = {key: (baseline, base_shares)}
+                steered_shares = self.shares(steered) if steerer is not None else base_shares
+            except ClassifierNotFoundError as exc:  # the pictures are still worth showing
+                base_shares, steered_shares = {}, {}
+                notes.append(f"no shares: {_one_line(exc)}")
         if steerer is None:
             notes.append("nothing is switched on: the steered images are the baseline")
         targets = {}
