@@ -1,161 +1,225 @@
-"""Render an audit's summary and images into a single self-contained report.html.
+"""Assemble report.html: one self-contained file (no network, no script) from summary.json and the store.
 
-Images are inlined as base64 PNG thumbnails, upscaled with nearest-neighbour so small images stay
-crisp; only the first few images of each prompt and mitigation are shown, grouped by predicted
-class, so the file stays small however large the run is.
+Sections: overview, class shares per prompt (bars with bootstrap intervals, corrected shares when
+the auditor was checked), the auditor's own error, the quality trade-off, strength sweeps (when the
+run folder has ``sweep.json``), image grids grouped by predicted class, paired grids across
+mitigations on the same seeds, and provenance.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
-from collections import defaultdict
+import json
 from pathlib import Path
+from typing import Any
 
-from PIL import Image
+import numpy as np
 
+from diffsteer.metrics import resample_counts
+from diffsteer.provenance import read_command
+from diffsteer.report import grids, plots, tables
 from diffsteer.store import RunStore
 
+__all__ = ["REPORT_NAME", "SWEEP_NAME", "render_report", "write_report"]
+
 REPORT_NAME = "report.html"
-THUMBS_PER_CELL = 12
-THUMB_PX = 64
+SWEEP_NAME = "sweep.json"
+_N_BOOT_SHARES = 1000
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
-h1{font-size:22px} h2{font-size:18px;margin-top:32px} h3{font-size:15px;margin:18px 0 6px}
-table{border-collapse:collapse;font-size:13px} td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:24px auto;color:#222;max-width:1180px;
+  padding:0 16px;line-height:1.4;font-size:14px}
+h1{font-size:22px;margin-bottom:4px} h2{font-size:18px;margin-top:36px;border-bottom:1px solid #ddd}
+h3{font-size:14px;margin:18px 0 6px}
+nav a{margin-right:12px;font-size:13px}
+table{border-collapse:collapse;font-size:12.5px;margin:6px 0}
+td,th{border:1px solid #d4d4d4;padding:3px 7px;text-align:right;vertical-align:top}
 th{background:#f3f3f3} td.l,th.l{text-align:left}
-.bar{display:inline-block;height:10px;background:#4a78c2;vertical-align:middle}
-.grid img{image-rendering:pixelated;margin:1px;border:1px solid #ddd}
-.cls{font-size:12px;color:#555;margin:4px 0 2px}
-.muted{color:#777;font-size:12px}
+td.hit{background:#e7f3e7}
+.muted{color:#666;font-size:12px}
+.chart svg{width:100%;height:auto;max-width:1100px}
+.chart.narrow svg{max-width:820px}
+.mgrid{margin:4px 0 10px}
+.mname{font-weight:600;font-size:12px;margin:6px 0 2px}
+.group{display:inline-block;vertical-align:top;margin:0 14px 6px 0;max-width:100%}
+.group.dropped .cls{color:#a33}
+.cls{font-size:12px;color:#444;margin:2px 0}
+figure.cell{display:inline-block;margin:1px;text-align:center;vertical-align:top}
+figure.cell figcaption{font-size:10px;color:#555;max-width:72px;overflow-wrap:anywhere}
+img.thumb{width:64px;height:64px;object-fit:contain;border:1px solid #ddd;display:block}
+img.px{image-rendering:pixelated;image-rendering:crisp-edges}
+figure.chg img{outline:2px solid #d33;outline-offset:-2px}
+.noimg{width:64px;height:64px;background:#222;color:#eee;font-size:10px;display:flex;align-items:center;
+  justify-content:center}
+table.paired td{padding:1px;border:none} table.paired th{font-size:11px;background:none;border:none}
+.card{display:inline-block;vertical-align:top;margin:0 28px 8px 0}
+td{white-space:nowrap} td.wrap{white-space:normal}
+details summary{cursor:pointer;font-size:13px;margin:6px 0}
+code{font-size:12px}
 """
 
 
-def _fmt(x) -> str:
-    return "–" if x is None else f"{x:.3f}"
+def _share_data(summary: dict, axis: str, classes: list[str], seed: int):
+    """Raw shares, their bootstrap intervals and corrected shares per (mitigation, prompt) of one axis."""
+    shares: dict[tuple[str, str], list[float] | None] = {}
+    intervals: dict[tuple[str, str], list[list[float]] | None] = {}
+    for r in summary["results"]:
+        if r["axis"] != axis or r["prompt"] is None:
+            continue
+        counts = np.array([[r["counts"][c] for c in classes]])
+        n = int(counts.sum())
+        key = (r["mitigation"], r["prompt"])
+        if n == 0:
+            shares[key], intervals[key] = None, None
+            continue
+        shares[key] = (counts[0] / n).tolist()
+        boot = resample_counts(counts, n_boot=_N_BOOT_SHARES, seed=seed)[:, 0, :] / n
+        intervals[key] = np.quantile(boot, [0.025, 0.975], axis=0).T.tolist()
+    corrected: dict[tuple[str, str], list[float] | None] = {}
+    for r in (summary.get("auditor") or {}).get("corrected", []):
+        if r["axis"] == axis and r["prompt"] is not None and r.get("shares"):
+            corrected[(r["mitigation"], r["prompt"])] = [r["shares"][c] for c in classes]
+    return shares, intervals, corrected
 
 
-def _thumb(img: Image.Image) -> str:
-    scale = max(1, THUMB_PX // max(img.size))
-    big = img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
-    if max(big.size) > THUMB_PX * 2:
-        big = big.resize((THUMB_PX * 2, THUMB_PX * 2))
-    buf = io.BytesIO()
-    big.save(buf, format="PNG", optimize=True)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
-
-
-def _overview(summary: dict) -> str:
-    rows = [r for r in summary["results"] if r["prompt"] is None]
-    details = {(d["mitigation"], d["axis"]): d for d in summary.get("details", []) if d["prompt"] is None}
+def _shares_section(summary: dict) -> str:
     out = [
-        "<table><tr><th class=l>mitigation</th><th class=l>axis</th><th>ENTIGEN bias</th>"
-        "<th>mean deviation ratio</th><th>95% interval</th><th>images counted</th><th>uncertain</th>"
-        "<th>dropped</th></tr>"
+        "<p class=muted>Bars: share of each class among counted images (uncertain and dropped images "
+        "excluded); whiskers: 95% bootstrap interval over images; dashed line: parity"
+        + (
+            "; diamonds: shares corrected for the classifier's errors (see Checking the auditor)"
+            if summary.get("auditor")
+            else ""
+        )
+        + ".</p>"
     ]
-    for r in rows:
-        d = details.get((r["mitigation"], r["axis"]), {})
-        ci = r["deviation_ratio_ci95"]
-        out.append(
-            f"<tr><td class=l>{html.escape(r['mitigation'])}</td><td class=l>{html.escape(r['axis'])}</td>"
-            f"<td>{_fmt(r['entigen_bias'])}</td><td>{_fmt(r['deviation_ratio'])}</td>"
-            f"<td>{'–' if not ci else f'[{ci[0]:.3f}, {ci[1]:.3f}]'}</td><td>{sum(r['counts'].values())}</td>"
-            f"<td>{d.get('n_uncertain', '–')}</td><td>{r['n_dropped']}</td></tr>"
-        )
-    out.append("</table>")
+    mitigations = list(summary["config"]["mitigations"])
+    seed = int(summary["config"].get("seed", 0))
+    for axis in summary["config"]["axes"]:
+        rows = [r for r in summary["results"] if r["axis"] == axis and r["prompt"] is not None]
+        if not rows:
+            continue
+        classes = list(rows[0]["counts"])
+        prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+        shares, intervals, corrected = _share_data(summary, axis, classes, seed)
+        out.append(f"<h3>{html.escape(axis)}</h3>")
+        for svg in plots.share_chart(prompts, classes, mitigations, shares, intervals, corrected or None):
+            out.append(f"<div class=chart>{svg}</div>")
     return "".join(out)
 
 
-def _shares(summary: dict) -> str:
-    out = []
-    rows = [r for r in summary["results"] if r["prompt"] is not None]
-    by_axis: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        by_axis[r["axis"]].append(r)
-    for axis, axis_rows in by_axis.items():
-        classes = list(axis_rows[0]["counts"])
-        out.append(
-            f"<h3>{html.escape(axis)}</h3><table><tr><th class=l>prompt</th><th class=l>mitigation</th>"
+def _tradeoff_section(summary: dict) -> str:
+    quality = tables.quality_by_mitigation(summary)
+    if not quality:
+        return "<p class=muted>No quality measurements in this run's summary.json.</p>"
+    points = []
+    for r in summary["results"]:
+        if r["prompt"] is not None:
+            continue
+        q = quality.get(r["mitigation"], {})
+        points.append(
+            {
+                "mitigation": r["mitigation"],
+                "axis": r["axis"],
+                "deviation_ratio": r["deviation_ratio"],
+                "deviation_ratio_ci95": r["deviation_ratio_ci95"],
+                "clip_score": q.get("clip_score"),
+                "clip_score_ci95": q.get("clip_score_ci95"),
+                "frechet_distance": q.get("frechet_distance"),
+            }
         )
-        out += [f"<th class=l>{html.escape(c)} share</th>" for c in classes]
-        out.append("<th>deviation ratio</th><th>95% interval</th><th>n</th></tr>")
-        for r in sorted(axis_rows, key=lambda r: (r["prompt"], r["mitigation"])):
-            n = sum(r["counts"].values())
-            cells = []
-            for c in classes:
-                share = r["counts"][c] / n if n else 0.0
-                cells.append(
-                    f"<td class=l><span class=bar style='width:{share * 80:.0f}px'></span> {share:.2f}</td>"
-                )
-            ci = r["deviation_ratio_ci95"]
-            out.append(
-                f"<tr><td class=l>{html.escape(r['prompt'])}</td>"
-                f"<td class=l>{html.escape(r['mitigation'])}</td>"
-                + "".join(cells)
-                + f"<td>{_fmt(r['deviation_ratio'])}</td>"
-                f"<td>{'–' if not ci else f'[{ci[0]:.2f}, {ci[1]:.2f}]'}</td><td>{n}</td></tr>"
-            )
-        out.append("</table>")
-    return "".join(out)
+    info = summary["quality"]
+    note = (
+        f"<p class=muted>Each point is a mitigation (colour) on an axis (marker): mean deviation ratio "
+        f"against CLIP score ({html.escape(info.get('clip_score', ''))}) and the Fréchet distance "
+        f"{html.escape(info.get('frechet_distance', ''))} (baseline: {html.escape(info['baseline'])}). "
+        "Whiskers are 95% bootstrap intervals. The Fréchet distance is biased upwards with few images; "
+        "compare it between mitigations of the same run.</p>"
+    )
+    return note + f"<div class='chart narrow'>{plots.tradeoff_chart(points)}</div>"
 
 
-def _grids(store: RunStore, summary: dict) -> str:
-    classifier = summary["classifier"]
-    axis = summary["config"]["axes"][0]
-    labels = {lab.key: lab for lab in store.labels(classifier) if lab.axis == axis}
-    cells: dict[tuple[str, str], dict[str, list]] = defaultdict(lambda: defaultdict(list))
-    for rec in store.images():
-        lab = labels.get(rec.key)
-        group = (
-            (rec.drop_reason or "dropped")
-            if rec.status != "ok"
-            else (lab.label if lab and lab.label else f"dropped: {lab.reason if lab else 'not classified'}")
-        )
-        bucket = cells[(rec.prompt, rec.mitigation)][group]
-        if len(bucket) < THUMBS_PER_CELL:
-            bucket.append(rec)
-    out = [
-        f"<p class=muted>Grouped by predicted {html.escape(axis)}; at most {THUMBS_PER_CELL} images per "
-        "group.</p>"
+def _sweep_section(run_dir: Path) -> str:
+    path = run_dir / SWEEP_NAME
+    if not path.is_file():
+        return ""
+    try:
+        sweep = json.loads(path.read_text(encoding="utf-8"))
+        svg = plots.sweep_chart(sweep)
+    except (ValueError, KeyError, TypeError) as exc:
+        problem = html.escape(str(exc))
+        return f"<h2 id=sweep>Strength sweep</h2><p class=muted>{SWEEP_NAME} could not be read: {problem}</p>"
+    directions = sweep.get("directions")
+    shown = ", ".join(map(str, directions)) if isinstance(directions, list) else str(directions or "–")
+    return (
+        "<h2 id=sweep>Strength sweep</h2>"
+        f"<p class=muted>From {SWEEP_NAME}: directions {html.escape(shown)}; bands are Wilson 95% intervals "
+        "of each share given the images counted at that strength.</p>"
+        f"<div class='chart narrow'>{svg}</div>"
+    )
+
+
+def _seed_range(store: RunStore, mitigations: set[str]) -> tuple[int, int] | None:
+    seeds = [r.seed for r in store.images() if r.mitigation in mitigations]
+    return (min(seeds), max(seeds)) if seeds else None
+
+
+def render_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> str:
+    """The report page as a string."""
+    run_dir = Path(run_dir)
+    cfg = summary["config"]
+    mitigations = list(cfg["mitigations"])
+    baseline = (summary.get("quality") or {}).get("baseline") or (
+        "none" if "none" in mitigations else mitigations[0]
+    )
+    title = f"diffsteer audit — {cfg['model']} on {cfg['benchmark']}"
+    views = grids.collect_views(store, summary)
+    thumbs = grids.Thumbnails(store)
+    sweep = _sweep_section(run_dir)
+    sections: list[tuple[str, str, str]] = [
+        ("overview", "Overview", tables.overview_table(summary)),
+        ("shares", "Class shares per prompt", _shares_section(summary)),
+        ("auditor", "Checking the auditor", tables.auditor_tables(summary)),
+        ("tradeoff", "Fairness and quality trade-off", _tradeoff_section(summary)),
+        ("grids", "Images by predicted class", grids.class_grids(thumbs, views, mitigations)),
+        (
+            "paired",
+            "Paired images: the same seeds under each mitigation",
+            grids.paired_grids(thumbs, views, mitigations, baseline),
+        ),  # fmt: skip
+        (
+            "provenance",
+            "Provenance",
+            tables.provenance_table(summary, _seed_range(store, set(mitigations)), read_command(run_dir)),
+        ),
     ]
-    for (prompt, mitigation), groups in sorted(cells.items()):
-        out.append(f"<h3>{html.escape(prompt)} — {html.escape(mitigation)}</h3><div class=grid>")
-        for group, recs in sorted(groups.items()):
-            out.append(f"<div class=cls>{html.escape(group)}</div>")
-            for rec in recs:
-                if rec.png is None:
-                    continue
-                title = html.escape(f"seed {rec.seed}: {rec.final_prompt}")
-                out.append(f"<img src='{_thumb(store.load_image(rec))}' title='{title}' alt='{title}'>")
-        out.append("</div>")
-    return "".join(out)
+    nav = "".join(f"<a href='#{sid}'>{html.escape(name)}</a>" for sid, name, _ in sections)
+    if sweep:
+        nav += "<a href='#sweep'>Strength sweep</a>"
+    model = summary.get("model", {})
+    body: list[Any] = [
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class=muted>{summary['images']} images; "
+        f"model {html.escape(str(model.get('ref', cfg['model'])))}; "
+        f"classifier {html.escape(str(summary['classifier']))}; axes {html.escape(', '.join(cfg['axes']))}; "
+        f"mitigations {html.escape(', '.join(mitigations))}.</p>",
+        f"<nav>{nav}</nav>",
+    ]
+    for sid, name, content in sections:
+        body.append(f"<h2 id={sid}>{html.escape(name)}</h2>{content}")
+        if sid == "tradeoff" and sweep:
+            body.append(sweep)
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        "<meta name=viewport content='width=device-width,initial-scale=1'>"
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
+    )
 
 
 def write_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> Path:
     """Write ``run_dir/report.html`` and return its path."""
-    cfg = summary["config"]
-    title = f"diffsteer audit — {cfg['model']} on {cfg['benchmark']}"
-    model = summary.get("model", {})
-    body = [
-        f"<h1>{html.escape(title)}</h1>",
-        f"<p class=muted>model {html.escape(str(model.get('ref')))} "
-        f"({html.escape(str(model.get('pipeline')))},"
-        f" fingerprint {html.escape(str(model.get('fingerprint')))}); classifier "
-        f"{html.escape(str(summary['classifier']))}; {summary['images']} images; steps {cfg['steps']}, "
-        f"guidance {cfg['guidance']}, seeds {cfg['seed']}..</p>",
-        "<h2>Overview</h2>",
-        _overview(summary),
-        "<h2>Class shares per prompt</h2>",
-        _shares(summary),
-        "<h2>Images</h2>",
-        _grids(store, summary),
-    ]
-    page = (
-        f"<!doctype html><html><head><meta charset=utf-8><title>{html.escape(title)}</title>"
-        f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>"
-    )
     path = Path(run_dir) / REPORT_NAME
-    path.write_text(page, encoding="utf-8")
+    tmp = path.with_name(f".{REPORT_NAME}.tmp")
+    tmp.write_text(render_report(run_dir, store=store, summary=summary), encoding="utf-8")
+    tmp.replace(path)  # a reader never sees half a report
     return path

@@ -1,0 +1,213 @@
+"""Image grids of the report: per prompt grouped by predicted class, and paired across mitigations.
+
+Thumbnails are inlined as data URIs so the report is one file. Small images (pictoworld's 32x32)
+are embedded at their own size and upscaled by the browser with ``image-rendering: pixelated``, which
+keeps them crisp and the file small; larger images are shrunk to a 96-pixel JPEG (a photograph's
+thumbnail as PNG would be several times larger for no visible gain).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from PIL import Image
+
+from diffsteer.store import ImageRecord, RunStore
+
+__all__ = ["ImageView", "Thumbnails", "class_grids", "collect_views", "paired_grids", "thumbnail_uri"]
+
+THUMB_MAX = 96
+PER_GROUP = 10
+PAIRED_SEEDS = 12
+DROPPED = "dropped"
+
+
+def thumbnail_uri(image: Image.Image) -> tuple[str, bool]:
+    """A data URI of the image's thumbnail and whether it is pixel art to upscale crisply."""
+    buf = io.BytesIO()
+    if max(image.size) <= THUMB_MAX:
+        image.convert("RGB").save(buf, format="PNG", optimize=True)
+        return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(), True
+    thumb = image.convert("RGB")
+    thumb.thumbnail((THUMB_MAX, THUMB_MAX), Image.Resampling.LANCZOS)
+    thumb.save(buf, format="JPEG", quality=85, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode(), False
+
+
+@dataclass
+class ImageView:
+    """One image as the report shows it: its record, joint label over the axes, or why it was dropped."""
+
+    record: ImageRecord
+    label: str | None  # e.g. "man · dark"; None when dropped
+    reason: str | None  # why it was not counted (None when counted or uncertain on every axis)
+
+    @property
+    def group(self) -> str:
+        if self.label is not None:
+            return self.label
+        return f"{DROPPED}: {_reason_kind(self.reason)}"
+
+
+def _reason_kind(reason: str | None) -> str:
+    """The reason without per-image numbers, e.g. "person filter" for "person filter: ... (p=0.31)"."""
+    if not reason:
+        return "no label"
+    return reason.split(":")[0].split("(")[0].strip()
+
+
+def collect_views(store: RunStore, summary: dict) -> list[ImageView]:
+    """Every image of the run's mitigations with its joint predicted label (axes in the audit's order)."""
+    axes = list(summary["config"]["axes"])
+    mitigations = set(summary["config"]["mitigations"])
+    labels: dict[str, dict[str, object]] = defaultdict(dict)
+    for lab in store.labels(summary["classifier"]):
+        labels[lab.key][lab.axis] = lab
+    views = []
+    for rec in store.images():
+        if rec.mitigation not in mitigations:
+            continue
+        if rec.status != "ok":
+            views.append(ImageView(rec, None, rec.drop_reason or DROPPED))
+            continue
+        per_axis = labels.get(rec.key, {})
+        missing = [a for a in axes if a not in per_axis]
+        abstained = [per_axis[a] for a in axes if a in per_axis and per_axis[a].label is None]
+        if missing or abstained:
+            reason = abstained[0].reason if abstained else "not classified"
+            views.append(ImageView(rec, None, reason))
+            continue
+        views.append(ImageView(rec, " · ".join(per_axis[a].label for a in axes), None))
+    return views
+
+
+class Thumbnails:
+    """Caches each image's data URI: the class grid and the paired grid show the same images."""
+
+    def __init__(self, store: RunStore) -> None:
+        self.store = store
+        self._cache: dict[str, tuple[str, bool]] = {}
+
+    def img(self, view: ImageView, caption: str | None = None, extra_class: str = "") -> str:
+        rec = view.record
+        title = html.escape(
+            f"seed {rec.seed} (image {rec.image_index}) · {view.label or view.reason} · {rec.final_prompt}"
+        )
+        if rec.png is None:
+            inner = f"<div class='noimg' title='{title}'>no image</div>"
+        else:
+            if rec.png not in self._cache:
+                self._cache[rec.png] = thumbnail_uri(self.store.load_image(rec))
+            uri, pixel_art = self._cache[rec.png]
+            cls = "thumb px" if pixel_art else "thumb"
+            inner = f"<img class='{cls}' src='{uri}' alt='{title}' title='{title}'>"
+        cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        return f"<figure class='cell {extra_class}'>{inner}{cap}</figure>"
+
+
+def _ordered_groups(views: Sequence[ImageView]) -> list[tuple[str, list[ImageView]]]:
+    groups: dict[str, list[ImageView]] = defaultdict(list)
+    for view in views:
+        groups[view.group].append(view)
+    # Counted classes first (largest first), then uncertain combinations, then dropped.
+    return sorted(
+        groups.items(),
+        key=lambda kv: (kv[0].startswith(DROPPED), "uncertain" in kv[0], -len(kv[1]), kv[0]),
+    )
+
+
+def class_grids(thumbs: Thumbnails, views: Sequence[ImageView], mitigations: Sequence[str]) -> str:
+    """Per prompt and mitigation, images grouped by predicted class; dropped ones with their reason."""
+    by_prompt: dict[str, dict[str, list[ImageView]]] = defaultdict(lambda: defaultdict(list))
+    for view in views:
+        by_prompt[view.record.prompt][view.record.mitigation].append(view)
+    out = [
+        f"<p class=muted>At most {PER_GROUP} images per group; hover an image for its seed, labels and the "
+        "prompt it was generated from. Dropped images show the reason they were not counted.</p>"
+    ]
+    for prompt, per_mitigation in by_prompt.items():
+        out.append(f"<div class=card><h3>{html.escape(prompt)}</h3>")
+        for mitigation in mitigations:
+            mviews = per_mitigation.get(mitigation)
+            if not mviews:
+                continue
+            out.append(f"<div class=mgrid><div class=mname>{html.escape(mitigation)}</div>")
+            for group, members in _ordered_groups(mviews):
+                dropped = group.startswith(DROPPED)
+                shown = members[:PER_GROUP]
+                out.append(
+                    f"<div class='group{' dropped' if dropped else ''}'><div class=cls>{html.escape(group)} "
+                    f"<span class=muted>({len(members)}"
+                    f"{f', showing {len(shown)}' if len(shown) < len(members) else ''})</span></div>"
+                )
+                for view in shown:
+                    out.append(thumbs.img(view, caption=view.reason if dropped else None))
+                out.append("</div>")
+            out.append("</div>")
+        out.append("</div>")
+    return "".join(out)
+
+
+def paired_grids(
+    thumbs: Thumbnails, views: Sequence[ImageView], mitigations: Sequence[str], baseline: str
+) -> str:
+    """Per prompt, one row per mitigation over the same seeds (image index); changed labels are marked."""
+    if len(mitigations) < 2:
+        return "<p class=muted>Only one mitigation in this run: nothing to pair.</p>"
+    cell: dict[tuple[str, str, int], ImageView] = {}
+    for view in views:
+        rec = view.record
+        cell[(rec.prompt, rec.mitigation, rec.image_index)] = view
+    prompts = list(dict.fromkeys(v.record.prompt for v in views))
+    order = [baseline, *[m for m in mitigations if m != baseline]]
+    out = [
+        f"<p class=muted>Image <i>k</i> of a prompt starts from the same seed under every mitigation. "
+        f"First {PAIRED_SEEDS} seeds per prompt; a red frame marks a predicted label that differs from "
+        f"{html.escape(baseline)}'s on the same seed.</p>"
+    ]
+    for prompt in prompts:
+        indices = sorted({k for (p, _, k) in cell if p == prompt})
+        shown = indices[:PAIRED_SEEDS]
+        changes = []
+        for mitigation in order[1:]:
+            pairs = [
+                (cell[(prompt, baseline, k)], cell[(prompt, mitigation, k)])
+                for k in indices
+                if (prompt, baseline, k) in cell and (prompt, mitigation, k) in cell
+            ]
+            both = [(a, b) for a, b in pairs if a.label is not None and b.label is not None]
+            flipped = sum(a.label != b.label for a, b in both)
+            changes.append(f"{html.escape(mitigation)}: label changed on {flipped} of {len(both)} seeds")
+        out.append(f"<div class=card><h3>{html.escape(prompt)}</h3><p class=muted>{'; '.join(changes)}</p>")
+        out.append("<table class=paired><tr><th></th>")
+        out += [f"<th>seed {_cell_seed(cell, prompt, order, k)}</th>" for k in shown]
+        out.append("</tr>")
+        for mitigation in order:
+            out.append(f"<tr><th class=l>{html.escape(mitigation)}</th>")
+            for k in shown:
+                view = cell.get((prompt, mitigation, k))
+                if view is None:
+                    out.append("<td></td>")
+                    continue
+                base = cell.get((prompt, baseline, k))
+                changed = mitigation != baseline and base is not None and base.label != view.label
+                caption = view.label if view.label is not None else _reason_kind(view.reason)
+                out.append(
+                    f"<td>{thumbs.img(view, caption=caption, extra_class='chg' if changed else '')}</td>"
+                )
+            out.append("</tr>")
+        out.append("</table></div>")
+    return "".join(out)
+
+
+def _cell_seed(cell: dict[tuple[str, str, int], ImageView], prompt: str, order: Sequence[str], k: int) -> int:
+    for mitigation in order:
+        view = cell.get((prompt, mitigation, k))
+        if view is not None:
+            return view.record.seed
+    return k
