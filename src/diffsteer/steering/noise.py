@@ -53,9 +53,10 @@ DEFAULT_RECORD_STEPS = (0, 5, 10, 15)  # the paper records every 5 steps
 ACCURACY_GOAL = 0.9  # the earliest recorded step reaching this held-out accuracy is chosen
 TRAIN_FRACTION = 0.6  # the paper's 60/40 split
 DEFAULT_SVM_C = 0.001  # strong regularisation: the normal nears the class-mean difference, less noisy
-DEFAULT_WEIGHT = 4.0
-"""Recommended weight written when the learner is given none: the weight measured on pictoworld with
-``diffsteer sweep`` (benchmarks/RESULTS.md, "noise directions"). Measure your own model's with a sweep."""
+DEFAULT_WEIGHT = 8.0
+"""Recommended weight written when the learner is given none: the larger of the weights measured on
+pictoworld by strength sweeps (6 for gender, 8 for skin tone; benchmarks/RESULTS.md, "noise
+directions"), close to the paper's 10 on SDXL in the same units. Measure your model's with a sweep."""
 
 Progress = Callable[[str, int, int], None]
 
@@ -131,6 +132,7 @@ _JSON_KEYS = (
     "step",
     "recipe",
     "seconds",
+    "weight_sweep",
 )
 
 
