@@ -3,9 +3,16 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint clean
+.PHONY: setup browser demo test lint clean
 
-setup: $(STAMP)
+setup: $(STAMP) browser
+
+# The report test opens report.html in headless Chromium: Debian's package, installed when missing.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+		$(SUDO) apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends chromium; }
 
 # CPU torch 2.13.0 unless an NVIDIA GPU is present; then the default (CUDA) build.
 $(STAMP): pyproject.toml Makefile
@@ -16,7 +23,8 @@ $(STAMP): pyproject.toml Makefile
 	else \
 		$(PY) -m pip install -q torch==2.13.0; \
 	fi
-	$(PY) -m pip install -q -e '.[dev]'
+	# ray (about 80 MB download, 10 s): the Ray executor's equality test runs in CI too
+	$(PY) -m pip install -q -e '.[dev,studio,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -25,7 +33,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks
 
-test: $(STAMP) lint
+test: $(STAMP) browser lint
 	$(VENV)/bin/pytest -q
 
 clean:

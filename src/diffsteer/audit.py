@@ -17,6 +17,7 @@ from typing import Any
 from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_axis
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
+from diffsteer.executors import GeneratorSpec, check_executor, make_executor
 from diffsteer.metrics import summarize_axis
 from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
 from diffsteer.steering.preset import SteeringSpec
@@ -47,12 +48,15 @@ class AuditConfig:
     classifier: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
-    batch_size: int = 16
+    batch_size: int | None = None  # None: automatic (16 on a CPU, from free memory on a GPU)
+    executor: str = "local"  # local | ray
+    ray_address: str | None = None  # an existing Ray cluster; None: Ray starts on this machine
+    compile: bool = False  # torch.compile the U-Net
 
     def identity(self) -> dict[str, Any]:
-        """The part of the config that changes results (device and batch size do not belong here)."""
+        """The part of the config that changes results (where and how fast it runs does not belong here)."""
         d = asdict(self)
-        for key in ("device", "batch_size"):
+        for key in ("device", "batch_size", "executor", "ray_address", "compile"):
             d.pop(key)
         d["steering"] = self.steering.to_dict() if self.steering is not None else None
         return d
@@ -107,6 +111,9 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
         raise ValueError(f"--images-per-prompt must be at least 1, got {config.images_per_prompt}")
     if config.steps < 1:
         raise ValueError(f"--steps must be at least 1, got {config.steps}")
+    if config.batch_size is not None and config.batch_size < 1:
+        raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")
+    check_executor(config.executor)
     resolved = replace(
         config,
         benchmark=bench_name,
@@ -176,6 +183,25 @@ def _plan(
     return jobs
 
 
+def generator_spec(config: AuditConfig) -> GeneratorSpec:
+    """How every executor builds this run's generator (a local folder by absolute path, for workers)."""
+    from diffsteer.models import BUNDLED_MODELS
+
+    model = config.model
+    folder = Path(model).expanduser()
+    if model not in BUNDLED_MODELS and folder.exists():
+        model = str(folder.resolve())
+    return GeneratorSpec(
+        model=model,
+        steps=config.steps,
+        guidance=config.guidance,
+        device=config.device,
+        dtype=config.dtype,
+        batch_size=config.batch_size,
+        compile=config.compile,
+    )
+
+
 def run_audit(
     config: AuditConfig,
     out_dir: Path | str,
@@ -184,12 +210,18 @@ def run_audit(
     force: bool = False,
     progress: Progress | None = None,
     warn: Callable[[str], None] | None = None,
+    reference: str | Path | None = "auto",
+    command: str | None = None,
 ) -> AuditResult:
-    """Run (or resume) an audit into ``out_dir`` and write summary.json and report.html there."""
+    """Run (or resume) an audit into ``out_dir`` and write summary.json and report.html there.
+
+    ``reference``: labelled images to check the classifier against (a folder with labels.csv;
+    ``"auto"``: pictoworld renders for the bundled model, none otherwise). ``command``: the command
+    line to record in ``command.txt`` and the report's provenance.
+    """
     from dataclasses import replace
 
-    from diffsteer.generate import SteeredGenerator
-    from diffsteer.models import describe_model, load_pipeline
+    from diffsteer.models import describe_model
 
     started = time.time()
     report_progress = progress or (lambda *a: None)
@@ -201,12 +233,15 @@ def run_audit(
 
     config, bench, axes = resolve(config)
     store = RunStore.open(out_dir, config.identity(), resume=resume, force=force)
+    if command is not None:
+        from diffsteer.provenance import COMMAND_FILE
+
+        (Path(out_dir) / COMMAND_FILE).write_text(command + "\n", encoding="utf-8")
     try:
-        pipe = load_pipeline(config.model, device=config.device, dtype=config.dtype)
-        model_info = describe_model(pipe, config.model)
-        generator = SteeredGenerator(
-            pipe, steps=config.steps, guidance=config.guidance, batch_size=config.batch_size
-        )
+        spec = generator_spec(config)
+        # a Ray driver only plans (fingerprint, shapes, tokenizers): it loads the model on its CPU
+        generator = (spec if config.executor == "local" else spec.for_planning()).build()
+        model_info = describe_model(generator.pipe, config.model)
         steerers = build_steerers(config, generator, model_info["fingerprint"])
         jobs = _plan(config, bench, model_info["fingerprint"], steerers)
         done = store.done_keys()
@@ -216,11 +251,12 @@ def run_audit(
             _warn(f"prompt longer than the text encoder's limit, truncated: {prompt[:80]!r}")
         generated = 0
         report_progress("generate", len(jobs) - len(todo), len(jobs))
-        for i in range(0, len(todo), config.batch_size):
-            chunk = todo[i : i + config.batch_size]
-            outputs = generator.generate([req for _, req in chunk])
+
+        def sink(finished: list) -> None:
+            """Each finished batch goes to the store at once: a run never holds all its images."""
+            nonlocal generated
             items = []
-            for (rec, _), out in zip(chunk, outputs, strict=True):
+            for rec, out in finished:
                 status = "ok" if out.drop_reason is None else "dropped"
                 items.append(
                     (
@@ -229,13 +265,27 @@ def run_audit(
                     )
                 )
             store.add_images(items)
-            generated += len(chunk)
+            generated += len(finished)
             report_progress("generate", len(jobs) - len(todo) + generated, len(jobs))
-        del pipe, generator
+
+        executor = make_executor(
+            config.executor,
+            spec,
+            generator=generator if config.executor == "local" else None,
+            ray_address=config.ray_address,
+        )
+        del generator  # a Ray run frees the driver's planning copy of the model here
+        executor.run(todo, sink)
+        del executor
 
         planned_keys = {rec.key for rec, _ in jobs}
         classified = _classify(store, config, axes, planned_keys, report_progress)
         summary = build_summary(store, config, axes, planned_keys, model_info)
+        from diffsteer.assess import assess_run  # new top-level keys: quality, auditor, provenance
+
+        summary.update(
+            assess_run(store, summary, planned=planned_keys, reference=reference, device=config.device)
+        )
         run_dir = Path(out_dir)
         (run_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, allow_nan=False))
         from diffsteer.report import write_report

@@ -37,7 +37,9 @@ def _fail(exc: BaseException) -> None:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from diffsteer.attributes import ClassifierNotFoundError, UnknownAxisError
     from diffsteer.benchmarks.spec import BenchmarkError
+    from diffsteer.executors import ExecutorUnavailableError
     from diffsteer.models import ModelNotFoundError, UnsupportedModelError
+    from diffsteer.reference import ReferenceError
     from diffsteer.store import RunConfigMismatch
 
     return (
@@ -47,6 +49,8 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
         UnknownAxisError,
         ClassifierNotFoundError,
         RunConfigMismatch,
+        ExecutorUnavailableError,
+        ReferenceError,
         ValueError,
         FileNotFoundError,
     )
@@ -145,12 +149,24 @@ def audit(
     ),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
-    batch_size: int = typer.Option(16),
+    batch_size: int | None = typer.Option(
+        None, help="Images per batch (default: automatic, 16 on a CPU, from free memory on a GPU)."
+    ),
+    executor: str = typer.Option("local", help="local | ray: where images are generated."),
+    ray_address: str | None = typer.Option(
+        None, help="Address of a running Ray cluster (default: Ray starts on this machine)."
+    ),
+    compile_unet: bool = typer.Option(False, "--compile", help="torch.compile the U-Net (GPU runs)."),
     out: Path = typer.Option(
         Path("runs/audit"), help="Run folder (results.sqlite, images/, summary.json, report)."
     ),
     resume: bool = typer.Option(False, help="Continue a run made with a different configuration."),
     force: bool = typer.Option(False, help="Delete a previous run in --out and start again."),
+    reference: str | None = typer.Option(
+        None,
+        help="Labelled images (a folder with labels.csv: file,axis,label) to measure the classifier's "
+        "own error (default: fresh renders for pictoworld, none otherwise).",
+    ),
 ) -> None:
     """Measure bias: generate the benchmark's images, classify them, write summary.json and report.html."""
     from diffsteer.audit import AuditConfig, run_audit
@@ -180,6 +196,9 @@ def audit(
         device=device,
         dtype=dtype,
         batch_size=batch_size,
+        executor=executor,
+        ray_address=ray_address,
+        compile=compile_unet,
     )
     try:
         with _progress_bar() as update:
@@ -190,10 +209,11 @@ def audit(
                 force=force,
                 progress=update,
                 warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}", highlight=False),
+                reference=reference or "auto",
+                command=shlex.join(["diffsteer", *sys.argv[1:]]),
             )
     except _expected_errors() as exc:
         _fail(exc)
-    (result.run_dir / "command.txt").write_text(shlex.join(["diffsteer", *sys.argv[1:]]) + "\n")
     _print_summary(result.summary)
     console.print(
         f"generated {result.generated} images, classified {result.classified} in {result.seconds:.0f}s"
@@ -302,6 +322,317 @@ def export(
     except _expected_errors() as exc:
         _fail(exc)
     print(f"wrote {written}")
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="An audit run folder."),
+    reference: str | None = typer.Option(
+        None, help="Labelled images (folder with labels.csv: file,axis,label) to check the classifier with."
+    ),
+    refresh: bool = typer.Option(False, help="Recompute the quality and auditor sections of summary.json."),
+    device: str = typer.Option("cpu", help="Device for the CLIP model when sections are computed."),
+) -> None:
+    """Rebuild a run's report.html from its store and summary.json."""
+    from diffsteer.report import build_report
+
+    try:
+        path = build_report(run_dir, reference=reference, refresh=refresh, device=device)
+    except _expected_errors() as exc:
+        _fail(exc)
+    print(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
+
+
+@app.command()
+def compare(
+    run_a: Path = typer.Argument(..., help="The reference run (e.g. the released model)."),
+    run_b: Path = typer.Argument(..., help="The candidate run."),
+    max_increase: float = typer.Option(0.05, help="Allowed increase of a bias metric (B - A)."),
+    json_out: Path | None = typer.Option(None, "--json", help="Also write the comparison as JSON here."),
+) -> None:
+    """Bias metrics of run B minus run A; exit 1 when one rose by more than --max-increase beyond noise."""
+    import json
+
+    from diffsteer.compare import compare_runs
+
+    try:
+        result = compare_runs(run_a, run_b, max_increase=max_increase)
+    except _expected_errors() as exc:
+        _fail(exc)
+    _print_comparison(result)
+    if json_out is not None:
+        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+    if result.failed:
+        worst = ", ".join(f"{c.mitigation}/{c.axis} {c.metric} {c.diff:+.3f}" for c in result.regressions)
+        print(f"REGRESSION: bias rose by more than {max_increase} beyond its 95% interval: {worst}")
+        raise typer.Exit(1)
+    print(f"no regression: no aggregate bias metric rose by more than {max_increase} beyond its 95% interval")
+
+
+def _print_comparison(result) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"B - A: {result.run_b} vs {result.run_a}")
+    for col in ("mitigation", "axis", "prompt", "metric", "A", "B", "B - A", "95% interval", ""):
+        table.add_column(col)
+    for c in result.changes:
+        ci = "–" if c.diff_ci95 is None else f"[{c.diff_ci95[0]:+.3f}, {c.diff_ci95[1]:+.3f}]"
+        flag = ("REGRESSION" if c.gates else "worse") if c.regressed else ""
+        table.add_row(
+            c.mitigation,
+            c.axis,
+            "(all)" if c.prompt is None else c.prompt,
+            c.metric,
+            _fmt(c.a),
+            _fmt(c.b),
+            "–" if c.diff is None else f"{c.diff:+.3f}",
+            ci,
+            flag,
+        )
+    Console(width=160).print(table)
+    for note in result.notes:
+        print(f"note: {note}")
+
+
+@app.command()
+def studio(
+    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    directions: list[Path] = _DIRECTIONS,
+    host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
+    port: int = typer.Option(7860, help="Port of the web page."),
+    steps: int = typer.Option(20, help="Denoising steps."),
+    guidance: float = typer.Option(7.5, help="Classifier-free guidance scale."),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """A local web page: choose vectors, directions and fair generation, compare, export a preset."""
+    try:
+        from diffsteer.studio.app import launch_studio
+    except ImportError as exc:
+        _fail(ImportError(f"the studio needs Gradio: pip install 'diffsteer[studio]' ({exc})"))
+    console.print(f"diffsteer studio: loading {model}, then serving http://{host}:{port} (Ctrl+C stops)")
+    try:
+        launch_studio(model, directions, host=host, port=port, steps=steps, guidance=guidance, device=device)
+    except _expected_errors() as exc:
+        _fail(exc)
+    except OSError as exc:  # the port is taken
+        _fail(exc)
+
+
+@learn_app.command("hspace")
+def learn_hspace_command(
+    concept: str = typer.Option(..., help="Concept name; writes NAME.hspace.safetensors."),
+    concept_prompt: str = typer.Option(..., help="Prompt stating the concept; makes the training images."),
+    neutral_prompt: str = typer.Option(..., help="The same prompt without the concept; conditions learning."),
+    negative_prompt: str = typer.Option("", help="Negative prompt of the training images (anti-concepts)."),
+    images: int = typer.Option(256, help="Training images (the paper used 1000 on Stable Diffusion)."),
+    steps: int = typer.Option(300, help="Optimisation steps (the paper used 2500)."),
+    lr: float = typer.Option(0.1, help="Adam learning rate, constant."),
+    batch_size: int = typer.Option(8, help="Images per optimisation step."),
+    seed: int = typer.Option(0),
+    guidance: float = typer.Option(7.5, help="Guidance of the training images."),
+    inference_steps: int = typer.Option(20, help="Denoising steps of the training images."),
+    axis: str | None = typer.Option(None, help="Attribute axis the concept is a class of (fair generation)."),
+    class_name: str | None = typer.Option(None, "--class", help="Class of --axis (default: the concept)."),
+    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    out: Path = typer.Option(Path("directions"), help="Folder for the vector file."),
+    work_dir: Path | None = typer.Option(
+        None, help="Run store of the training images (default runs/learn-hspace/NAME); reused on resume."
+    ),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
+) -> None:
+    """Learn an h-space concept vector (Li et al., CVPR 2024) and save it for --hspace NAME."""
+    from diffsteer.models import load_pipeline
+    from diffsteer.steering.hspace import check_recipe, learn_hspace
+
+    try:
+        if class_name is not None and axis is None:
+            raise ValueError("--class needs --axis")
+        check_recipe(concept, concept_prompt, neutral_prompt, images, steps, lr, batch_size, inference_steps)
+        pipe = load_pipeline(model, device=device, dtype=dtype)
+        with _progress_bar() as update:
+            vector = learn_hspace(
+                pipe,
+                concept=concept,
+                concept_prompt=concept_prompt,
+                neutral_prompt=neutral_prompt,
+                negative_prompt=negative_prompt,
+                images=images,
+                steps=steps,
+                lr=lr,
+                batch_size=batch_size,
+                seed=seed,
+                guidance=guidance,
+                inference_steps=inference_steps,
+                work_dir=work_dir or Path("runs") / "learn-hspace" / concept,
+                base_model=model,
+                axis=axis,
+                class_name=(class_name or concept) if axis else None,
+                progress=update,
+            )
+        path = vector.save(out)
+    except _expected_errors() as exc:
+        _fail(exc)
+    loss = vector.metadata["eval_loss"]
+    print(f"wrote {path}")
+    print(
+        f"loss {loss['with_vector']:.4f} with the vector, {loss['without_vector']:.4f} without "
+        f"(fixed evaluation draw); learned in {vector.metadata['seconds']:.0f}s"
+    )
+
+
+@learn_app.command("noise")
+def learn_noise_command(
+    classes: list[str] = typer.Option(
+        ..., "--classes", help='NAME=PROMPT (repeat, at least 2): --classes woman="a photo of a woman".'
+    ),
+    axis: str | None = typer.Option(None, help="Attribute axis the classes belong to (fair generation)."),
+    images: int = typer.Option(64, help="Images per class (the paper used 50 on SDXL)."),
+    record_steps: str = typer.Option("0,5,10,15", help="Denoising steps whose latents are recorded."),
+    steps: int = typer.Option(20, help="Denoising steps of the training images."),
+    guidance: float = typer.Option(7.5, help="Guidance of the training images."),
+    seed: int = typer.Option(0, help="Image k of every class starts from seed+k."),
+    svm_c: float = typer.Option(0.001, "--svm-c", help="Regularisation C of the linear SVM."),
+    weight: float | None = typer.Option(
+        None, help="Recommended weight to store (noise s.d. along d; default: measured on pictoworld)."
+    ),
+    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    out: Path = typer.Option(Path("directions"), help="Folder for NAME.noise.safetensors files."),
+    work_dir: Path | None = typer.Option(
+        None, help="Run store of the training images and latents (default runs/learn-noise/NAMES)."
+    ),
+    force: bool = typer.Option(False, help="Discard a work folder made with other settings."),
+    batch_size: int = typer.Option(16),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
+) -> None:
+    """Learn initial-noise latent directions (Lopez Olmos et al., 2024), one file per class."""
+    from diffsteer.models import load_pipeline
+    from diffsteer.steering.noise import (
+        DEFAULT_WEIGHT,
+        learn_noise_directions,
+        parse_class_specs,
+        parse_steps,
+    )
+
+    try:
+        parsed = parse_class_specs(classes)
+        record = parse_steps(record_steps)
+        pipe = load_pipeline(model, device=device, dtype=dtype)
+        with _progress_bar() as update:
+            directions = learn_noise_directions(
+                pipe,
+                parsed,
+                images_per_class=images,
+                record_steps=record,
+                steps=steps,
+                guidance=guidance,
+                seed=seed,
+                work_dir=work_dir or Path("runs") / "learn-noise" / "-".join(parsed),
+                base_model=model,
+                axis=axis,
+                progress=update,
+                batch_size=batch_size,
+                svm_c=svm_c,
+                recommended_weight=DEFAULT_WEIGHT if weight is None else weight,
+                force=force,
+            )
+        paths = [d.save(out) for d in directions]
+    except _expected_errors() as exc:
+        _fail(exc)
+    for d in directions:
+        acc = ", ".join(f"step {s}: {a:.3f}" for s, a in d.metadata["heldout_accuracy"].items())
+        print(f"{d.concept}: held-out accuracy {acc}; chosen step {d.metadata['step']}")
+    for path in paths:
+        print(f"wrote {path}")
+
+
+@learn_app.command("text")
+def learn_text_command(
+    concept: str = typer.Option(..., help="Concept name; writes NAME.text.safetensors."),
+    prompt: list[str] = typer.Option(..., help="Prompt stating the concept (repeat to average)."),
+    neutral_prompt: list[str] = typer.Option(..., help="The same prompt without the concept (repeat)."),
+    axis: str | None = typer.Option(None, help="Attribute axis the concept is a class of."),
+    reduce: str = typer.Option("tokens", help="tokens (an offset per token) | mean (one for all tokens)."),
+    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    out: Path = typer.Option(Path("directions"), help="Folder for the offset file."),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
+) -> None:
+    """Learn a text-embedding offset: mean embedding of the prompts minus that of the neutral prompts."""
+    from diffsteer.models import load_pipeline
+    from diffsteer.steering.text_embedding import learn_text_offset
+
+    try:
+        pipe = load_pipeline(model, device=device, dtype=dtype)
+        offset = learn_text_offset(
+            pipe, concept, prompt, neutral_prompt, base_model=model, reduce=reduce, axis=axis
+        )
+        path = offset.save(out)
+    except _expected_errors() as exc:
+        _fail(exc)
+    print(f"wrote {path} (shape {tuple(offset.tensor.shape)}, norm {offset.metadata['norm']:.4g})")
+
+
+@app.command()
+def sweep(
+    noise_direction: list[str] = typer.Option(
+        ..., "--noise-direction", help="Noise direction file or NAME (repeat: applied together)."
+    ),
+    prompt: str = typer.Option(..., help="The prompt generated at every weight."),
+    weights: str = typer.Option("0,1,2,4,8", help="Comma list of weights (noise s.d. along d); 0 is added."),
+    n: int = typer.Option(32, "--n", help="Images per weight (seeds seed..seed+n-1 at every weight)."),
+    seed: int = typer.Option(0),
+    axis: str | None = typer.Option(None, help="Axis to measure (default: the directions' axis)."),
+    model: str = typer.Option("pictoworld"),
+    classifier: str | None = typer.Option(None, help="CLIP checkpoint (default: the model's own)."),
+    steps: int = typer.Option(20),
+    guidance: float = typer.Option(7.5),
+    batch_size: int = typer.Option(16),
+    device: str = typer.Option("cpu"),
+    dtype: str = typer.Option("float32"),
+    directions: list[Path] = _DIRECTIONS,
+    out: Path = typer.Option(Path("runs/sweep"), help="Run folder: sweep.json, sweep.png, images."),
+    force: bool = typer.Option(False, help="Delete a previous run in --out and start again."),
+) -> None:
+    """Strength sweep: shares and quality (CLIP score, Fréchet distance) of a noise direction per weight."""
+    from diffsteer.steering.library import SteeringLibrary
+    from diffsteer.steering.sweep import parse_weights, run_sweep
+
+    try:
+        grid = parse_weights(weights)
+        library = SteeringLibrary.for_model(model, directions)
+        paths = [library.find(name, "noise") for name in noise_direction]
+        with _progress_bar() as update:
+            result = run_sweep(
+                prompt,
+                paths,
+                grid,
+                out_dir=out,
+                model=model,
+                n=n,
+                seed=seed,
+                axis=axis,
+                classifier=classifier,
+                steps=steps,
+                guidance=guidance,
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                force=force,
+                progress=update,
+            )
+    except _expected_errors() as exc:
+        _fail(exc)
+    data = result.data
+    for i, w in enumerate(data["weights"]):
+        shares = ", ".join(f"{c} {v[i]:.2f}" for c, v in data["shares"].items())
+        fd = data["frechet_distance"][i]
+        print(
+            f"w={w:g}: {shares} (n={data['n'][i]}); CLIP score {data['clip_score'][i]:.2f}; "
+            f"Fréchet {'–' if fd is None else f'{fd:.4f}'}"
+        )
+    print(f"wrote {result.json_path} and {result.plot_path}")
 
 
 @pictoworld_app.command("train")

@@ -35,7 +35,8 @@ class _Loaded:
     obj: Any  # HSpaceVector | NoiseDirection | TextOffset
 
 
-def _loader(kind: str):
+def steering_loader(kind: str):
+    """The function that reads a steering file of ``kind`` (hspace, noise or text)."""
     if kind == "hspace":
         from diffsteer.steering.hspace import load_hspace
 
@@ -88,7 +89,7 @@ class Steerer:
         path = self.library.find(name, kind)
         key = (kind, path.resolve())
         if key not in self._cache:
-            obj = _loader(kind)(path)
+            obj = steering_loader(kind)(path)
             obj.check_compatible(self.generator, self.fingerprint)
             self._cache[key] = _Loaded(path, file_digest(path), obj)
         return self._cache[key]

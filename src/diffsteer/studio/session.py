@@ -167,7 +167,7 @@ class StudioSession:
     # --------------------------------------------------------------------------------- what exists
     def _scan(self) -> tuple[list[StudioEntry], list[str]]:
         """Every steering file in the library's folders, checked against this model."""
-        from diffsteer.steering.steerer import _loader
+        from diffsteer.steering.steerer import steering_loader
 
         entries: list[StudioEntry] = []
         problems: list[str] = []
@@ -190,7 +190,7 @@ class StudioSession:
             try:
                 _, meta = read_steering_file(entry.path)
                 default = _default_strength(entry.kind, meta)
-                _loader(entry.kind)(entry.path).check_compatible(self.generator, self.fingerprint)
+                steering_loader(entry.kind)(entry.path).check_compatible(self.generator, self.fingerprint)
             # SteeringFileError and SteeringMismatchError are ValueErrors; a kind whose loader is
             # missing from this install is an ImportError
             except (ValueError, ImportError) as exc:
