@@ -363,7 +363,9 @@ def build_summary(
                 reason = r.drop_reason if r.status != "ok" else (lab.reason if lab else "not classified")
                 if reason is not None or lab is None or lab.label is None:
                     dropped[r.prompt] += 1
-                    reasons[reason or "no label"] = reasons.get(reason or "no label", 0) + 1
+                    # group by kind: a reason's detail in parentheses (e.g. p_person=0.03) is per image
+                    kind = (reason or "no label").split(" (")[0]
+                    reasons[kind] = reasons.get(kind, 0) + 1
                 elif lab.label == UNCERTAIN:
                     uncertain[r.prompt] += 1
                 else:
