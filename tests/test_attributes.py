@@ -33,7 +33,7 @@ from diffsteer.testing import tiny_clip
 
 def test_builtin_axes_use_entigen_prompts_verbatim() -> None:
     axes = builtin_axes()
-    assert set(axes) == {"gender", "skin_tone", "culture"}
+    assert set(axes) == {"gender", "skin_tone", "culture", "violence"}
     assert PERSON_PROMPT == "a photo of a person"
     assert OBJECT_PROMPT == "a photo of an object"
 
@@ -167,7 +167,7 @@ def test_classify_gives_a_label_per_axis_with_probabilities_summing_to_one(tiny_
     for result in results:
         assert result.kept and result.drop_reason is None
         assert 0.0 <= result.person_prob <= 1.0
-        assert set(result.axes) == {"gender", "skin_tone", "culture"}
+        assert set(result.axes) == {"gender", "skin_tone", "culture", "violence"}
         for axis in axes:
             label = result.axes[axis.name]
             assert tuple(label.probs) == axis.labels

@@ -124,7 +124,7 @@ def audit(
     prompt_types: str = typer.Option(
         "neutral", help="Comma list of prompt kinds: neutral,ethical,irrelevant."
     ),
-    axes: str | None = typer.Option(None, help="Comma list of axes: gender,skin_tone,culture."),
+    axes: str | None = typer.Option(None, help="Comma list of axes: gender,skin_tone,culture,violence."),
     culture_classes: str | None = typer.Option(None, help="Comma list of culture classes."),
     images_per_prompt: int | None = typer.Option(None, help="Images per prompt (default: the benchmark's)."),
     steps: int = typer.Option(20, help="Denoising steps."),

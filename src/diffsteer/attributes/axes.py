@@ -155,7 +155,7 @@ def culture_axis(classes: Sequence[str] | Mapping[str, str]) -> Axis:
 
 
 def builtin_axes() -> dict[str, Axis]:
-    """The shipped axes by name: gender, skin_tone and culture (with its default classes)."""
+    """The shipped axes by name: gender, skin_tone, culture (with its default classes) and violence."""
     axes: dict[str, Axis] = {}
     for name, spec in _spec()["axes"].items():
         if name == "culture":
