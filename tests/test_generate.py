@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import StableDiffusionPipeline
 
 from diffsteer.generate import GeneratedImage, ImageRequest, SteeredGenerator
-from diffsteer.testing import tiny_sd_pipeline
+from diffsteer.testing import tiny_pipeline_without_mid_block, tiny_sd_pipeline
 
 PROMPT = "a photo of a doctor"
 STEPS = 2
@@ -28,23 +28,7 @@ def pipes() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def no_mid_pipe(pipes: dict[str, Any]) -> StableDiffusionPipeline:
-    torch.manual_seed(1)
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        mid_block_type=None,
-        attention_head_dim=4,
-        norm_num_groups=8,
-        cross_attention_dim=32,
-    )
-    pipe = StableDiffusionPipeline(**{**pipes["sd1"].components, "unet": unet})
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
+    return tiny_pipeline_without_mid_block(pipes["sd1"])
 
 
 def pixels(result: GeneratedImage) -> np.ndarray:

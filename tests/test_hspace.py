@@ -7,7 +7,6 @@ from typing import Any
 
 import pytest
 import torch
-from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
@@ -16,7 +15,7 @@ from diffsteer.generate import SteeredGenerator
 from diffsteer.models import model_fingerprint
 from diffsteer.steering.files import SteeringFileError, SteeringMismatchError, save_steering_file
 from diffsteer.steering.hspace import HSpaceVector, learn_hspace, load_hspace
-from diffsteer.testing import tiny_sd_pipeline
+from diffsteer.testing import tiny_pipeline_without_mid_block, tiny_sd_pipeline
 
 TINY = {"images": 4, "steps": 12, "inference_steps": 2, "batch_size": 4}
 
@@ -150,22 +149,7 @@ def test_second_learn_reuses_the_stored_images(pipes, tmp_path, monkeypatch):
 
 
 def test_unet_without_mid_block_learns_on_the_deepest_down_block(pipes, tmp_path):
-    torch.manual_seed(1)
-    unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        mid_block_type=None,
-        attention_head_dim=4,
-        norm_num_groups=8,
-        cross_attention_dim=32,
-    )
-    pipe = StableDiffusionPipeline(**{**pipes["sd1"].components, "unet": unet})
-    pipe.set_progress_bar_config(disable=True)
+    pipe = tiny_pipeline_without_mid_block(pipes["sd1"])
     vector = learn(pipe, tmp_path)
     assert vector.metadata["block"] == "down_blocks.1"
     assert vector.metadata["eval_loss"]["with_vector"] < vector.metadata["eval_loss"]["without_vector"]

@@ -133,6 +133,29 @@ def tiny_sd_pipeline(kind: str = "sd1", seed: int = 0):
     )
 
 
+def tiny_pipeline_without_mid_block(base, seed: int = 1):
+    """A tiny SD1 ``base`` whose U-Net has no mid block (steering uses the deepest down block)."""
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        mid_block_type=None,
+        attention_head_dim=4,
+        norm_num_groups=8,
+        cross_attention_dim=32,
+    )
+    pipe = StableDiffusionPipeline(**{**base.components, "unet": unet})
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def tiny_clip(seed: int = 0, image_size: int = 32) -> tuple[CLIPModel, object]:
     """A tiny random CLIPModel and its word-level tokenizer."""
     torch.manual_seed(seed)
