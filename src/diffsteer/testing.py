@@ -40,6 +40,18 @@ def _text_config(hidden: int = 32, projection: int = 32, vocab_size: int = 128) 
     )
 
 
+# the U-Net shape every tiny pipeline shares; each kind adds its own attention settings
+_TINY_UNET = dict(
+    block_out_channels=(16, 32),
+    layers_per_block=1,
+    sample_size=16,
+    in_channels=4,
+    out_channels=4,
+    down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+)
+
+
 def tiny_tokenizer():
     return build_word_tokenizer(TEST_VOCABULARY, max_length=32)
 
@@ -69,13 +81,7 @@ def tiny_sd_pipeline(kind: str = "sd1", seed: int = 0):
     )
     if kind == "sdxl":
         unet = UNet2DConditionModel(
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            sample_size=16,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-            up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+            **_TINY_UNET,
             attention_head_dim=(2, 4),
             norm_num_groups=8,
             cross_attention_dim=64,
@@ -100,13 +106,7 @@ def tiny_sd_pipeline(kind: str = "sd1", seed: int = 0):
             scheduler=scheduler,
         )
     unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_TINY_UNET,
         attention_head_dim=4 if kind == "sd1" else (2, 4),
         norm_num_groups=8,
         cross_attention_dim=32,
@@ -139,13 +139,7 @@ def tiny_pipeline_without_mid_block(base, seed: int = 1):
 
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        **_TINY_UNET,
         mid_block_type=None,
         attention_head_dim=4,
         norm_num_groups=8,
