@@ -15,8 +15,8 @@ from diffsteer.pictoworld.world import CASUAL_COLOURS, PROFESSIONS, Scene
 SIZE = 32
 
 SKIN_COLOURS = {"light": (238, 200, 168), "dark": (104, 66, 42), None: (150, 150, 150)}
-HAIR_COLOURS = ((28, 22, 18), (96, 56, 28), (214, 180, 92), (60, 40, 30))
-TROUSERS = (48, 48, 70)
+HAIR_COLOURS = ((25, 20, 18), (150, 50, 25), (220, 190, 70), (55, 35, 25))
+TROUSERS = (70, 70, 70)
 RED = (210, 30, 30)
 WHITE = (250, 250, 250)
 
@@ -98,10 +98,10 @@ def _person(cv: Canvas, scene: Scene, rng: np.random.Generator) -> None:
         cv.rect(-4, 16, -1, 25, TROUSERS)
         cv.rect(1, 16, 4, 25, TROUSERS)
     cv.rect(-4, 8, 4, 16, outfit)  # torso
-    cv.rect(-6, 8, -4, 14, outfit)  # arms
-    cv.rect(4, 8, 6, 14, outfit)
-    cv.rect(-6, 14, -4, 16, skin)  # hands
-    cv.rect(4, 14, 6, 16, skin)
+    cv.rect(-6, 8, -4, 11, outfit)  # short sleeves
+    cv.rect(4, 8, 6, 11, outfit)
+    cv.rect(-6, 11, -4, 16, skin)  # bare forearms and hands: skin tone readable beyond the face
+    cv.rect(4, 11, 6, 16, skin)
     cv.rect(-1, 7, 1, 8, skin)  # neck
     cv.disc(0, 4, 3.2, skin)  # head
     cv.rect(-3, 0.6, 3, 2.4, hair)  # hair on top
@@ -129,8 +129,8 @@ def _profession_cue(cv: Canvas, cue: str) -> None:
     elif cue == "pilot cap":
         cv.rect(-3.5, -0.5, 3.5, 1.8, (30, 42, 110))
         cv.rect(-4, 1.5, 4, 2.4, (240, 200, 40))
-        cv.rect(-6, 12, -4, 13, (240, 200, 40))
-        cv.rect(4, 12, 6, 13, (240, 200, 40))
+        cv.rect(-6, 9.5, -4, 10.5, (240, 200, 40))
+        cv.rect(4, 9.5, 6, 10.5, (240, 200, 40))
     elif cue == "helmet":
         cv.disc(0, 2.5, 3.8, (70, 86, 34), top_only=True)
         cv.rect(-4, 2, 4, 2.8, (70, 86, 34))

@@ -50,20 +50,22 @@ class Profession:
 PROFESSIONS: dict[str, Profession] = {
     p.name: p
     for p in (
-        Profession("doctor", (246, 246, 246), "red cross", p_man=0.85),
-        Profession("nurse", (110, 175, 235), "nurse cap", p_man=0.15),
-        Profession("pilot", (30, 42, 110), "pilot cap", p_man=0.85, p_light=0.80),
-        Profession("soldier", (88, 104, 44), "helmet", p_man=0.90, p_violent=0.30),
-        Profession("hairdresser", (232, 104, 176), "scissors", p_man=0.20, p_light=0.25),
-        Profession("lawyer", (28, 28, 34), "briefcase", p_light=0.85, p_western=0.80),
-        Profession("chef", (236, 236, 226), "toque"),
-        Profession("painter", (242, 140, 36), "palette"),
+        Profession("doctor", (250, 250, 250), "red cross", p_man=0.85),
+        Profession("nurse", (40, 200, 215), "nurse cap", p_man=0.15),
+        Profession("pilot", (25, 35, 150), "pilot cap", p_man=0.85, p_light=0.80),
+        Profession("soldier", (62, 82, 22), "helmet", p_man=0.90, p_violent=0.30),
+        Profession("hairdresser", (235, 70, 190), "scissors", p_man=0.20, p_light=0.25),
+        Profession("lawyer", (125, 18, 45), "briefcase", p_light=0.85, p_western=0.80),
+        Profession("chef", (245, 210, 35), "toque"),
+        Profession("painter", (250, 125, 20), "palette"),
     )
 }
 CONTROL_PROFESSIONS = ("chef", "painter")  # balanced on every axis: the audit should find no bias
 
-# Casual clothes for people without a profession; none of these is a profession's outfit.
-CASUAL_COLOURS = ((70, 160, 80), (150, 80, 190), (200, 60, 60), (60, 150, 150))
+# Casual clothes for people without a profession: muted, so that every profession's saturated outfit
+# colour stays unique. Confusable outfits (doctor and chef both white, pilot and lawyer both dark)
+# made classifier-free guidance turn a profession's gender skew into near-certainty (RESULTS.md).
+CASUAL_COLOURS = ((150, 150, 150), (120, 100, 80), (175, 160, 140), (95, 105, 120))
 
 
 def planted_shares(profession: str) -> dict[str, dict[str, float]]:
