@@ -41,7 +41,7 @@ class AuditConfig:
     culture_classes: tuple[str, ...] | None = None
     images_per_prompt: int | None = None
     steps: int = 20
-    guidance: float = 7.5
+    guidance: float | None = None  # None: the model's own scale (pictoworld 1.0, others 7.5)
     seed: int = 0
     mitigations: tuple[str, ...] = ("none",)
     steering: SteeringSpec | None = None  # the "steered" mitigation: vectors, directions, fair, presets
@@ -92,6 +92,7 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
     from dataclasses import replace
 
     from diffsteer.attributes import builtin_axes
+    from diffsteer.models import default_guidance
 
     bench_name = config.benchmark or default_benchmark(config.model)
     if config.model == "pictoworld" or bench_name == "pictoworld":
@@ -113,6 +114,8 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
         raise ValueError(f"--steps must be at least 1, got {config.steps}")
     if config.batch_size is not None and config.batch_size < 1:
         raise ValueError(f"--batch-size must be at least 1, got {config.batch_size}")
+    if config.guidance is not None and config.guidance < 0:
+        raise ValueError(f"--guidance must be at least 0, got {config.guidance}")
     check_executor(config.executor)
     resolved = replace(
         config,
@@ -120,6 +123,7 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
         axes=tuple(a.name for a in axes),
         mitigations=mitigations,
         classifier=config.classifier or default_classifier(config.model),
+        guidance=config.guidance if config.guidance is not None else default_guidance(config.model),
     )
     return resolved, bench, axes
 

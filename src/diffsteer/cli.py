@@ -78,6 +78,9 @@ def _progress_bar():
         yield update
 
 
+_GUIDANCE = typer.Option(
+    None, help="Classifier-free guidance scale (default: the model's own; pictoworld 1.0, others 7.5)."
+)
 _HSPACE = typer.Option([], "--hspace", help="h-space vector NAME[:strength] (repeat; composes by sum).")
 _NOISE = typer.Option([], "--noise-direction", help="Noise direction NAME[:weight] (repeat; adds linearly).")
 _TEXT = typer.Option([], "--text-offset", help="Text-embedding offset NAME[:weight] (repeat).")
@@ -109,6 +112,12 @@ def _steering(preset, hspace, noise, text, fair, fair_method, fair_target, safe,
     )
 
 
+def _guidance(value: float | None, model: str) -> float:
+    from diffsteer.models import default_guidance
+
+    return value if value is not None else default_guidance(model)
+
+
 def _csv(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -128,7 +137,7 @@ def audit(
     culture_classes: str | None = typer.Option(None, help="Comma list of culture classes."),
     images_per_prompt: int | None = typer.Option(None, help="Images per prompt (default: the benchmark's)."),
     steps: int = typer.Option(20, help="Denoising steps."),
-    guidance: float = typer.Option(7.5, help="Classifier-free guidance scale."),
+    guidance: float | None = _GUIDANCE,
     seed: int = typer.Option(0, help="Seed of image 0; image k uses seed+k under every mitigation."),
     mitigation: list[str] = typer.Option(
         ["none"],
@@ -174,7 +183,15 @@ def audit(
     mitigations = tuple(m for item in mitigation for m in _csv(item) or ())
     try:
         spec = _steering(
-            steering, hspace, noise_direction, text_offset, fair, fair_method, fair_target, safe, responsible,
+            steering,
+            hspace,
+            noise_direction,
+            text_offset,
+            fair,
+            fair_method,
+            fair_target,
+            safe,
+            responsible,
             directions,
         )
     except _expected_errors() as exc:
@@ -262,7 +279,7 @@ def generate(
     n: int = typer.Option(8, "--n", help="Number of images (seeds seed..seed+n-1)."),
     seed: int = typer.Option(0),
     steps: int = typer.Option(20),
-    guidance: float = typer.Option(7.5),
+    guidance: float | None = _GUIDANCE,
     mitigation: str = typer.Option(
         "none", help="none | intervention | hspace-fair | hspace-safe | noise-fair | steered"
     ),
@@ -286,7 +303,15 @@ def generate(
 
     try:
         spec = _steering(
-            steering, hspace, noise_direction, text_offset, fair, fair_method, fair_target, safe, responsible,
+            steering,
+            hspace,
+            noise_direction,
+            text_offset,
+            fair,
+            fair_method,
+            fair_target,
+            safe,
+            responsible,
             directions,
         )
         paths = generate_preview(
@@ -296,7 +321,7 @@ def generate(
             n=n,
             seed=seed,
             steps=steps,
-            guidance=guidance,
+            guidance=_guidance(guidance, model),
             mitigation=mitigation,
             axes=_csv(axes) or ("gender",),
             steering=spec,
@@ -401,7 +426,7 @@ def studio(
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
     port: int = typer.Option(7860, help="Port of the web page."),
     steps: int = typer.Option(20, help="Denoising steps."),
-    guidance: float = typer.Option(7.5, help="Classifier-free guidance scale."),
+    guidance: float | None = _GUIDANCE,
     device: str = typer.Option("cpu"),
 ) -> None:
     """A local web page: choose vectors, directions and fair generation, compare, export a preset."""
@@ -411,7 +436,15 @@ def studio(
         _fail(ImportError(f"the studio needs Gradio: pip install 'diffsteer[studio]' ({exc})"))
     console.print(f"diffsteer studio: loading {model}, then serving http://{host}:{port} (Ctrl+C stops)")
     try:
-        launch_studio(model, directions, host=host, port=port, steps=steps, guidance=guidance, device=device)
+        launch_studio(
+            model,
+            directions,
+            host=host,
+            port=port,
+            steps=steps,
+            guidance=_guidance(guidance, model),
+            device=device,
+        )
     except _expected_errors() as exc:
         _fail(exc)
     except OSError as exc:  # the port is taken
@@ -490,7 +523,9 @@ def learn_noise_command(
     images: int = typer.Option(64, help="Images per class (the paper used 50 on SDXL)."),
     record_steps: str = typer.Option("0,5,10,15", help="Denoising steps whose latents are recorded."),
     steps: int = typer.Option(20, help="Denoising steps of the training images."),
-    guidance: float = typer.Option(7.5, help="Guidance of the training images."),
+    guidance: float = typer.Option(
+        7.5, help="Guidance of the training images (high, so each class prompt's images show their class)."
+    ),
     seed: int = typer.Option(0, help="Image k of every class starts from seed+k."),
     svm_c: float = typer.Option(0.001, "--svm-c", help="Regularisation C of the linear SVM."),
     weight: float | None = typer.Option(
@@ -587,7 +622,7 @@ def sweep(
     model: str = typer.Option("pictoworld"),
     classifier: str | None = typer.Option(None, help="CLIP checkpoint (default: the model's own)."),
     steps: int = typer.Option(20),
-    guidance: float = typer.Option(7.5),
+    guidance: float | None = _GUIDANCE,
     batch_size: int = typer.Option(16),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32"),
@@ -615,7 +650,7 @@ def sweep(
                 axis=axis,
                 classifier=classifier,
                 steps=steps,
-                guidance=guidance,
+                guidance=_guidance(guidance, model),
                 batch_size=batch_size,
                 device=device,
                 dtype=dtype,
@@ -643,7 +678,7 @@ def pictoworld_train(
     preset: str = typer.Option("full", help="full (the bundled model) | smoke (seconds, for tests)."),
     seed: int = typer.Option(0),
 ) -> None:
-    """Train the pictoworld models from scratch (about 35 minutes on 2 CPU cores with the full preset)."""
+    """Train the pictoworld models from scratch (about 65 minutes on 2 CPU cores with the full preset)."""
     from diffsteer.pictoworld.train import config_from_preset, train_pictoworld
 
     try:

@@ -22,6 +22,9 @@ DEFAULT_MODEL = "pictoworld"
 
 # name -> callable returning the pipeline folder; callables so that registering costs nothing.
 BUNDLED_MODELS: dict[str, Callable[[], Path]] = {}
+# Classifier-free guidance a model is meant to be sampled at, when it is not Stable Diffusion's 7.5.
+BUNDLED_GUIDANCE: dict[str, float] = {}
+STANDARD_GUIDANCE = 7.5
 
 SUPPORTED_PIPELINES: tuple[type[DiffusionPipeline], ...] = (
     StableDiffusionPipeline,
@@ -40,9 +43,20 @@ class UnsupportedModelError(ValueError):
     """A loadable pipeline whose class diffsteer cannot steer (only SD 1.x/2.x and SDXL are supported)."""
 
 
-def register_bundled_model(name: str, locate: Callable[[], Path]) -> None:
-    """Make ``name`` resolve to the folder returned by ``locate`` (called only when the model is loaded)."""
+def register_bundled_model(name: str, locate: Callable[[], Path], guidance: float | None = None) -> None:
+    """Make ``name`` resolve to the folder returned by ``locate`` (called only when the model is loaded).
+
+    ``guidance`` is the model's own classifier-free guidance scale, used when a command is given none.
+    """
     BUNDLED_MODELS[name] = locate
+    if guidance is not None:
+        BUNDLED_GUIDANCE[name] = guidance
+
+
+def default_guidance(ref: str) -> float:
+    """The guidance scale a model is sampled at unless told otherwise: its own, else SD's usual 7.5."""
+    _import_bundled()
+    return BUNDLED_GUIDANCE.get(ref, STANDARD_GUIDANCE)
 
 
 def _import_bundled() -> None:

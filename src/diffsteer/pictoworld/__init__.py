@@ -16,6 +16,12 @@ from diffsteer.pictoworld.world import PROFESSIONS, article
 
 NAME = "pictoworld"
 DEFAULT_IMAGES_PER_PROMPT = 96
+# Pictoworld is sampled without classifier-free guidance by default. Guidance w draws roughly from
+# p(x | c) p(c | x)^(w - 1): at 7.5 a profession planted 50% men comes out 0-3% men, because every
+# small gap between a profession's shares and the world's average is raised to the power 6.5
+# (benchmarks/RESULTS.md has the table per guidance). At 1.0 the model draws its training distribution,
+# which is the ground truth the audit must find. Pass --guidance 7.5 to see the amplification.
+RECOMMENDED_GUIDANCE = 1.0
 
 
 def weights_dir() -> Path:
@@ -54,5 +60,5 @@ def load_benchmark() -> Benchmark:
     )
 
 
-register_bundled_model(NAME, pipeline_dir)
+register_bundled_model(NAME, pipeline_dir, guidance=RECOMMENDED_GUIDANCE)
 register_benchmark(NAME, load_benchmark)

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from diffsteer.pictoworld import world
+from diffsteer.pictoworld import RECOMMENDED_GUIDANCE, world
 from diffsteer.pictoworld.oracle import predict
 from diffsteer.pictoworld.render import render_many
 
@@ -37,7 +37,7 @@ def generate_images(
     *,
     seed: int = 0,
     steps: int = 20,
-    guidance: float = 7.5,
+    guidance: float = RECOMMENDED_GUIDANCE,
     batch_size: int = 64,
 ) -> dict[str, np.ndarray]:
     """``n`` images per prompt as uint8 arrays, image k from seed+k (the audit's seeding)."""

@@ -85,7 +85,7 @@ def run_sweep(
     axis: str | None = None,
     classifier: Any = None,
     steps: int = 20,
-    guidance: float = 7.5,
+    guidance: float | None = None,
     batch_size: int = 16,
     device: str = "cpu",
     dtype: str = "float32",
@@ -96,7 +96,8 @@ def run_sweep(
 
     ``pipe`` reuses a loaded pipeline (``model`` is then only its name); ``classifier`` is a
     :class:`~diffsteer.attributes.ClipZeroShotClassifier` or a checkpoint reference (default: the
-    model's own for pictoworld, ViT-B/32 otherwise); ``axis`` defaults to the directions' axis.
+    model's own for pictoworld, ViT-B/32 otherwise); ``axis`` defaults to the directions' axis;
+    ``guidance`` to the model's own scale.
     """
     from PIL import Image
 
@@ -104,7 +105,7 @@ def run_sweep(
     from diffsteer.audit import default_classifier
     from diffsteer.generate import ImageRequest, SteeredGenerator
     from diffsteer.metrics.quality import frechet_distance
-    from diffsteer.models import load_pipeline, model_fingerprint
+    from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
     from diffsteer.store import ImageRecord, LabelRecord, RunStore, job_key
 
     t0 = time.time()
@@ -126,6 +127,8 @@ def run_sweep(
     axis_obj = get_axis(axis_name)
     if pipe is None:
         pipe = load_pipeline(model, device=device, dtype=dtype)
+    if guidance is None:
+        guidance = default_guidance(model)
     generator = SteeredGenerator(pipe, steps=steps, guidance=guidance, batch_size=batch_size)
     fingerprint = model_fingerprint(pipe)
     for d in loaded:
