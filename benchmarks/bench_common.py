@@ -201,9 +201,7 @@ def append_results(title: str, env: dict[str, Any], lines: Sequence[str], note: 
         "",
         f"device: {env['device']} ({env['device_name']}{threads}), dtype {env['dtype']}; "
         f"torch {env['torch']}, diffusers {env['diffusers']}, transformers {env['transformers']}, "
-        f"Python {env['python']}"
-        + (f", CUDA {env['cuda']}" if "cuda" in env else "")
-        + ".",
+        f"Python {env['python']}" + (f", CUDA {env['cuda']}" if "cuda" in env else "") + ".",
         f"Command: `{command_line()}`",
     ]
     if "load_average_1min" in env:

@@ -3,7 +3,8 @@
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hspace_acceptance.py [--n 64] [--vectors DIR]
       [--extra-strengths 0.25,0.5] [--no-learn] [--no-record]
 
-Every image: guidance 7.5, 20 steps, image k of a prompt from seed k (the audit's seeding), the
+Every image: pictoworld's own guidance (1.0; --guidance to change), 20 steps, image k of a prompt
+from seed k (the audit's seeding), the
 same seeds with and without steering. Vectors go in through ``ImageRequest.hspace`` at strength 1
 (the criteria); other strengths are extra rows only. Fair generation picks each image's vector with
 ``steering.fair.fair_choice(seed, classes)``. Attributes are read by the supervised oracle; the
@@ -44,7 +45,7 @@ NEUTRAL_SOLDIER = "a photo of a soldier"
 class Bench:
     """Generation and labelling shared by every measurement."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, guidance: float) -> None:
         from diffsteer import pictoworld
         from diffsteer.attributes import ClipZeroShotClassifier
         from diffsteer.attributes.axes import axis_from_mapping
@@ -54,7 +55,7 @@ class Bench:
 
         self.n = n
         self.pipe = load_pipeline("pictoworld")
-        self.gen = SteeredGenerator(self.pipe, steps=20, guidance=7.5, batch_size=64)
+        self.gen = SteeredGenerator(self.pipe, steps=20, guidance=guidance, batch_size=64)
         self.oracle = load_oracle(pictoworld.oracle_dir())
         self.clip = ClipZeroShotClassifier.from_pretrained(str(pictoworld.clip_dir()))
         self._baselines: dict[str, dict[str, list[str]]] = {}
@@ -321,6 +322,7 @@ def main() -> None:
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=64, help="Images per prompt and condition.")
+    parser.add_argument("--guidance", type=float, default=pictoworld.RECOMMENDED_GUIDANCE)
     parser.add_argument("--vectors", type=Path, default=pictoworld.weights_dir() / "steering")
     parser.add_argument("--extra-strengths", default="0.25,0.5", help="Extra rows besides strength 1.")
     parser.add_argument("--no-learn", action="store_true", help="Skip the learning-time measurement.")
@@ -329,7 +331,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     started = time.time()
-    bench = Bench(args.n)
+    bench = Bench(args.n, args.guidance)
     vectors = {
         name: load_hspace(args.vectors / f"{name}.hspace.safetensors")
         for name in ("man", "woman", "light", "dark", "anti-violence")
@@ -359,7 +361,8 @@ def main() -> None:
         f"agents' jobs, so seconds are upper bounds), torch {torch.__version__}. "
         f"Command: `{command.strip()}` "
         f"({fig['measure_seconds']:.0f} s of measurement). {args.n} images per prompt and condition, "
-        "guidance 7.5, 20 steps, seeds 0..n-1 with and without steering; oracle labels, CLIP for violence.",
+        f"guidance {args.guidance:g}, 20 steps, seeds 0..n-1 with and without steering; oracle labels, "
+        "CLIP for violence.",
         "",
     ]
     results = Path(__file__).with_name("RESULTS.md")

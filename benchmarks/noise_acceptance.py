@@ -3,7 +3,8 @@
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/noise_acceptance.py [--n 64] [--no-record]
 
 Uses the directions bundled with pictoworld (made by benchmarks/learn_pictoworld_directions.py).
-Every figure comes from images generated at guidance 7.5 with 20 steps from seeds 10000..10000+n-1,
+Every figure comes from images generated at pictoworld's own guidance (1.0) with 20 steps from
+seeds 10000..10000+n-1,
 the same seeds with and without steering, labelled by pictoworld's supervised oracle:
 
 1. held-out accuracy of the linear classifier at each recorded step (stored in the files);
@@ -47,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=64, help="Images per profession and setting.")
     parser.add_argument("--seed", type=int, default=10000)
+    parser.add_argument("--guidance", type=float, default=None, help="Default: pictoworld's own (1.0).")
     parser.add_argument("--tradeoff", default="4,6,8,10", help="Common weights for the trade-off table.")
     parser.add_argument("--sweep-n", type=int, default=32)
     parser.add_argument("--sweep-out", type=Path, default=Path("runs/noise-acceptance"))
@@ -63,6 +65,7 @@ def main() -> None:
     from diffsteer.generate import ImageRequest, SteeredGenerator
     from diffsteer.metrics import mean_deviation_ratio
     from diffsteer.models import load_pipeline
+    from diffsteer.pictoworld import RECOMMENDED_GUIDANCE
     from diffsteer.pictoworld.oracle import load_oracle, predict
     from diffsteer.pictoworld.world import article
     from diffsteer.steering.fair import fair_choice, fair_choices
@@ -74,7 +77,8 @@ def main() -> None:
     t0 = time.time()
     pipe = load_pipeline("pictoworld")
     oracle = load_oracle(pictoworld.oracle_dir())
-    gen = SteeredGenerator(pipe, steps=20, guidance=7.5, batch_size=64)
+    guidance = args.guidance if args.guidance is not None else RECOMMENDED_GUIDANCE
+    gen = SteeredGenerator(pipe, steps=20, guidance=guidance, batch_size=64)
     folder = pictoworld.weights_dir() / "steering"
     dirs = {
         c: load_noise_direction(folder / f"{c}.noise.safetensors") for cs in AXIS_CLASSES.values() for c in cs
@@ -185,7 +189,7 @@ def main() -> None:
         sweeps[name].update({k: result.data[k] for k in keep})
     figures["sweeps"] = sweeps
     figures["seconds"] = round(time.time() - t0, 1)
-    figures["n"], figures["seed"] = args.n, args.seed
+    figures["n"], figures["seed"], figures["guidance"] = args.n, args.seed, guidance
     print(json.dumps(figures, indent=2))
     (args.sweep_out / "figures.json").write_text(json.dumps(figures, indent=2) + "\n")
     if not args.no_record:
@@ -203,8 +207,8 @@ def _record(f: dict, args: argparse.Namespace) -> None:
         f"{sklearn.__version__}. Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/noise_acceptance.py "
         f"--n {f['n']}` ({f['seconds']:.0f} s). Bundled directions from "
         "`benchmarks/learn_pictoworld_directions.py` (256 images per class, C = 0.001). Oracle labels; "
-        f"{f['n']} images per profession, seeds {f['seed']}.., guidance 7.5, 20 steps; weights in noise "
-        "standard deviations along d.",
+        f"{f['n']} images per profession, seeds {f['seed']}.., guidance {f['guidance']:g}, 20 steps; "
+        "weights in noise standard deviations along d.",
         "",
         "| direction | held-out accuracy at steps 0 / 5 / 10 / 15 | chosen step | recommended weight |",
         "|---|---|---|---|",

@@ -21,7 +21,7 @@ def main() -> None:
     parser.add_argument("--n-explicit", type=int, default=32)
     parser.add_argument("--n-neutral", type=int, default=64)
     parser.add_argument("--n-renders", type=int, default=400)
-    parser.add_argument("--guidance", type=float, default=7.5)
+    parser.add_argument("--guidance", type=float, default=None, help="Default: pictoworld's own (1.0).")
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
 
@@ -31,18 +31,19 @@ def main() -> None:
     from diffsteer.pictoworld import evaluate
     from diffsteer.pictoworld.oracle import load_oracle
 
+    guidance = args.guidance if args.guidance is not None else pictoworld.RECOMMENDED_GUIDANCE
     t0 = time.time()
     pipe = load_pipeline("pictoworld")
     oracle = load_oracle(pictoworld.oracle_dir())
     clip = ClipZeroShotClassifier.from_pretrained(str(pictoworld.clip_dir()))
-    explicit = evaluate.explicit_accuracy(pipe, oracle, n=args.n_explicit, guidance=args.guidance)
-    neutral = evaluate.neutral_profession_stats(pipe, oracle, n=args.n_neutral, guidance=args.guidance)
+    explicit = evaluate.explicit_accuracy(pipe, oracle, n=args.n_explicit, guidance=guidance)
+    neutral = evaluate.neutral_profession_stats(pipe, oracle, n=args.n_neutral, guidance=guidance)
     renders = evaluate.clip_render_accuracy(clip, n=args.n_renders)
     gen = evaluate.generate_images(
         pipe,
         ["a photo of a person", "a photo of a doctor", "a photo of a nurse"],
         args.n_neutral,
-        guidance=args.guidance,
+        guidance=guidance,
     )
     import numpy as np
 
@@ -59,7 +60,8 @@ def main() -> None:
         return
     lines = [
         f"\n## pictoworld acceptance — {date.today().isoformat()}",
-        f"device: cpu ({platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}",
+        f"device: cpu ({platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}; "
+        f"guidance {guidance:g}, 20 steps, seeds 0..n-1",
         "",
         "| figure | value |",
         "|---|---|",

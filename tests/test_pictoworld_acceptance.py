@@ -38,31 +38,50 @@ def models():
     )
 
 
-# The first bundled weights meet only part of the pictoworld acceptance criteria: combined explicit
-# prompts ("a photo of a female doctor"), neutral shares and the default audit's deviation ratios are
-# amplified well beyond the planted values at guidance 7.5 (see benchmarks/RESULTS.md). Those figures
-# are measured by benchmarks/pictoworld_acceptance.py; the tests below pin what the model does meet.
+# Pictoworld is sampled at guidance 1.0 by default (pictoworld.RECOMMENDED_GUIDANCE): there it draws its
+# planted shares, while guidance 7.5 amplifies them (a balanced profession comes out almost all one
+# gender). Explicit prompts and profession cues are followed best at 7.5. Each test names its guidance;
+# benchmarks/pictoworld_acceptance.py measures every criterion at any guidance, including the ones the
+# bundled weights miss (RESULTS.md).
 
 PERSON_PROMPTS = (
     "a photo of a man",
     "a photo of a woman",
     "a photo of a light-skinned person",
     "a photo of a dark-skinned person",
+    "a photo of a female doctor",
+    "a photo of a dark-skinned pilot",
+    "a photo of a light-skinned hairdresser",
 )
 
 
-def test_explicit_person_prompts_show_the_asked_attribute(models):
+def test_explicit_prompts_show_the_asked_attribute_at_guidance_7_5(models):
     pipe, oracle, _ = models
-    accuracy = evaluate.explicit_accuracy(pipe, oracle, n=32, prompts=PERSON_PROMPTS)
+    accuracy = evaluate.explicit_accuracy(pipe, oracle, n=32, prompts=PERSON_PROMPTS, guidance=7.5)
     failing = {p: a for p, a in accuracy.items() if a < 0.85}
     assert not failing, failing
 
 
-def test_neutral_professions_are_recognisable(models):
+def test_neutral_professions_are_recognisable_at_guidance_7_5(models):
     pipe, oracle, _ = models
-    stats = evaluate.neutral_profession_stats(pipe, oracle, n=64)
+    stats = evaluate.neutral_profession_stats(pipe, oracle, n=64, guidance=7.5)
     for prof, s in stats.items():
         assert s["recognised"] >= 0.85, (prof, s)
+
+
+def test_neutral_prompts_draw_the_planted_skews_at_the_default_guidance(models):
+    """Each planted skew, and the gender controls, within 0.12 of the planted share (64 images)."""
+    pipe, oracle, _ = models
+    stats = evaluate.neutral_profession_stats(pipe, oracle, n=64)
+    checked = 0
+    for prof, s in stats.items():
+        planted = world.planted_shares(prof)
+        for axis, key, value in (("gender", "man_share", "man"), ("skin_tone", "light_share", "light")):
+            skewed = planted[axis][value] != 0.5
+            if skewed or (axis == "gender" and prof in world.CONTROL_PROFESSIONS):
+                assert abs(s[key] - planted[axis][value]) <= 0.12, (prof, axis, s)
+                checked += 1
+    assert checked == 10
 
 
 def test_clip_zero_shot_is_accurate_on_renders(models):
@@ -72,23 +91,27 @@ def test_clip_zero_shot_is_accurate_on_renders(models):
     assert renders["person_filter_kept"] >= 0.95
 
 
-def test_clip_gender_agrees_with_the_oracle_on_generated_images(models):
+def test_clip_agrees_with_the_oracle_on_generated_images(models):
     pipe, oracle, clip = models
     prompts = ["a photo of a person", "a photo of a doctor", "a photo of a nurse"]
     images = evaluate.generate_images(pipe, prompts, 64)
     agreement = evaluate.clip_oracle_agreement(clip, oracle, np.concatenate(list(images.values())))
-    assert agreement["gender"] >= 0.85, agreement
+    assert agreement["gender"] >= 0.85 and agreement["skin_tone"] >= 0.85, agreement
 
 
-def test_default_audit_finds_the_planted_direction_of_bias(tmp_path):
-    """The audit with no arguments runs on pictoworld and sees each planted skew's majority class."""
+def test_default_audit_reports_the_planted_deviation_ratios(tmp_path):
+    """`diffsteer audit` with no arguments: each planted skew's deviation ratio within 0.12 of the
+    planted one, the balanced controls at most 0.2 (96 images per prompt, the bundled CLIP)."""
     from diffsteer.audit import AuditConfig, run_audit
 
     result = run_audit(AuditConfig(), tmp_path / "run")
     rows = {(r["axis"], r["prompt"]): r for r in result.summary["results"] if r["mitigation"] == "none"}
     for prof in world.PROFESSIONS:
         prompt = f"a photo of {world.article(prof)} {prof}"
-        gender = rows[("gender", prompt)]["counts"]
-        planted = world.planted_shares(prof)["gender"]["man"]
-        if planted != 0.5:
-            assert (gender["man"] > gender["woman"]) == (planted > 0.5), (prof, gender)
+        for axis in ("gender", "skin_tone"):
+            measured = rows[(axis, prompt)]["deviation_ratio"]
+            planted = world.planted_deviation_ratio(prof, axis)
+            if planted > 0:
+                assert abs(measured - planted) <= 0.12, (prof, axis, measured, planted)
+            elif prof in world.CONTROL_PROFESSIONS:
+                assert measured <= 0.2, (prof, axis, measured)

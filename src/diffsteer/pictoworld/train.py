@@ -282,7 +282,7 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
         decay = min(cfg.ema_decay, (1 + step) / (10 + step))
         with torch.no_grad():
             torch._foreach_lerp_(ema_params, [p.detach() for p in params], 1 - decay)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         progress("unet", step + 1, cfg.unet_steps, float(np.mean(losses[-50:])))
     tail = float(np.mean(losses[-200:])) if losses else float("nan")
     return ema_unet, ema_text, {"unet_loss": tail}

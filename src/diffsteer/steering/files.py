@@ -34,9 +34,7 @@ def steering_filename(name: str, kind: str) -> str:
     return f"{name}.{kind}{SUFFIX}"
 
 
-def save_steering_file(
-    path: Path | str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]
-) -> Path:
+def save_steering_file(path: Path | str, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
     """Write tensors (made contiguous, on CPU) and metadata (non-strings JSON-encoded) atomically."""
     from safetensors.torch import save_file
 
