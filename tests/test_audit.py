@@ -104,6 +104,26 @@ def test_rerun_resumes_and_other_config_is_refused(tiny_model_dirs, bench_file, 
     assert run_audit(other, out, force=True).generated == 6
 
 
+def test_retrained_weights_are_not_mistaken_for_finished_images(tiny_model_dirs, bench_file, tmp_path):
+    """Same folder, same architecture, new weights (a fine-tune saved in place): nothing is reused."""
+    import shutil
+
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dirs["sd1"], model)
+    out = tmp_path / "run"
+    cfg = _config(tiny_model_dirs, bench_file, model=str(model), mitigations=("none",))
+    assert run_audit(cfg, out).generated == 6
+    unet = UNet2DConditionModel.from_pretrained(model / "unet")
+    with torch.no_grad():
+        for p in unet.parameters():
+            p.add_(0.01)
+    unet.save_pretrained(model / "unet")
+    assert run_audit(cfg, out).generated == 6
+
+
 def test_paired_seeds_across_mitigations(tiny_model_dirs, bench_file, tmp_path):
     out = tmp_path / "run"
     run_audit(_config(tiny_model_dirs, bench_file), out)

@@ -150,7 +150,11 @@ def build_steerers(config: AuditConfig, generator: Any, fingerprint: str) -> dic
 
 
 def _plan(
-    config: AuditConfig, bench: Benchmark, fingerprint: str, steerers: dict[str, Any] | None = None
+    config: AuditConfig,
+    bench: Benchmark,
+    fingerprint: str,
+    steerers: dict[str, Any] | None = None,
+    weights: str = "",
 ) -> list[tuple[ImageRecord, Any]]:
     jobs = []
     for mitigation in config.mitigations:
@@ -162,6 +166,7 @@ def _plan(
                 req = planned.request
                 key = job_key(
                     model=fingerprint,
+                    weights=weights,  # retrained weights of the same architecture make other images
                     model_ref=config.model,
                     prompt=req.prompt,
                     negative=req.negative_prompt,
@@ -247,7 +252,7 @@ def run_audit(
         generator = (spec if config.executor == "local" else spec.for_planning()).build()
         model_info = describe_model(generator.pipe, config.model)
         steerers = build_steerers(config, generator, model_info["fingerprint"])
-        jobs = _plan(config, bench, model_info["fingerprint"], steerers)
+        jobs = _plan(config, bench, model_info["fingerprint"], steerers, weights=model_info["weights"])
         done = store.done_keys()
         todo = [(rec, req) for rec, req in jobs if rec.key not in done]
         truncated_prompts = sorted({req.prompt for _, req in todo if generator.is_truncated(req.prompt)})

@@ -224,6 +224,26 @@ def model_fingerprint(pipe: DiffusionPipeline) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def weights_fingerprint(pipe: DiffusionPipeline) -> str:
+    """Hash of the weights themselves (a sample of every tensor), so that a run store never mistakes
+    images of a retrained or fine-tuned model for those of another model of the same architecture.
+
+    ``model_fingerprint`` says whether a steering file fits the network; this says whether an image
+    made earlier would come out the same. A few values per tensor suffice: training moves them all.
+    """
+    digest = hashlib.sha256()
+    for part in ("unet", "text_encoder", "text_encoder_2", "vae"):
+        module = getattr(pipe, part, None)
+        if module is None:
+            continue
+        for name, tensor in module.state_dict().items():
+            flat = tensor.detach().flatten()
+            idx = torch.linspace(0, flat.numel() - 1, steps=min(64, flat.numel())).long()
+            digest.update(f"{part}.{name}:{tuple(tensor.shape)}".encode())
+            digest.update(flat[idx].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _sample_hw(pipe: DiffusionPipeline) -> tuple[int, int]:
     size = pipe.unet.config.sample_size
     if isinstance(size, int):
@@ -240,6 +260,7 @@ def describe_model(pipe: DiffusionPipeline, ref: str) -> dict[str, Any]:
         "pipeline": type(pipe).__name__,
         "prediction_type": pipe.scheduler.config.get("prediction_type", "epsilon"),
         "fingerprint": model_fingerprint(pipe),
+        "weights": weights_fingerprint(pipe),
         "latent_shape": [int(pipe.unet.config.in_channels), h, w],
         "sample_size": [h, w],
         "image_size": [h * scale, w * scale],

@@ -272,9 +272,11 @@ def _training_images(
     report: Progress,
 ) -> list[Any]:
     """The N training pictures, generated into (or read back from) the run store in ``work_dir``."""
+    from diffsteer.models import weights_fingerprint
     from diffsteer.store import ImageRecord, RunStore, job_key
 
     dtype = str(generator.pipe.unet.dtype).replace("torch.", "")
+    weights = weights_fingerprint(generator.pipe)  # images of other weights in the store are not reused
     config = {
         "purpose": "hspace training images",
         "model": base_model,
@@ -288,6 +290,7 @@ def _training_images(
         request = ImageRequest(recipe["concept_prompt"], first_seed + k, recipe["negative_prompt"])
         key = job_key(
             model=fingerprint,
+            weights=weights,
             prompt=request.prompt,
             negative=request.negative_prompt,
             seed=request.seed,

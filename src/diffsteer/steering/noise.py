@@ -321,7 +321,7 @@ def learn_noise_directions(
     second; more give one-vs-rest directions. Returns the directions in ``classes`` order (not saved).
     """
     from diffsteer.generate import ImageRequest, SteeredGenerator
-    from diffsteer.models import model_fingerprint
+    from diffsteer.models import model_fingerprint, weights_fingerprint
     from diffsteer.store import ImageRecord, RunStore, job_key
 
     t0 = time.time()
@@ -338,12 +338,14 @@ def learn_noise_directions(
         raise ValueError(f"record step {bad[0]} out of range: with --steps {steps} steps are 0..{steps - 1}")
     generator = SteeredGenerator(pipe, steps=steps, guidance=guidance, batch_size=batch_size)
     fingerprint = model_fingerprint(pipe)
+    weights = weights_fingerprint(pipe)
     work_dir = Path(work_dir)
     # images_per_class is left out of the config on purpose: asking for more images later adds jobs
     config = {
         "kind": "learn-noise",
         "base_model": base_model,
         "fingerprint": fingerprint,
+        "weights": weights,
         "classes": classes,
         "record_steps": record,
         "steps": steps,
@@ -351,7 +353,7 @@ def learn_noise_directions(
         "latent_shape": list(generator.latent_shape),
     }
     jobs = [
-        (name, k, job_key(fingerprint=fingerprint, prompt=prompt, seed=seed + k, steps=steps,
+        (name, k, job_key(fingerprint=fingerprint, weights=weights, prompt=prompt, seed=seed + k, steps=steps,
                           guidance=guidance, record=record, shape=list(generator.latent_shape)))
         for name, prompt in classes.items()
         for k in range(images_per_class)

@@ -105,7 +105,7 @@ def run_sweep(
     from diffsteer.audit import default_classifier
     from diffsteer.generate import ImageRequest, SteeredGenerator
     from diffsteer.metrics.quality import frechet_distance
-    from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
+    from diffsteer.models import default_guidance, load_pipeline, model_fingerprint, weights_fingerprint
     from diffsteer.store import ImageRecord, LabelRecord, RunStore, job_key
 
     t0 = time.time()
@@ -131,6 +131,7 @@ def run_sweep(
         guidance = default_guidance(model)
     generator = SteeredGenerator(pipe, steps=steps, guidance=guidance, batch_size=batch_size)
     fingerprint = model_fingerprint(pipe)
+    weights = weights_fingerprint(pipe)
     for d in loaded:
         d.check_compatible(generator, fingerprint)
     if classifier is None or isinstance(classifier, str):
@@ -143,6 +144,7 @@ def run_sweep(
         "kind": "sweep",
         "model": model,
         "fingerprint": fingerprint,
+        "weights": weights,
         "prompt": prompt,
         "directions": digests,
         "seed": seed,
@@ -159,6 +161,7 @@ def run_sweep(
             steering = {"kind": "noise", "directions": digests, "weight": w} if w else {"kind": "none"}
             key = job_key(
                 fingerprint=fingerprint,
+                weights=weights,
                 prompt=prompt,
                 seed=seed + k,
                 steps=steps,
