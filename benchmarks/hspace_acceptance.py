@@ -45,7 +45,7 @@ NEUTRAL_SOLDIER = "a photo of a soldier"
 class Bench:
     """Generation and labelling shared by every measurement."""
 
-    def __init__(self, n: int, guidance: float) -> None:
+    def __init__(self, n: int, guidance: float, hspace_branches: str = "conditional") -> None:
         from diffsteer import pictoworld
         from diffsteer.attributes import ClipZeroShotClassifier
         from diffsteer.attributes.axes import axis_from_mapping
@@ -55,7 +55,9 @@ class Bench:
 
         self.n = n
         self.pipe = load_pipeline("pictoworld")
-        self.gen = SteeredGenerator(self.pipe, steps=20, guidance=guidance, batch_size=64)
+        self.gen = SteeredGenerator(
+            self.pipe, steps=20, guidance=guidance, batch_size=64, hspace_branches=hspace_branches
+        )
         self.oracle = load_oracle(pictoworld.oracle_dir())
         self.clip = ClipZeroShotClassifier.from_pretrained(str(pictoworld.clip_dir()))
         self._baselines: dict[str, dict[str, list[str]]] = {}
@@ -323,6 +325,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=64, help="Images per prompt and condition.")
     parser.add_argument("--guidance", type=float, default=pictoworld.RECOMMENDED_GUIDANCE)
+    parser.add_argument("--hspace-branches", default="conditional", help="conditional (the method) | both")
     parser.add_argument("--vectors", type=Path, default=pictoworld.weights_dir() / "steering")
     parser.add_argument("--extra-strengths", default="0.25,0.5", help="Extra rows besides strength 1.")
     parser.add_argument("--no-learn", action="store_true", help="Skip the learning-time measurement.")
@@ -331,7 +334,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     started = time.time()
-    bench = Bench(args.n, args.guidance)
+    bench = Bench(args.n, args.guidance, args.hspace_branches)
     vectors = {
         name: load_hspace(args.vectors / f"{name}.hspace.safetensors")
         for name in ("man", "woman", "light", "dark", "anti-violence")
@@ -361,7 +364,8 @@ def main() -> None:
         f"agents' jobs, so seconds are upper bounds), torch {torch.__version__}. "
         f"Command: `{command.strip()}` "
         f"({fig['measure_seconds']:.0f} s of measurement). {args.n} images per prompt and condition, "
-        f"guidance {args.guidance:g}, 20 steps, seeds 0..n-1 with and without steering; oracle labels, "
+        f"guidance {args.guidance:g}, vectors on the {args.hspace_branches} pass(es), 20 steps, "
+        "seeds 0..n-1 with and without steering; oracle labels, "
         "CLIP for violence.",
         "",
     ]

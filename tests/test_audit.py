@@ -147,6 +147,7 @@ runner = CliRunner()
         (["--axes", "age"], "unknown axis 'age'"),
         (["--mitigation", "magic"], "unknown mitigation 'magic'"),
         (["--images-per-prompt", "0"], "at least 1"),
+        (["--hspace-branches", "all"], "unknown --hspace-branches 'all'"),
     ],
 )
 def test_cli_bad_input_is_one_line(tiny_model_dirs, bench_file, tmp_path, monkeypatch, args, message):

@@ -175,6 +175,18 @@ def test_hspace_reaches_only_the_conditional_half(pipes: dict[str, Any], kind: s
     assert torch.count_nonzero(delta[3]) == 0  # the unsteered image of the same batch
 
 
+def test_hspace_on_both_branches_steers_the_unconditional_pass_too(pipes: dict[str, Any]) -> None:
+    gen = SteeredGenerator(pipes["sd1"], steps=1, hspace_branches="both")
+    vector = torch.randn(gen.hspace_shape)
+    delta = bottleneck_delta(
+        pipes["sd1"], gen, [ImageRequest(PROMPT, 0, hspace=vector), ImageRequest(PROMPT, 1)]
+    )
+    assert torch.allclose(delta[0], vector, atol=1e-5) and torch.allclose(delta[2], vector, atol=1e-5)
+    assert torch.count_nonzero(delta[1]) == 0 and torch.count_nonzero(delta[3]) == 0
+    with pytest.raises(ValueError, match="conditional, both"):
+        SteeredGenerator(pipes["sd1"], hspace_branches="unconditional")
+
+
 def test_hspace_without_guidance_steers_the_only_pass(pipes: dict[str, Any]) -> None:
     gen = SteeredGenerator(pipes["sd1"], steps=1, guidance=1.0)
     vector = torch.randn(gen.hspace_shape)

@@ -45,6 +45,7 @@ class AuditConfig:
     seed: int = 0
     mitigations: tuple[str, ...] = ("none",)
     steering: SteeringSpec | None = None  # the "steered" mitigation: vectors, directions, fair, presets
+    hspace_branches: str = "conditional"  # h-space vectors on the conditional pass, or on both
     classifier: str | None = None
     device: str = "cpu"
     dtype: str = "float32"
@@ -117,6 +118,12 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
     if config.guidance is not None and config.guidance < 0:
         raise ValueError(f"--guidance must be at least 0, got {config.guidance}")
     check_executor(config.executor)
+    from diffsteer.generate import HSPACE_BRANCHES
+
+    if config.hspace_branches not in HSPACE_BRANCHES:
+        raise ValueError(
+            f"unknown --hspace-branches {config.hspace_branches!r}: choose {' or '.join(HSPACE_BRANCHES)}"
+        )
     resolved = replace(
         config,
         benchmark=bench_name,
@@ -175,6 +182,8 @@ def _plan(
                     guidance=config.guidance,
                     dtype=config.dtype,
                     steering=planned.steering,
+                    # images without a vector do not depend on where vectors go: keep their keys
+                    **({"hspace_branches": config.hspace_branches} if req.hspace is not None else {}),
                 )
                 record = ImageRecord(
                     key=key,
@@ -208,6 +217,7 @@ def generator_spec(config: AuditConfig) -> GeneratorSpec:
         dtype=config.dtype,
         batch_size=config.batch_size,
         compile=config.compile,
+        hspace_branches=config.hspace_branches,
     )
 
 

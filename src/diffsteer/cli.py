@@ -81,6 +81,11 @@ def _progress_bar():
 _GUIDANCE = typer.Option(
     None, help="Classifier-free guidance scale (default: the model's own; pictoworld 1.0, others 7.5)."
 )
+_HSPACE_BRANCHES = typer.Option(
+    "conditional",
+    help="Under guidance, add h-space vectors to the conditional pass only (the method) or to both passes "
+    "(keeps more of the prompt; see the README).",
+)
 _HSPACE = typer.Option([], "--hspace", help="h-space vector NAME[:strength] (repeat; composes by sum).")
 _NOISE = typer.Option([], "--noise-direction", help="Noise direction NAME[:weight] (repeat; adds linearly).")
 _TEXT = typer.Option([], "--text-offset", help="Text-embedding offset NAME[:weight] (repeat).")
@@ -144,6 +149,7 @@ def audit(
         help="Mitigation (repeat): none, intervention, hspace-fair, hspace-safe, noise-fair, steered",
     ),
     hspace: list[str] = _HSPACE,
+    hspace_branches: str = _HSPACE_BRANCHES,
     noise_direction: list[str] = _NOISE,
     text_offset: list[str] = _TEXT,
     fair: str | None = _FAIR,
@@ -209,6 +215,7 @@ def audit(
         seed=seed,
         mitigations=mitigations,
         steering=spec,
+        hspace_branches=hspace_branches,
         classifier=classifier,
         device=device,
         dtype=dtype,
@@ -285,6 +292,7 @@ def generate(
     ),
     axes: str = typer.Option("gender", help="Axes of an intervention or a fair mitigation."),
     hspace: list[str] = _HSPACE,
+    hspace_branches: str = _HSPACE_BRANCHES,
     noise_direction: list[str] = _NOISE,
     text_offset: list[str] = _TEXT,
     fair: str | None = _FAIR,
@@ -322,6 +330,7 @@ def generate(
             seed=seed,
             steps=steps,
             guidance=_guidance(guidance, model),
+            hspace_branches=hspace_branches,
             mitigation=mitigation,
             axes=_csv(axes) or ("gender",),
             steering=spec,

@@ -65,6 +65,13 @@ def _downsampled(size: int, module: torch.nn.Module) -> int:
     return math.ceil(size / 2)
 
 
+# Where an h-space vector goes under classifier-free guidance. "conditional" is the method of Li et al.
+# (CVPR 2024): guidance then multiplies the vector's effect by the scale, which on pictoworld erases the
+# profession along with the gender. "both" adds it to the unconditional pass too: the vector moves the
+# picture while guidance still pulls towards the prompt (benchmarks/RESULTS.md).
+HSPACE_BRANCHES = ("conditional", "both")
+
+
 class SteeredGenerator:
     """Generate images in batches with per-image seeds, prompts and steering tensors."""
 
@@ -77,12 +84,18 @@ class SteeredGenerator:
         height: int | None = None,
         width: int | None = None,
         batch_size: int = 8,
+        hspace_branches: str = "conditional",
     ) -> None:
         for name in ("unet", "vae", "encode_prompt"):
             if getattr(pipe, name, None) is None:
                 raise ValueError(f"{type(pipe).__name__} has no {name}; expected a Stable Diffusion pipeline")
         if steps < 1 or batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
+        if hspace_branches not in HSPACE_BRANCHES:
+            raise ValueError(
+                f"unknown h-space branches {hspace_branches!r}: choose one of {', '.join(HSPACE_BRANCHES)}"
+            )
+        self.hspace_branches = hspace_branches
         self.pipe = pipe
         self.steps = int(steps)
         self.guidance = float(guidance)
@@ -259,7 +272,7 @@ class SteeredGenerator:
         return out
 
     def _hspace_hook(self, batch: list[ImageRequest]) -> Callable[..., Any] | None:
-        """A forward hook adding each image's h-space vector to the conditional half of the batch."""
+        """A forward hook adding each image's h-space vector to its conditional pass (or to both)."""
         if all(r.hspace is None for r in batch):
             return None
         size = len(batch)
@@ -269,6 +282,7 @@ class SteeredGenerator:
             if r.hspace is not None:
                 vectors[i] = r.hspace.detach().to("cpu", torch.float32)
         cfg = self.uses_guidance
+        both = self.hspace_branches == "both"
         cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
 
         def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
@@ -285,8 +299,11 @@ class SteeredGenerator:
             if key not in cache:
                 cache[key] = vectors.to(device=hidden.device, dtype=hidden.dtype)
             vec = cache[key]
-            # under guidance the batch is [unconditional; conditional]: steer the conditional half only
-            steered = torch.cat([hidden[:size], hidden[size:] + vec]) if cfg else hidden + vec
+            # under guidance the batch is [unconditional; conditional]
+            if cfg:
+                steered = torch.cat([hidden[:size] + vec if both else hidden[:size], hidden[size:] + vec])
+            else:
+                steered = hidden + vec
             if isinstance(output, tuple):
                 return (steered, *output[1:])
             return steered

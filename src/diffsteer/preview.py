@@ -36,6 +36,7 @@ def generate_preview(
     mitigation: str = "none",
     axes: Sequence[str] = ("gender",),
     steering: SteeringSpec | None = None,
+    hspace_branches: str = "conditional",
     device: str = "cpu",
     dtype: str = "float32",
 ) -> list[Path]:
@@ -62,7 +63,7 @@ def generate_preview(
     steer_spec = mitigation_steering(mitigation, axes, steering)
     spec = PromptSpec(id="preview", text=prompt, group="custom", subject=None)
     pipe = load_pipeline(model, device=device, dtype=dtype)
-    gen = SteeredGenerator(pipe, steps=steps, guidance=guidance)
+    gen = SteeredGenerator(pipe, steps=steps, guidance=guidance, hspace_branches=hspace_branches)
     steerers = {}
     if steer_spec is not None:
         library = SteeringLibrary.for_model(model, steer_spec.directions)

@@ -32,6 +32,7 @@ class GeneratorSpec:
     dtype: str = "float32"
     batch_size: int | None = None  # None: automatic (see auto_batch_size)
     compile: bool = False
+    hspace_branches: str = "conditional"  # see generate.HSPACE_BRANCHES
     num_threads: int | None = None  # torch's CPU threads; None: leave the process's setting alone
 
     def build(self) -> SteeredGenerator:
@@ -49,7 +50,11 @@ class GeneratorSpec:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
         use_sdpa(pipe)
         generator = SteeredGenerator(
-            pipe, steps=self.steps, guidance=self.guidance, batch_size=self.batch_size or 1
+            pipe,
+            steps=self.steps,
+            guidance=self.guidance,
+            batch_size=self.batch_size or 1,
+            hspace_branches=self.hspace_branches,
         )
         if self.batch_size is None:
             generator.batch_size = auto_batch_size(generator)  # measured before compiling: no recompiles
