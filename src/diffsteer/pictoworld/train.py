@@ -336,7 +336,7 @@ def train_clip(cfg: TrainConfig, tokenizer, progress: Progress):
         opt.step()
         with torch.no_grad():
             model.logit_scale.clamp_(0, math.log(100))
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         progress("clip", step + 1, cfg.clip_steps, float(np.mean(losses[-50:])))
     return model.eval(), {"clip_loss": float(np.mean(losses[-100:])) if losses else float("nan")}
 
