@@ -359,8 +359,8 @@ def train_oracle(cfg: TrainConfig, progress: Progress):
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        progress("oracle", step + 1, cfg.oracle_steps, float(loss))
-    return model.eval(), {"oracle_loss": float(loss)}
+        progress("oracle", step + 1, cfg.oracle_steps, float(loss.detach()))
+    return model.eval(), {"oracle_loss": float(loss.detach())}
 
 
 # ---------------------------------------------------------------- saving
