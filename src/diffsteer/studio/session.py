@@ -135,14 +135,14 @@ class StudioSession:
         device: str = "cpu",
         dtype: str = "float32",
         steps: int = 20,
-        guidance: float = 7.5,
+        guidance: float | None = None,  # None: the model's own scale (pictoworld 1.0, others 7.5)
         batch_size: int = 16,
         axes: Sequence[str] | None = None,
         classifier: str | None = None,
     ) -> None:
         from diffsteer.audit import default_classifier
         from diffsteer.generate import SteeredGenerator
-        from diffsteer.models import load_pipeline, model_fingerprint
+        from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
 
         if model == "pictoworld":
             import diffsteer.pictoworld  # noqa: F401  (registers the bundled model)
@@ -152,6 +152,8 @@ class StudioSession:
             if not folder.is_dir():
                 raise StudioError(f"--directions {folder}: not a folder")
         self.pipe = load_pipeline(model, device=device, dtype=dtype)
+        if guidance is None:
+            guidance = default_guidance(model)
         self.generator = SteeredGenerator(self.pipe, steps=steps, guidance=guidance, batch_size=batch_size)
         self.fingerprint = model_fingerprint(self.pipe)
         self.library = SteeringLibrary.for_model(model, self.directions)
