@@ -238,7 +238,8 @@ def weights_fingerprint(pipe: DiffusionPipeline) -> str:
             continue
         for name, tensor in module.state_dict().items():
             flat = tensor.detach().flatten()
-            idx = torch.linspace(0, flat.numel() - 1, steps=min(64, flat.numel())).long()
+            # indices computed on the CPU, so the hash does not depend on the device the model is on
+            idx = torch.linspace(0, flat.numel() - 1, steps=min(64, flat.numel())).long().to(flat.device)
             digest.update(f"{part}.{name}:{tuple(tensor.shape)}".encode())
             digest.update(flat[idx].float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
