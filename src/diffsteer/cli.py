@@ -117,12 +117,6 @@ def _steering(preset, hspace, noise, text, fair, fair_method, fair_target, safe,
     )
 
 
-def _guidance(value: float | None, model: str) -> float:
-    from diffsteer.models import default_guidance
-
-    return value if value is not None else default_guidance(model)
-
-
 def _csv(value: str | None) -> tuple[str, ...] | None:
     if value is None:
         return None
@@ -329,7 +323,7 @@ def generate(
             n=n,
             seed=seed,
             steps=steps,
-            guidance=_guidance(guidance, model),
+            guidance=guidance,
             hspace_branches=hspace_branches,
             mitigation=mitigation,
             axes=_csv(axes) or ("gender",),
@@ -451,7 +445,7 @@ def studio(
             host=host,
             port=port,
             steps=steps,
-            guidance=_guidance(guidance, model),
+            guidance=guidance,
             device=device,
         )
     except _expected_errors() as exc:
@@ -659,7 +653,7 @@ def sweep(
                 axis=axis,
                 classifier=classifier,
                 steps=steps,
-                guidance=_guidance(guidance, model),
+                guidance=guidance,
                 batch_size=batch_size,
                 device=device,
                 dtype=dtype,

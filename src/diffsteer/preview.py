@@ -32,7 +32,7 @@ def generate_preview(
     n: int = 8,
     seed: int = 0,
     steps: int = 20,
-    guidance: float = 7.5,
+    guidance: float | None = None,  # None: the model's own scale (pictoworld 1.0, others 7.5)
     mitigation: str = "none",
     axes: Sequence[str] = ("gender",),
     steering: SteeringSpec | None = None,
@@ -46,7 +46,7 @@ def generate_preview(
     """
     from diffsteer.attributes import builtin_axes
     from diffsteer.generate import SteeredGenerator
-    from diffsteer.models import load_pipeline, model_fingerprint
+    from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
     from diffsteer.steering.library import SteeringLibrary
     from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
     from diffsteer.steering.steerer import Steerer
@@ -63,6 +63,8 @@ def generate_preview(
     steer_spec = mitigation_steering(mitigation, axes, steering)
     spec = PromptSpec(id="preview", text=prompt, group="custom", subject=None)
     pipe = load_pipeline(model, device=device, dtype=dtype)
+    if guidance is None:
+        guidance = default_guidance(model)
     gen = SteeredGenerator(pipe, steps=steps, guidance=guidance, hspace_branches=hspace_branches)
     steerers = {}
     if steer_spec is not None:
