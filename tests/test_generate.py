@@ -183,7 +183,7 @@ def test_hspace_on_both_branches_steers_the_unconditional_pass_too(pipes: dict[s
     )
     assert torch.allclose(delta[0], vector, atol=1e-5) and torch.allclose(delta[2], vector, atol=1e-5)
     assert torch.count_nonzero(delta[1]) == 0 and torch.count_nonzero(delta[3]) == 0
-    with pytest.raises(ValueError, match="conditional, both"):
+    with pytest.raises(ValueError, match="conditional or both"):
         SteeredGenerator(pipes["sd1"], hspace_branches="unconditional")
 
 

@@ -118,12 +118,9 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
     if config.guidance is not None and config.guidance < 0:
         raise ValueError(f"--guidance must be at least 0, got {config.guidance}")
     check_executor(config.executor)
-    from diffsteer.generate import HSPACE_BRANCHES
+    from diffsteer.generate import check_hspace_branches
 
-    if config.hspace_branches not in HSPACE_BRANCHES:
-        raise ValueError(
-            f"unknown --hspace-branches {config.hspace_branches!r}: choose {' or '.join(HSPACE_BRANCHES)}"
-        )
+    check_hspace_branches(config.hspace_branches)
     resolved = replace(
         config,
         benchmark=bench_name,

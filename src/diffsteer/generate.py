@@ -72,6 +72,12 @@ def _downsampled(size: int, module: torch.nn.Module) -> int:
 HSPACE_BRANCHES = ("conditional", "both")
 
 
+def check_hspace_branches(value: str) -> None:
+    """One-line error for an unknown --hspace-branches, raised before any model is loaded."""
+    if value not in HSPACE_BRANCHES:
+        raise ValueError(f"unknown --hspace-branches {value!r}: choose {' or '.join(HSPACE_BRANCHES)}")
+
+
 class SteeredGenerator:
     """Generate images in batches with per-image seeds, prompts and steering tensors."""
 
@@ -91,10 +97,7 @@ class SteeredGenerator:
                 raise ValueError(f"{type(pipe).__name__} has no {name}; expected a Stable Diffusion pipeline")
         if steps < 1 or batch_size < 1:
             raise ValueError(f"steps and batch_size must be >= 1, got steps={steps}, batch_size={batch_size}")
-        if hspace_branches not in HSPACE_BRANCHES:
-            raise ValueError(
-                f"unknown h-space branches {hspace_branches!r}: choose one of {', '.join(HSPACE_BRANCHES)}"
-            )
+        check_hspace_branches(hspace_branches)
         self.hspace_branches = hspace_branches
         self.pipe = pipe
         self.steps = int(steps)

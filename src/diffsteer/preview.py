@@ -45,7 +45,7 @@ def generate_preview(
     ``steering`` (vectors, directions, fair generation, a preset) implies the ``steered`` mitigation.
     """
     from diffsteer.attributes import builtin_axes
-    from diffsteer.generate import SteeredGenerator
+    from diffsteer.generate import SteeredGenerator, check_hspace_branches
     from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
     from diffsteer.steering.library import SteeringLibrary
     from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
@@ -55,6 +55,7 @@ def generate_preview(
         raise ValueError("the prompt is empty")
     if n < 1:
         raise ValueError(f"--n must be at least 1, got {n}")
+    check_hspace_branches(hspace_branches)
     if steering is not None and not steering.is_empty:
         if mitigation not in ("none", "steered"):
             raise ValueError(f"steering options cannot be combined with --mitigation {mitigation}")
