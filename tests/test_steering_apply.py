@@ -202,10 +202,8 @@ def test_cli_rejects_a_vector_made_for_another_model(tiny_model_dirs, vectors, t
 
 def test_cli_generate_rejects_unknown_hspace_branches_before_loading_a_model(tmp_path):
     # The model folder does not exist: the branches error must come first, not a load failure.
-    result = CliRunner().invoke(
-        app,
-        ["generate", "a photo of a doctor", "--model", str(tmp_path / "no-model"), "--hspace-branches", "all"],
-    )
+    args = ["generate", "a photo of a doctor", "--model", str(tmp_path / "no-model")]
+    result = CliRunner().invoke(app, [*args, "--hspace-branches", "all"])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert "unknown --hspace-branches 'all': choose conditional or both" in result.output
 
