@@ -26,3 +26,16 @@ def test_smoke_training_saves_standard_layouts(tmp_path):
     oracle = load_oracle(tmp_path / "oracle")
     labels = predict(oracle, (image * 255).astype(np.uint8)[None])
     assert labels["gender"][0] in {"man", "woman", "uncertain"}
+
+
+def test_training_reports_progress_in_a_log_that_is_not_a_terminal(tmp_path):
+    """Under nohup or CI rich draws no bar; the command must still say how far each stage has got."""
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    result = CliRunner().invoke(app, ["pictoworld", "train", "--preset", "smoke", "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    for stage in ("vae", "unet", "clip", "oracle"):
+        assert f"{stage}: 4/4 (" in result.output and ", loss " in result.output, result.output
+    assert "unet: 1/4 (" in result.output  # the start of a stage is shown, not only its end
