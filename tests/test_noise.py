@@ -13,6 +13,7 @@ from diffsteer.cli import app
 from diffsteer.generate import ImageRequest, SteeredGenerator
 from diffsteer.models import load_pipeline, model_fingerprint
 from diffsteer.steering.files import SteeringFileError, SteeringMismatchError, save_steering_file
+from diffsteer.steering.library import SteeringLibrary
 from diffsteer.steering.noise import (
     NoiseDirection,
     choose_step,
@@ -23,7 +24,9 @@ from diffsteer.steering.noise import (
     parse_class_specs,
     split_by_seed,
 )
-from diffsteer.steering.text_embedding import learn_text_offset, load_text_offset
+from diffsteer.steering.preset import SteeringItem, SteeringSpec
+from diffsteer.steering.steerer import Steerer
+from diffsteer.steering.text_embedding import TextOffset, learn_text_offset, load_text_offset
 
 runner = CliRunner()
 TWO = {"woman": "a photo of a woman", "man": "a photo of a man"}
@@ -32,6 +35,11 @@ TWO = {"woman": "a photo of a woman", "man": "a photo of a man"}
 @pytest.fixture(scope="module")
 def sd1(tiny_model_dirs):
     return load_pipeline(str(tiny_model_dirs["sd1"]))
+
+
+@pytest.fixture(scope="module")
+def sdxl(tiny_model_dirs):
+    return load_pipeline(str(tiny_model_dirs["sdxl"]))
 
 
 def _count_unet_calls(pipe) -> list[int]:
@@ -208,6 +216,52 @@ def test_text_offset_shape_round_trip_and_effect(sd1, tmp_path):
         sd1, "w", "a photo of a woman", "a photo of a person", base_model="t", reduce="mean"
     )
     assert tuple(mean.tensor.shape) == (gen.prompt_embeds_shape[1],)
+    assert offset.pooled is None and offset.pooled_offset(1.0) is None  # SD 1.x has no pooled embedding
+
+
+def test_sdxl_text_offset_also_moves_the_pooled_embedding(sdxl, sd1, tmp_path):
+    gen = SteeredGenerator(sdxl, steps=2, guidance=7.5)
+    offset = learn_text_offset(sdxl, "woman", "a photo of a woman", "a photo of a person", base_model="tiny")
+    assert offset.pooled is not None and tuple(offset.pooled.shape) == (gen.pooled_embeds_dim,)
+    back = load_text_offset(offset.save(tmp_path))
+    back.check_compatible(gen, model_fingerprint(sdxl))
+    assert back.pooled is not None and torch.equal(back.pooled, offset.pooled)
+
+    tokens_only, both, target = gen.generate(
+        [
+            ImageRequest("a photo of a person", seed=3, prompt_embeds_offset=back.offset(1.0)),
+            ImageRequest(
+                "a photo of a person",
+                seed=3,
+                prompt_embeds_offset=back.offset(1.0),
+                pooled_embeds_offset=back.pooled_offset(1.0),
+            ),
+            ImageRequest("a photo of a woman", seed=3),
+        ]
+    )
+    pixels = [np.asarray(r.image, dtype=float) for r in (tokens_only, both, target)]
+    assert np.abs(pixels[0] - pixels[2]).max() > 2  # the token offset alone leaves SDXL's pooled prompt
+    assert np.abs(pixels[1] - pixels[2]).max() <= 1  # with the pooled offset, the class prompt's image
+
+    sd1_gen = SteeredGenerator(sd1, steps=2)
+    with pytest.raises(SteeringMismatchError, match="was made for tiny"):
+        back.check_compatible(sd1_gen, model_fingerprint(sd1))
+    # through a steering spec, as audits and `diffsteer generate --steering` apply it
+    spec = SteeringSpec(text=(SteeringItem("woman", 2.0),), directions=(str(tmp_path),))
+    steerer = Steerer(
+        spec, gen, fingerprint=model_fingerprint(sdxl), library=SteeringLibrary([tmp_path]), axis_classes={}
+    )
+    steered, desc = steerer.steer(ImageRequest("a photo of a person", seed=3))
+    assert desc["text"][0]["strength"] == 2.0
+    assert torch.equal(steered.pooled_embeds_offset, 2.0 * back.pooled)
+    assert torch.equal(steered.prompt_embeds_offset, 2.0 * back.tensor)
+
+    fp = model_fingerprint(sd1)  # a hand-made file with SD 1.x token shapes but a pooled tensor
+    odd = TextOffset("w", torch.zeros(sd1_gen.prompt_embeds_shape), {"fingerprint": fp}, torch.zeros(8))
+    with pytest.raises(SteeringMismatchError, match="no pooled embedding"):
+        odd.check_compatible(sd1_gen, fp)
+    with pytest.raises(ValueError, match="pooled_embeds_offset needs a pipeline with a pooled embedding"):
+        sd1_gen.generate([ImageRequest("a", seed=0, pooled_embeds_offset=back.pooled_offset(1.0))])
 
 
 # -------------------------------------------------------------------------------------------- CLI

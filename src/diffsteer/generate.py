@@ -1,10 +1,10 @@
 """Batched, seeded, steerable image generation through diffusers' public seams only.
 
 Steering never patches diffusers: initial noise goes in through ``latents=``, prompt-embedding
-offsets through ``prompt_embeds=``, h-space vectors through a forward hook on one U-Net block, and
-intermediate latents come out through ``callback_on_step_end``. Image ``k`` always starts from the
-noise drawn from ``seed`` on a CPU generator, so an audit can compare the same image with and
-without a mitigation (paired comparisons), on any device.
+offsets through ``prompt_embeds=`` (and SDXL's ``pooled_prompt_embeds=``), h-space vectors through a
+forward hook on one U-Net block, and intermediate latents come out through ``callback_on_step_end``.
+Image ``k`` always starts from the noise drawn from ``seed`` on a CPU generator, so an audit can
+compare the same image with and without a mitigation (paired comparisons), on any device.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class ImageRequest:
     noise_offset: torch.Tensor | None = None  # (C, H, W), added to the unit-variance initial noise
     hspace: torch.Tensor | None = None  # (C, h, w), added to the steered U-Net block's output
     prompt_embeds_offset: torch.Tensor | None = None  # (dim,) or (seq, dim), added to the prompt embeddings
+    pooled_embeds_offset: torch.Tensor | None = None  # (dim,), added to SDXL's pooled prompt embedding
 
 
 @dataclass
@@ -155,6 +156,14 @@ class SteeredGenerator:
             dim = int(dim[0])
         return int(tokenizer.model_max_length), int(dim)
 
+    @property
+    def pooled_embeds_dim(self) -> int | None:
+        """Width of the pooled prompt embedding SDXL feeds the U-Net beside the tokens; None elsewhere."""
+        encoder = getattr(self.pipe, "text_encoder_2", None)
+        if encoder is None:
+            return None
+        return int(encoder.config.projection_dim)
+
     def _tokenizers(self) -> list[Any]:
         found = [getattr(self.pipe, n, None) for n in ("tokenizer", "tokenizer_2")]
         return [t for t in found if t is not None]
@@ -191,6 +200,11 @@ class SteeredGenerator:
         check("noise_offset", request.noise_offset, [self.latent_shape])
         check("hspace", request.hspace, [self.hspace_shape])
         check("prompt_embeds_offset", request.prompt_embeds_offset, [(dim,), (seq, dim)])
+        if request.pooled_embeds_offset is not None and self.pooled_embeds_dim is None:
+            raise ValueError(
+                f"request {index}: pooled_embeds_offset needs a pipeline with a pooled embedding (SDXL)"
+            )
+        check("pooled_embeds_offset", request.pooled_embeds_offset, [(self.pooled_embeds_dim or 0,)])
 
     # ------------------------------------------------------------------------------ generation
     def generate(
@@ -272,6 +286,14 @@ class SteeredGenerator:
                         r.prompt_embeds_offset.detach().to("cpu", torch.float32).expand(embeds.shape[1:])
                     )
             out["prompt_embeds"] = embeds + offsets.to(device=embeds.device, dtype=embeds.dtype)
+        if any(r.pooled_embeds_offset is not None for r in batch):
+            pooled = out["pooled_prompt_embeds"]
+            assert pooled is not None
+            extra = torch.zeros(pooled.shape, dtype=torch.float32)
+            for i, r in enumerate(batch):
+                if r.pooled_embeds_offset is not None:
+                    extra[i] = r.pooled_embeds_offset.detach().to("cpu", torch.float32)
+            out["pooled_prompt_embeds"] = pooled + extra.to(device=pooled.device, dtype=pooled.dtype)
         return out
 
     def _hspace_hook(self, batch: list[ImageRequest]) -> Callable[..., Any] | None:

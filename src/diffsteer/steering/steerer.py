@@ -146,24 +146,25 @@ class Steerer:
             for axis, cls in zip(axes, chosen, strict=True):
                 applied[method].append((fair_axes[axis][cls], None))
 
-        tensors: dict[str, torch.Tensor | None] = {"hspace": None, "noise": None, "text": None}
+        tensors: dict[str, torch.Tensor | None] = dict.fromkeys(("hspace", "noise", "text", "pooled"))
         for kind, items in applied.items():
             if not items:
                 continue
-            total = None
             listed = []
             for loaded, strength in items:
                 s = self._strength(loaded, kind, strength)
                 part = loaded.obj.scaled(s) if kind == "hspace" else loaded.obj.offset(s)
-                total = part if total is None else total + part
+                tensors[kind] = _add(tensors[kind], part)
+                if kind == "text":  # SDXL text offsets also move the pooled embedding
+                    tensors["pooled"] = _add(tensors["pooled"], loaded.obj.pooled_offset(s))
                 listed.append({"file": loaded.path.name, "sha": loaded.digest, "strength": s})
-            tensors[kind] = total
             desc[kind] = listed
         steered = replace(
             request,
             hspace=_add(request.hspace, tensors["hspace"]),
             noise_offset=_add(request.noise_offset, tensors["noise"]),
             prompt_embeds_offset=_add(request.prompt_embeds_offset, tensors["text"]),
+            pooled_embeds_offset=_add(request.pooled_embeds_offset, tensors["pooled"]),
         )
         return steered, desc
 

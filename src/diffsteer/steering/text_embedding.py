@@ -12,8 +12,12 @@ start token, which the U-Net uses as an attention sink, is never touched), and t
 the word itself and in every token after it (end and padding tokens summarise the whole prompt);
 those tail tokens exist in every prompt, so the offset carries to other prompts of similar length. A
 mean over tokens would also shift the start token and dilute the concept over all positions;
-``reduce="mean"`` is available and the choice is stored in the file. SDXL's pooled embedding is not
-adjusted (``ImageRequest`` has no seam for it).
+``reduce="mean"`` is available and the choice is stored in the file.
+
+SDXL also feeds the U-Net a pooled embedding of the whole prompt (from its second text encoder); the
+concept lives there too, so on SDXL the file holds a second tensor, ``pooled``, the same difference
+of pooled embeddings, added through ``ImageRequest.pooled_embeds_offset``. Leaving it out would keep
+SDXL's global conditioning on the neutral prompt and weaken the offset.
 
 Weight: a multiple of the learned difference; weight 1 on the neutral prompt gives exactly the class
 prompt's embeddings (per token), whatever the model's embedding width.
@@ -31,6 +35,7 @@ import torch
 
 from diffsteer.steering.files import (
     SteeringFileError,
+    SteeringMismatchError,
     check_model,
     check_shape,
     meta_json,
@@ -47,22 +52,32 @@ WEIGHT_UNIT = "difference"
 
 @dataclass
 class TextOffset:
-    """An offset on the conditional prompt embeddings, shape ``(seq, dim)`` or ``(dim,)``."""
+    """An offset on the conditional prompt embeddings, shape ``(seq, dim)`` or ``(dim,)``.
+
+    ``pooled`` (SDXL only) is the offset on the pooled prompt embedding, shape ``(pooled_dim,)``.
+    """
 
     concept: str
     tensor: torch.Tensor
     metadata: dict[str, Any] = field(default_factory=dict)
+    pooled: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         self.tensor = self.tensor.detach().to("cpu", torch.float32)
         if self.tensor.ndim not in (1, 2) or not torch.isfinite(self.tensor).all():
             raise ValueError(f"text offset '{self.concept}' must be a finite (seq, dim) or (dim,) tensor")
+        if self.pooled is not None:
+            self.pooled = self.pooled.detach().to("cpu", torch.float32)
+            if self.pooled.ndim != 1 or not torch.isfinite(self.pooled).all():
+                raise ValueError(f"text offset '{self.concept}': pooled must be a finite (dim,) tensor")
 
     def offset(self, weight: float = 1.0) -> torch.Tensor:
         """``weight`` times the learned difference, ready for ``ImageRequest.prompt_embeds_offset``."""
-        if not math.isfinite(float(weight)):
-            raise ValueError(f"text offset weight must be finite, got {weight}")
-        return float(weight) * self.tensor
+        return _finite(weight) * self.tensor
+
+    def pooled_offset(self, weight: float = 1.0) -> torch.Tensor | None:
+        """``weight`` times the pooled difference (``ImageRequest.pooled_embeds_offset``); None off SDXL."""
+        return None if self.pooled is None else _finite(weight) * self.pooled
 
     def check_compatible(self, generator: Any, fingerprint: str, *, source: str | None = None) -> None:
         """Refuse an offset made for another U-Net or another embedding shape (SteeringMismatchError)."""
@@ -71,23 +86,39 @@ class TextOffset:
         seq, dim = generator.prompt_embeds_shape
         expected = (dim,) if self.tensor.ndim == 1 else (seq, dim)
         check_shape(self.tensor, expected, source=where, what="text offset")
+        # The fingerprint already ties the file to one U-Net; this names the problem when it does not.
+        pooled_dim = generator.pooled_embeds_dim
+        if self.pooled is not None and pooled_dim is None:
+            raise SteeringMismatchError(f"{where} was learned on SDXL; this model has no pooled embedding")
+        if self.pooled is not None:
+            check_shape(self.pooled, (pooled_dim,), source=where, what="pooled text offset")
 
     def save(self, directory: Path | str) -> Path:
-        """Write ``<directory>/<concept>.text.safetensors`` (tensor ``offset``)."""
+        """Write ``<directory>/<concept>.text.safetensors`` (tensor ``offset``, and ``pooled`` on SDXL)."""
         path = Path(directory) / steering_filename(self.concept, KIND)
         meta = dict(self.metadata)
         meta.update(diffsteer_kind=KIND, concept=self.concept, shape=list(self.tensor.shape))
-        return save_steering_file(path, {"offset": self.tensor}, meta)
+        tensors = {"offset": self.tensor} | ({"pooled": self.pooled} if self.pooled is not None else {})
+        return save_steering_file(path, tensors, meta)
 
 
-def _mean_embeddings(pipe: Any, prompts: Sequence[str]) -> torch.Tensor:
-    """Mean conditional prompt embeddings ``(seq, dim)`` of ``prompts``, as the generator computes them."""
+def _finite(weight: float) -> float:
+    if not math.isfinite(float(weight)):
+        raise ValueError(f"text offset weight must be finite, got {weight}")
+    return float(weight)
+
+
+def _mean_embeddings(pipe: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Mean conditional prompt embeddings ``(seq, dim)`` of ``prompts``, as the generator computes
+    them, and on SDXL the mean pooled embedding ``(pooled_dim,)`` (None elsewhere)."""
     device = getattr(pipe, "_execution_device", None) or pipe.device
     with torch.inference_mode():
         encoded = pipe.encode_prompt(
             prompt=list(prompts), device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
         )
-    return encoded[0].detach().to("cpu", torch.float32).mean(dim=0)
+    tokens = encoded[0].detach().to("cpu", torch.float32).mean(dim=0)
+    pooled = encoded[2].detach().to("cpu", torch.float32).mean(dim=0) if len(encoded) == 4 else None
+    return tokens, pooled
 
 
 def learn_text_offset(
@@ -110,7 +141,9 @@ def learn_text_offset(
     neg = [neutral_prompts] if isinstance(neutral_prompts, str) else list(neutral_prompts)
     if not pos or not neg or not all(p.strip() for p in pos + neg):
         raise ValueError("text offset needs non-empty class and neutral prompts")
-    diff = _mean_embeddings(pipe, pos) - _mean_embeddings(pipe, neg)
+    (pos_tokens, pos_pooled), (neg_tokens, neg_pooled) = (_mean_embeddings(pipe, p) for p in (pos, neg))
+    diff = pos_tokens - neg_tokens
+    pooled = pos_pooled - neg_pooled if pos_pooled is not None and neg_pooled is not None else None
     if reduce == "mean":
         diff = diff.mean(dim=0)
     metadata = {
@@ -125,7 +158,7 @@ def learn_text_offset(
         "recommended_weight": 1.0,
         "norm": round(float(diff.norm()), 6),
     }
-    return TextOffset(concept, diff, metadata)
+    return TextOffset(concept, diff, metadata, pooled)
 
 
 _JSON_KEYS = ("prompts", "neutral_prompts", "shape", "recommended_weight", "norm")
@@ -146,7 +179,8 @@ def load_text_offset(path: Path | str) -> TextOffset:
         if key in raw:
             metadata[key] = meta_json(raw, key)
     concept = raw.get("concept") or Path(path).name.split(".")[0]
+    pooled = tensors.get("pooled")
     try:
-        return TextOffset(concept, tensor.float(), metadata)
+        return TextOffset(concept, tensor.float(), metadata, None if pooled is None else pooled.float())
     except ValueError as exc:
         raise SteeringFileError(f"{path}: {exc}") from None
