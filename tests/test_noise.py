@@ -219,7 +219,7 @@ def test_text_offset_shape_round_trip_and_effect(sd1, tmp_path):
     assert offset.pooled is None and offset.pooled_offset(1.0) is None  # SD 1.x has no pooled embedding
 
 
-def test_sdxl_text_offset_also_moves_the_pooled_embedding(sdxl, sd1, tmp_path):
+def test_sdxl_text_offset_also_moves_the_pooled_embedding(sdxl, sd1, tiny_model_dirs, tmp_path):
     gen = SteeredGenerator(sdxl, steps=2, guidance=7.5)
     offset = learn_text_offset(sdxl, "woman", "a photo of a woman", "a photo of a person", base_model="tiny")
     assert offset.pooled is not None and tuple(offset.pooled.shape) == (gen.pooled_embeds_dim,)
@@ -255,6 +255,16 @@ def test_sdxl_text_offset_also_moves_the_pooled_embedding(sdxl, sd1, tmp_path):
     assert desc["text"][0]["strength"] == 2.0
     assert torch.equal(steered.pooled_embeds_offset, 2.0 * back.pooled)
     assert torch.equal(steered.prompt_embeds_offset, 2.0 * back.tensor)
+
+    result = runner.invoke(
+        app,
+        ["learn", "text", "--concept", "woman", "--prompt", "a photo of a woman",
+         "--neutral-prompt", "a photo of a person", "--model", str(tiny_model_dirs["sdxl"]),
+         "--out", str(tmp_path / "cli")],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert f"pooled offset of width {gen.pooled_embeds_dim}" in result.output
+    assert load_text_offset(tmp_path / "cli" / "woman.text.safetensors").pooled is not None
 
     fp = model_fingerprint(sd1)  # a hand-made file with SD 1.x token shapes but a pooled tensor
     odd = TextOffset("w", torch.zeros(sd1_gen.prompt_embeds_shape), {"fingerprint": fp}, torch.zeros(8))

@@ -24,7 +24,9 @@ app = typer.Typer(
 )
 pictoworld_app = typer.Typer(no_args_is_help=True, help="The bundled synthetic world and its models.")
 app.add_typer(pictoworld_app, name="pictoworld")
-learn_app = typer.Typer(no_args_is_help=True, help="Learn steering files: h-space vectors, noise directions.")
+learn_app = typer.Typer(
+    no_args_is_help=True, help="Learn steering files: h-space vectors, noise directions, text offsets."
+)
 app.add_typer(learn_app, name="learn")
 console = Console(stderr=True)
 
@@ -636,7 +638,8 @@ def learn_text_command(
         path = offset.save(out)
     except _expected_errors() as exc:
         _fail(exc)
-    print(f"wrote {path} (shape {tuple(offset.tensor.shape)}, norm {offset.metadata['norm']:.4g})")
+    pooled = "" if offset.pooled is None else f", and a pooled offset of width {offset.pooled.numel()}"
+    print(f"wrote {path} (shape {tuple(offset.tensor.shape)}, norm {offset.metadata['norm']:.4g}{pooled})")
 
 
 @app.command()
