@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Retrain pictoworld and measure the candidate against every pinned outcome, in one command.
+#
+#   bash benchmarks/retrain_pictoworld.sh [OUT]        # OUT defaults to runs/pictoworld-candidate
+#   PRESET=smoke bash benchmarks/retrain_pictoworld.sh /tmp/chain   # the whole chain in minutes
+#
+# Trains with the working tree's world, renderer and schedule (about an hour on 2 CPU cores), then
+# REPLACES the bundled weights in the working tree with the candidate's, re-learns the bundled
+# steering files, runs the three acceptance benchmarks (--no-record: figures go to OUT/figures/)
+# and the test suite. Adopt the candidate only if every test passes unchanged; otherwise undo with
+#   git checkout -- src/diffsteer/pictoworld/weights
+# Two jobs run side by side with one thread each: on 2 cores, two jobs of two threads thrash.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-runs/pictoworld-candidate}
+PY=.venv/bin/python
+W=src/diffsteer/pictoworld/weights
+F=$OUT/figures
+mkdir -p "$F"
+
+.venv/bin/diffsteer pictoworld train --out "$OUT" --preset "${PRESET:-full}" 2>&1 | tee "$F/train.log"
+rm -rf "$W/pipeline" "$W/clip" "$W/oracle"
+cp -r "$OUT/pipeline" "$OUT/clip" "$OUT/oracle" "$OUT/training_record.json" "$W/"
+rm -rf runs/learn-hspace runs/learn-noise-pictoworld runs/noise-weight-sweeps runs/noise-acceptance
+
+export OMP_NUM_THREADS=1
+# each pair: wait on both PIDs, so a failed job stops the script (set -e) and its log says why
+( $PY benchmarks/learn_pictoworld_vectors.py > "$F/learn_vectors.txt" 2>&1 &&
+  $PY benchmarks/pictoworld_acceptance.py --guidance 7.5 --no-record > "$F/pictoworld_7.5.txt" 2>&1 ) &
+a=$!
+( $PY benchmarks/learn_pictoworld_directions.py > "$F/learn_directions.txt" 2>&1 &&
+  $PY benchmarks/pictoworld_acceptance.py --no-record > "$F/pictoworld_1.0.txt" 2>&1 ) &
+b=$!
+wait "$a"; wait "$b"
+$PY benchmarks/hspace_acceptance.py --n 64 --guidance 7.5 --no-record > "$F/hspace_7.5.txt" 2>&1 &
+a=$!
+$PY benchmarks/noise_acceptance.py --n 64 --no-record > "$F/noise_1.0.txt" 2>&1 &
+b=$!
+wait "$a"; wait "$b"
+.venv/bin/pytest -q > "$F/tests.txt" 2>&1 || true
+tail -n 15 "$F/tests.txt"
+echo "figures in $F; undo with: git checkout -- $W"
