@@ -65,23 +65,25 @@ def test_explicit_prompts_show_the_asked_attribute_at_guidance_7_5(models):
 def test_neutral_professions_are_recognisable_at_guidance_7_5(models):
     pipe, oracle, _ = models
     stats = evaluate.neutral_profession_stats(pipe, oracle, n=64, guidance=7.5)
-    for prof, s in stats.items():
-        assert s["recognised"] >= 0.85, (prof, s)
+    failing = {prof: s["recognised"] for prof, s in stats.items() if s["recognised"] < 0.85}
+    assert not failing, failing
 
 
 def test_neutral_prompts_draw_the_planted_skews_at_the_default_guidance(models):
     """Each planted skew, and the gender controls, within 0.12 of the planted share (64 images)."""
     pipe, oracle, _ = models
     stats = evaluate.neutral_profession_stats(pipe, oracle, n=64)
-    checked = 0
+    checked, misses = 0, []
     for prof, s in stats.items():
         planted = world.planted_shares(prof)
         for axis, key, value in (("gender", "man_share", "man"), ("skin_tone", "light_share", "light")):
             skewed = planted[axis][value] != 0.5
             if skewed or (axis == "gender" and prof in world.CONTROL_PROFESSIONS):
-                assert abs(s[key] - planted[axis][value]) <= 0.12, (prof, axis, s)
+                if abs(s[key] - planted[axis][value]) > 0.12:
+                    misses.append((prof, axis, round(s[key], 3), "planted", planted[axis][value]))
                 checked += 1
     assert checked == 10
+    assert not misses, misses
 
 
 def test_clip_zero_shot_is_accurate_on_renders(models):
@@ -106,12 +108,14 @@ def test_default_audit_reports_the_planted_deviation_ratios(tmp_path):
 
     result = run_audit(AuditConfig(), tmp_path / "run")
     rows = {(r["axis"], r["prompt"]): r for r in result.summary["results"] if r["mitigation"] == "none"}
+    misses = []  # every miss at once: a retrained candidate is judged on the whole table
     for prof in world.PROFESSIONS:
         prompt = f"a photo of {world.article(prof)} {prof}"
         for axis in ("gender", "skin_tone"):
             measured = rows[(axis, prompt)]["deviation_ratio"]
             planted = world.planted_deviation_ratio(prof, axis)
-            if planted > 0:
-                assert abs(measured - planted) <= 0.12, (prof, axis, measured, planted)
-            elif prof in world.CONTROL_PROFESSIONS:
-                assert measured <= 0.2, (prof, axis, measured)
+            if planted > 0 and abs(measured - planted) > 0.12:
+                misses.append((prof, axis, round(measured, 3), "planted", round(planted, 3)))
+            elif planted == 0 and prof in world.CONTROL_PROFESSIONS and measured > 0.2:
+                misses.append((prof, axis, round(measured, 3), "control, limit 0.2"))
+    assert not misses, misses
