@@ -1,6 +1,6 @@
 """Measure the bundled pictoworld model against its planted ground truth (issue: pictoworld acceptance).
 
-Run:  .venv/bin/python benchmarks/pictoworld_acceptance.py [--n-explicit 32] [--n-neutral 64]
+Run:  .venv/bin/python benchmarks/pictoworld_acceptance.py [--n-explicit 32] [--n-neutral 64] [--seed 0]
 Prints every figure as JSON and appends a dated section to benchmarks/RESULTS.md.
 """
 
@@ -22,6 +22,13 @@ def main() -> None:
     parser.add_argument("--n-neutral", type=int, default=64)
     parser.add_argument("--n-renders", type=int, default=400)
     parser.add_argument("--guidance", type=float, default=None, help="Default: pictoworld's own (1.0).")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="Seed of image 0 (default 0, the tests' seeds). Judge a retrained candidate on other seeds "
+        "(e.g. 5000) first, so the pinned tests stay a held-out check.",
+    )
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
     args = parser.parse_args()
 
@@ -36,14 +43,17 @@ def main() -> None:
     pipe = load_pipeline("pictoworld")
     oracle = load_oracle(pictoworld.oracle_dir())
     clip = ClipZeroShotClassifier.from_pretrained(str(pictoworld.clip_dir()))
-    explicit = evaluate.explicit_accuracy(pipe, oracle, n=args.n_explicit, guidance=guidance)
-    neutral = evaluate.neutral_profession_stats(pipe, oracle, n=args.n_neutral, guidance=guidance)
+    explicit = evaluate.explicit_accuracy(pipe, oracle, n=args.n_explicit, guidance=guidance, seed=args.seed)
+    neutral = evaluate.neutral_profession_stats(
+        pipe, oracle, n=args.n_neutral, guidance=guidance, seed=args.seed
+    )
     renders = evaluate.clip_render_accuracy(clip, n=args.n_renders)
     gen = evaluate.generate_images(
         pipe,
         ["a photo of a person", "a photo of a doctor", "a photo of a nurse"],
         args.n_neutral,
         guidance=guidance,
+        seed=args.seed,
     )
     import numpy as np
 
@@ -61,7 +71,7 @@ def main() -> None:
     lines = [
         f"\n## pictoworld acceptance — {date.today().isoformat()}",
         f"device: cpu ({platform.machine()}, {torch.get_num_threads()} threads), torch {torch.__version__}; "
-        f"guidance {guidance:g}, 20 steps, seeds 0..n-1",
+        f"guidance {guidance:g}, 20 steps, seeds {args.seed}..{args.seed}+n-1",
         "",
         "| figure | value |",
         "|---|---|",
