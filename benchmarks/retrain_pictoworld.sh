@@ -8,7 +8,7 @@
 # Trains with the working tree's world, renderer and schedule (about an hour on 2 CPU cores), then
 # REPLACES the bundled weights in the working tree with the candidate's, re-learns the bundled
 # steering files, runs the three acceptance benchmarks (--no-record: figures go to OUT/figures/),
-# the pictoworld one again on seeds 5000+ (pictoworld_*_seed5000.txt), and the test suite. Among
+# the pictoworld one and the default audit again on seeds 5000+ (*seed5000*), and the tests. Among
 # several seeds' candidates, choose on the seed-5000 figures by the issues' acceptance list, fixed in
 # advance; the tests' seeds stay held out. Adopt only if every test passes unchanged; otherwise undo with
 #   git checkout -- src/diffsteer/pictoworld/weights
@@ -44,6 +44,8 @@ wait "$a"; wait "$b"
 for g in 1.0 7.5; do
   $PY benchmarks/pictoworld_acceptance.py --seed 5000 --guidance "$g" --no-record > "$F/pictoworld_${g}_seed5000.txt" 2>&1
 done
+rm -rf "$OUT/audit_seed5000"
+.venv/bin/diffsteer audit --seed 5000 --out "$OUT/audit_seed5000" > "$F/audit_seed5000.txt" 2>&1
 .venv/bin/pytest -q > "$F/tests.txt" 2>&1 || true
 tail -n 15 "$F/tests.txt"
 echo "figures in $F; undo with: git checkout -- $W"
