@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from diffsteer import pictoworld
-from diffsteer.pictoworld import evaluate, world
+from diffsteer.pictoworld import evaluate
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -73,15 +73,7 @@ def test_neutral_prompts_draw_the_planted_skews_at_the_default_guidance(models):
     """Each planted skew, and the gender controls, within 0.12 of the planted share (64 images)."""
     pipe, oracle, _ = models
     stats = evaluate.neutral_profession_stats(pipe, oracle, n=64)
-    checked, misses = 0, []
-    for prof, s in stats.items():
-        planted = world.planted_shares(prof)
-        for axis, key, value in (("gender", "man_share", "man"), ("skin_tone", "light_share", "light")):
-            skewed = planted[axis][value] != 0.5
-            if skewed or (axis == "gender" and prof in world.CONTROL_PROFESSIONS):
-                if abs(s[key] - planted[axis][value]) > 0.12:
-                    misses.append((prof, axis, round(s[key], 3), "planted", planted[axis][value]))
-                checked += 1
+    misses, checked = evaluate.neutral_share_misses(stats, tolerance=0.12)
     assert checked == 10
     assert not misses, misses
 
@@ -107,15 +99,6 @@ def test_default_audit_reports_the_planted_deviation_ratios(tmp_path):
     from diffsteer.audit import AuditConfig, run_audit
 
     result = run_audit(AuditConfig(), tmp_path / "run")
-    rows = {(r["axis"], r["prompt"]): r for r in result.summary["results"] if r["mitigation"] == "none"}
-    misses = []  # every miss at once: a retrained candidate is judged on the whole table
-    for prof in world.PROFESSIONS:
-        prompt = f"a photo of {world.article(prof)} {prof}"
-        for axis in ("gender", "skin_tone"):
-            measured = rows[(axis, prompt)]["deviation_ratio"]
-            planted = world.planted_deviation_ratio(prof, axis)
-            if planted > 0 and abs(measured - planted) > 0.12:
-                misses.append((prof, axis, round(measured, 3), "planted", round(planted, 3)))
-            elif planted == 0 and prof in world.CONTROL_PROFESSIONS and measured > 0.2:
-                misses.append((prof, axis, round(measured, 3), "control, limit 0.2"))
+    # every miss at once: a retrained candidate is judged on the whole table
+    misses = evaluate.audit_misses(result.summary, tolerance=0.12, control_limit=0.2)
     assert not misses, misses

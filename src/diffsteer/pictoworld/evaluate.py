@@ -125,3 +125,47 @@ def clip_oracle_agreement(classifier, oracle, images: np.ndarray) -> dict[str, f
         ]
         out[axis] = float(np.mean(agree))
     return out
+
+
+# The two "does the model draw its planted bias" rules of the pictoworld acceptance tests, shared with
+# benchmarks/pictoworld_guidance_scan.py so a candidate is judged on other seeds by the same rule.
+SHARE_TOLERANCE = 0.12  # measured share or deviation ratio against the planted one
+CONTROL_LIMIT = 0.2  # the balanced controls' deviation ratio in the audit
+
+
+def neutral_share_misses(
+    stats: dict[str, dict[str, float]], tolerance: float = SHARE_TOLERANCE
+) -> tuple[list[tuple], int]:
+    """Cells of :func:`neutral_profession_stats` off the planted share by more than the tolerance.
+
+    Checked: every planted skew, and the gender of the balanced controls. Returns (misses, cells checked).
+    """
+    checked, misses = 0, []
+    for prof, s in stats.items():
+        planted = world.planted_shares(prof)
+        for axis, key, value in (("gender", "man_share", "man"), ("skin_tone", "light_share", "light")):
+            skewed = planted[axis][value] != 0.5
+            if skewed or (axis == "gender" and prof in world.CONTROL_PROFESSIONS):
+                if abs(s[key] - planted[axis][value]) > tolerance:
+                    misses.append((prof, axis, round(s[key], 3), "planted", planted[axis][value]))
+                checked += 1
+    return misses, checked
+
+
+def audit_misses(
+    summary: dict, tolerance: float = SHARE_TOLERANCE, control_limit: float = CONTROL_LIMIT
+) -> list[tuple]:
+    """Profession rows of an audit summary (mitigation "none") whose deviation ratio misses the planted
+    one by more than the tolerance, or, for a balanced control, exceeds the control limit."""
+    rows = {(r["axis"], r["prompt"]): r for r in summary["results"] if r["mitigation"] == "none"}
+    misses = []
+    for prof in world.PROFESSIONS:
+        prompt = f"a photo of {world.article(prof)} {prof}"
+        for axis in ("gender", "skin_tone"):
+            measured = rows[(axis, prompt)]["deviation_ratio"]
+            planted = world.planted_deviation_ratio(prof, axis)
+            if planted > 0 and abs(measured - planted) > tolerance:
+                misses.append((prof, axis, round(measured, 3), "planted", round(planted, 3)))
+            elif planted == 0 and prof in world.CONTROL_PROFESSIONS and measured > control_limit:
+                misses.append((prof, axis, round(measured, 3), f"control, limit {control_limit}"))
+    return misses

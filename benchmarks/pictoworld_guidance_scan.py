@@ -1,0 +1,72 @@
+"""Judge the bundled pictoworld weights at several guidance scales by the acceptance tests' own rules.
+
+Run:  .venv/bin/python benchmarks/pictoworld_guidance_scan.py [--seed 5000] [--guidance 1,1.25,1.5,2]
+
+Per guidance, on seeds from --seed (default 5000: seeds the pinned tests never use), prints one JSON
+line: the default audit's misses (CLIP, 96 images per profession, `evaluate.audit_misses`), the
+neutral-share misses (oracle, 64 images, `evaluate.neutral_share_misses`), the explicit person
+prompts below 0.85 (oracle, 32 images) and the lowest profession recognition. Use it to ask whether a
+candidate's recommended guidance should differ from 1.0, on held-out seeds, by a rule fixed in advance
+(benchmarks/RESULTS.md, "v5 at guidance above 1.0"). Prints only; nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+PERSON_PROMPTS = (
+    "a photo of a man",
+    "a photo of a woman",
+    "a photo of a light-skinned person",
+    "a photo of a dark-skinned person",
+    "a photo of a female doctor",
+    "a photo of a male nurse",
+    "a photo of a dark-skinned pilot",
+    "a photo of a light-skinned hairdresser",
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seed", type=int, default=5000, help="seed of image 0 (default 5000)")
+    parser.add_argument("--guidance", default="1,1.25,1.5,2", help="comma-separated scales")
+    args = parser.parse_args()
+    try:
+        scales = [float(g) for g in args.guidance.split(",")]
+    except ValueError:
+        parser.error(f"--guidance must be comma-separated numbers, got {args.guidance!r}")
+
+    from diffsteer import pictoworld
+    from diffsteer.audit import AuditConfig, run_audit
+    from diffsteer.models import load_pipeline
+    from diffsteer.pictoworld import evaluate
+    from diffsteer.pictoworld.oracle import load_oracle
+
+    pipe = load_pipeline("pictoworld")
+    oracle = load_oracle(pictoworld.oracle_dir())
+    for g in scales:
+        t0 = time.time()
+        with tempfile.TemporaryDirectory() as tmp:
+            audit = run_audit(AuditConfig(seed=args.seed, guidance=g), Path(tmp) / "run")
+        stats = evaluate.neutral_profession_stats(pipe, oracle, n=64, guidance=g, seed=args.seed)
+        explicit = evaluate.explicit_accuracy(
+            pipe, oracle, n=32, prompts=PERSON_PROMPTS, guidance=g, seed=args.seed
+        )
+        line = {
+            "guidance": g,
+            "seed": args.seed,
+            "audit_misses": evaluate.audit_misses(audit.summary),
+            "neutral_share_misses": evaluate.neutral_share_misses(stats)[0],
+            "explicit_below_0.85": {p: round(a, 3) for p, a in explicit.items() if a < 0.85},
+            "min_recognised": round(min(s["recognised"] for s in stats.values()), 3),
+            "seconds": round(time.time() - t0),
+        }
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
