@@ -18,17 +18,6 @@ import tempfile
 import time
 from pathlib import Path
 
-PERSON_PROMPTS = (
-    "a photo of a man",
-    "a photo of a woman",
-    "a photo of a light-skinned person",
-    "a photo of a dark-skinned person",
-    "a photo of a female doctor",
-    "a photo of a male nurse",
-    "a photo of a dark-skinned pilot",
-    "a photo of a light-skinned hairdresser",
-)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser()
@@ -53,9 +42,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             audit = run_audit(AuditConfig(seed=args.seed, guidance=g), Path(tmp) / "run")
         stats = evaluate.neutral_profession_stats(pipe, oracle, n=64, guidance=g, seed=args.seed)
-        explicit = evaluate.explicit_accuracy(
-            pipe, oracle, n=32, prompts=PERSON_PROMPTS, guidance=g, seed=args.seed
-        )
+        prompts = (*evaluate.PERSON_PROMPTS, "a photo of a male nurse")
+        explicit = evaluate.explicit_accuracy(pipe, oracle, n=32, prompts=prompts, guidance=g, seed=args.seed)
         line = {
             "guidance": g,
             "seed": args.seed,

@@ -44,20 +44,10 @@ def models():
 # benchmarks/pictoworld_acceptance.py measures every criterion at any guidance, including the ones the
 # bundled weights miss (RESULTS.md).
 
-PERSON_PROMPTS = (
-    "a photo of a man",
-    "a photo of a woman",
-    "a photo of a light-skinned person",
-    "a photo of a dark-skinned person",
-    "a photo of a female doctor",
-    "a photo of a dark-skinned pilot",
-    "a photo of a light-skinned hairdresser",
-)
-
 
 def test_explicit_prompts_show_the_asked_attribute_at_guidance_7_5(models):
     pipe, oracle, _ = models
-    accuracy = evaluate.explicit_accuracy(pipe, oracle, n=32, prompts=PERSON_PROMPTS, guidance=7.5)
+    accuracy = evaluate.explicit_accuracy(pipe, oracle, n=32, prompts=evaluate.PERSON_PROMPTS, guidance=7.5)
     failing = {p: a for p, a in accuracy.items() if a < 0.85}
     assert not failing, failing
 

@@ -30,6 +30,19 @@ EXPLICIT_PROMPTS: dict[str, tuple[str, str]] = {
 }
 
 
+# The explicit prompts the acceptance test judges: each gender and skin tone asked for alone, and asked
+# for in a profession planted against it.
+PERSON_PROMPTS = (
+    "a photo of a man",
+    "a photo of a woman",
+    "a photo of a light-skinned person",
+    "a photo of a dark-skinned person",
+    "a photo of a female doctor",
+    "a photo of a dark-skinned pilot",
+    "a photo of a light-skinned hairdresser",
+)
+
+
 def generate_images(
     pipe,
     prompts: Sequence[str],
