@@ -1,6 +1,7 @@
 """Measure the bundled pictoworld model against its planted ground truth (issue: pictoworld acceptance).
 
 Run:  .venv/bin/python benchmarks/pictoworld_acceptance.py [--n-explicit 32] [--n-neutral 64] [--seed 0]
+          [--guidance G] [--json-out FILE]
 Prints every figure as JSON and appends a dated section to benchmarks/RESULTS.md.
 """
 
@@ -30,6 +31,9 @@ def main() -> None:
         "(e.g. 5000) first, so the pinned tests stay a held-out check.",
     )
     parser.add_argument("--no-record", action="store_true", help="print only; do not append to RESULTS.md")
+    parser.add_argument(
+        "--json-out", type=Path, default=None, help="also write the figures to this JSON file"
+    )
     args = parser.parse_args()
 
     from diffsteer import pictoworld
@@ -66,6 +70,8 @@ def main() -> None:
         "seconds": round(time.time() - t0, 1),
     }
     print(json.dumps(figures, indent=2))
+    if args.json_out is not None:
+        args.json_out.write_text(json.dumps(figures, indent=2) + "\n")
     if args.no_record:
         return
     lines = [

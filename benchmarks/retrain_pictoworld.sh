@@ -8,9 +8,10 @@
 # Trains with the working tree's world, renderer and schedule (about an hour on 2 CPU cores), then
 # REPLACES the bundled weights in the working tree with the candidate's, re-learns the bundled
 # steering files, runs the three acceptance benchmarks (--no-record: figures go to OUT/figures/),
-# the pictoworld one and the default audit again on seeds 5000+ (*seed5000*), and the tests. Among
-# several seeds' candidates, choose on the seed-5000 figures by the issues' acceptance list, fixed in
-# advance; the tests' seeds stay held out. Adopt only if every test passes unchanged; otherwise undo with
+# the pictoworld one and the default audit again on seeds 5000+ (*seed5000*), the verdict on those
+# seeds by the tests' own rules (heldout_verdict.py), and the tests. Among several seeds' candidates,
+# choose on the held-out verdict, fixed in advance; the tests' seeds stay held out. Adopt only if the
+# verdict has no miss and then every test passes unchanged; otherwise undo with
 #   git checkout -- src/diffsteer/pictoworld/weights
 # Two jobs run side by side with one thread each: on 2 cores, two jobs of two threads thrash.
 set -euo pipefail
@@ -42,10 +43,14 @@ b=$!
 wait "$a"; wait "$b"
 # the same acceptance figures on seeds the tests never use: judge the candidate here first
 for g in 1.0 7.5; do
-  $PY benchmarks/pictoworld_acceptance.py --seed 5000 --guidance "$g" --no-record > "$F/pictoworld_${g}_seed5000.txt" 2>&1
+  $PY benchmarks/pictoworld_acceptance.py --seed 5000 --guidance "$g" --no-record \
+    --json-out "$F/pictoworld_${g}_seed5000.json" > "$F/pictoworld_${g}_seed5000.txt" 2>&1
 done
 rm -rf "$OUT/audit_seed5000"
 .venv/bin/diffsteer audit --seed 5000 --out "$OUT/audit_seed5000" > "$F/audit_seed5000.txt" 2>&1
+# the verdict by the tests' rules on those seeds; the tests below then run as information
+$PY benchmarks/heldout_verdict.py "$OUT" > "$F/heldout_verdict.txt" 2>/dev/null || true
 .venv/bin/pytest -q > "$F/tests.txt" 2>&1 || true
 tail -n 15 "$F/tests.txt"
+cat "$F/heldout_verdict.txt"
 echo "figures in $F; undo with: git checkout -- $W"

@@ -1,0 +1,65 @@
+"""Judge a retrained pictoworld candidate on seeds the pinned tests never use, by the tests' own rules.
+
+Run:  .venv/bin/python benchmarks/heldout_verdict.py OUT
+
+OUT is a folder written by benchmarks/retrain_pictoworld.sh: it reads
+OUT/figures/pictoworld_1.0_seed5000.json, OUT/figures/pictoworld_7.5_seed5000.json and
+OUT/audit_seed5000/summary.json, prints every miss, and ends with the verdict. Exit status 0 when
+nothing misses (then, and only then, run the pinned tests), 1 when something does, 2 on missing files.
+The rules: the default audit's deviation ratios and the neutral shares at the default guidance
+(`evaluate.audit_misses`, `evaluate.neutral_share_misses`); at 7.5 the explicit person prompts
+(`evaluate.PERSON_PROMPTS`) and profession recognition at least 0.85 (the tests' threshold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+MINIMUM = 0.85  # explicit prompts and recognition at 7.5, as in tests/test_pictoworld_acceptance.py
+
+
+def heldout_misses(out: Path) -> list[str]:
+    from diffsteer.pictoworld import evaluate
+
+    default = json.loads((out / "figures" / "pictoworld_1.0_seed5000.json").read_text())
+    high = json.loads((out / "figures" / "pictoworld_7.5_seed5000.json").read_text())
+    audit = json.loads((out / "audit_seed5000" / "summary.json").read_text())
+    misses = [f"default audit: {m}" for m in evaluate.audit_misses(audit)]
+    misses += [
+        f"neutral share at 1.0: {m}" for m in evaluate.neutral_share_misses(default["neutral_professions"])[0]
+    ]
+    for prompt in evaluate.PERSON_PROMPTS:
+        accuracy = high["explicit_prompt_accuracy"][prompt]
+        if accuracy < MINIMUM:
+            misses.append(f"explicit at 7.5: {prompt!r} {accuracy:.3f}")
+    for prof, s in high["neutral_professions"].items():
+        if s["recognised"] < MINIMUM:
+            misses.append(f"recognised at 7.5: {prof} {s['recognised']:.3f}")
+    return misses
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path, help="the candidate's folder (retrain_pictoworld.sh OUT)")
+    args = parser.parse_args()
+    try:
+        misses = heldout_misses(args.out)
+    except FileNotFoundError as err:
+        print(
+            f"heldout_verdict: missing {err.filename}; run benchmarks/retrain_pictoworld.sh first",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    for line in misses:
+        print(line)
+    if misses:
+        print(f"held-out verdict: {len(misses)} miss(es); do not adopt")
+        sys.exit(1)
+    print("held-out verdict: no miss; now run the pinned tests, unchanged")
+
+
+if __name__ == "__main__":
+    main()
