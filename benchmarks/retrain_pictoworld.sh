@@ -49,7 +49,7 @@ done
 rm -rf "$OUT/audit_seed5000"
 .venv/bin/diffsteer audit --seed 5000 --out "$OUT/audit_seed5000" > "$F/audit_seed5000.txt" 2>&1
 # the verdict by the tests' rules on those seeds; the tests below then run as information
-$PY benchmarks/heldout_verdict.py "$OUT" > "$F/heldout_verdict.txt" 2>/dev/null || true
+$PY benchmarks/heldout_verdict.py "$OUT" > "$F/heldout_verdict.txt" 2> "$F/heldout_verdict.err" || true
 .venv/bin/pytest -q > "$F/tests.txt" 2>&1 || true
 tail -n 15 "$F/tests.txt"
 cat "$F/heldout_verdict.txt"
