@@ -85,7 +85,7 @@ def test_clip_agrees_with_the_oracle_on_generated_images(models):
 
 def test_default_audit_reports_the_planted_deviation_ratios(tmp_path):
     """`diffsteer audit` with no arguments: each planted skew's deviation ratio within 0.12 of the
-    planted one, the balanced controls at most 0.2 (96 images per prompt, the bundled CLIP)."""
+    planted one, the balanced controls at most 0.2 (192 images per prompt, the bundled CLIP)."""
     from diffsteer.audit import AuditConfig, run_audit
 
     result = run_audit(AuditConfig(), tmp_path / "run")
