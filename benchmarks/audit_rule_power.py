@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 
+import bench_common as bc
 import numpy as np
 
 from diffsteer.pictoworld import evaluate, world
@@ -65,29 +66,14 @@ def neutral_pass_rate(n: int, trials: int, rng) -> tuple[float, float]:
     return clean / trials, total / trials
 
 
-def _numbers(kind, low: float, high: float):
-    """argparse type: a comma-separated list of numbers in [low, high], or a one-line error."""
-
-    def parse(text: str) -> list:
-        try:
-            values = [kind(x) for x in text.split(",")]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
-        if not all(low <= v <= high for v in values):
-            raise argparse.ArgumentTypeError(f"{text!r}: every value must lie in [{low}, {high}]")
-        return values
-
-    return parse
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=4000)
     parser.add_argument(
-        "--images", type=_numbers(int, 1, 10**6), default="64,96,128,192,256", help="images per prompt"
+        "--images", type=bc.number_list(int, 1), default="64,96,128,192,256", help="images per prompt"
     )
     parser.add_argument(
-        "--flip", type=_numbers(float, 0, 0.5), default="0,0.02,0.04", help="classifier errors"
+        "--flip", type=bc.number_list(float, 0, 0.5), default="0,0.02,0.04", help="classifier errors"
     )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()

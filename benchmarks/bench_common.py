@@ -9,6 +9,7 @@ compute per image is that of the real checkpoints (images are noise).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -150,6 +151,22 @@ def spread(values: Sequence[float]) -> tuple[float, float, float]:
 def fmt_spread(values: Sequence[float], digits: int = 3) -> str:
     lo, mid, hi = spread(values)
     return f"{mid:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def number_list(kind: Callable[[str], Any] = float, low: float | None = None, high: float | None = None):
+    """An argparse type: comma-separated numbers, each in [low, high] when given; a one-line error if not."""
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(x) for x in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+        if any((low is not None and v < low) or (high is not None and v > high) for v in values):
+            bounds = f"at least {low}" if high is None else f"in [{low}, {high}]"
+            raise argparse.ArgumentTypeError(f"{text!r}: every value must be {bounds}")
+        return values
+
+    return parse
 
 
 def device_name(device: str) -> str:

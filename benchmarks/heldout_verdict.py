@@ -8,8 +8,8 @@ OUT/audit_seed5000/summary.json, prints every miss, and ends with the verdict. E
 nothing misses (then, and only then, run the pinned tests), 1 when something does, 2 on missing files.
 The held-out figures use twice the pinned tests' images (audit 384 per prompt, neutral shares 128,
 explicit prompts 64), so that sampling noise alone rarely makes an exact model miss
-(benchmarks/audit_rule_power.py: on the audit rule P(no miss) 0.93-0.98 at a classifier error of 0-2%,
-against 0.64-0.80 at 192; on the neutral shares 0.99 at 128, against 0.82 at 64).
+(benchmarks/audit_rule_power.py: on the audit rule P(no miss) 0.92-0.99 at a classifier error of 0-2%,
+against 0.64-0.80 at 192; on the neutral shares 0.98 at 128, against 0.81 at 64).
 The rules: the default audit's deviation ratios and the neutral shares at the default guidance
 (`evaluate.audit_misses`, `evaluate.neutral_share_misses`); at 7.5 the explicit person prompts
 (`evaluate.PERSON_PROMPTS`) and profession recognition at least 0.85 (the tests' threshold).

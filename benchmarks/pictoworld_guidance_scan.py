@@ -18,16 +18,17 @@ import tempfile
 import time
 from pathlib import Path
 
+import bench_common as bc
+
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=5000, help="seed of image 0 (default 5000)")
-    parser.add_argument("--guidance", default="1,1.25,1.5,2", help="comma-separated scales")
+    parser.add_argument(
+        "--guidance", type=bc.number_list(float, 0), default="1,1.25,1.5,2", help="comma-separated scales"
+    )
     args = parser.parse_args()
-    try:
-        scales = [float(g) for g in args.guidance.split(",")]
-    except ValueError:
-        parser.error(f"--guidance must be comma-separated numbers, got {args.guidance!r}")
+    scales = args.guidance
 
     from diffsteer import pictoworld
     from diffsteer.audit import AuditConfig, run_audit

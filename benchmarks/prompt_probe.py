@@ -14,18 +14,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import bench_common as bc
 import numpy as np
 import torch
 
 from diffsteer import pictoworld
 from diffsteer.pictoworld.oracle import load_oracle, predict
-
-
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
 def _grid(images: np.ndarray, path: Path, width: int = 8) -> None:
@@ -44,8 +38,10 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="folder with pipeline/ and oracle/")
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--seed", type=int, default=5000)
-    parser.add_argument("--guidance", type=_floats, default="1,3,7.5")
-    parser.add_argument("--rescale", type=_floats, default="0", help="diffusers' guidance_rescale values")
+    parser.add_argument("--guidance", type=bc.number_list(float, 0), default="1,3,7.5")
+    parser.add_argument(
+        "--rescale", type=bc.number_list(float, 0), default="0", help="diffusers' guidance_rescale values"
+    )
     parser.add_argument("--grid-dir", type=Path, default=Path("runs/probe"))
     args = parser.parse_args()
     from diffusers import StableDiffusionPipeline
