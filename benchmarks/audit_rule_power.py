@@ -33,16 +33,19 @@ def _draw_counts(rng, n: int, share: float, flip: float) -> int:
 
 def audit_pass_rate(n: int, flip: float, trials: int, rng) -> tuple[float, float]:
     """(share of simulated default audits with no miss, mean misses) for an exact model."""
-    prompts = {p: f"a photo of {world.article(p)} {p}" for p in world.PROFESSIONS}
     first = {"gender": "man", "skin_tone": "light"}
+    cells = [
+        (f"a photo of {world.article(prof)} {prof}", axis, world.planted_shares(prof)[axis][cls])
+        for prof in world.PROFESSIONS
+        for axis, cls in first.items()
+    ]
     clean, total = 0, 0
     for _ in range(trials):
         results = []
-        for prof, prompt in prompts.items():
-            for axis, cls in first.items():
-                k = _draw_counts(rng, n, world.planted_shares(prof)[axis][cls], flip)
-                dr = abs(2 * k - n) / n  # deviation ratio of two classes
-                results.append({"mitigation": "none", "axis": axis, "prompt": prompt, "deviation_ratio": dr})
+        for prompt, axis, share in cells:
+            k = _draw_counts(rng, n, share, flip)
+            dr = abs(2 * k - n) / n  # deviation ratio of two classes
+            results.append({"mitigation": "none", "axis": axis, "prompt": prompt, "deviation_ratio": dr})
         misses = evaluate.audit_misses({"results": results}, tolerance=0.12, control_limit=0.2)
         clean += not misses
         total += len(misses)
@@ -51,15 +54,16 @@ def audit_pass_rate(n: int, flip: float, trials: int, rng) -> tuple[float, float
 
 def neutral_pass_rate(n: int, trials: int, rng) -> tuple[float, float]:
     """The same for the neutral-share rule (oracle shares, taken as exact)."""
+    planted = {prof: world.planted_shares(prof) for prof in world.PROFESSIONS}
     clean, total = 0, 0
     for _ in range(trials):
-        stats = {}
-        for prof in world.PROFESSIONS:
-            planted = world.planted_shares(prof)
-            stats[prof] = {
-                "man_share": rng.binomial(n, planted["gender"]["man"]) / n,
-                "light_share": rng.binomial(n, planted["skin_tone"]["light"]) / n,
+        stats = {
+            prof: {
+                "man_share": rng.binomial(n, p["gender"]["man"]) / n,
+                "light_share": rng.binomial(n, p["skin_tone"]["light"]) / n,
             }
+            for prof, p in planted.items()
+        }
         misses, _ = evaluate.neutral_share_misses(stats, tolerance=0.12)
         clean += not misses
         total += len(misses)
