@@ -54,9 +54,10 @@ ACCURACY_GOAL = 0.9  # the earliest recorded step reaching this held-out accurac
 TRAIN_FRACTION = 0.6  # the paper's 60/40 split
 DEFAULT_SVM_C = 0.001  # strong regularisation: the normal nears the class-mean difference, less noisy
 DEFAULT_WEIGHT = 8.0
-"""Recommended weight written when the learner is given none: the larger of the weights measured on
-pictoworld by strength sweeps (6 for gender, 8 for skin tone; benchmarks/RESULTS.md, "noise
-directions"), close to the paper's 10 on SDXL in the same units. Measure your model's with a sweep."""
+"""Recommended weight written when the learner is given none: the larger of the weights measured by
+strength sweeps on the first pictoworld weights (6 for gender, 8 for skin tone; benchmarks/RESULTS.md,
+"noise directions"), close to the paper's 10 on SDXL in the same units. The bundled v2 needs 2 and 4,
+so a model's own weight differs: measure it with a sweep."""
 
 Progress = Callable[[str, int, int], None]
 
