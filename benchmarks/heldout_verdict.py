@@ -3,7 +3,8 @@
 Run:  .venv/bin/python benchmarks/heldout_verdict.py OUT
 
 OUT is a folder written by benchmarks/retrain_pictoworld.sh: it reads
-OUT/figures/pictoworld_1.0_seed5000.json, OUT/figures/pictoworld_7.5_seed5000.json and
+OUT/figures/pictoworld_default_seed5000.json (the model's own guidance; a candidate measured before
+there was one reads pictoworld_1.0_seed5000.json), OUT/figures/pictoworld_7.5_seed5000.json and
 OUT/audit_seed5000/summary.json, prints every miss, and ends with the verdict. Exit status 0 when
 nothing misses (then, and only then, run the pinned tests), 1 when something does, 2 on missing files.
 The held-out figures use twice the pinned tests' images (audit 384 per prompt, neutral shares 128,
@@ -28,13 +29,15 @@ MINIMUM = 0.85  # explicit prompts and recognition at 7.5, as in tests/test_pict
 def heldout_misses(out: Path) -> list[str]:
     from diffsteer.pictoworld import evaluate
 
-    default = json.loads((out / "figures" / "pictoworld_1.0_seed5000.json").read_text())
+    default_path = out / "figures" / "pictoworld_default_seed5000.json"
+    if not default_path.exists():  # measured when the held-out run was named by its guidance, 1.0
+        default_path = out / "figures" / "pictoworld_1.0_seed5000.json"
+    default = json.loads(default_path.read_text())
     high = json.loads((out / "figures" / "pictoworld_7.5_seed5000.json").read_text())
     audit = json.loads((out / "audit_seed5000" / "summary.json").read_text())
     misses = [f"default audit: {m}" for m in evaluate.audit_misses(audit)]
-    misses += [
-        f"neutral share at 1.0: {m}" for m in evaluate.neutral_share_misses(default["neutral_professions"])[0]
-    ]
+    shares = evaluate.neutral_share_misses(default["neutral_professions"])[0]
+    misses += [f"neutral share at the default guidance: {m}" for m in shares]
     for prompt in evaluate.PERSON_PROMPTS:
         accuracy = high["explicit_prompt_accuracy"][prompt]
         if accuracy < MINIMUM:
