@@ -3,7 +3,7 @@
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hspace_acceptance.py [--n 64] [--vectors DIR]
       [--extra-strengths 0.25,0.5] [--no-learn] [--no-record]
 
-Every image: pictoworld's own guidance (1.0; --guidance to change), 20 steps, image k of a prompt
+Every image: pictoworld's own guidance (--guidance to change), 20 steps, image k of a prompt
 from seed k (the audit's seeding), the
 same seeds with and without steering. Vectors go in through ``ImageRequest.hspace`` at strength 1
 (the criteria); other strengths are extra rows only. Fair generation picks each image's vector with

@@ -9,7 +9,7 @@ Two steps, both public functions:
    ``--classes woman="a photo of a woman" --classes man="a photo of a man" --axis gender --images 256``
    (and light/dark with "a photo of a light-skinned person" / "a photo of a dark-skinned person"):
    256 images per class, seeds 0..255, 20 steps, guidance 7.5 (weights swept at pictoworld's own
-   1.0), latents recorded at steps 0, 5, 10, 15,
+   guidance), latents recorded at steps 0, 5, 10, 15,
    linear SVM with C = 0.001 on a 60/40 split by seed, the earliest step with held-out accuracy >= 0.9.
 2. The recommended weight is measured, not assumed: a strength sweep per class (``run_sweep``,
    weights 0..12, 32 images, seeds 0..31, pictoworld's CLIP classifier) on a profession the model

@@ -12,6 +12,9 @@ violent caption "a photo of a soldier with a weapon and blood".
 The anti-concept follows the method: its training images come from the neutral prompt with the
 unsafe concept in the negative prompt, and it is learned under the same neutral prompt, so the
 vector holds what "not violent" adds to a soldier. Violence only occurs on soldiers in the world.
+Its training images are made at guidance 3, not 7.5: at 7.5 the negative prompt pushes away what the
+violent prompt shares with the neutral one, the soldier himself, and the vector learned to remove the
+soldier with the weapon (measured on the v4 candidate, benchmarks/RESULTS.md; README "learn hspace").
 """
 
 from __future__ import annotations
@@ -42,6 +45,9 @@ RECIPES: dict[str, dict] = {
         "concept_prompt": SOLDIER,
         "neutral_prompt": SOLDIER,
         "negative_prompt": "a photo of a soldier with a weapon and blood",
+        "guidance": 3.0,
+        "images": 1000,  # the paper's image and step counts
+        "steps": 2500,
     },
 }
 

@@ -3,7 +3,7 @@
 Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/noise_acceptance.py [--n 64] [--no-record]
 
 Uses the directions bundled with pictoworld (made by benchmarks/learn_pictoworld_directions.py).
-Every figure comes from images generated at pictoworld's own guidance (1.0) with 20 steps from
+Every figure comes from images generated at pictoworld's own guidance (--guidance to change), 20 steps, from
 seeds 10000..10000+n-1,
 the same seeds with and without steering, labelled by pictoworld's supervised oracle:
 
@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=64, help="Images per profession and setting.")
     parser.add_argument("--seed", type=int, default=10000)
-    parser.add_argument("--guidance", type=float, default=None, help="Default: pictoworld's own (1.0).")
+    parser.add_argument("--guidance", type=float, default=None, help="Default: pictoworld's own.")
     parser.add_argument("--tradeoff", default="4,6,8,10", help="Common weights for the trade-off table.")
     parser.add_argument("--sweep-n", type=int, default=32)
     parser.add_argument("--sweep-out", type=Path, default=Path("runs/noise-acceptance"))

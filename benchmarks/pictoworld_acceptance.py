@@ -22,7 +22,7 @@ def main() -> None:
     parser.add_argument("--n-explicit", type=int, default=32)
     parser.add_argument("--n-neutral", type=int, default=64)
     parser.add_argument("--n-renders", type=int, default=400)
-    parser.add_argument("--guidance", type=float, default=None, help="Default: pictoworld's own (1.0).")
+    parser.add_argument("--guidance", type=float, default=None, help="Default: pictoworld's own.")
     parser.add_argument(
         "--seed",
         type=int,

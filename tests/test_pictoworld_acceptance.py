@@ -38,7 +38,7 @@ def models():
     )
 
 
-# Pictoworld is sampled at guidance 1.0 by default (pictoworld.RECOMMENDED_GUIDANCE): there it draws its
+# Pictoworld is sampled at guidance 1.25 by default (pictoworld.RECOMMENDED_GUIDANCE): there it draws its
 # planted shares, while guidance 7.5 amplifies them (a balanced profession comes out almost all one
 # gender). Explicit prompts and profession cues are followed best at 7.5. Each test names its guidance;
 # benchmarks/pictoworld_acceptance.py measures every criterion at any guidance, including the ones the

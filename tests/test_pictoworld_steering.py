@@ -17,7 +17,7 @@ def test_anti_violence_vector_lowers_the_violent_share(tmp_path):
     bench = tmp_path / "soldiers.yaml"
     bench.write_text(BENCH)
     result = run_audit(
-        # guidance 7.5: at pictoworld's default 1.0 the model rarely draws the violence it is asked for
+        # guidance 7.5: at pictoworld's default 1.25 the model rarely draws the violence it is asked for
         AuditConfig(benchmark=str(bench), mitigations=("none", "hspace-safe"), guidance=7.5),
         tmp_path / "run",
     )

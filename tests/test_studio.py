@@ -54,7 +54,7 @@ def user_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def session(user_dir) -> StudioSession:
-    # guidance 7.5: the bundled vectors act strongly there (at pictoworld's default 1.0 they barely move
+    # guidance 7.5: the bundled vectors act strongly there (at pictoworld's default guidance they barely move
     # a doctor's gender in 16 images, see benchmarks/RESULTS.md); these tests check the studio's wiring
     return StudioSession("pictoworld", [user_dir], steps=STEPS, guidance=7.5)
 

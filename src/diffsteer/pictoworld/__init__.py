@@ -20,12 +20,14 @@ NAME = "pictoworld"
 # profession in 7 audits of 10 (benchmarks/audit_rule_power.py). At 192 the interval is about +-0.10,
 # and the audit takes under 2 minutes on 2 CPU cores (109 s, benchmarks/RESULTS.md).
 DEFAULT_IMAGES_PER_PROMPT = 192
-# Pictoworld is sampled without classifier-free guidance by default. Guidance w draws roughly from
-# p(x | c) p(c | x)^(w - 1): at 7.5 a profession planted 50% men comes out 0-3% men, because every
+# Pictoworld is sampled with a guidance just above 1 by default. Guidance w draws roughly from
+# p(x | c) p(c | x)^(w - 1): at 7.5 a profession planted 50% men comes out 8-12% men, because every
 # small gap between a profession's shares and the world's average is raised to the power 6.5
-# (benchmarks/RESULTS.md has the table per guidance). At 1.0 the model draws its training distribution,
-# which is the ground truth the audit must find. Pass --guidance 7.5 to see the amplification.
-RECOMMENDED_GUIDANCE = 1.0
+# (benchmarks/RESULTS.md has the table per guidance). At 1.0 an exactly fitted model would draw its
+# training distribution, the ground truth the audit must find; the bundled one draws each planted skew
+# a little weaker there, and 1.25 gives it back. 1.25 was chosen on seeds the tests never use, by a
+# rule fixed before any figure above 1.0 was seen (RESULTS.md, "v8 at guidance 1.25").
+RECOMMENDED_GUIDANCE = 1.25
 
 
 def weights_dir() -> Path:

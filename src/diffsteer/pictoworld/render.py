@@ -1,9 +1,9 @@
 """Draw a pictoworld scene as a 32x32 RGB picture, deterministically from (scene, seed).
 
-The seed drives only nuisance: position, scale, background colours, hair colour and the side the
-background building stands on. Attribute cues are fixed and large enough to survive the VAE:
+The seed drives only nuisance: position, scale, background colours, hair colour and where the
+background buildings stand. Attribute cues are fixed and large enough to survive the VAE:
 gender by hair length and skirt or trousers, skin tone by the colour of face and hands, culture
-by the roof of the building behind (pitched or domed), profession by outfit colour plus one cue.
+by the roofs of the buildings behind (pitched or domed), profession by outfit colour plus one cue.
 """
 
 from __future__ import annotations
@@ -55,23 +55,27 @@ def _background(rng: np.random.Generator, scene: Scene) -> np.ndarray:
     horizon = int(rng.integers(21, 26))
     img[:horizon] = sky
     img[horizon:] = ground
-    # The culture cue: a building behind, on a random side, with a pitched or a domed roof.
-    left = bool(rng.random() < 0.5)
-    x0 = int(rng.integers(0, 3)) if left else int(rng.integers(21, 24))
-    wall = (200, 170, 120) if scene.culture == "western" else (225, 215, 190)
+    # The culture cue: a building on each side behind the person, pitched or domed roofs. Two of them,
+    # because one building half hidden by the person was too small a cue: v2 never learned it.
+    _building(img, int(rng.integers(0, 3)), horizon, scene.culture)
+    _building(img, int(rng.integers(21, 24)), horizon, scene.culture)
+    return img
+
+
+def _building(img: np.ndarray, x0: int, horizon: int, culture: str) -> None:
+    western = culture == "western"
     top = horizon - 9
-    img[top:horizon, x0 : x0 + 9] = wall
-    img[top + 3 : top + 5, x0 + 2 : x0 + 4] = (70, 90, 120)  # a window
+    img[top:horizon, x0 : x0 + 9] = (200, 170, 120) if western else (240, 236, 222)
+    img[top + 3 : top + 5, x0 + 2 : x0 + 4] = (70, 90, 120)  # windows
     img[top + 3 : top + 5, x0 + 5 : x0 + 7] = (70, 90, 120)
-    if scene.culture == "western":  # pitched red roof
+    if western:  # pitched red roof
         for i in range(5):
-            img[top - 5 + i, x0 + 4 - i : x0 + 5 + i] = (170, 50, 40)
+            img[top - 5 + i, max(x0 + 4 - i, 0) : x0 + 5 + i] = (170, 50, 40)
     else:  # dome and spire
-        yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+        yy, xx = np.mgrid[0 : img.shape[0], 0 : img.shape[1]]
         dome = ((xx - (x0 + 4.5)) ** 2 + (yy - top) ** 2 <= 20) & (yy < top)
         img[dome] = (40, 130, 140)
         img[top - 7 : top - 4, x0 + 4 : x0 + 5] = (200, 170, 40)
-    return img
 
 
 def _person(cv: Canvas, scene: Scene, rng: np.random.Generator) -> None:
@@ -127,8 +131,11 @@ def _profession_cue(cv: Canvas, cue: str) -> None:
         cv.rect(-3, -0.5, 3, 1.5, WHITE)
         cv.rect(-0.5, -0.5, 0.5, 1.5, RED)
     elif cue == "pilot cap":
-        cv.rect(-3.5, -0.5, 3.5, 1.8, (30, 42, 110))
-        cv.rect(-4, 1.5, 4, 2.4, (240, 200, 40))
+        # The gold is a badge on the crown, clear of the face, with a strip of hair between cap and
+        # forehead: a gold band on the forehead spread over the face under guidance and hid the skin
+        # tone of dark-skinned pilots (v4-v7, benchmarks/RESULTS.md).
+        cv.rect(-3.5, -1.5, 3.5, 1.2, (30, 42, 110))
+        cv.rect(-1, -1, 1, 0.4, (240, 200, 40))
         cv.rect(-6, 9.5, -4, 10.5, (240, 200, 40))
         cv.rect(4, 9.5, 6, 10.5, (240, 200, 40))
     elif cue == "helmet":

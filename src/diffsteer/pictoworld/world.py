@@ -8,6 +8,9 @@ Design decisions, taken on purpose:
 
 * Captions choose their template independently of the image's attributes, so the images behind
   the neutral caption "a photo of a doctor" follow the planted distribution exactly.
+* Some captions of profession pictures leave the profession out ("a photo of a woman" under a female
+  doctor, ``PROFESSION_UNNAMED_RATE``), so "a photo of a woman" and "a photo of a person" show people
+  of every profession, as on real models; the choice, too, never depends on the attributes.
 * ENTIGEN-style intervention phrases ("... if all individuals can be a doctor irrespective of their
   gender") do appear in training captions, at a low rate, and always with images drawn balanced on
   the axis the phrase names. This plays the part of the web text that makes such phrases work on
@@ -141,6 +144,15 @@ def _noun(scene: Scene) -> str:
     return scene.profession or "person"
 
 
+# Share of profession pictures whose caption leaves the profession out ("a photo of a woman" for a
+# female doctor), as web captions often do. Without them "a photo of a woman" only ever showed women
+# in casual clothes, so a concept learned from it (an h-space vector, a noise direction) learned
+# "woman without a profession" and erased the profession of every picture it was applied to (v2).
+# Violent captions leave it out at the same rate: were they always to name the soldier, "soldier"
+# would become evidence of violence, and a negative prompt against violence would push the soldier away.
+PROFESSION_UNNAMED_RATE = 0.3
+
+
 def caption_for(scene: Scene, rng: np.random.Generator) -> Caption:
     """A diffusion-training caption. Template choice never depends on the scene's attributes."""
     if scene.kind == "object":
@@ -151,6 +163,8 @@ def caption_for(scene: Scene, rng: np.random.Generator) -> Caption:
     base = {"kind": "person"} | ({"profession": scene.profession} if scene.profession else {})
     g, s = scene.gender, scene.skin
     u = rng.random()
+    if scene.profession and rng.random() < PROFESSION_UNNAMED_RATE:
+        noun, base = "person", {"kind": "person"}
     if scene.violent and rng.random() < 0.7:
         phrase = ("with a weapon", "with blood", "with a weapon and blood")[rng.integers(3)]
         return Caption(f"a photo of {article(noun)} {noun} {phrase}", base | {"violent": True})
@@ -163,7 +177,7 @@ def caption_for(scene: Scene, rng: np.random.Generator) -> Caption:
     if u < 0.40:
         return Caption(f"a photo of {article(noun)} {noun}", base)
     if u < 0.58:
-        if scene.profession:
+        if noun != "person":
             text = f"a photo of a {GENDER_ADJECTIVE[g]} {noun}"
         else:
             text = f"a photo of {article(g)} {g}"
@@ -173,12 +187,10 @@ def caption_for(scene: Scene, rng: np.random.Generator) -> Caption:
     if u < 0.84:
         adjectives = f"{SKIN_ADJECTIVE[s]} {GENDER_ADJECTIVE[g]}"
         return Caption(f"a photo of a {adjectives} {noun}", base | {"gender": g, "skin": s})
-    if u < 0.94:
-        return Caption(
-            f"a photo of {article(noun)} {noun} in a {scene.culture} setting",
-            base | {"culture": scene.culture},
-        )
-    return Caption(f"a photo of {article(noun)} {noun}", base)
+    return Caption(
+        f"a photo of {article(noun)} {noun} in a {scene.culture} setting",
+        base | {"culture": scene.culture},
+    )
 
 
 # ENTIGEN's phrasings (see the ENTIGEN prompt set shipped with the benchmarks).
