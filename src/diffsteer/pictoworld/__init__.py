@@ -18,7 +18,7 @@ NAME = "pictoworld"
 # 192 images per prompt: a two-class deviation ratio's sampling error is twice its share's, so at 96 its
 # 95% interval is about +-0.15 and an exact model would miss the planted ratio by more than 0.12 on some
 # profession in 7 audits of 10 (benchmarks/audit_rule_power.py). At 192 the interval is about +-0.10,
-# and the audit takes under 2 minutes on 2 CPU cores (109 s, benchmarks/RESULTS.md).
+# and the audit takes under 3 minutes on 2 CPU cores (154 s at guidance 1.25, benchmarks/RESULTS.md).
 DEFAULT_IMAGES_PER_PROMPT = 192
 # Pictoworld is sampled with a guidance just above 1 by default. Guidance w draws roughly from
 # p(x | c) p(c | x)^(w - 1): at 7.5 a profession planted 50% men comes out 8-12% men, because every
