@@ -8,8 +8,8 @@ line: the default audit's misses (CLIP, the default audit's images per professio
 --images-per-prompt, `evaluate.audit_misses`), the neutral-share misses (oracle, --n-neutral images,
 default 64, `evaluate.neutral_share_misses`), the explicit person prompts below 0.85 (oracle,
 --n-explicit images, default 32), the lowest profession recognition, and every audit deviation ratio.
-Use it to ask whether a candidate's recommended guidance should differ from 1.0, on held-out seeds,
-by a rule fixed in advance (benchmarks/RESULTS.md, "v5 at guidance above 1.0"). Prints only.
+Use it to ask whether a candidate's recommended guidance should change, on held-out seeds, by a rule
+fixed in advance (benchmarks/RESULTS.md, "v5 at guidance above 1.0", "v8 at guidance 1.25").
 """
 
 from __future__ import annotations
