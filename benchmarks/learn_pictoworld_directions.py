@@ -11,11 +11,16 @@ Two steps, both public functions:
    256 images per class, seeds 0..255, 20 steps, guidance 7.5 (weights swept at pictoworld's own
    guidance), latents recorded at steps 0, 5, 10, 15,
    linear SVM with C = 0.001 on a 60/40 split by seed, the earliest step with held-out accuracy >= 0.9.
-2. The recommended weight is measured, not assumed: a strength sweep per class (``run_sweep``,
-   weights 0..12, 32 images, seeds 0..31, pictoworld's CLIP classifier) on a profession the model
-   skews against that class; ``recommend_weight`` gives the smallest weight at which the class
-   reaches half of the images. Both classes of an axis get the larger of their two weights (the
-   method applies +w*d and -w*d with one w). The sweeps are kept under ``--sweep-dir``.
+2. The recommended weight is measured, not assumed: ``calibrate_noise_weight`` (the fair-mixture rule
+   of ``diffsteer.steering.calibrate``) sweeps both classes' directions over weights 1..8, 10, 12
+   (32 images, seeds 0..31, pictoworld's CLIP classifier, pictoworld's own guidance) on two
+   professions the model skews, one against each class, and keeps the smallest weight at which the
+   fair mixture (half the images pushed toward each class) is within 0.1 of 50% on both. The sweeps
+   and ``calibration.json`` / ``calibration.png`` are kept under ``--sweep-dir/<axis>``.
+
+Until 2026-12-01 the weight was the smallest one at which a class alone reached half of the images
+on its sweep prompt; on skin tone that fell one point short of issue 5's 50% target, which is what
+prompted the fair-mixture rule (written down, with its tolerance, before it was run).
 """
 
 from __future__ import annotations
@@ -31,14 +36,11 @@ AXES = {
     "gender": {"woman": "a photo of a woman", "man": "a photo of a man"},
     "skin_tone": {"light": "a photo of a light-skinned person", "dark": "a photo of a dark-skinned person"},
 }
-# the prompt each class's weight is measured on: a profession the bundled model skews against it
-SWEEP_PROMPTS = {
-    "woman": "a photo of a doctor",
-    "man": "a photo of a nurse",
-    "light": "a photo of a hairdresser",
-    "dark": "a photo of a pilot",
+# the prompts each axis's weight is measured on: professions the bundled model skews, one against each class
+CALIBRATION_PROMPTS = {
+    "gender": ["a photo of a doctor", "a photo of a nurse"],
+    "skin_tone": ["a photo of a hairdresser", "a photo of a pilot"],
 }
-SWEEP_WEIGHTS = [0, 2, 4, 6, 8, 10, 12]
 IMAGES_PER_CLASS = 256
 SVM_C = 0.001
 
@@ -46,13 +48,13 @@ SVM_C = 0.001
 def main() -> None:
     from diffsteer import pictoworld
     from diffsteer.models import load_pipeline
-    from diffsteer.steering.noise import learn_noise_directions, norm_fraction
-    from diffsteer.steering.sweep import recommend_weight, run_sweep
+    from diffsteer.steering.calibrate import calibrate_noise_weight
+    from diffsteer.steering.noise import learn_noise_directions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=pictoworld.weights_dir() / "steering")
     parser.add_argument("--work-dir", type=Path, default=Path("runs/learn-noise-pictoworld"))
-    parser.add_argument("--sweep-dir", type=Path, default=Path("runs/noise-weight-sweeps"))
+    parser.add_argument("--sweep-dir", type=Path, default=Path("runs/noise-weight-calibration"))
     args = parser.parse_args()
 
     torch.set_num_threads(1)  # deterministic across machines with different core counts
@@ -74,49 +76,24 @@ def main() -> None:
             svm_c=SVM_C,
             batch_size=32,
         )
-        found, sweeps = {}, {}
+        calibration = calibrate_noise_weight(
+            directions,
+            CALIBRATION_PROMPTS[axis],
+            out_dir=args.sweep_dir / axis,
+            model="pictoworld",
+            pipe=pipe,
+            n=32,
+            seed=0,
+            batch_size=32,
+        )
         for d in directions:
-            sweeps[d.concept] = run_sweep(
-                SWEEP_PROMPTS[d.concept],
-                [d],
-                SWEEP_WEIGHTS,
-                out_dir=args.sweep_dir / d.concept,
-                model="pictoworld",
-                pipe=pipe,
-                n=32,
-                seed=0,
-                axis=axis,
-                batch_size=32,
-            ).data
-            found[d.concept] = recommend_weight(sweeps[d.concept], d.concept)
-        # one weight per axis, as in the method (+w*d for one class, -w*d for the other): the larger
-        # of the two classes' weights, so that both reach half of the images on their sweep prompt
-        reached = [w for w in found.values() if w is not None]
-        weight = float(max(SWEEP_WEIGHTS)) if len(reached) < len(found) else max(reached)
-        for d in directions:
-            sweep = sweeps[d.concept]
-            d.metadata["weight_rule"] = (
-                "one weight per axis: the larger of the classes' smallest swept weights at which the class "
-                "reaches 50% of the images (CLIP, 32 images) on a profession skewed against it"
-                + ("" if len(reached) == len(found) else "; not reached, so the largest swept weight")
-            )
-            d.metadata["recommended_weight"] = weight
-            d.metadata["norm_fraction"] = round(norm_fraction(weight, d.latent_shape), 5)
-            d.metadata["weight_sweep"] = {
-                "prompt": SWEEP_PROMPTS[d.concept],
-                "weights": sweep["weights"],
-                "share": sweep["shares"][d.concept],
-                "clip_score": sweep["clip_score"],
-                "class_weight": found[d.concept],
-            }
             path = d.save(args.out)
             record[d.concept] = {
                 "file": str(path),
                 "heldout_accuracy": d.metadata["heldout_accuracy"],
                 "step": d.metadata["step"],
-                "class_weight": found[d.concept],
-                "recommended_weight": weight,
-                "sweep_share": sweep["shares"][d.concept],
+                "recommended_weight": d.recommended_weight,
+                "fair_weight_per_prompt": {p["prompt"]: p["fair_weight"] for p in calibration["prompts"]},
                 "seconds": round(time.time() - started, 1),
             }
             print(json.dumps({d.concept: record[d.concept]}), flush=True)

@@ -133,7 +133,8 @@ _JSON_KEYS = (
     "step",
     "recipe",
     "seconds",
-    "weight_sweep",
+    "weight_sweep",  # files calibrated before the fair-mixture rule
+    "weight_calibration",
 )
 
 
