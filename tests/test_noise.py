@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -285,6 +286,12 @@ def test_sdxl_text_offset_also_moves_the_pooled_embedding(sdxl, sd1, tiny_model_
             "out of range",
         ),
         (["--classes", "woman=a", "--classes", "man=b", "--record-steps", "x"], "not an integer"),
+        (["--classes", "woman=a", "--classes", "man=b", "--calibrate-prompt", "a doctor"], "needs --axis"),
+        (
+            ["--classes", "woman=a", "--classes", "man=b", "--axis", "gender",
+             "--calibrate-prompt", "a doctor", "--weight", "3"],
+            "not both",
+        ),  # fmt: skip
     ],
 )
 def test_learn_noise_cli_bad_input_is_one_line(tiny_model_dirs, tmp_path, args, message):
@@ -314,3 +321,23 @@ def test_learn_cli_writes_files(tiny_model_dirs, tmp_path):
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert load_text_offset(tmp_path / "dirs" / "woman.text.safetensors").tensor.shape == (32, 32)
+
+
+def test_learn_noise_cli_calibrates_the_weight_on_given_prompts(tiny_model_dirs, tmp_path):
+    result = runner.invoke(
+        app,
+        ["learn", "noise", "--classes", "woman=a photo of a woman", "--classes", "man=a photo of a man",
+         "--images", "4", "--steps", "2", "--record-steps", "0,1", "--model", str(tiny_model_dirs["sd1"]),
+         "--out", str(tmp_path / "dirs"), "--work-dir", str(tmp_path / "work"), "--axis", "gender",
+         "--calibrate-prompt", "a photo of a doctor", "--calibrate-weights", "1,3", "--calibrate-images", "2",
+         "--classifier", str(tiny_model_dirs["clip"])],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "fair weight on 'a photo of a doctor'" in result.output
+    record = json.loads((tmp_path / "work" / "calibration" / "calibration.json").read_text())
+    assert record["prompts"][0]["prompt"] == "a photo of a doctor"
+    # the random tiny CLIP is uncertain about every image, so no weight balances the mixture: the
+    # largest swept weight is stored, and the output says the mixture was not balanced
+    assert record["reached"] is False and "not balanced" in result.output
+    saved = load_noise_direction(tmp_path / "dirs" / "man.noise.safetensors")
+    assert saved.recommended_weight == 3.0 and saved.metadata["weight_calibration"]["tolerance"] == 0.1

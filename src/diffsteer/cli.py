@@ -563,6 +563,21 @@ def learn_noise_command(
     weight: float | None = typer.Option(
         None, help="Recommended weight to store (noise s.d. along d; default: measured on pictoworld)."
     ),
+    calibrate_prompt: list[str] = typer.Option(
+        [],
+        "--calibrate-prompt",
+        help="A prompt the model skews (repeat): measure the weight there by the fair-mixture rule.",
+    ),
+    calibrate_images: int = typer.Option(32, help="Images per weight and class in the calibration sweeps."),
+    calibrate_weights: str | None = typer.Option(
+        None, help="Comma list of weights the calibration sweeps (default 1,2,3,4,5,6,7,8,10,12)."
+    ),
+    tolerance: float | None = typer.Option(
+        None, help="How far from its target a class's share in the fair mixture may be (default 0.1)."
+    ),
+    classifier: str | None = typer.Option(
+        None, help="CLIP checkpoint of the calibration (default: the model's own)."
+    ),
     model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
     out: Path = typer.Option(Path("directions"), help="Folder for NAME.noise.safetensors files."),
     work_dir: Path | None = typer.Option(
@@ -575,16 +590,25 @@ def learn_noise_command(
 ) -> None:
     """Learn initial-noise latent directions (Lopez Olmos et al., 2024), one file per class."""
     from diffsteer.models import load_pipeline
+    from diffsteer.steering.calibrate import CALIBRATION_WEIGHTS, FAIR_TOLERANCE, calibrate_noise_weight
     from diffsteer.steering.noise import (
         DEFAULT_WEIGHT,
         learn_noise_directions,
         parse_class_specs,
         parse_steps,
     )
+    from diffsteer.steering.sweep import parse_weights
 
+    calibration = None
     try:
         parsed = parse_class_specs(classes)
         record = parse_steps(record_steps)
+        if calibrate_prompt and weight is not None:
+            raise ValueError("give --weight or --calibrate-prompt, not both")
+        if calibrate_prompt and not axis:
+            raise ValueError("--calibrate-prompt needs --axis (the shares are measured on that axis)")
+        grid = parse_weights(calibrate_weights or CALIBRATION_WEIGHTS)
+        work = work_dir or Path("runs") / "learn-noise" / "-".join(parsed)
         pipe = load_pipeline(model, device=device, dtype=dtype)
         with _progress_bar() as update:
             directions = learn_noise_directions(
@@ -595,7 +619,7 @@ def learn_noise_command(
                 steps=steps,
                 guidance=guidance,
                 seed=seed,
-                work_dir=work_dir or Path("runs") / "learn-noise" / "-".join(parsed),
+                work_dir=work,
                 base_model=model,
                 axis=axis,
                 progress=update,
@@ -604,12 +628,28 @@ def learn_noise_command(
                 recommended_weight=DEFAULT_WEIGHT if weight is None else weight,
                 force=force,
             )
+            if calibrate_prompt:
+                calibration = calibrate_noise_weight(
+                    directions, calibrate_prompt, out_dir=work / "calibration", model=model, pipe=pipe,
+                    weights=grid, n=calibrate_images, seed=seed, steps=steps, classifier=classifier,
+                    tolerance=FAIR_TOLERANCE if tolerance is None else tolerance, batch_size=batch_size,
+                    device=device, dtype=dtype, progress=update,
+                )  # fmt: skip
         paths = [d.save(out) for d in directions]
     except _expected_errors() as exc:
         _fail(exc)
     for d in directions:
         acc = ", ".join(f"step {s}: {a:.3f}" for s, a in d.metadata["heldout_accuracy"].items())
         print(f"{d.concept}: held-out accuracy {acc}; chosen step {d.metadata['step']}")
+    if calibration is not None:
+        for p in calibration["prompts"]:
+            fair = "not reached" if p["fair_weight"] is None else f"{p['fair_weight']:g}"
+            print(f"fair weight on {p['prompt']!r}: {fair}")
+        print(
+            f"recommended weight {calibration['recommended_weight']:g} "
+            f"({work / 'calibration' / 'calibration.json'}, calibration.png)"
+            + ("" if calibration["reached"] else "; the mixture was not balanced on every prompt")
+        )
     for path in paths:
         print(f"wrote {path}")
 
