@@ -269,7 +269,7 @@ def table(fig: dict) -> list[str]:
             f"| {tag} ... profession recognised (mean; worst profession {worst:+.1f} pts) | "
             f"{pct(m['baseline_recognised'])} | {pct(m['fair_recognised'])} ({gap:+.1f} pts) | "
             "within 5 pts | "
-            f"{('yes' if abs(gap) <= 5 else 'NO') if s == 1.0 else '–'} |"
+            f"{('yes' if gap >= -5 else 'NO') if s == 1.0 else '–'} |"  # a rise costs nothing
         )
     for comp in fig["composition"]:
         s = comp["strength"]
@@ -297,7 +297,7 @@ def table(fig: dict) -> list[str]:
         lines.append(
             f"| {tag} ... soldier recognised | {pct(named['baseline_recognised'])} | "
             f"{pct(named['steered_recognised'])} ({gap:+.1f} pts) | within 5 pts | "
-            f"{('yes' if abs(gap) <= 5 else 'NO') if s == 1.0 else '–'} |"
+            f"{('yes' if gap >= -5 else 'NO') if s == 1.0 else '–'} |"  # a rise costs nothing
         )
         for prompt, row in safe["per_prompt"].items():
             b, st = row["baseline"], row["anti-violence"]
