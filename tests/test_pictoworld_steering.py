@@ -76,3 +76,21 @@ def test_fair_noise_directions_halve_the_deviation_ratio_and_keep_the_profession
             hits = [lab == prompts[r.prompt] for lab, r in zip(labels, records, strict=True)]
             recognised[mitigation] = float(np.mean(hits))
     assert recognised["noise-fair"] >= recognised["none"] - 0.05, recognised
+
+
+def test_gender_and_skin_directions_together_move_both_shares_toward_uniform(tmp_path):
+    """noise-fair over two axes: each image gets one class per axis and the two offsets add."""
+    professions = ("doctor", "nurse", "pilot", "soldier", "hairdresser", "lawyer")
+    bench = tmp_path / "both.yaml"
+    bench.write_text(
+        "name: both\naxes: [gender, skin_tone]\nimages_per_prompt: 32\nprompts:\n"
+        + "".join(f"  - a photo of a {p}\n" for p in professions)
+    )
+    config = AuditConfig(benchmark=str(bench), mitigations=("none", "noise-fair"), seed=20000)
+    result = run_audit(config, tmp_path / "run")
+    rows = [r for r in result.summary["results"] if r["prompt"] is None]
+    dr = {(r["mitigation"], r["axis"]): r["deviation_ratio"] for r in rows}
+    # toward the target by a margin that sampling noise alone would rarely give;
+    # benchmarks/noise_acceptance.py (oracle, seeds 10000+, 64 images): gender 0.61 -> 0.18, skin 0.32 -> 0.11
+    for axis in ("gender", "skin_tone"):
+        assert dr[("noise-fair", axis)] < 0.75 * dr[("none", axis)], dr
