@@ -84,6 +84,13 @@ def _mixture_clip_score(sweeps: Mapping[str, Mapping[str, Any]], target: Mapping
     return sum(target[k] * s for k, s in zip(target, scores, strict=True))
 
 
+def _named(progress: Progress | None, prompt: str, concept: str) -> Progress | None:
+    """Progress whose stage names say which sweep it is: "calibrate 'a photo of a pilot' → dark: generate"."""
+    if progress is None:
+        return None
+    return lambda stage, done, total: progress(f"calibrate {prompt!r} \u2192 {concept}: {stage}", done, total)
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "prompt"
 
@@ -154,7 +161,8 @@ def calibrate_noise_weight(
             sweeps[d.concept] = run_sweep(
                 prompt, [d], grid, out_dir=out_dir / _slug(prompt) / d.concept, model=model, pipe=pipe,
                 n=n, seed=seed, axis=axis, classifier=classifier, steps=steps, guidance=guidance,
-                batch_size=batch_size, device=device, dtype=dtype, progress=progress,
+                batch_size=batch_size, device=device, dtype=dtype,
+                progress=_named(progress, prompt, d.concept),
             ).data  # fmt: skip
         mixture = fair_mixture_shares(sweeps, target)
         fair = recommend_fair_weight(mixture, target, tolerance)
