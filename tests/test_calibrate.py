@@ -105,5 +105,9 @@ def test_calibration_refuses_directions_of_no_axis_or_one_class(axis_directions,
     loose = [NoiseDirection(d.concept, d.direction, {}) for d in directions]
     with pytest.raises(ValueError, match="one named axis"):
         calibrate_noise_weight(loose, ["a photo"], out_dir=tmp_path, pipe=pipe)
+    names = ("female", "male")
+    odd = [NoiseDirection(n, d.direction, dict(d.metadata)) for n, d in zip(names, directions, strict=True)]
+    with pytest.raises(ValueError, match="not a class of axis 'gender'"):
+        calibrate_noise_weight(odd, ["a photo"], out_dir=tmp_path, pipe=pipe)
     with pytest.raises(ValueError, match="calibration prompt"):
         calibrate_noise_weight(directions, [" "], out_dir=tmp_path, pipe=pipe)

@@ -292,6 +292,8 @@ def test_sdxl_text_offset_also_moves_the_pooled_embedding(sdxl, sd1, tiny_model_
              "--calibrate-prompt", "a doctor", "--weight", "3"],
             "not both",
         ),  # fmt: skip
+        (["--classes", "f=a", "--classes", "m=b", "--axis", "gender", "--calibrate-prompt", "a doctor"],
+         "not a class of axis 'gender'"),  # fmt: skip
     ],
 )
 def test_learn_noise_cli_bad_input_is_one_line(tiny_model_dirs, tmp_path, args, message):

@@ -590,7 +590,12 @@ def learn_noise_command(
 ) -> None:
     """Learn initial-noise latent directions (Lopez Olmos et al., 2024), one file per class."""
     from diffsteer.models import load_pipeline
-    from diffsteer.steering.calibrate import CALIBRATION_WEIGHTS, FAIR_TOLERANCE, calibrate_noise_weight
+    from diffsteer.steering.calibrate import (
+        CALIBRATION_WEIGHTS,
+        FAIR_TOLERANCE,
+        calibrate_noise_weight,
+        check_axis_classes,
+    )
     from diffsteer.steering.noise import (
         DEFAULT_WEIGHT,
         learn_noise_directions,
@@ -607,6 +612,8 @@ def learn_noise_command(
             raise ValueError("give --weight or --calibrate-prompt, not both")
         if calibrate_prompt and not axis:
             raise ValueError("--calibrate-prompt needs --axis (the shares are measured on that axis)")
+        if calibrate_prompt:
+            check_axis_classes(axis, list(parsed))  # before learning, not after
         grid = parse_weights(calibrate_weights or CALIBRATION_WEIGHTS)
         work = work_dir or Path("runs") / "learn-noise" / "-".join(parsed)
         pipe = load_pipeline(model, device=device, dtype=dtype)

@@ -41,6 +41,19 @@ CALIBRATION_JSON = "calibration.json"
 CALIBRATION_PNG = "calibration.png"
 
 
+def check_axis_classes(axis: str, classes: Sequence[str]) -> None:
+    """Refuse classes the axis's classifier cannot name (it labels the sweeps' images by its classes)."""
+    from diffsteer.attributes import get_axis
+
+    named = get_axis(axis).classes
+    unknown = [c for c in classes if c not in named]
+    if unknown:
+        raise ValueError(
+            f"class {', '.join(unknown)} is not a class of axis '{axis}' ({', '.join(named)}); "
+            "name the directions by the axis's classes to calibrate them"
+        )
+
+
 def fair_mixture_shares(
     sweeps: Mapping[str, Mapping[str, Any]], target: Mapping[str, float]
 ) -> dict[float, dict[str, float]]:
@@ -71,7 +84,8 @@ def recommend_fair_weight(
 ) -> float | None:
     """The smallest positive weight whose mixture shares are all within ``tolerance`` of ``target``."""
     for w in sorted(mixture):
-        if w > 0 and all(abs(mixture[w][c] - t) <= tolerance for c, t in target.items()):
+        # the small slack keeps a share exactly on the edge (0.4 for 0.5 +- 0.1) inside, whatever the rounding
+        if w > 0 and all(abs(mixture[w][c] - t) <= tolerance + 1e-9 for c, t in target.items()):
             return float(w)
     return None
 
@@ -133,6 +147,7 @@ def calibrate_noise_weight(
     classes = [d.concept for d in directions]
     if len(set(classes)) != len(classes):
         raise ValueError(f"each class once, got {', '.join(classes)}")
+    check_axis_classes(axis, classes)
     if tolerance <= 0:
         raise ValueError(f"tolerance must be positive, got {tolerance}")
     target = dict(target) if target is not None else {c: 1 / len(classes) for c in classes}
