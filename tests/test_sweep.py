@@ -13,7 +13,7 @@ from diffsteer.cli import app
 from diffsteer.generate import SteeredGenerator
 from diffsteer.models import load_pipeline, model_fingerprint
 from diffsteer.steering.noise import NoiseDirection
-from diffsteer.steering.sweep import parse_weights, recommend_weight, run_sweep
+from diffsteer.steering.sweep import parse_weights, run_sweep, weight_reaching_share
 
 runner = CliRunner()
 
@@ -61,8 +61,8 @@ def test_weights_parsing_and_recommendation():
     with pytest.raises(ValueError, match="not a number"):
         parse_weights("1,two")
     data = {"weights": [0, 2, 4, 8], "shares": {"woman": [0.0, 0.3, 0.55, 0.9]}, "n": [8, 8, 8, 8]}
-    assert recommend_weight(data, "woman") == 4.0
-    assert recommend_weight(data, "woman", share=0.95) is None
+    assert weight_reaching_share(data, "woman") == 4.0
+    assert weight_reaching_share(data, "woman", share=0.95) is None
 
 
 def test_sweep_cli(setup, tiny_model_dirs, tmp_path):

@@ -64,8 +64,12 @@ def _digest(direction: NoiseDirection) -> str:
     return hashlib.sha256(direction.direction.numpy().tobytes()).hexdigest()[:16]
 
 
-def recommend_weight(data: dict[str, Any], cls: str, share: float = 0.5) -> float | None:
-    """The smallest positive swept weight at which ``cls`` reaches ``share`` of the counted images."""
+def weight_reaching_share(data: dict[str, Any], cls: str, share: float = 0.5) -> float | None:
+    """The smallest positive swept weight at which ``cls`` reaches ``share`` of the counted images.
+
+    Not the weight for fair generation: that one balances the mixture of images pushed toward every
+    class (:func:`diffsteer.steering.calibrate.calibrate_noise_weight`), and is larger.
+    """
     for weight, value, n in zip(data["weights"], data["shares"][cls], data["n"], strict=True):
         if weight > 0 and n > 0 and value >= share:
             return float(weight)
@@ -246,7 +250,7 @@ def run_sweep(
     if len(loaded) == 1:
         concept = loaded[0].concept
         if concept in shares:
-            data["recommended_weight"] = recommend_weight(data, concept)
+            data["reaches_half_at"] = weight_reaching_share(data, concept)
     json_path = run_dir / SWEEP_JSON
     json_path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     plot_path = plot_sweep(data, run_dir / SWEEP_PNG)
