@@ -12,7 +12,7 @@ Two steps, both public functions:
    guidance), latents recorded at steps 0, 5, 10, 15,
    linear SVM with C = 0.001 on a 60/40 split by seed, the earliest step with held-out accuracy >= 0.9.
 2. The recommended weight is measured, not assumed: ``calibrate_noise_weight`` (the fair-mixture rule
-   of ``diffsteer.steering.calibrate``) sweeps both classes' directions over weights 1..8, 10, 12
+   of ``diffsteer.experiments.calibrate``) sweeps both classes' directions over weights 1..8, 10, 12
    (32 images, seeds 0..31, pictoworld's CLIP classifier, pictoworld's own guidance) on two
    professions the model skews, one against each class, and keeps the smallest weight at which the
    fair mixture (half the images pushed toward each class) is within 0.1 of 50% on both. The sweeps
@@ -48,7 +48,7 @@ SVM_C = 0.001
 def main() -> None:
     from diffsteer import pictoworld
     from diffsteer.models import load_pipeline
-    from diffsteer.steering.calibrate import calibrate_noise_weight
+    from diffsteer.experiments.calibrate import calibrate_noise_weight
     from diffsteer.steering.noise import learn_noise_directions
 
     parser = argparse.ArgumentParser()

@@ -70,7 +70,7 @@ def main() -> None:
     from diffsteer.pictoworld.world import article
     from diffsteer.steering.fair import fair_choice, fair_choices
     from diffsteer.steering.noise import load_noise_direction
-    from diffsteer.steering.sweep import run_sweep
+    from diffsteer.experiments.sweep import run_sweep
     from diffsteer.steering.text_embedding import learn_text_offset
 
     torch.set_num_threads(1)

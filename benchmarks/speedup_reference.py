@@ -19,7 +19,7 @@ import torch
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
-    from diffsteer.executors.spec import GeneratorSpec
+    from diffsteer.runs.executors.spec import GeneratorSpec
     from diffsteer.generate import ImageRequest
 
     reference = bc.load_model(name, args.device, "float32")

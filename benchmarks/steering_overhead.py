@@ -20,7 +20,7 @@ import torch
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
-    from diffsteer.executors.spec import use_sdpa
+    from diffsteer.runs.executors.spec import use_sdpa
     from diffsteer.generate import ImageRequest, SteeredGenerator
 
     pipe = bc.load_model(name, args.device, args.dtype)

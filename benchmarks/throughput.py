@@ -94,7 +94,7 @@ def _run(generator: Any, requests: list, meter: UNetMeter, last: int) -> None:
 
 
 def measure(name: str, args: argparse.Namespace) -> list[dict]:
-    from diffsteer.executors.spec import use_sdpa
+    from diffsteer.runs.executors.spec import use_sdpa
     from diffsteer.generate import ImageRequest, SteeredGenerator
 
     pipe = bc.load_model(name, args.device, args.dtype)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from diffsteer.store import ImageRecord, RunStore, job_key
+from diffsteer.runs.store import ImageRecord, RunStore, job_key
 
 MODEL = "noise-v1"
 MITIGATIONS = ("none", "fair-prompt")

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from diffsteer.audit import AuditConfig, run_audit
 from diffsteer.cli import app
-from diffsteer.store import RunConfigMismatch
+from diffsteer.runs.store import RunConfigMismatch
 
 ROW_KEYS = {
     "mitigation",

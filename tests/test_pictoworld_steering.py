@@ -44,7 +44,7 @@ def test_fair_noise_directions_halve_the_deviation_ratio_and_keep_the_profession
     from diffsteer import pictoworld
     from diffsteer.pictoworld.oracle import load_oracle, predict
     from diffsteer.pictoworld.world import article
-    from diffsteer.store import RunStore
+    from diffsteer.runs.store import RunStore
 
     prompts = {f"a photo of {article(p)} {p}": p for p in professions}
     bench = tmp_path / "skewed.yaml"

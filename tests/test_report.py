@@ -19,7 +19,7 @@ from diffsteer.attributes import get_axis
 from diffsteer.audit import AuditConfig, build_summary, run_audit
 from diffsteer.cli import app
 from diffsteer.report import write_report
-from diffsteer.store import ImageRecord, LabelRecord, RunStore
+from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore
 from headless_chromium import find_chromium, visit
 
 ARTIFACTS = Path(__file__).parent / "artifacts"

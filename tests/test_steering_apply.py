@@ -14,7 +14,7 @@ from diffsteer.steering.fair import fair_choice
 from diffsteer.steering.hspace import HSpaceVector
 from diffsteer.steering.noise import NoiseDirection
 from diffsteer.steering.preset import SteeringItem, SteeringSpec, save_preset
-from diffsteer.store import RunStore
+from diffsteer.runs.store import RunStore
 
 BENCH = """\
 name: tiny
@@ -134,7 +134,7 @@ def test_steering_options_add_a_steered_mitigation_and_a_new_vector_is_not_reuse
 
 
 def test_responsible_prompt_switches_fair_generation_on(tiny_model_dirs, vectors, tmp_path):
-    from diffsteer.preview import generate_preview
+    from diffsteer.experiments.preview import generate_preview
 
     spec = SteeringSpec(responsible=True, directions=(str(vectors),))
     plain = generate_preview(

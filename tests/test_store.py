@@ -17,8 +17,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from diffsteer import store as store_module
-from diffsteer.store import ImageRecord, LabelRecord, RunConfigMismatch, RunStore, job_key
+from diffsteer.runs import store as store_module
+from diffsteer.runs.store import ImageRecord, LabelRecord, RunConfigMismatch, RunStore, job_key
 
 WRITER = Path(__file__).with_name("store_writer.py")
 CONFIG = {"model": "tiny-sd1", "steps": 4, "mitigations": ["none", "fair-prompt"]}

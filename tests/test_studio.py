@@ -22,7 +22,7 @@ from diffsteer.models import model_fingerprint
 from diffsteer.steering.hspace import HSpaceVector
 from diffsteer.steering.library import bundled_steering_dir
 from diffsteer.steering.preset import load_preset
-from diffsteer.store import RunStore
+from diffsteer.runs.store import RunStore
 from diffsteer.studio.charts import grid, histogram, shares_table
 from diffsteer.studio.session import StudioError, StudioSession
 from diffsteer.testing import tiny_sd_pipeline

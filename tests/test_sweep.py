@@ -13,7 +13,7 @@ from diffsteer.cli import app
 from diffsteer.generate import SteeredGenerator
 from diffsteer.models import load_pipeline, model_fingerprint
 from diffsteer.steering.noise import NoiseDirection
-from diffsteer.steering.sweep import parse_weights, run_sweep, weight_reaching_share
+from diffsteer.experiments.sweep import parse_weights, run_sweep, weight_reaching_share
 
 runner = CliRunner()
 

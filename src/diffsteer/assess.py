@@ -32,7 +32,7 @@ from diffsteer.metrics.confusion import (
 )
 from diffsteer.provenance import collect_provenance
 from diffsteer.reference import ReferenceSet, load_reference_folder, pictoworld_reference
-from diffsteer.store import ImageRecord, RunStore
+from diffsteer.runs.store import ImageRecord, RunStore
 
 __all__ = ["AUTO", "assess_run", "auditor_section", "quality_section", "resolve_reference", "summary_axes"]
 

@@ -17,11 +17,11 @@ from typing import Any
 from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_axis
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
-from diffsteer.executors import GeneratorSpec, check_executor, make_executor
+from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
 from diffsteer.metrics import summarize_axis
 from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
 from diffsteer.steering.preset import SteeringSpec
-from diffsteer.store import ImageRecord, LabelRecord, RunStore, job_key
+from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore, job_key
 
 SUMMARY_NAME = "summary.json"
 
@@ -303,7 +303,9 @@ def run_audit(
             assess_run(store, summary, planned=planned_keys, reference=reference, device=config.device)
         )
         run_dir = Path(out_dir)
-        (run_dir / SUMMARY_NAME).write_text(json.dumps(summary, indent=2, allow_nan=False))
+        from diffsteer.report.build import write_summary
+
+        write_summary(run_dir, summary)
         from diffsteer.report import write_report
 
         report = write_report(run_dir, store=store, summary=summary)

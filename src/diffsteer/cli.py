@@ -40,10 +40,10 @@ def _fail(exc: BaseException) -> None:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from diffsteer.attributes import ClassifierNotFoundError, UnknownAxisError
     from diffsteer.benchmarks.spec import BenchmarkError
-    from diffsteer.executors import ExecutorUnavailableError
+    from diffsteer.runs.executors import ExecutorUnavailableError
     from diffsteer.models import ModelNotFoundError, UnsupportedModelError
     from diffsteer.reference import ReferenceError
-    from diffsteer.store import RunConfigMismatch
+    from diffsteer.runs.store import RunConfigMismatch
 
     return (
         ModelNotFoundError,
@@ -330,7 +330,7 @@ def generate(
     out: Path = typer.Option(Path("runs/generate")),
 ) -> None:
     """Generate a few images of one prompt for a quick look (PNG files and a grid)."""
-    from diffsteer.preview import generate_preview
+    from diffsteer.experiments.preview import generate_preview
 
     try:
         spec = _steering(
@@ -371,7 +371,7 @@ def export(
     path: Path = typer.Argument(..., help="Output file: .parquet or .csv"),
 ) -> None:
     """Export a run's images and labels as one table (Parquet or CSV)."""
-    from diffsteer.store import RunStore
+    from diffsteer.runs.store import RunStore
 
     try:
         with RunStore.open_existing(run_dir) as store:
@@ -590,7 +590,7 @@ def learn_noise_command(
 ) -> None:
     """Learn initial-noise latent directions (Lopez Olmos et al., 2024), one file per class."""
     from diffsteer.models import load_pipeline
-    from diffsteer.steering.calibrate import (
+    from diffsteer.experiments.calibrate import (
         CALIBRATION_WEIGHTS,
         FAIR_TOLERANCE,
         calibrate_noise_weight,
@@ -602,7 +602,7 @@ def learn_noise_command(
         parse_class_specs,
         parse_steps,
     )
-    from diffsteer.steering.sweep import parse_weights
+    from diffsteer.experiments.sweep import parse_weights
 
     calibration = None
     try:
@@ -712,7 +712,7 @@ def sweep(
 ) -> None:
     """Strength sweep: shares and quality (CLIP score, Fréchet distance) of a noise direction per weight."""
     from diffsteer.steering.library import SteeringLibrary
-    from diffsteer.steering.sweep import parse_weights, run_sweep
+    from diffsteer.experiments.sweep import parse_weights, run_sweep
 
     try:
         grid = parse_weights(weights)

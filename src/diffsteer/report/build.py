@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 
 from diffsteer.report.html import write_report
-from diffsteer.store import RunStore
+from diffsteer.runs.atomic import atomic_write_text
+from diffsteer.runs.store import RunStore
 
 __all__ = ["SUMMARY_NAME", "build_report", "write_summary"]
 
@@ -21,11 +22,7 @@ SUMMARY_NAME = (
 
 def write_summary(run_dir: Path | str, summary: dict) -> Path:
     """Write summary.json atomically (a crash never leaves half a file)."""
-    path = Path(run_dir) / SUMMARY_NAME
-    tmp = path.with_name(f".{SUMMARY_NAME}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, allow_nan=False), encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return atomic_write_text(Path(run_dir) / SUMMARY_NAME, json.dumps(summary, indent=2, allow_nan=False))
 
 
 def build_report(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from diffsteer.store import ImageRecord, RunStore
+from diffsteer.runs.store import ImageRecord, RunStore
 
 __all__ = ["ImageView", "Thumbnails", "class_grids", "collect_views", "paired_grids", "thumbnail_uri"]
 

@@ -18,7 +18,8 @@ import numpy as np
 from diffsteer.metrics import resample_counts
 from diffsteer.provenance import read_command
 from diffsteer.report import grids, plots, tables
-from diffsteer.store import RunStore
+from diffsteer.runs.atomic import atomic_write_text
+from diffsteer.runs.store import RunStore
 
 __all__ = ["REPORT_NAME", "SWEEP_NAME", "render_report", "write_report"]
 
@@ -218,8 +219,4 @@ def render_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> str
 
 def write_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> Path:
     """Write ``run_dir/report.html`` and return its path."""
-    path = Path(run_dir) / REPORT_NAME
-    tmp = path.with_name(f".{REPORT_NAME}.tmp")
-    tmp.write_text(render_report(run_dir, store=store, summary=summary), encoding="utf-8")
-    tmp.replace(path)  # a reader never sees half a report
-    return path
+    return atomic_write_text(Path(run_dir) / REPORT_NAME, render_report(run_dir, store=store, summary=summary))

@@ -12,7 +12,7 @@ denoising step. It is learned self-supervised:
    each image is conditioned on a prompt *without* the concept ("a photo of a person"): the only way
    to denoise a woman's picture from "a person" is for the vector to supply "woman".
 
-Training images go through a :class:`~diffsteer.store.RunStore`, so an interrupted learn resumes
+Training images go through a :class:`~diffsteer.runs.store.RunStore`, so an interrupted learn resumes
 without generating them again. Files are ``<concept>.hspace.safetensors`` (see steering.files).
 """
 
@@ -273,7 +273,7 @@ def _training_images(
 ) -> list[Any]:
     """The N training pictures, generated into (or read back from) the run store in ``work_dir``."""
     from diffsteer.models import weights_fingerprint
-    from diffsteer.store import ImageRecord, RunStore, job_key
+    from diffsteer.runs.store import ImageRecord, RunStore, job_key
 
     dtype = str(generator.pipe.unet.dtype).replace("torch.", "")
     weights = weights_fingerprint(generator.pipe)  # images of other weights in the store are not reused

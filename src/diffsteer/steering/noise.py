@@ -17,7 +17,7 @@ latents. The alternative, a fraction of the noise norm ``sqrt(D)``, would push 1
 these units on SDXL (``sqrt(65536) = 256``) than on pictoworld (``sqrt(256) = 16``) for the same
 number, although the classifier score the model responds to only sees the projection. The paper's
 ``w = 10`` on SDXL is 10 in these units. The recommended weight stored with a direction is measured
-with the strength sweep (:mod:`diffsteer.steering.sweep`), never assumed; the equivalent fraction
+with the strength sweep (:mod:`diffsteer.experiments.sweep`), never assumed; the equivalent fraction
 of the noise norm is stored alongside for reference.
 
 Sign convention: with two classes the first class is the SVM's positive class and gets ``+d``, the
@@ -324,7 +324,7 @@ def learn_noise_directions(
     """
     from diffsteer.generate import ImageRequest, SteeredGenerator
     from diffsteer.models import model_fingerprint, weights_fingerprint
-    from diffsteer.store import ImageRecord, RunStore, job_key
+    from diffsteer.runs.store import ImageRecord, RunStore, job_key
 
     t0 = time.time()
     classes = check_classes(classes)

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 
 from PIL import Image
 
-from diffsteer.preview import image_grid
+from diffsteer.experiments.preview import image_grid
 from diffsteer.studio.session import Comparison, Shares
 
 GRID_COLUMNS = 8

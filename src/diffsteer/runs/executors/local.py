@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from diffsteer.executors import Job, Sink, batches
+from diffsteer.runs.executors import Job, Sink, batches
 from diffsteer.generate import SteeredGenerator
 
 

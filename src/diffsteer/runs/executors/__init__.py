@@ -3,7 +3,7 @@
 An executor takes jobs, each ``(record, ImageRequest)``, and hands finished batches of
 ``(record, GeneratedImage)`` to a sink as soon as each batch is done, so a caller can write them to
 its store and let them go: no executor ever holds all of a run's images. The record is opaque to
-the executor (an audit passes its :class:`~diffsteer.store.ImageRecord`); it only travels with its
+the executor (an audit passes its :class:`~diffsteer.runs.store.ImageRecord`); it only travels with its
 image.
 
 Both executors split the jobs the same way (:func:`batches`: consecutive runs of ``batch_size`` in
@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from diffsteer.executors.spec import CPU_BATCH_SIZE, GeneratorSpec, auto_batch_size, batch_from_memory
+from diffsteer.runs.executors.spec import CPU_BATCH_SIZE, GeneratorSpec, auto_batch_size, batch_from_memory
 from diffsteer.generate import GeneratedImage, ImageRequest
 
 __all__ = [
@@ -83,9 +83,9 @@ def make_executor(
     """The executor called ``name``: ``local`` reuses ``generator`` (built from ``spec`` when None)."""
     check_executor(name)
     if name == "local":
-        from diffsteer.executors.local import LocalExecutor
+        from diffsteer.runs.executors.local import LocalExecutor
 
         return LocalExecutor(generator if generator is not None else spec.build())
-    from diffsteer.executors.ray import RayExecutor
+    from diffsteer.runs.executors.ray import RayExecutor
 
     return RayExecutor(spec, address=ray_address)

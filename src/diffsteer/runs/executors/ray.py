@@ -23,8 +23,8 @@ import ray
 import torch
 from PIL import Image
 
-from diffsteer.executors import ExecutorUnavailableError, Job, Sink, batches
-from diffsteer.executors.spec import GeneratorSpec
+from diffsteer.runs.executors import ExecutorUnavailableError, Job, Sink, batches
+from diffsteer.runs.executors.spec import GeneratorSpec
 from diffsteer.generate import GeneratedImage, ImageRequest
 
 # What a worker returns per image: RGB uint8 pixels (None when unusable), drop reason, truncated.

@@ -68,7 +68,7 @@ def weight_reaching_share(data: dict[str, Any], cls: str, share: float = 0.5) ->
     """The smallest positive swept weight at which ``cls`` reaches ``share`` of the counted images.
 
     Not the weight for fair generation: that one balances the mixture of images pushed toward every
-    class (:func:`diffsteer.steering.calibrate.calibrate_noise_weight`), and is larger.
+    class (:func:`diffsteer.experiments.calibrate.calibrate_noise_weight`), and is larger.
     """
     for weight, value, n in zip(data["weights"], data["shares"][cls], data["n"], strict=True):
         if weight > 0 and n > 0 and value >= share:
@@ -110,7 +110,7 @@ def run_sweep(
     from diffsteer.generate import ImageRequest, SteeredGenerator
     from diffsteer.metrics.quality import frechet_distance
     from diffsteer.models import default_guidance, load_pipeline, model_fingerprint, weights_fingerprint
-    from diffsteer.store import ImageRecord, LabelRecord, RunStore, job_key
+    from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore, job_key
 
     t0 = time.time()
     if not prompt.strip():

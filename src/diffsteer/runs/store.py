@@ -39,6 +39,8 @@ from typing import Any
 
 from PIL import Image
 
+from diffsteer.runs.atomic import fsync_dir
+
 __all__ = ["DB_NAME", "IMAGES_DIR", "ImageRecord", "LabelRecord", "RunConfigMismatch", "RunStore", "job_key"]
 
 DB_NAME = "results.sqlite"
@@ -173,15 +175,6 @@ def _is_store_file(name: str) -> bool:
     return bool(_PNG_NAME.fullmatch(name)) or name.startswith(_TMP_PREFIX)
 
 
-def _fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable, so a committed row never points at a lost file."""
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_db_files(db_path: Path) -> None:
@@ -504,7 +497,7 @@ class RunStore:
                     if data is not None and name is not None:
                         wrote = self._write_png(name, data) or wrote
                 if wrote:
-                    _fsync_dir(self.images_dir)
+                    fsync_dir(self.images_dir)
             rows = [
                 (record.key, record.mitigation, record.prompt_id, record.prompt, record.final_prompt,
                  record.seed, record.image_index, steering, record.model, record.status,

@@ -1,0 +1,1 @@
+"""Whole experiments built on the runner: strength sweeps, weight calibration, previews."""
