@@ -47,8 +47,8 @@ SVM_C = 0.001
 
 def main() -> None:
     from diffsteer import pictoworld
-    from diffsteer.models import load_pipeline
     from diffsteer.experiments.calibrate import calibrate_noise_weight
+    from diffsteer.models import load_pipeline
     from diffsteer.steering.noise import learn_noise_directions
 
     parser = argparse.ArgumentParser()

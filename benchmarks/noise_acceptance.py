@@ -62,6 +62,7 @@ def main() -> None:
         return
 
     from diffsteer import pictoworld
+    from diffsteer.experiments.sweep import run_sweep
     from diffsteer.generate import ImageRequest, SteeredGenerator
     from diffsteer.metrics import mean_deviation_ratio
     from diffsteer.models import load_pipeline
@@ -70,7 +71,6 @@ def main() -> None:
     from diffsteer.pictoworld.world import article
     from diffsteer.steering.fair import fair_choice, fair_choices
     from diffsteer.steering.noise import load_noise_direction
-    from diffsteer.experiments.sweep import run_sweep
     from diffsteer.steering.text_embedding import learn_text_offset
 
     torch.set_num_threads(1)

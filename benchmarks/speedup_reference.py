@@ -19,8 +19,8 @@ import torch
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
-    from diffsteer.runs.executors.spec import GeneratorSpec
     from diffsteer.generate import ImageRequest
+    from diffsteer.runs.executors.spec import GeneratorSpec
 
     reference = bc.load_model(name, args.device, "float32")
     ours_pipe = reference if args.dtype == "float32" else bc.load_model(name, args.device, args.dtype)

@@ -20,8 +20,8 @@ import torch
 
 
 def measure(name: str, args: argparse.Namespace) -> dict:
-    from diffsteer.runs.executors.spec import use_sdpa
     from diffsteer.generate import ImageRequest, SteeredGenerator
+    from diffsteer.runs.executors.spec import use_sdpa
 
     pipe = bc.load_model(name, args.device, args.dtype)
     use_sdpa(pipe)

@@ -94,8 +94,8 @@ def _run(generator: Any, requests: list, meter: UNetMeter, last: int) -> None:
 
 
 def measure(name: str, args: argparse.Namespace) -> list[dict]:
-    from diffsteer.runs.executors.spec import use_sdpa
     from diffsteer.generate import ImageRequest, SteeredGenerator
+    from diffsteer.runs.executors.spec import use_sdpa
 
     pipe = bc.load_model(name, args.device, args.dtype)
     use_sdpa(pipe)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from diffsteer.attributes import ClipZeroShotClassifier
+from diffsteer.experiments.calibrate import calibrate_noise_weight, fair_mixture_shares, recommend_fair_weight
 from diffsteer.generate import SteeredGenerator
 from diffsteer.models import load_pipeline, model_fingerprint
-from diffsteer.experiments.calibrate import calibrate_noise_weight, fair_mixture_shares, recommend_fair_weight
 from diffsteer.steering.noise import NoiseDirection, load_noise_direction
 
 UNIFORM = {"woman": 0.5, "man": 0.5}

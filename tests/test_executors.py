@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from diffsteer.audit import AuditConfig, run_audit
 from diffsteer.cli import app
+from diffsteer.generate import ImageRequest
 from diffsteer.runs.executors import GeneratorSpec, batch_from_memory
 from diffsteer.runs.executors.local import LocalExecutor
 from diffsteer.runs.executors.spec import compile_unet
-from diffsteer.generate import ImageRequest
 
 BENCH = """\
 name: tiny

@@ -10,11 +10,11 @@ from diffsteer.audit import AuditConfig, run_audit
 from diffsteer.cli import app
 from diffsteer.generate import SteeredGenerator
 from diffsteer.models import load_pipeline, model_fingerprint
+from diffsteer.runs.store import RunStore
 from diffsteer.steering.fair import fair_choice
 from diffsteer.steering.hspace import HSpaceVector
 from diffsteer.steering.noise import NoiseDirection
 from diffsteer.steering.preset import SteeringItem, SteeringSpec, save_preset
-from diffsteer.runs.store import RunStore
 
 BENCH = """\
 name: tiny

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from diffsteer.cli import app
 from diffsteer.generate import SteeredGenerator
 from diffsteer.models import model_fingerprint
+from diffsteer.runs.store import RunStore
 from diffsteer.steering.hspace import HSpaceVector
 from diffsteer.steering.library import bundled_steering_dir
 from diffsteer.steering.preset import load_preset
-from diffsteer.runs.store import RunStore
 from diffsteer.studio.charts import grid, histogram, shares_table
 from diffsteer.studio.session import StudioError, StudioSession
 from diffsteer.testing import tiny_sd_pipeline

@@ -10,10 +10,10 @@ from typer.testing import CliRunner
 
 from diffsteer.attributes import ClipZeroShotClassifier
 from diffsteer.cli import app
+from diffsteer.experiments.sweep import parse_weights, run_sweep, weight_reaching_share
 from diffsteer.generate import SteeredGenerator
 from diffsteer.models import load_pipeline, model_fingerprint
 from diffsteer.steering.noise import NoiseDirection
-from diffsteer.experiments.sweep import parse_weights, run_sweep, weight_reaching_share
 
 runner = CliRunner()
 

@@ -6,7 +6,6 @@ images already made are not made again, labels already computed are not computed
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -17,11 +16,11 @@ from typing import Any
 from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_axis
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
-from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
 from diffsteer.metrics import summarize_axis
+from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
+from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore, job_key
 from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
 from diffsteer.steering.preset import SteeringSpec
-from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore, job_key
 
 SUMMARY_NAME = "summary.json"
 

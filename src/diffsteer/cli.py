@@ -40,9 +40,9 @@ def _fail(exc: BaseException) -> None:
 def _expected_errors() -> tuple[type[BaseException], ...]:
     from diffsteer.attributes import ClassifierNotFoundError, UnknownAxisError
     from diffsteer.benchmarks.spec import BenchmarkError
-    from diffsteer.runs.executors import ExecutorUnavailableError
     from diffsteer.models import ModelNotFoundError, UnsupportedModelError
     from diffsteer.reference import ReferenceError
+    from diffsteer.runs.executors import ExecutorUnavailableError
     from diffsteer.runs.store import RunConfigMismatch
 
     return (
@@ -589,20 +589,20 @@ def learn_noise_command(
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
 ) -> None:
     """Learn initial-noise latent directions (Lopez Olmos et al., 2024), one file per class."""
-    from diffsteer.models import load_pipeline
     from diffsteer.experiments.calibrate import (
         CALIBRATION_WEIGHTS,
         FAIR_TOLERANCE,
         calibrate_noise_weight,
         check_axis_classes,
     )
+    from diffsteer.experiments.sweep import parse_weights
+    from diffsteer.models import load_pipeline
     from diffsteer.steering.noise import (
         DEFAULT_WEIGHT,
         learn_noise_directions,
         parse_class_specs,
         parse_steps,
     )
-    from diffsteer.experiments.sweep import parse_weights
 
     calibration = None
     try:
@@ -711,8 +711,8 @@ def sweep(
     force: bool = typer.Option(False, help="Delete a previous run in --out and start again."),
 ) -> None:
     """Strength sweep: shares and quality (CLIP score, Fréchet distance) of a noise direction per weight."""
-    from diffsteer.steering.library import SteeringLibrary
     from diffsteer.experiments.sweep import parse_weights, run_sweep
+    from diffsteer.steering.library import SteeringLibrary
 
     try:
         grid = parse_weights(weights)

@@ -31,8 +31,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from diffsteer.steering.noise import NoiseDirection, norm_fraction
 from diffsteer.experiments.sweep import Progress, run_sweep
+from diffsteer.steering.noise import NoiseDirection, norm_fraction
 
 FAIR_TOLERANCE = 0.1
 """How far a class's share in the fair mixture may sit from its target for a weight to count as fair."""

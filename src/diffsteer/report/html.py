@@ -219,4 +219,5 @@ def render_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> str
 
 def write_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> Path:
     """Write ``run_dir/report.html`` and return its path."""
-    return atomic_write_text(Path(run_dir) / REPORT_NAME, render_report(run_dir, store=store, summary=summary))
+    page = render_report(run_dir, store=store, summary=summary)
+    return atomic_write_text(Path(run_dir) / REPORT_NAME, page)
