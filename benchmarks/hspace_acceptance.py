@@ -213,7 +213,7 @@ def clip_violence_on_renders(bench: Bench, n: int = 200) -> float:
 
 def learning_time(pipe) -> dict:
     """Learn "woman" from scratch (fresh image store) with the library defaults."""
-    from diffsteer.steering.hspace import learn_hspace
+    from diffsteer.experiments.learn import learn_hspace
 
     with tempfile.TemporaryDirectory() as work:
         vector = learn_hspace(

@@ -54,8 +54,8 @@ RECIPES: dict[str, dict] = {
 
 def main() -> None:
     from diffsteer import pictoworld
+    from diffsteer.experiments.learn import learn_hspace
     from diffsteer.models import load_pipeline
-    from diffsteer.steering.hspace import learn_hspace
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--only", default=",".join(RECIPES), help="Comma list of concepts to learn.")

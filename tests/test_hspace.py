@@ -11,10 +11,11 @@ from safetensors.torch import save_file
 from typer.testing import CliRunner
 
 from diffsteer.cli import app
+from diffsteer.experiments.learn import learn_hspace
 from diffsteer.generate import SteeredGenerator
 from diffsteer.models import model_fingerprint
 from diffsteer.steering.files import SteeringFileError, SteeringMismatchError, save_steering_file
-from diffsteer.steering.hspace import HSpaceVector, learn_hspace, load_hspace
+from diffsteer.steering.hspace import HSpaceVector, load_hspace
 from diffsteer.testing import tiny_pipeline_without_mid_block, tiny_sd_pipeline
 
 TINY = {"images": 4, "steps": 12, "inference_steps": 2, "batch_size": 4}

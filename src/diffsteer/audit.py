@@ -18,7 +18,8 @@ from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
 from diffsteer.metrics import summarize_axis
 from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
-from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore, job_key
+from diffsteer.runs.runner import generate_missing, label_missing
+from diffsteer.runs.store import ImageRecord, RunStore, job_key
 from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
 from diffsteer.steering.preset import SteeringSpec
 
@@ -234,7 +235,6 @@ def run_audit(
     ``"auto"``: pictoworld renders for the bundled model, none otherwise). ``command``: the command
     line to record in ``command.txt`` and the report's provenance.
     """
-    from dataclasses import replace
 
     from diffsteer.models import describe_model
 
@@ -264,25 +264,6 @@ def run_audit(
         truncated_prompts = sorted({req.prompt for _, req in todo if generator.is_truncated(req.prompt)})
         for prompt in truncated_prompts:
             _warn(f"prompt longer than the text encoder's limit, truncated: {prompt[:80]!r}")
-        generated = 0
-        report_progress("generate", len(jobs) - len(todo), len(jobs))
-
-        def sink(finished: list) -> None:
-            """Each finished batch goes to the store at once: a run never holds all its images."""
-            nonlocal generated
-            items = []
-            for rec, out in finished:
-                status = "ok" if out.drop_reason is None else "dropped"
-                items.append(
-                    (
-                        replace(rec, status=status, drop_reason=out.drop_reason, truncated=out.truncated),
-                        out.image,
-                    )
-                )
-            store.add_images(items)
-            generated += len(finished)
-            report_progress("generate", len(jobs) - len(todo) + generated, len(jobs))
-
         executor = make_executor(
             config.executor,
             spec,
@@ -290,11 +271,18 @@ def run_audit(
             ray_address=config.ray_address,
         )
         del generator  # a Ray run frees the driver's planning copy of the model here
-        executor.run(todo, sink)
+        generated = generate_missing(store, jobs, executor, progress=report_progress)
         del executor
 
         planned_keys = {rec.key for rec, _ in jobs}
-        classified = _classify(store, config, axes, planned_keys, report_progress)
+        classified = label_missing(
+            store,
+            config.classifier,
+            axes,
+            lambda: ClipZeroShotClassifier.from_pretrained(config.classifier, device=config.device),
+            keys=planned_keys,
+            progress=report_progress,
+        )
         summary = build_summary(store, config, axes, planned_keys, model_info)
         from diffsteer.assess import assess_run  # new top-level keys: quality, auditor, provenance
 
@@ -319,31 +307,6 @@ def run_audit(
         seconds=time.time() - started,
         warnings=warnings,
     )
-
-
-def _classify(store: RunStore, config: AuditConfig, axes: Sequence[Axis], planned: set[str], progress) -> int:
-    axis_names = [a.name for a in axes]
-    keys = [k for k in store.unlabelled_keys(config.classifier, axis_names) if k in planned]
-    if not keys:
-        return 0
-    classifier = ClipZeroShotClassifier.from_pretrained(config.classifier, device=config.device)
-    by_key = {rec.key: rec for rec in store.images(status="ok")}
-    batch = 256
-    for i in range(0, len(keys), batch):
-        chunk = [by_key[k] for k in keys[i : i + batch]]
-        images = [store.load_image(rec) for rec in chunk]
-        results = classifier.classify(images, axes)
-        labels = []
-        for rec, res in zip(chunk, results, strict=True):
-            for axis in axis_names:
-                if res.drop_reason is not None:
-                    labels.append(LabelRecord(rec.key, config.classifier, axis, None, {}, res.drop_reason))
-                else:
-                    lab = res.axes[axis]
-                    labels.append(LabelRecord(rec.key, config.classifier, axis, lab.label, lab.probs))
-        store.add_labels(labels)
-        progress("classify", min(i + batch, len(keys)), len(keys))
-    return len(keys)
 
 
 def _result_row(mitigation, axis, prompt, counts, n_dropped, bias, dr, dr_ci) -> dict:

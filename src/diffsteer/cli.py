@@ -507,8 +507,9 @@ def learn_hspace_command(
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
 ) -> None:
     """Learn an h-space concept vector (Li et al., CVPR 2024) and save it for --hspace NAME."""
+    from diffsteer.experiments.learn import learn_hspace
     from diffsteer.models import load_pipeline
-    from diffsteer.steering.hspace import check_recipe, learn_hspace
+    from diffsteer.steering.hspace import check_recipe
 
     try:
         if class_name is not None and axis is None:

@@ -12,14 +12,15 @@ denoising step. It is learned self-supervised:
    each image is conditioned on a prompt *without* the concept ("a photo of a person"): the only way
    to denoise a woman's picture from "a person" is for the vector to supply "woman".
 
-Training images go through a :class:`~diffsteer.runs.store.RunStore`, so an interrupted learn resumes
-without generating them again. Files are ``<concept>.hspace.safetensors`` (see steering.files).
+This module holds the method (steps 2 and 3: :func:`fit_hspace_vector`) and the file format;
+:func:`diffsteer.experiments.learn.learn_hspace` makes the training images through the run store and
+the shared runner, so an interrupted learn resumes without generating them again. Files are
+``<concept>.hspace.safetensors`` (see steering.files).
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, DiffusionPipeline
 
-from diffsteer.generate import ImageRequest, SteeredGenerator
+from diffsteer.generate import SteeredGenerator
 from diffsteer.steering.files import (
     SUFFIX,
     SteeringFileError,
@@ -48,8 +49,9 @@ __all__ = [
     "DEFAULT_STEPS",
     "HSpaceVector",
     "check_recipe",
-    "learn_hspace",
+    "fit_hspace_vector",
     "load_hspace",
+    "prediction_type",
 ]
 
 KIND = "hspace"
@@ -62,8 +64,6 @@ DEFAULT_IMAGES = 256
 DEFAULT_STEPS = 300
 LOSS_WINDOW = 50  # the loss curve holds the mean loss of every LOSS_WINDOW steps
 EVAL_SAMPLES = 64  # fixed (image, t, noise) draws on which the learned vector is compared with none
-GENERATE_CHUNK = 32  # images generated and stored per chunk: the most a kill can lose
-_SEED_STRIDE = 1_000_000  # training images use seeds far from the 0..n seeds audits use
 
 # metadata values kept as plain strings; every other value is JSON
 _STRING_KEYS = ("concept", "base_model", "fingerprint", "block", "axis", "class_name")
@@ -153,84 +153,6 @@ def load_hspace(path: Path | str) -> HSpaceVector:
 # ---------------------------------------------------------------------------------------- learning
 
 
-def learn_hspace(
-    pipe: DiffusionPipeline,
-    *,
-    concept: str,
-    concept_prompt: str,
-    neutral_prompt: str,
-    negative_prompt: str = "",
-    images: int = DEFAULT_IMAGES,
-    steps: int = DEFAULT_STEPS,
-    lr: float = 0.1,
-    batch_size: int = 8,
-    seed: int = 0,
-    guidance: float = 7.5,
-    inference_steps: int = 20,
-    work_dir: Path | str,
-    base_model: str,
-    axis: str | None = None,
-    class_name: str | None = None,
-    generate_batch_size: int = 16,
-    progress: Progress | None = None,
-) -> HSpaceVector:
-    """Learn the h-space vector of ``concept`` (see the module docstring for the method).
-
-    ``concept_prompt`` (with ``negative_prompt``) makes the training images, ``neutral_prompt``
-    conditions the U-Net while the vector is optimised. Images are stored in ``work_dir`` (a run
-    store) and reused by any later learn with the same model and image recipe. Deterministic given
-    ``seed`` (same device and thread count).
-    """
-    from diffsteer.models import model_fingerprint
-
-    check_recipe(concept, concept_prompt, neutral_prompt, images, steps, lr, batch_size, inference_steps)
-    report = progress or (lambda _stage, _done, _total: None)
-    started = time.time()
-    generator = SteeredGenerator(
-        pipe, steps=inference_steps, guidance=guidance, batch_size=generate_batch_size
-    )
-    fingerprint = model_fingerprint(pipe)
-    recipe = {
-        "concept_prompt": concept_prompt,
-        "neutral_prompt": neutral_prompt,
-        "negative_prompt": negative_prompt,
-        "images": int(images),
-        "steps": int(steps),
-        "lr": float(lr),
-        "batch_size": int(batch_size),
-        "seed": int(seed),
-        "guidance": float(guidance),
-        "inference_steps": int(inference_steps),
-        "image_seeds": f"{_SEED_STRIDE * (seed + 1)}..{_SEED_STRIDE * (seed + 1) + images - 1}",
-        "scheduler": "DDPM forward process from the pipeline's scheduler config, t uniform",
-    }
-
-    pictures = _training_images(generator, recipe, fingerprint, base_model, Path(work_dir), report)
-    generated_at = time.time()
-    x0 = _encode_images(pipe, pictures)
-    vector, curve, eval_loss = _optimise(pipe, generator, x0, recipe, report)
-    finished = time.time()
-
-    metadata: dict[str, Any] = {
-        "base_model": base_model,
-        "fingerprint": fingerprint,
-        "block": generator.steered_block,
-        "shape": list(generator.hspace_shape),
-        "image_size": [generator.height, generator.width],
-        "prediction_type": _prediction_type(pipe),
-        "recipe": recipe,
-        "loss_curve": curve,
-        "eval_loss": eval_loss,
-        "axis": axis,
-        "class_name": class_name,
-        "seconds": round(finished - started, 2),
-        "seconds_images": round(generated_at - started, 2),
-        "seconds_optimise": round(finished - generated_at, 2),
-    }
-    metadata = {k: v for k, v in metadata.items() if v is not None}  # as a saved file reads back
-    return HSpaceVector(concept=concept, vector=vector, metadata=metadata)
-
-
 def check_recipe(
     concept: str,
     concept_prompt: str,
@@ -259,84 +181,24 @@ def check_recipe(
         raise ValueError(f"lr must be a positive number, got {lr}")
 
 
-def _prediction_type(pipe: DiffusionPipeline) -> str:
+def prediction_type(pipe: DiffusionPipeline) -> str:
     return str(pipe.scheduler.config.get("prediction_type", "epsilon"))
 
 
-def _training_images(
+def fit_hspace_vector(
     generator: SteeredGenerator,
+    pictures: list[Any],
     recipe: dict[str, Any],
-    fingerprint: str,
-    base_model: str,
-    work_dir: Path,
-    report: Progress,
-) -> list[Any]:
-    """The N training pictures, generated into (or read back from) the run store in ``work_dir``."""
-    from diffsteer.models import weights_fingerprint
-    from diffsteer.runs.store import ImageRecord, RunStore, job_key
+    progress: Progress | None = None,
+) -> tuple[torch.Tensor, list[float], dict[str, float]]:
+    """Steps 2 and 3 of the method on the training pictures: (vector, loss curve, evaluation losses).
 
-    dtype = str(generator.pipe.unet.dtype).replace("torch.", "")
-    weights = weights_fingerprint(generator.pipe)  # images of other weights in the store are not reused
-    config = {
-        "purpose": "hspace training images",
-        "model": base_model,
-        "fingerprint": fingerprint,
-        "size": [generator.height, generator.width],
-    }
-    total = recipe["images"]
-    first_seed = _SEED_STRIDE * (recipe["seed"] + 1)
-    jobs: list[tuple[ImageRecord, ImageRequest]] = []
-    for k in range(total):
-        request = ImageRequest(recipe["concept_prompt"], first_seed + k, recipe["negative_prompt"])
-        key = job_key(
-            model=fingerprint,
-            weights=weights,
-            prompt=request.prompt,
-            negative=request.negative_prompt,
-            seed=request.seed,
-            steps=recipe["inference_steps"],
-            guidance=recipe["guidance"],
-            size=[generator.height, generator.width],
-            dtype=dtype,
-        )
-        record = ImageRecord(
-            key=key,
-            mitigation="none",
-            prompt_id="hspace-concept",
-            prompt=request.prompt,
-            final_prompt=request.prompt,
-            seed=request.seed,
-            image_index=k,
-            steering={"negative_prompt": request.negative_prompt} if request.negative_prompt else {},
-            model=base_model,
-            status="ok",
-        )
-        jobs.append((record, request))
-
-    # resume=True: rows of other recipes stay; only rows whose key matches a job of this one are read
-    with RunStore.open(work_dir, config, resume=True) as store:
-        done = store.done_keys()
-        todo = [job for job in jobs if job[0].key not in done]
-        finished = total - len(todo)
-        report("images", finished, total)
-        for start in range(0, len(todo), GENERATE_CHUNK):
-            chunk = todo[start : start + GENERATE_CHUNK]
-            results = generator.generate([request for _, request in chunk])
-            items = []
-            for (record, _), result in zip(chunk, results, strict=True):
-                if result.drop_reason is not None:
-                    record.status, record.drop_reason = "dropped", result.drop_reason
-                items.append((record, result.image))
-            store.add_images(items)
-            finished += len(chunk)
-            report("images", finished, total)
-        wanted = {record.key for record, _ in jobs}
-        rows = [r for r in store.images(status="ok") if r.key in wanted]
-        rows.sort(key=lambda r: r.image_index)
-        pictures = [store.load_image(r) for r in rows]
-    if not pictures:
-        raise RuntimeError(f"every one of the {total} training images was unusable (non-finite or black)")
-    return pictures
+    ``recipe`` holds ``neutral_prompt``, ``steps``, ``lr``, ``batch_size`` and ``seed``
+    (see :func:`diffsteer.experiments.learn.learn_hspace`).
+    """
+    report = progress or (lambda _stage, _done, _total: None)
+    x0 = _encode_images(generator.pipe, pictures)
+    return _optimise(generator.pipe, generator, x0, recipe, report)
 
 
 @torch.no_grad()
@@ -425,7 +287,7 @@ def _optimise(
     device = _device(pipe)
     dtype = unet.dtype
     scheduler = _training_scheduler(pipe)
-    prediction = _prediction_type(pipe)
+    prediction = prediction_type(pipe)
     if prediction not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction type {prediction!r} is not supported (epsilon or v_prediction)")
     n_train = int(scheduler.config.num_train_timesteps)

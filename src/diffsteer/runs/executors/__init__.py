@@ -47,9 +47,12 @@ class ExecutorUnavailableError(RuntimeError):
 
 
 class Executor(Protocol):
-    """Generates jobs in batches and streams each finished batch into ``sink``."""
+    """Generates jobs in batches and streams each finished batch into ``sink``.
 
-    def run(self, jobs: Sequence[Job], sink: Sink) -> None: ...
+    ``record_steps``: denoising steps whose latents each generated image carries (see
+    ``SteeredGenerator.generate``)."""
+
+    def run(self, jobs: Sequence[Job], sink: Sink, *, record_steps: Sequence[int] = ()) -> None: ...
 
 
 def batches(jobs: Sequence[Job], size: int) -> Iterator[list[Job]]:

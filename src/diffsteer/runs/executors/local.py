@@ -18,7 +18,7 @@ class LocalExecutor:
     def batch_size(self) -> int:
         return self.generator.batch_size
 
-    def run(self, jobs: Sequence[Job], sink: Sink) -> None:
+    def run(self, jobs: Sequence[Job], sink: Sink, *, record_steps: Sequence[int] = ()) -> None:
         for batch in batches(jobs, self.generator.batch_size):
-            outputs = self.generator.generate([request for _, request in batch])
+            outputs = self.generator.generate([request for _, request in batch], record_steps=record_steps)
             sink([(record, out) for (record, _), out in zip(batch, outputs, strict=True)])

@@ -27,8 +27,9 @@ from diffsteer.runs.executors import ExecutorUnavailableError, Job, Sink, batche
 from diffsteer.runs.executors.spec import GeneratorSpec
 from diffsteer.generate import GeneratedImage, ImageRequest
 
-# What a worker returns per image: RGB uint8 pixels (None when unusable), drop reason, truncated.
-_Outcome = tuple[np.ndarray | None, str | None, bool]
+# What a worker returns per image: RGB uint8 pixels (None when unusable), drop reason, truncated,
+# and the recorded latents (step -> CPU tensor; empty unless the run records steps).
+_Outcome = tuple[np.ndarray | None, str | None, bool, dict[int, torch.Tensor]]
 
 
 class _Worker:
@@ -41,11 +42,12 @@ class _Worker:
     def batch_size(self) -> int:
         return self.auto_batch_size
 
-    def generate(self, requests: list[ImageRequest]) -> list[_Outcome]:
+    def generate(self, requests: list[ImageRequest], record_steps: Sequence[int] = ()) -> list[_Outcome]:
         self.generator.batch_size = max(1, len(requests))  # the driver's batch is one pipeline call
-        outputs = self.generator.generate(requests)
+        outputs = self.generator.generate(requests, record_steps=record_steps)
         return [
-            (None if o.image is None else np.asarray(o.image), o.drop_reason, o.truncated) for o in outputs
+            (None if o.image is None else np.asarray(o.image), o.drop_reason, o.truncated, o.latents)
+            for o in outputs
         ]
 
 
@@ -96,7 +98,7 @@ class RayExecutor:
         workers = self.num_workers or max(1, int(resources.get("CPU", 1)) // threads)
         return replace(self.spec, num_threads=threads), {"num_cpus": threads}, workers
 
-    def run(self, jobs: Sequence[Job], sink: Sink) -> None:
+    def run(self, jobs: Sequence[Job], sink: Sink, *, record_steps: Sequence[int] = ()) -> None:
         if not jobs:
             return
         started = self._connect()
@@ -110,20 +112,22 @@ class RayExecutor:
             actors = [remote.options(**resources).remote(spec) for _ in range(n_workers)]
             if size is None:  # automatic: the smallest any actor can hold, so one split fits them all
                 size = min(ray.get([a.batch_size.remote() for a in actors]))
-            self._dispatch(actors, deque(batches(jobs, size)), sink)
+            self._dispatch(actors, deque(batches(jobs, size)), sink, tuple(record_steps))
         finally:
             for actor in actors:
                 ray.kill(actor)
             if started:
                 ray.shutdown()
 
-    def _dispatch(self, actors: list[Any], queue: deque[list[Job]], sink: Sink) -> None:
+    def _dispatch(
+        self, actors: list[Any], queue: deque[list[Job]], sink: Sink, record_steps: tuple[int, ...]
+    ) -> None:
         pending: dict[Any, tuple[Any, list[Job]]] = {}
 
         def submit(actor: Any) -> None:
             if queue:
                 batch = queue.popleft()
-                pending[actor.generate.remote([req for _, req in batch])] = (actor, batch)
+                pending[actor.generate.remote([req for _, req in batch], record_steps)] = (actor, batch)
 
         for _ in range(self.in_flight):
             for actor in actors:
@@ -142,7 +146,7 @@ class RayExecutor:
 
 
 def _generated(request: ImageRequest, outcome: _Outcome) -> GeneratedImage:
-    pixels, reason, truncated = outcome
+    pixels, reason, truncated, latents = outcome
     # copy: Ray hands back read-only arrays backed by its object store
     image = None if pixels is None else Image.fromarray(np.array(pixels)).convert("RGB")
-    return GeneratedImage(request=request, image=image, drop_reason=reason, truncated=truncated)
+    return GeneratedImage(request=request, image=image, drop_reason=reason, truncated=truncated, latents=latents)
