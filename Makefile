@@ -31,7 +31,7 @@ demo: $(STAMP)
 	$(VENV)/bin/diffsteer audit --out runs/demo
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks research tools
 
 test: $(STAMP) browser lint
 	$(VENV)/bin/pytest -q

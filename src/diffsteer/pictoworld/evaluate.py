@@ -141,7 +141,7 @@ def clip_oracle_agreement(classifier, oracle, images: np.ndarray) -> dict[str, f
 
 
 # The two "does the model draw its planted bias" rules of the pictoworld acceptance tests, shared with
-# benchmarks/pictoworld_guidance_scan.py so a candidate is judged on other seeds by the same rule.
+# research/pictoworld_guidance_scan.py so a candidate is judged on other seeds by the same rule.
 SHARE_TOLERANCE = 0.12  # measured share or deviation ratio against the planted one
 CONTROL_LIMIT = 0.2  # the balanced controls' deviation ratio in the audit
 

@@ -1,6 +1,6 @@
 """Re-create the initial-noise directions bundled with pictoworld (src/diffsteer/pictoworld/weights/steering).
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/learn_pictoworld_directions.py
+Run:  OMP_NUM_THREADS=1 .venv/bin/python tools/learn_pictoworld_directions.py
       [--out DIR] [--work-dir runs/learn-noise-pictoworld]
 
 Two steps, both public functions:

@@ -1,6 +1,6 @@
 """Look at one prompt on a pictoworld model across guidance scales: the oracle's shares and a grid to view.
 
-Run:  .venv/bin/python benchmarks/prompt_probe.py "a photo of a dark-skinned pilot" \
+Run:  .venv/bin/python research/prompt_probe.py "a photo of a dark-skinned pilot" \
           [--model DIR] [--n 32] [--seed 5000] [--guidance 1,3,7.5] [--rescale 0] [--grid-dir runs/probe]
 
 DIR is a folder with pipeline/ and oracle/ (a retrained candidate's OUT); default: the bundled weights.
@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import bench_common as bc
 import numpy as np
+import research_common as rc
 import torch
 
 from diffsteer import pictoworld
@@ -38,9 +38,9 @@ def main() -> None:
     parser.add_argument("--model", type=Path, default=None, help="folder with pipeline/ and oracle/")
     parser.add_argument("--n", type=int, default=32)
     parser.add_argument("--seed", type=int, default=5000)
-    parser.add_argument("--guidance", type=bc.number_list(float, 0), default="1,3,7.5")
+    parser.add_argument("--guidance", type=rc.scale_list, default="1,3,7.5")
     parser.add_argument(
-        "--rescale", type=bc.number_list(float, 0), default="0", help="diffusers' guidance_rescale values"
+        "--rescale", type=rc.scale_list, default="0", help="diffusers' guidance_rescale values"
     )
     parser.add_argument("--grid-dir", type=Path, default=Path("runs/probe"))
     args = parser.parse_args()

@@ -1,8 +1,8 @@
 """Judge a retrained pictoworld candidate on seeds the pinned tests never use, by the tests' own rules.
 
-Run:  .venv/bin/python benchmarks/heldout_verdict.py OUT
+Run:  .venv/bin/python research/heldout_verdict.py OUT
 
-OUT is a folder written by benchmarks/retrain_pictoworld.sh: it reads
+OUT is a folder written by tools/retrain_pictoworld.sh: it reads
 OUT/figures/pictoworld_default_seed5000.json (the model's own guidance; a candidate measured before
 there was one reads pictoworld_1.0_seed5000.json), OUT/figures/pictoworld_7.5_seed5000.json and
 OUT/audit_seed5000/summary.json, prints every miss, and ends with the verdict. Exit status 0 when
@@ -23,7 +23,8 @@ import json
 import sys
 from pathlib import Path
 
-MINIMUM = 0.85  # explicit prompts and recognition at 7.5, as in tests/test_pictoworld_acceptance.py
+# explicit prompts and recognition at 7.5, as in tests/pictoworld/test_pictoworld_acceptance.py
+MINIMUM = 0.85
 
 
 def heldout_misses(out: Path) -> list[str]:
@@ -56,7 +57,7 @@ def main() -> None:
         misses = heldout_misses(args.out)
     except FileNotFoundError as err:
         print(
-            f"heldout_verdict: missing {err.filename}; run benchmarks/retrain_pictoworld.sh first",
+            f"heldout_verdict: missing {err.filename}; run tools/retrain_pictoworld.sh first",
             file=sys.stderr,
         )
         sys.exit(2)

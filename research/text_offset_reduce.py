@@ -1,6 +1,6 @@
 """Per-token against mean-reduced text offsets on pictoworld: how far each moves a skewed profession.
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/text_offset_reduce.py [--n 32] [--weights 1,2]
+Run:  OMP_NUM_THREADS=1 .venv/bin/python research/text_offset_reduce.py [--n 32] [--weights 1,2]
 
 The offset "a photo of a woman" minus "a photo of a person", kept per token (``--reduce tokens``, the
 default) or averaged over tokens (``--reduce mean``), added at each weight to "a photo of a soldier"

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Retrain pictoworld and measure the candidate against every pinned outcome, in one command.
 #
-#   bash benchmarks/retrain_pictoworld.sh [OUT]        # OUT defaults to runs/pictoworld-candidate
-#   PRESET=smoke bash benchmarks/retrain_pictoworld.sh /tmp/chain   # the whole chain in minutes
-#   SEED=1 bash benchmarks/retrain_pictoworld.sh runs/candidate-seed1  # another training seed
-#   SKIP_TRAIN=1 bash benchmarks/retrain_pictoworld.sh runs/pictoworld-v7  # measure a trained OUT again
+#   bash tools/retrain_pictoworld.sh [OUT]        # OUT defaults to runs/pictoworld-candidate
+#   PRESET=smoke bash tools/retrain_pictoworld.sh /tmp/chain   # the whole chain in minutes
+#   SEED=1 bash tools/retrain_pictoworld.sh runs/candidate-seed1  # another training seed
+#   SKIP_TRAIN=1 bash tools/retrain_pictoworld.sh runs/pictoworld-v7  # measure a trained OUT again
 #
 # Trains with the working tree's world, renderer and schedule (about an hour on 2 CPU cores), then
 # REPLACES the bundled weights in the working tree with the candidate's, re-learns the bundled
@@ -36,16 +36,16 @@ rm -rf runs/learn-hspace runs/learn-noise-pictoworld runs/noise-weight-sweeps ru
 
 export OMP_NUM_THREADS=1
 # each pair: wait on both PIDs, so a failed job stops the script (set -e) and its log says why
-( $PY benchmarks/learn_pictoworld_vectors.py > "$F/learn_vectors.txt" 2>&1 &&
-  $PY benchmarks/pictoworld_acceptance.py --guidance 7.5 --no-record > "$F/pictoworld_7.5.txt" 2>&1 ) &
+( $PY tools/learn_pictoworld_vectors.py > "$F/learn_vectors.txt" 2>&1 &&
+  $PY research/pictoworld_acceptance.py --guidance 7.5 --no-record > "$F/pictoworld_7.5.txt" 2>&1 ) &
 a=$!
-( $PY benchmarks/learn_pictoworld_directions.py > "$F/learn_directions.txt" 2>&1 &&
-  $PY benchmarks/pictoworld_acceptance.py --no-record > "$F/pictoworld_default.txt" 2>&1 ) &
+( $PY tools/learn_pictoworld_directions.py > "$F/learn_directions.txt" 2>&1 &&
+  $PY research/pictoworld_acceptance.py --no-record > "$F/pictoworld_default.txt" 2>&1 ) &
 b=$!
 wait "$a"; wait "$b"
-$PY benchmarks/hspace_acceptance.py --n 64 --guidance 7.5 --no-record > "$F/hspace_7.5.txt" 2>&1 &
+$PY research/hspace_acceptance.py --n 64 --guidance 7.5 --no-record > "$F/hspace_7.5.txt" 2>&1 &
 a=$!
-$PY benchmarks/noise_acceptance.py --n 64 --no-record > "$F/noise_default.txt" 2>&1 &
+$PY research/noise_acceptance.py --n 64 --no-record > "$F/noise_default.txt" 2>&1 &
 b=$!
 wait "$a"; wait "$b"
 # the same acceptance figures on seeds the tests never use: judge the candidate here first, on twice the
@@ -53,7 +53,7 @@ wait "$a"; wait "$b"
 # "default" is the model's own guidance (pictoworld.RECOMMENDED_GUIDANCE), the one the default audit uses
 for g in default 7.5; do
   guidance=(); [ "$g" = default ] || guidance=(--guidance "$g")
-  $PY benchmarks/pictoworld_acceptance.py --seed 5000 "${guidance[@]}" --n-explicit 64 --n-neutral 128 --no-record \
+  $PY research/pictoworld_acceptance.py --seed 5000 "${guidance[@]}" --n-explicit 64 --n-neutral 128 --no-record \
     --json-out "$F/pictoworld_${g}_seed5000.json" > "$F/pictoworld_${g}_seed5000.txt" 2>&1
 done
 rm -rf "$OUT/audit_seed5000"
@@ -62,7 +62,7 @@ rm -rf "$OUT/audit_seed5000"
 .venv/bin/diffsteer audit --seed 5000 --images-per-prompt 384 --out "$OUT/audit_seed5000" \
   > "$F/audit_seed5000.txt" 2>&1
 # the verdict by the tests' rules on those seeds; the tests below then run as information
-$PY benchmarks/heldout_verdict.py "$OUT" > "$F/heldout_verdict.txt" 2> "$F/heldout_verdict.err" || true
+$PY research/heldout_verdict.py "$OUT" > "$F/heldout_verdict.txt" 2> "$F/heldout_verdict.err" || true
 .venv/bin/pytest -q > "$F/tests.txt" 2>&1 || true
 tail -n 15 "$F/tests.txt"
 cat "$F/heldout_verdict.txt"

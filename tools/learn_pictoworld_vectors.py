@@ -1,6 +1,6 @@
 """Re-create the h-space concept vectors bundled with pictoworld (src/diffsteer/pictoworld/weights/steering).
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/learn_pictoworld_vectors.py [--only woman,man]
+Run:  OMP_NUM_THREADS=1 .venv/bin/python tools/learn_pictoworld_vectors.py [--only woman,man]
       [--out DIR] [--work-dir runs/learn-hspace]
 
 Each vector is exactly what ``diffsteer learn hspace`` makes with the options below (the library

@@ -1,6 +1,6 @@
 """Measure the bundled pictoworld model against its planted ground truth (issue: pictoworld acceptance).
 
-Run:  .venv/bin/python benchmarks/pictoworld_acceptance.py [--n-explicit 32] [--n-neutral 64] [--seed 0]
+Run:  .venv/bin/python research/pictoworld_acceptance.py [--n-explicit 32] [--n-neutral 64] [--seed 0]
           [--guidance G] [--json-out FILE]
 Prints every figure as JSON and appends a dated section to benchmarks/RESULTS.md.
 """
@@ -14,6 +14,7 @@ import time
 from datetime import date
 from pathlib import Path
 
+import research_common as rc
 import torch
 
 
@@ -94,7 +95,7 @@ def main() -> None:
     lines.append(f"| CLIP zero-shot on renders, skin tone | {renders['skin_tone']:.3f} |")
     lines.append(f"| CLIP vs oracle on generated, gender | {agreement['gender']:.3f} |")
     lines.append(f"| CLIP vs oracle on generated, skin tone | {agreement['skin_tone']:.3f} |")
-    results = Path(__file__).with_name("RESULTS.md")
+    results = rc.RESULTS
     with results.open("a") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -1,6 +1,6 @@
 """Judge the bundled pictoworld weights at several guidance scales by the acceptance tests' own rules.
 
-Run:  .venv/bin/python benchmarks/pictoworld_guidance_scan.py [--seed 5000] [--guidance 1,1.25,1.5,2]
+Run:  .venv/bin/python research/pictoworld_guidance_scan.py [--seed 5000] [--guidance 1,1.25,1.5,2]
       [--images-per-prompt 384 --n-neutral 128 --n-explicit 64]   # the held-out verdict's sizes
 
 Per guidance, on seeds from --seed (default 5000: seeds the pinned tests never use), prints one JSON
@@ -20,14 +20,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import bench_common as bc
+import research_common as rc
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seed", type=int, default=5000, help="seed of image 0 (default 5000)")
     parser.add_argument(
-        "--guidance", type=bc.number_list(float, 0), default="1,1.25,1.5,2", help="comma-separated scales"
+        "--guidance", type=rc.scale_list, default="1,1.25,1.5,2", help="comma-separated scales"
     )
     parser.add_argument(
         "--images-per-prompt",

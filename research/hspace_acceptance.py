@@ -1,6 +1,6 @@
 """h-space concept vectors on pictoworld, measured with the oracle (issue 4's acceptance figures).
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hspace_acceptance.py [--n 64] [--vectors DIR]
+Run:  OMP_NUM_THREADS=1 .venv/bin/python research/hspace_acceptance.py [--n 64] [--vectors DIR]
       [--extra-strengths 0.25,0.5] [--no-learn] [--no-record]
 
 Every image: pictoworld's own guidance (--guidance to change), 20 steps, image k of a prompt
@@ -30,6 +30,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import research_common as rc
 import torch
 
 GENDER_SKEWED = ("doctor", "nurse", "pilot", "soldier", "hairdresser")  # planted man share >= .8 or <= .2
@@ -356,7 +357,7 @@ def main() -> None:
     print("\n".join(lines))
     if args.no_record:
         return
-    command = "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/hspace_acceptance.py " + " ".join(sys.argv[1:])
+    command = "OMP_NUM_THREADS=1 .venv/bin/python research/hspace_acceptance.py " + " ".join(sys.argv[1:])
     header = [
         f"\n## h-space concept vectors on pictoworld — {date.today().isoformat()}",
         "",
@@ -369,7 +370,7 @@ def main() -> None:
         "CLIP for violence.",
         "",
     ]
-    results = Path(__file__).with_name("RESULTS.md")
+    results = rc.RESULTS
     with results.open("a") as f:
         f.write("\n".join(header + lines) + "\n")
 

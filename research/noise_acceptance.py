@@ -1,8 +1,8 @@
 """Acceptance of initial-noise latent directions on pictoworld (issue 5), measured with the oracle.
 
-Run:  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/noise_acceptance.py [--n 64] [--no-record]
+Run:  OMP_NUM_THREADS=1 .venv/bin/python research/noise_acceptance.py [--n 64] [--no-record]
 
-Uses the directions bundled with pictoworld (made by benchmarks/learn_pictoworld_directions.py).
+Uses the directions bundled with pictoworld (made by tools/learn_pictoworld_directions.py).
 Every figure comes from images generated at pictoworld's own guidance (--guidance to change), 20 steps, from
 seeds 10000..10000+n-1,
 the same seeds with and without steering, labelled by pictoworld's supervised oracle:
@@ -30,6 +30,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import research_common as rc
 import torch
 
 GENDER_SKEWED = ("doctor", "nurse", "pilot", "soldier", "hairdresser")
@@ -204,9 +205,9 @@ def _record(f: dict, args: argparse.Namespace) -> None:
         f"\n## noise directions (issue 5) — {date.today().isoformat()}",
         f"device: cpu ({platform.machine()}, 1 thread; the 2 cores were shared with other jobs, so times are "
         f"indicative only), torch {torch.__version__}, diffusers {diffusers.__version__}, scikit-learn "
-        f"{sklearn.__version__}. Command: `OMP_NUM_THREADS=1 .venv/bin/python benchmarks/noise_acceptance.py "
+        f"{sklearn.__version__}. Command: `OMP_NUM_THREADS=1 .venv/bin/python research/noise_acceptance.py "
         f"--n {f['n']}` ({f['seconds']:.0f} s). Bundled directions from "
-        "`benchmarks/learn_pictoworld_directions.py` (256 images per class, C = 0.001). Oracle labels; "
+        "`tools/learn_pictoworld_directions.py` (256 images per class, C = 0.001). Oracle labels; "
         f"{f['n']} images per profession, seeds {f['seed']}.., guidance {f['guidance']:g}, 20 steps; "
         "weights in noise standard deviations along d.",
         "",
@@ -279,7 +280,7 @@ def _record(f: dict, args: argparse.Namespace) -> None:
             for w, v, c in zip(s["weights"], s["shares"][cls], s["clip_score"], strict=True)
         )
         lines.append(f"- `{s['json']}`, `{s['png']}`: {cls} share (CLIP score) by weight: {shares}")
-    results = Path(__file__).with_name("RESULTS.md")
+    results = rc.RESULTS
     with results.open("a") as fh:
         fh.write("\n".join(lines) + "\n")
 
