@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -24,3 +26,24 @@ def tiny_model_dirs(tmp_path_factory):
     tokenizer.save_pretrained(root / "clip")
     dirs["clip"] = root / "clip"
     return dirs
+
+
+def benchmark_yaml(images_per_prompt: int, subjects: tuple[str, ...] = ("doctor", "nurse")) -> str:
+    """A small YAML benchmark on the gender axis: one "a photo of a <subject>" profession prompt each."""
+    prompts = "".join(
+        f"  - text: a photo of a {subject}\n    group: profession\n    subject: {subject}\n"
+        for subject in subjects
+    )
+    return f"name: tiny\naxes: [gender]\nimages_per_prompt: {images_per_prompt}\nprompts:\n{prompts}"
+
+
+@pytest.fixture()
+def write_benchmark(tmp_path):
+    """Writes :func:`benchmark_yaml` to ``tmp_path/bench.yaml`` and returns the path."""
+
+    def write(images_per_prompt: int, subjects: tuple[str, ...] = ("doctor", "nurse")) -> Path:
+        path = tmp_path / "bench.yaml"
+        path.write_text(benchmark_yaml(images_per_prompt, subjects))
+        return path
+
+    return write

@@ -28,25 +28,9 @@ ROW_KEYS = {
     "deviation_ratio_ci95",
 }
 
-BENCH = """\
-name: tiny
-axes: [gender]
-images_per_prompt: 3
-prompts:
-  - text: a photo of a doctor
-    group: profession
-    subject: doctor
-  - text: a photo of a nurse
-    group: profession
-    subject: nurse
-"""
-
-
 @pytest.fixture()
-def bench_file(tmp_path):
-    path = tmp_path / "bench.yaml"
-    path.write_text(BENCH)
-    return path
+def bench_file(write_benchmark):
+    return write_benchmark(images_per_prompt=3)
 
 
 def _config(dirs, bench_file, kind="sd1", **kw):
@@ -237,9 +221,10 @@ def test_long_prompt_is_recorded_as_truncated(tiny_model_dirs, tmp_path):
     assert truncated == 1
 
 
-def test_sigkill_mid_audit_then_rerun_has_exactly_the_planned_images(tiny_model_dirs, tmp_path):
-    bench = tmp_path / "bench.yaml"
-    bench.write_text(BENCH.replace("images_per_prompt: 3", "images_per_prompt: 20"))
+def test_sigkill_mid_audit_then_rerun_has_exactly_the_planned_images(
+    tiny_model_dirs, write_benchmark, tmp_path
+):
+    bench = write_benchmark(images_per_prompt=20)
     out = tmp_path / "run"
     cmd = [
         sys.executable,

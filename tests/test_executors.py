@@ -17,27 +17,12 @@ from diffsteer.runs.executors import GeneratorSpec, batch_from_memory
 from diffsteer.runs.executors.local import LocalExecutor
 from diffsteer.runs.executors.spec import compile_unet
 
-BENCH = """\
-name: tiny
-axes: [gender]
-images_per_prompt: 5
-prompts:
-  - text: a photo of a doctor
-    group: profession
-    subject: doctor
-  - text: a photo of a nurse
-    group: profession
-    subject: nurse
-"""
-
 runner = CliRunner()
 
 
 @pytest.fixture()
-def bench_file(tmp_path):
-    path = tmp_path / "bench.yaml"
-    path.write_text(BENCH)
-    return path
+def bench_file(write_benchmark):
+    return write_benchmark(images_per_prompt=5)
 
 
 def _store_content(run_dir):

@@ -20,7 +20,7 @@ from diffsteer.audit import AuditConfig, build_summary, run_audit
 from diffsteer.cli import app
 from diffsteer.report import write_report
 from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore
-from headless_chromium import find_chromium, visit
+from helpers.headless_chromium import find_chromium, visit
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
 ROW_KEYS = {

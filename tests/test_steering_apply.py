@@ -16,16 +16,6 @@ from diffsteer.steering.hspace import HSpaceVector
 from diffsteer.steering.noise import NoiseDirection
 from diffsteer.steering.preset import SteeringItem, SteeringSpec, save_preset
 
-BENCH = """\
-name: tiny
-axes: [gender]
-images_per_prompt: 4
-prompts:
-  - text: a photo of a doctor
-    group: profession
-    subject: doctor
-"""
-
 
 @pytest.fixture(scope="module")
 def vectors(tiny_model_dirs, tmp_path_factory):
@@ -47,10 +37,8 @@ def vectors(tiny_model_dirs, tmp_path_factory):
 
 
 @pytest.fixture()
-def bench_file(tmp_path):
-    path = tmp_path / "bench.yaml"
-    path.write_text(BENCH)
-    return path
+def bench_file(write_benchmark):
+    return write_benchmark(images_per_prompt=4, subjects=("doctor",))
 
 
 def _rows(out):

@@ -20,7 +20,7 @@ from PIL import Image
 from diffsteer.runs import store as store_module
 from diffsteer.runs.store import ImageRecord, LabelRecord, RunConfigMismatch, RunStore, job_key
 
-WRITER = Path(__file__).with_name("store_writer.py")
+WRITER = Path(__file__).parent / "helpers" / "store_writer.py"
 CONFIG = {"model": "tiny-sd1", "steps": 4, "mitigations": ["none", "fair-prompt"]}
 
 
