@@ -5,7 +5,7 @@ Run:  OMP_NUM_THREADS=1 .venv/bin/python research/text_offset_reduce.py [--n 32]
 The offset "a photo of a woman" minus "a photo of a person", kept per token (``--reduce tokens``, the
 default) or averaged over tokens (``--reduce mean``), added at each weight to "a photo of a soldier"
 (planted 80% men), seeds 0..n-1 at pictoworld's own guidance; the oracle reads the women's share and
-whether the soldier is still drawn. Prints JSON (the README's ``--reduce mean`` sentence quotes it).
+whether the soldier is still drawn. Prints JSON (docs/steering.md's ``--reduce mean`` sentence quotes it).
 """
 
 from __future__ import annotations

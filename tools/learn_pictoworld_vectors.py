@@ -14,7 +14,8 @@ unsafe concept in the negative prompt, and it is learned under the same neutral 
 vector holds what "not violent" adds to a soldier. Violence only occurs on soldiers in the world.
 Its training images are made at guidance 3, not 7.5: at 7.5 the negative prompt pushes away what the
 violent prompt shares with the neutral one, the soldier himself, and the vector learned to remove the
-soldier with the weapon (measured on the v4 candidate, benchmarks/RESULTS.md; README "learn hspace").
+soldier with the weapon (measured on the v4 candidate, benchmarks/RESULTS.md; docs/steering.md,
+"pictoworld's vectors").
 """
 
 from __future__ import annotations
