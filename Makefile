@@ -27,8 +27,17 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev,studio,ray]'
 	touch $(STAMP)
 
+# The story in one run: pictoworld's planted bias under no mitigation, and what three mitigations take
+# away from it (and cost in image quality), all on the same seeds. DEMO_IMAGES per prompt and
+# mitigation: see the note below the target for why that many is enough and what it costs in time.
+DEMO_OUT         := runs/demo
+DEMO_IMAGES      := 48
+DEMO_MITIGATIONS := none intervention hspace-fair noise-fair
+
 demo: $(STAMP)
-	$(VENV)/bin/diffsteer audit --out runs/demo
+	$(VENV)/bin/diffsteer audit $(foreach m,$(DEMO_MITIGATIONS),--mitigation $(m)) \
+		--images-per-prompt $(DEMO_IMAGES) --out $(DEMO_OUT)
+	@echo "Open $(DEMO_OUT)/report.html: $(DEMO_IMAGES) images per prompt under each of $(DEMO_MITIGATIONS), same seeds."
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks research tools
