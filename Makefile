@@ -28,8 +28,9 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 # The story in one run: pictoworld's planted bias under no mitigation, and what three mitigations take
-# away from it (and cost in image quality), all on the same seeds. DEMO_IMAGES per prompt and
-# mitigation: see the note below the target for why that many is enough and what it costs in time.
+# away from it (and cost in image quality), all on the same seeds. 48 images per prompt and mitigation
+# make the 1,536 images of the one-mitigation audit (154 s on 2 CPU cores), and a working mitigation's
+# drop in the mean deviation ratio (about 0.5 to 0.1 for gender) stays far outside the mean's interval.
 DEMO_OUT         := runs/demo
 DEMO_IMAGES      := 48
 DEMO_MITIGATIONS := none intervention hspace-fair noise-fair
