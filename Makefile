@@ -29,11 +29,11 @@ $(STAMP): pyproject.toml Makefile
 
 # The story in one run: pictoworld's planted bias under no mitigation, and what three mitigations take
 # away from it (and cost in image quality), all on the same seeds. 40 images per prompt and mitigation:
-# the mean deviation ratio over the eight professions then has a 95% interval of about +-0.07 (+-0.1 at
-# 16 images, narrowing with the square root), far inside the drop a working mitigation makes (about 0.5
-# to 0.1 for gender in a 16-image trial); and the 1,280 images stay under 3 minutes on 2 CPU cores,
-# where the one-mitigation audit's 1,536 took 154 s and h-space steering costs up to half a plain
-# image's time more.
+# the mean deviation ratio over the eight professions then has a 95% interval about 0.15 wide, well
+# inside the drop the fair mitigations make (gender 0.43 -> 0.14 hspace-fair, 0.11 noise-fair,
+# benchmarks/RESULTS.md "make demo"), and the whole audit is 174 CPU seconds of work on one thread, so
+# 2 quiet CPU cores finish it within 3 minutes (192 images per prompt, the one-mitigation default,
+# would take four times as long).
 DEMO_OUT         := runs/demo
 DEMO_IMAGES      := 40
 DEMO_MITIGATIONS := none intervention hspace-fair noise-fair
