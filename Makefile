@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 # inside the drop the fair mitigations make (gender 0.43 -> 0.14 hspace-fair, 0.11 noise-fair,
 # benchmarks/RESULTS.md "make demo"), and the whole audit is 174 CPU seconds of work on one thread, so
 # 2 quiet CPU cores finish it within 3 minutes (192 images per prompt, the one-mitigation default,
-# would take four times as long).
+# would take nearly five times as long).
 DEMO_OUT         := runs/demo
 DEMO_IMAGES      := 40
 DEMO_MITIGATIONS := none intervention hspace-fair noise-fair
