@@ -5,6 +5,8 @@ from __future__ import annotations
 import ast
 import subprocess
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,6 +158,25 @@ def test_each_plugin_is_called_once_and_a_broken_one_warns_naming_it(
     assert reg.models() == ["good-model"] and reg.default_model() == "good-model"
     assert calls == [reg]
     assert reg.plugin_failures == {"broken": "ModuleNotFoundError: no_such_package"}
+
+
+def test_a_look_up_from_another_thread_waits_for_the_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
+    started = threading.Event()
+
+    def slow_register(reg: Registry) -> None:
+        started.set()
+        time.sleep(0.3)  # the other thread looks up meanwhile
+        reg.register_model("slow-model", "/nowhere")
+
+    plugins = [FakeEntryPoint("slow", "slow:register", slow_register)]
+    monkeypatch.setattr(registry, "entry_points", lambda group: plugins)
+    reg = Registry()
+    first = threading.Thread(target=reg.load_plugins)
+    first.start()
+    started.wait(5)
+    seen = reg.model("slow-model")  # while the plugin is still registering
+    first.join()
+    assert seen is not None and seen.name == "slow-model"
 
 
 def test_a_missing_model_names_the_plugin_that_failed(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -19,6 +19,7 @@ and a reference factory a :class:`~diffsteer.reference.ReferenceSet`, which the 
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -105,6 +106,9 @@ class Registry:
         self._benchmarks: dict[str, Callable[[], Any]] = {}
         self._commands: dict[str, Callable[[], Any]] = {}
         self._plugins_loaded = group is None
+        self._loading = False
+        # another thread waits until loading is over; the loading thread itself passes (a plugin's own calls)
+        self._lock = threading.RLock()
         # plugin name -> why it failed, kept so that "model not found" can say why a name is missing
         self.plugin_failures: dict[str, str] = {}
 
@@ -113,7 +117,17 @@ class Registry:
         """Call every plugin's ``register(registry)`` once; a failing plugin warns and is skipped."""
         if self._plugins_loaded:
             return
-        self._plugins_loaded = True  # set first: a plugin that looks a name up must not load again
+        with self._lock:
+            if self._plugins_loaded or self._loading:
+                return
+            self._loading = True
+            try:
+                self._call_plugins()
+            finally:
+                self._loading = False
+                self._plugins_loaded = True
+
+    def _call_plugins(self) -> None:
         seen: set[tuple[str, str]] = set()
         for ep in entry_points(group=str(self.group)):
             if (ep.name, ep.value) in seen:  # one distribution found twice on the path
@@ -127,7 +141,7 @@ class Registry:
                 warnings.warn(
                     f"diffsteer plugin {ep.name!r} ({ep.value}) could not be loaded and is skipped: {reason}",
                     PluginWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
 
     # -------------------------------------------------------------------------------- registering
