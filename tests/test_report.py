@@ -111,9 +111,9 @@ def test_summary_gains_quality_auditor_and_provenance_but_rows_stay(pictoworld_r
 
 def _render_folder(folder: Path, swap_gender: bool) -> Path:
     """A labelled reference folder of 40 pictoworld renders; optionally every gender label swapped."""
-    from diffsteer.reference import pictoworld_reference
+    from diffsteer.pictoworld import reference_set
 
-    ref = pictoworld_reference(n=40, seed=7)
+    ref = reference_set(n=40, seed=7)
     folder.mkdir()
     swap = {"man": "woman", "woman": "man"}
     with (folder / "labels.csv").open("w", newline="") as fh:

@@ -17,6 +17,7 @@ from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_ax
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
 from diffsteer.metrics import summarize_axis
+from diffsteer.registry import bundled_model, default_model
 from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
 from diffsteer.runs.runner import generate_missing, label_missing
 from diffsteer.runs.store import ImageRecord, RunStore, job_key
@@ -33,7 +34,7 @@ Progress = Callable[[str, int, int], None]
 class AuditConfig:
     """Everything that defines an audit run. ``None`` means "the default for this model/benchmark"."""
 
-    model: str = "pictoworld"
+    model: str = field(default_factory=default_model)  # the first registered bundled model
     benchmark: str | None = None
     category: str | None = None
     prompt_types: tuple[str, ...] = ("neutral",)
@@ -41,7 +42,7 @@ class AuditConfig:
     culture_classes: tuple[str, ...] | None = None
     images_per_prompt: int | None = None
     steps: int = 20
-    guidance: float | None = None  # None: the model's own scale (pictoworld 1.0, others 7.5)
+    guidance: float | None = None  # None: the model's own scale (a bundled model's registered one, else 7.5)
     seed: int = 0
     mitigations: tuple[str, ...] = ("none",)
     steering: SteeringSpec | None = None  # the "steered" mitigation: vectors, directions, fair, presets
@@ -64,14 +65,17 @@ class AuditConfig:
 
 
 def default_benchmark(model: str) -> str:
-    return "pictoworld" if model == "pictoworld" else "entigen"
+    """The benchmark a bundled model registered as its own, else ENTIGEN."""
+    entry = bundled_model(model)
+    return entry.benchmark if entry is not None and entry.benchmark is not None else "entigen"
 
 
 def default_classifier(model: str) -> str:
-    if model == "pictoworld":
-        from diffsteer import pictoworld
-
-        return str(pictoworld.clip_dir())
+    """The CLIP a bundled model registered as its own, else the general one."""
+    entry = bundled_model(model)
+    own = entry.classifier_ref() if entry is not None else None
+    if own is not None:
+        return own
     from diffsteer.attributes import DEFAULT_CLASSIFIER
 
     return DEFAULT_CLASSIFIER
@@ -96,8 +100,6 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
     from diffsteer.models import default_guidance
 
     bench_name = config.benchmark or default_benchmark(config.model)
-    if config.model == "pictoworld" or bench_name == "pictoworld":
-        import diffsteer.pictoworld  # noqa: F401  (registers the bundled model and benchmark)
     bench = load_benchmark(bench_name, known_axes=builtin_axes().keys())
     bench = bench.select(category=config.category, kinds=config.prompt_types or None)
     axes_names = config.axes or bench.axes
@@ -200,11 +202,9 @@ def _plan(
 
 def generator_spec(config: AuditConfig) -> GeneratorSpec:
     """How every executor builds this run's generator (a local folder by absolute path, for workers)."""
-    from diffsteer.models import BUNDLED_MODELS
-
     model = config.model
     folder = Path(model).expanduser()
-    if model not in BUNDLED_MODELS and folder.exists():
+    if bundled_model(model) is None and folder.exists():
         model = str(folder.resolve())
     return GeneratorSpec(
         model=model,
@@ -232,7 +232,7 @@ def run_audit(
     """Run (or resume) an audit into ``out_dir`` and write summary.json and report.html there.
 
     ``reference``: labelled images to check the classifier against (a folder with labels.csv;
-    ``"auto"``: pictoworld renders for the bundled model, none otherwise). ``command``: the command
+    ``"auto"``: the reference set a bundled model registered, none otherwise). ``command``: the command
     line to record in ``command.txt`` and the report's provenance.
     """
 

@@ -19,11 +19,11 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from diffsteer import registry
+
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Audit text-to-image models for bias; steer them."
 )
-pictoworld_app = typer.Typer(no_args_is_help=True, help="The bundled synthetic world and its models.")
-app.add_typer(pictoworld_app, name="pictoworld")
 learn_app = typer.Typer(
     no_args_is_help=True, help="Learn steering files: h-space vectors, noise directions, text offsets."
 )
@@ -35,6 +35,23 @@ def _fail(exc: BaseException) -> None:
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     console.print(f"[red]error:[/red] {first}", highlight=False)
     raise typer.Exit(2)
+
+
+def _default_model() -> str:
+    """--model when not given: the first registered bundled model (read only when needed)."""
+    try:
+        return registry.default_model()
+    except ValueError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+# The CLI reads the registry at start anyway (plugins may add command groups), so help names the default.
+_MODEL = typer.Option(
+    default_factory=_default_model,
+    show_default=next(iter(registry.bundled_models()), "none registered"),
+    help="Bundled model name, local pipeline folder, or hub id.",
+)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
@@ -108,7 +125,7 @@ def _progress_bar(with_loss: bool = False):
 
 
 _GUIDANCE = typer.Option(
-    None, help="Classifier-free guidance scale (default: the model's own; pictoworld 1.0, others 7.5)."
+    None, help="Classifier-free guidance scale (default: the model's own; a bundled model's, others 7.5)."
 )
 _HSPACE_BRANCHES = typer.Option(
     "conditional",
@@ -155,8 +172,10 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
 
 @app.command()
 def audit(
-    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
-    benchmark: str | None = typer.Option(None, help="entigen | winobias | pictoworld | path to a YAML file."),
+    model: str = _MODEL,
+    benchmark: str | None = typer.Option(
+        None, help="entigen | winobias | a bundled benchmark | YAML file path (default: the model's own)."
+    ),
     category: str | None = typer.Option(None, help="Only prompts of this group (e.g. profession)."),
     prompt_types: str = typer.Option(
         "neutral", help="Comma list of prompt kinds: neutral,ethical,irrelevant."
@@ -203,7 +222,7 @@ def audit(
     reference: str | None = typer.Option(
         None,
         help="Labelled images (a folder with labels.csv: file,axis,label) to measure the classifier's "
-        "own error (default: fresh renders for pictoworld, none otherwise).",
+        "own error (default: the bundled model's own reference images, none otherwise).",
     ),
 ) -> None:
     """Measure bias: generate the benchmark's images, classify them, write summary.json and report.html."""
@@ -305,7 +324,7 @@ def _print_summary(summary: dict) -> None:
 @app.command()
 def generate(
     prompt: str = typer.Argument(..., help="The prompt."),
-    model: str = typer.Option("pictoworld"),
+    model: str = _MODEL,
     n: int = typer.Option(8, "--n", help="Number of images (seeds seed..seed+n-1)."),
     seed: int = typer.Option(0),
     steps: int = typer.Option(20),
@@ -453,7 +472,7 @@ def _print_comparison(result) -> None:
 
 @app.command()
 def studio(
-    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    model: str = _MODEL,
     directions: list[Path] = _DIRECTIONS,
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
     port: int = typer.Option(7860, help="Port of the web page."),
@@ -498,7 +517,7 @@ def learn_hspace_command(
     inference_steps: int = typer.Option(20, help="Denoising steps of the training images."),
     axis: str | None = typer.Option(None, help="Attribute axis the concept is a class of (fair generation)."),
     class_name: str | None = typer.Option(None, "--class", help="Class of --axis (default: the concept)."),
-    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    model: str = _MODEL,
     out: Path = typer.Option(Path("directions"), help="Folder for the vector file."),
     work_dir: Path | None = typer.Option(
         None, help="Run store of the training images (default runs/learn-hspace/NAME); reused on resume."
@@ -579,7 +598,7 @@ def learn_noise_command(
     classifier: str | None = typer.Option(
         None, help="CLIP checkpoint of the calibration (default: the model's own)."
     ),
-    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    model: str = _MODEL,
     out: Path = typer.Option(Path("directions"), help="Folder for NAME.noise.safetensors files."),
     work_dir: Path | None = typer.Option(
         None, help="Run store of the training images and latents (default runs/learn-noise/NAMES)."
@@ -669,7 +688,7 @@ def learn_text_command(
     neutral_prompt: list[str] = typer.Option(..., help="The same prompt without the concept (repeat)."),
     axis: str | None = typer.Option(None, help="Attribute axis the concept is a class of."),
     reduce: str = typer.Option("tokens", help="tokens (an offset per token) | mean (one for all tokens)."),
-    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    model: str = _MODEL,
     out: Path = typer.Option(Path("directions"), help="Folder for the offset file."),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
@@ -700,7 +719,7 @@ def sweep(
     n: int = typer.Option(32, "--n", help="Images per weight (seeds seed..seed+n-1 at every weight)."),
     seed: int = typer.Option(0),
     axis: str | None = typer.Option(None, help="Axis to measure (default: the directions' axis)."),
-    model: str = typer.Option("pictoworld"),
+    model: str = _MODEL,
     classifier: str | None = typer.Option(None, help="CLIP checkpoint (default: the model's own)."),
     steps: int = typer.Option(20),
     guidance: float | None = _GUIDANCE,
@@ -751,24 +770,9 @@ def sweep(
     print(f"wrote {result.json_path} and {result.plot_path}")
 
 
-@pictoworld_app.command("train")
-def pictoworld_train(
-    out: Path = typer.Option(
-        Path("runs/pictoworld"), help="Folder for pipeline/, clip/, oracle/ and the record."
-    ),
-    preset: str = typer.Option("full", help="full (the bundled model) | smoke (seconds, for tests)."),
-    seed: int = typer.Option(0),
-) -> None:
-    """Train the pictoworld models from scratch (about 50 minutes on 2 CPU cores with the full preset)."""
-    from diffsteer.pictoworld.train import config_from_preset, train_pictoworld
-
-    try:
-        cfg = config_from_preset(preset, seed=seed)
-    except ValueError as exc:
-        _fail(exc)
-    with _progress_bar(with_loss=True) as update:
-        record = train_pictoworld(out, cfg, command=shlex.join(["diffsteer", *sys.argv[1:]]), progress=update)
-    print(f"trained in {record['timings']['total_s']:.0f}s -> {out}")
+# Command groups that plugins add (e.g. ``diffsteer pictoworld train``), after the core's own commands.
+for _name, _build in registry.command_groups().items():
+    app.add_typer(_build(), name=_name)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Find and load the text-to-image models diffsteer audits.
 
-A model reference is, in order of precedence, the name of a bundled model (registered by the module
-that ships it), a local diffusers pipeline folder, or a Hugging Face Hub repo id. Every failure ends in
+A model reference is, in order of precedence, the name of a bundled model (registered in
+:mod:`diffsteer.registry` by the package that ships it), a local diffusers pipeline folder, or a
+Hugging Face Hub repo id. Every failure ends in
 one line naming everything that was tried, so a typo in a CLI flag is diagnosed without a traceback.
 """
 
@@ -11,19 +12,15 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-DEFAULT_MODEL = "pictoworld"
+from diffsteer import registry
 
-# name -> callable returning the pipeline folder; callables so that registering costs nothing.
-BUNDLED_MODELS: dict[str, Callable[[], Path]] = {}
-# Classifier-free guidance a model is meant to be sampled at, when it is not Stable Diffusion's 7.5.
-BUNDLED_GUIDANCE: dict[str, float] = {}
+# Classifier-free guidance a model is sampled at unless it registered its own.
 STANDARD_GUIDANCE = 7.5
 
 SUPPORTED_PIPELINES: tuple[type[DiffusionPipeline], ...] = (
@@ -32,7 +29,6 @@ SUPPORTED_PIPELINES: tuple[type[DiffusionPipeline], ...] = (
 )
 _SUPPORTED_NAMES = {cls.__name__ for cls in SUPPORTED_PIPELINES}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_bundled_import_error: str | None = None
 
 
 class ModelNotFoundError(RuntimeError):
@@ -43,29 +39,10 @@ class UnsupportedModelError(ValueError):
     """A loadable pipeline whose class diffsteer cannot steer (only SD 1.x/2.x and SDXL are supported)."""
 
 
-def register_bundled_model(name: str, locate: Callable[[], Path], guidance: float | None = None) -> None:
-    """Make ``name`` resolve to the folder returned by ``locate`` (called only when the model is loaded).
-
-    ``guidance`` is the model's own classifier-free guidance scale, used when a command is given none.
-    """
-    BUNDLED_MODELS[name] = locate
-    if guidance is not None:
-        BUNDLED_GUIDANCE[name] = guidance
-
-
 def default_guidance(ref: str) -> float:
     """The guidance scale a model is sampled at unless told otherwise: its own, else SD's usual 7.5."""
-    _import_bundled()
-    return BUNDLED_GUIDANCE.get(ref, STANDARD_GUIDANCE)
-
-
-def _import_bundled() -> None:
-    """Import the bundled-model module lazily so that its registration runs without a heavy import cost."""
-    global _bundled_import_error
-    try:
-        import diffsteer.pictoworld  # noqa: F401
-    except ImportError as exc:  # the bundled model is optional; remember why for the error message
-        _bundled_import_error = _short(exc)
+    entry = registry.bundled_model(ref)
+    return entry.guidance if entry is not None and entry.guidance is not None else STANDARD_GUIDANCE
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:
@@ -143,9 +120,10 @@ def _pipeline_folder(ref: str, folder: Path, what: str) -> tuple[Path, dict[str,
 
 def _resolve(ref: str) -> tuple[str | Path, dict[str, Any]]:
     """Return (folder or hub id, model_index config) or raise ModelNotFoundError naming all that was tried."""
-    if ref in BUNDLED_MODELS:
+    bundled = registry.bundled_model(ref)
+    if bundled is not None:
         try:
-            folder = Path(BUNDLED_MODELS[ref]())
+            folder = bundled.pipeline_folder()
         except (OSError, RuntimeError, ValueError) as exc:
             raise ModelNotFoundError(f"bundled model {ref!r} could not be located: {_short(exc)}") from None
         return _pipeline_folder(ref, folder, "bundled model folder")
@@ -154,9 +132,8 @@ def _resolve(ref: str) -> tuple[str | Path, dict[str, Any]]:
     if local.exists():
         return _pipeline_folder(ref, local, "folder")
 
-    names = ", ".join(sorted(BUNDLED_MODELS)) or "none registered"
-    if ref == DEFAULT_MODEL and _bundled_import_error:
-        names += f"; {DEFAULT_MODEL} unavailable: {_bundled_import_error}"
+    names = ", ".join(sorted(registry.bundled_models())) or "none registered"
+    names += "".join(f"; plugin {p} failed: {why}" for p, why in registry.plugin_failures().items())
     tried = f"model {ref!r}: not a bundled model ({names}), no folder at {_shown(ref)}"
     if not _is_repo_id(ref):
         raise ModelNotFoundError(f"{tried}, not a valid hub repo id")
@@ -181,18 +158,19 @@ def _dtype_kwarg() -> str:
 
 
 def load_pipeline(
-    ref: str = DEFAULT_MODEL, *, device: str = "cpu", dtype: str = "float32"
+    ref: str | None = None, *, device: str = "cpu", dtype: str = "float32"
 ) -> DiffusionPipeline:
     """Load a bundled model, a local pipeline folder or a hub repo as a ready-to-steer pipeline.
 
     Weights are read only from safetensors (never pickles). The Stable Diffusion safety checker is
     removed: it silently replaces flagged images with black squares, which would bias an audit;
-    diffsteer measures unsafe output itself and reports it instead.
+    diffsteer measures unsafe output itself and reports it instead. ``ref=None``: the default
+    bundled model (:func:`diffsteer.registry.default_model`).
     """
     if dtype not in _DTYPES:
         raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
     dev = _check_device(device)
-    _import_bundled()
+    ref = registry.default_model() if ref is None else ref
     source, config = _resolve(ref)
     class_name = config.get("_class_name")
     if class_name not in _SUPPORTED_NAMES:  # checked before loading: weights may be many gigabytes

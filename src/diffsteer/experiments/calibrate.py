@@ -114,7 +114,7 @@ def calibrate_noise_weight(
     prompts: Sequence[str],
     *,
     out_dir: Path | str,
-    model: str = "pictoworld",
+    model: str | None = None,
     pipe: Any = None,
     weights: Sequence[float] = CALIBRATION_WEIGHTS,
     n: int = 32,
@@ -156,6 +156,10 @@ def calibrate_noise_weight(
     grid = sorted({float(w) for w in weights if w > 0})
     if not grid:
         raise ValueError("calibration needs positive weights")
+    if model is None:
+        from diffsteer.registry import default_model
+
+        model = default_model()
     if pipe is None:
         from diffsteer.models import load_pipeline
 

@@ -82,7 +82,7 @@ def run_sweep(
     weights: Sequence[float] | str,
     *,
     out_dir: Path | str,
-    model: str = "pictoworld",
+    model: str | None = None,
     pipe: Any = None,
     n: int = 32,
     seed: int = 0,
@@ -98,10 +98,11 @@ def run_sweep(
 ) -> SweepResult:
     """Generate ``n`` images of ``prompt`` at each weight of the summed directions; write sweep.json/png.
 
-    ``pipe`` reuses a loaded pipeline (``model`` is then only its name); ``classifier`` is a
+    ``model`` defaults to the first registered bundled model; ``pipe`` reuses a loaded pipeline
+    (``model`` is then only its name); ``classifier`` is a
     :class:`~diffsteer.attributes.ClipZeroShotClassifier` or a checkpoint reference (default: the
-    model's own for pictoworld, ViT-B/32 otherwise); ``axis`` defaults to the directions' axis;
-    ``guidance`` to the model's own scale.
+    model's own if a bundled model registered one, ViT-B/32 otherwise); ``axis`` defaults to the
+    directions' axis; ``guidance`` to the model's own scale.
     """
     from PIL import Image
 
@@ -110,6 +111,7 @@ def run_sweep(
     from diffsteer.generate import ImageRequest, SteeredGenerator
     from diffsteer.metrics.quality import frechet_distance
     from diffsteer.models import default_guidance, load_pipeline, model_fingerprint, weights_fingerprint
+    from diffsteer.registry import default_model
     from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore, job_key
 
     t0 = time.time()
@@ -129,6 +131,7 @@ def run_sweep(
             + (f"several: {', '.join(axes_named)}" if axes_named else "none")
         )
     axis_obj = get_axis(axis_name)
+    model = default_model() if model is None else model
     if pipe is None:
         pipe = load_pipeline(model, device=device, dtype=dtype)
     if guidance is None:

@@ -129,13 +129,13 @@ class StudioSession:
 
     def __init__(
         self,
-        model: str = "pictoworld",
+        model: str | None = None,  # None: the first registered bundled model
         directions: Sequence[Path | str] = (),
         *,
         device: str = "cpu",
         dtype: str = "float32",
         steps: int = 20,
-        guidance: float | None = None,  # None: the model's own scale (pictoworld 1.0, others 7.5)
+        guidance: float | None = None,  # None: the model's own scale (a bundled model's, others 7.5)
         batch_size: int = 16,
         axes: Sequence[str] | None = None,
         classifier: str | None = None,
@@ -143,9 +143,9 @@ class StudioSession:
         from diffsteer.audit import default_classifier
         from diffsteer.generate import SteeredGenerator
         from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
+        from diffsteer.registry import default_model
 
-        if model == "pictoworld":
-            import diffsteer.pictoworld  # noqa: F401  (registers the bundled model)
+        model = default_model() if model is None else model
         self.model = model
         self.directions = tuple(Path(d) for d in directions)
         for folder in self.directions:
