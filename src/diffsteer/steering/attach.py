@@ -286,8 +286,6 @@ def steer(
     then the bundled folder of ``model`` (a bundled model's name). ``height``/``width``: the image size
     the files are checked against (default: the model's own).
     """
-    from diffsteer.models import model_fingerprint
-
     wanted = steering_spec(
         hspace=hspace,
         noise=noise,
@@ -301,11 +299,24 @@ def steer(
         spec=spec,
     )
     generator = SteeredGenerator(pipe, height=height, width=width, hspace_branches=hspace_branches)
-    if model is not None:
-        library = SteeringLibrary.for_model(model, wanted.directions)
-    else:
-        library = SteeringLibrary([*wanted.directions, DEFAULT_DIR])
-    steerer = Steerer(
-        wanted, generator, fingerprint=model_fingerprint(pipe), library=library, axis_classes=_axis_classes()
+    return PipelineSteering(
+        pipe, make_steerer(wanted, generator, model=model), hspace_branches=hspace_branches
     )
-    return PipelineSteering(pipe, steerer, hspace_branches=hspace_branches)
+
+
+def make_steerer(spec: SteeringSpec, generator: SteeredGenerator, *, model: str | None = None) -> Steerer:
+    """A steerer for ``spec`` on ``generator``'s pipeline: files searched in the spec's directions,
+    ``./directions`` and, when ``model`` names a bundled model, its own folder; all checked now."""
+    from diffsteer.models import model_fingerprint
+
+    if model is not None:
+        library = SteeringLibrary.for_model(model, spec.directions)
+    else:
+        library = SteeringLibrary([*spec.directions, DEFAULT_DIR])
+    return Steerer(
+        spec,
+        generator,
+        fingerprint=model_fingerprint(generator.pipe),
+        library=library,
+        axis_classes=_axis_classes(),
+    )
