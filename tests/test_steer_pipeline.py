@@ -62,11 +62,23 @@ def plain_call(pipe: Any, seeds: list[int] = SEEDS, **extra: Any) -> np.ndarray:
     return np.stack([np.asarray(im) for im in images])
 
 
-def generator_images(pipe: Any, folder: Path, seeds: list[int] = SEEDS, **options: Any) -> np.ndarray:
+def generator_images(
+    pipe: Any,
+    folder: Path,
+    seeds: list[int] = SEEDS,
+    *,
+    prompts: list[str] = PROMPTS,
+    guidance: float = GUIDANCE,
+    negative_prompt: str = "",
+    hspace_branches: str = "conditional",
+    **options: Any,
+) -> np.ndarray:
     """The same steering through diffsteer's own generator and steerer."""
     from diffsteer.steering.attach import _axis_classes
 
-    gen = SteeredGenerator(pipe, steps=STEPS, guidance=GUIDANCE, batch_size=len(seeds))
+    gen = SteeredGenerator(
+        pipe, steps=STEPS, guidance=guidance, batch_size=len(seeds), hspace_branches=hspace_branches
+    )
     spec = steering_spec(directions=[folder], **options)
     steerer = Steerer(
         spec,
@@ -75,7 +87,10 @@ def generator_images(pipe: Any, folder: Path, seeds: list[int] = SEEDS, **option
         library=SteeringLibrary([folder]),
         axis_classes=_axis_classes(),
     )
-    requests = [steerer.steer(ImageRequest(p, s))[0] for p, s in zip(PROMPTS, seeds, strict=False)]
+    requests = [
+        steerer.steer(ImageRequest(p, s, negative_prompt=negative_prompt))[0]
+        for p, s in zip(prompts, seeds, strict=False)
+    ]
     return np.stack([np.asarray(out.image) for out in gen.generate(requests)])
 
 
@@ -117,6 +132,31 @@ def test_steered_call_gives_the_generators_images(tiny: tuple[Any, Path], option
     assert np.array_equal(steered, expected)
     assert not np.array_equal(steered, baseline)  # the steering did something
     assert np.array_equal(plain_call(pipe), baseline)
+
+
+@pytest.mark.parametrize("variant", ["no-guidance", "both-branches", "images-per-prompt", "negative-prompt"])
+def test_call_variants_match_the_generator(tiny: tuple[Any, Path], variant: str) -> None:
+    """Guidance off, the vector on both guidance branches, several images of one prompt, a negative prompt."""
+    pipe, folder = tiny
+    steering: dict[str, Any] = {"hspace": "up:1.5", "noise": "dn:2", "text": "tx:0.2"}
+    call: dict[str, Any] = {"prompt": PROMPTS, "guidance_scale": GUIDANCE}
+    made: dict[str, Any] = {}
+    if variant == "no-guidance":
+        call["guidance_scale"] = made["guidance"] = 1.0
+    elif variant == "both-branches":
+        steering["hspace_branches"] = made["hspace_branches"] = "both"
+    elif variant == "images-per-prompt":
+        call.update(prompt=PROMPTS[0], num_images_per_prompt=2)
+        made["prompts"] = [PROMPTS[0]] * 2
+    else:
+        call["negative_prompt"] = [made.setdefault("negative_prompt", "a photo of a man")] * 2
+    with steer(pipe, directions=[folder], **steering):
+        images = pipe(
+            generator=[torch.Generator().manual_seed(s) for s in SEEDS], num_inference_steps=STEPS, **call
+        ).images
+    steering.pop("hspace_branches", None)
+    expected = generator_images(pipe, folder, **made, **steering)
+    assert np.array_equal(np.stack([np.asarray(im) for im in images]), expected)
 
 
 def test_fair_steering_picks_each_images_class_by_its_seed(tiny: tuple[Any, Path]) -> None:
