@@ -140,9 +140,10 @@ class StudioSession:
         axes: Sequence[str] | None = None,
         classifier: str | None = None,
     ) -> None:
+        from diffsteer.api import load
         from diffsteer.audit import default_classifier
         from diffsteer.generate import SteeredGenerator
-        from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
+        from diffsteer.models import model_fingerprint
         from diffsteer.registry import default_model
 
         model = default_model() if model is None else model
@@ -151,9 +152,10 @@ class StudioSession:
         for folder in self.directions:
             if not folder.is_dir():
                 raise StudioError(f"--directions {folder}: not a folder")
-        self.pipe = load_pipeline(model, device=device, dtype=dtype)
+        self.loaded = load(model, device=device, dtype=dtype)  # the front door's object: one set-up
+        self.pipe = self.loaded.pipe
         if guidance is None:
-            guidance = default_guidance(model)
+            guidance = self.loaded.guidance
         self.generator = SteeredGenerator(self.pipe, steps=steps, guidance=guidance, batch_size=batch_size)
         self.fingerprint = model_fingerprint(self.pipe)
         self.library = SteeringLibrary.for_model(model, self.directions)
@@ -326,17 +328,11 @@ class StudioSession:
 
     # -------------------------------------------------------------------------------- generation
     def _steerer(self, spec: SteeringSpec):
-        from diffsteer.steering.steerer import Steerer
+        from diffsteer.steering.attach import make_steerer
 
         try:
-            return Steerer(
-                spec,
-                self.generator,
-                fingerprint=self.fingerprint,
-                # exactly how `audit --steering` resolves the exported preset
-                library=SteeringLibrary.for_model(self.model, spec.directions),
-                axis_classes=self.axis_classes,
-            )
+            # resolved as `audit --steering` resolves the exported preset, and as Model.generate does
+            return make_steerer(spec, self.generator, model=self.model)
         except ValueError as exc:  # unreadable file, another model's file, unknown axis
             raise StudioError(_one_line(exc)) from None
 
