@@ -226,3 +226,15 @@ def test_steering_cannot_be_stacked_on_one_pipeline(tiny: tuple[Any, Path]) -> N
                 pass
         assert "prepare_latents" in vars(pipe)  # the outer steering is still on
     assert hooks(pipe) == before
+
+
+def test_bfloat16_matches_the_generator(tmp_path: Path) -> None:
+    """Both draw the noise in float32 and cast it, so reduced precision keeps them equal."""
+    pipe = tiny_sd_pipeline("sd1").to(torch.bfloat16)
+    pipe.set_progress_bar_config(disable=True)
+    gen = SteeredGenerator(pipe)
+    meta = {"base_model": "tiny", "fingerprint": model_fingerprint(pipe), "block": gen.steered_block}
+    HSpaceVector("up", torch.randn(gen.hspace_shape), meta).save(tmp_path)
+    with steer(pipe, hspace="up", directions=[tmp_path]):
+        steered = plain_call(pipe)
+    assert np.array_equal(steered, generator_images(pipe, tmp_path, hspace="up"))
