@@ -196,7 +196,10 @@ class PipelineSteering:
             self._prompts = None
 
     # ------------------------------------------------------------------------------- the seams
-    def _requests(self, prompts: Sequence[str], seeds: Sequence[int | None]) -> list[ImageRequest]:
+    def _requests(
+        self, prompts: Sequence[str], seeds: Sequence[int | None]
+    ) -> tuple[list[ImageRequest], list[dict[str, Any]]]:
+        """Each image's steered request, and the description of what it received."""
         if self._needs_seeds and any(s is None for s in seeds):
             raise ValueError(
                 "generator: fair or responsible steering picks each image's class by its seed; pass a list "
@@ -207,8 +210,7 @@ class PipelineSteering:
             steered, desc = self.steerer.steer(ImageRequest(prompt=prompt, seed=0 if seed is None else seed))
             requests.append(steered)
             applied.append({"prompt": prompt, "seed": seed, **desc})
-        self.applied = applied
-        return requests
+        return requests, applied
 
     def _encode_prompt(self, *args: Any, **kwargs: Any) -> Any:
         bound = self._encode_signature.bind(*args, **kwargs)
@@ -223,7 +225,7 @@ class PipelineSteering:
             prompts = [""] * (rows // per_prompt)  # prompts given as embeddings: none to read
         self._prompts = [p for p in prompts for _ in range(per_prompt)]  # encode_prompt's row order
         # the text part of the steering does not depend on the seed (checked in __init__)
-        requests = self._requests(self._prompts, [0] * rows) if self.steerer.spec.text else []
+        requests = self._requests(self._prompts, [0] * rows)[0] if self.steerer.spec.text else []
         if all(r.prompt_embeds_offset is None and r.pooled_embeds_offset is None for r in requests):
             return encoded
         pooled = encoded[2] if len(encoded) == 4 else None
@@ -240,7 +242,7 @@ class PipelineSteering:
         scale = int(getattr(self.pipe, "vae_scale_factor", 8))
         shape = (int(a["num_channels_latents"]), int(a["height"]) // scale, int(a["width"]) // scale)
         prompts = self._prompts if self._prompts is not None and len(self._prompts) == batch else [""] * batch
-        requests = self._requests(prompts, _seeds(generator, batch))
+        requests, self.applied = self._requests(prompts, _seeds(generator, batch))
         if latents is None:
             noise = draw_noise(generator, batch, shape, device=a["device"])
         else:  # the caller's own unit-variance noise: steer it the same way
