@@ -76,7 +76,9 @@ def test_the_front_door_names_resolve() -> None:
 
 @pytest.fixture(scope="module")
 def bundled() -> diffsteer.Model:
-    return diffsteer.load("pictoworld")
+    model = diffsteer.load()  # no name: the first registered bundled model
+    assert model.name == "pictoworld"
+    return model
 
 
 def test_generate_steers_like_the_pipeline_call_and_the_generator(bundled: diffsteer.Model) -> None:

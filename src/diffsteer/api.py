@@ -31,10 +31,11 @@ DEFAULT_GUIDANCE = 7.5  # for a pipeline object, whose model has no registered g
 def load(model: Any = None, *, device: str = "cpu", dtype: str = "float32") -> Model:
     """Load ``model`` (a bundled model's name, a local pipeline folder or a hub id; default: the
     bundled model) on ``device`` in ``dtype``, or wrap a diffusers pipeline object you already have."""
-    from diffsteer.models import DEFAULT_MODEL, load_pipeline
+    from diffsteer.models import load_pipeline
+    from diffsteer.registry import default_model
 
     if model is None:
-        model = DEFAULT_MODEL
+        model = default_model()
     if isinstance(model, (str, Path)):
         ref = str(model)
         return Model(load_pipeline(ref, device=device, dtype=dtype), ref, device=device, dtype=dtype)
