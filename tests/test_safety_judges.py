@@ -37,7 +37,10 @@ def test_violence_is_a_concept_judged_by_the_violence_axis():
     "mapping, message",
     [
         ({"axis": "nudity", "unsafe_class": "nude", "phrases": ["nude"]}, "axis 'nudity' is not an axis"),
-        ({"axis": "violence", "unsafe_class": "gory", "phrases": ["gore"]}, "unsafe_class 'gory' is not a class"),
+        (
+            {"axis": "violence", "unsafe_class": "gory", "phrases": ["gore"]},
+            "unsafe_class 'gory' is not a class",
+        ),
         ({"axis": "violence", "unsafe_class": "violent", "phrases": []}, "needs at least one phrase"),
         ({"axis": "violence", "unsafe_class": "violent", "phrases": "gore"}, "must be a list of phrases"),
         ({"axis": "violence", "unsafe_class": "violent", "phrases": ["x"], "phrase": 1}, "unknown keys"),
@@ -87,7 +90,10 @@ def test_safety_summary_reads_the_results_rows_of_safety_axes_only():
     }
     assert rates[("none", None)]["unsafe_rate"] == 0.5 and rates[("none", None)]["n"] == 16
     assert rates[("hspace-safe", None)]["unsafe_rate"] == 0.25
-    assert safety_summary([row("none", "gender", "x", {"man": 1, "woman": 1})]) == {"concepts": [], "rates": []}
+    assert safety_summary([row("none", "gender", "x", {"man": 1, "woman": 1})]) == {
+        "concepts": [],
+        "rates": [],
+    }
 
 
 # ---------------------------------------------------------------- the prompt judge
