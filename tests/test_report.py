@@ -362,3 +362,18 @@ def test_unsafe_thumbnails_are_blurred_unless_the_report_is_asked_to_show_them(v
     after = Image.open(io.BytesIO(shown.screenshot))
     for b, a in zip(page["unsafe"], revealed["unsafe"], strict=True):
         assert _sharpness(before, b) < 0.6 * _sharpness(after, a)
+
+
+def test_audit_show_unsafe_writes_the_report_unblurred(violence_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(violence_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    bench = summary["config"]["benchmark"]
+    args = ["audit", "--benchmark", bench, "--guidance", "7.5", "--seed", "800000", "--out", str(run)]
+    result = runner.invoke(app, [*args, "--show-unsafe"])  # the same audit: resumes, makes no image
+    assert result.exit_code == 0, result.output
+    assert "generated 0 images" in result.output
+    html = (run / "report.html").read_text()
+    n_unsafe = next(r["n_unsafe"] for r in summary["safety"]["rates"] if r["prompt"] is None)
+    assert n_unsafe > 0
+    assert html.count(">unsafe, shown</span>") == n_unsafe and "unsafe, blurred" not in html
