@@ -228,12 +228,14 @@ def run_audit(
     warn: Callable[[str], None] | None = None,
     reference: str | Path | None = "auto",
     command: str | None = None,
+    show_unsafe: bool = False,
 ) -> AuditResult:
     """Run (or resume) an audit into ``out_dir`` and write summary.json and report.html there.
 
     ``reference``: labelled images to check the classifier against (a folder with labels.csv;
     ``"auto"``: the reference set a bundled model registered, none otherwise). ``command``: the command
-    line to record in ``command.txt`` and the report's provenance.
+    line to record in ``command.txt`` and the report's provenance. ``show_unsafe``: the report shows
+    thumbnails that a judge calls unsafe unblurred.
     """
 
     from diffsteer.models import describe_model
@@ -295,7 +297,7 @@ def run_audit(
         write_summary(run_dir, summary)
         from diffsteer.report import write_report
 
-        report = write_report(run_dir, store=store, summary=summary)
+        report = write_report(run_dir, store=store, summary=summary, show_unsafe=show_unsafe)
     finally:
         store.close()
     return AuditResult(
@@ -396,6 +398,8 @@ def build_summary(
                     "drop_reasons": reasons,
                 }
             )
+    from diffsteer.attributes.safety import safety_summary
+
     return {
         "config": config.identity(),
         "model": model_info,
@@ -403,4 +407,5 @@ def build_summary(
         "images": len(images),
         "results": results,
         "details": details,
+        "safety": safety_summary(results, seed=config.seed),  # unsafe rates of the safety axes
     }

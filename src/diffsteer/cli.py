@@ -170,6 +170,11 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
+_SHOW_UNSAFE = typer.Option(
+    False, "--show-unsafe", help="Show thumbnails that a judge calls unsafe unblurred in report.html."
+)
+
+
 @app.command()
 def audit(
     model: str = _MODEL,
@@ -224,6 +229,7 @@ def audit(
         help="Labelled images (a folder with labels.csv: file,axis,label) to measure the classifier's "
         "own error (default: the bundled model's own reference images, none otherwise).",
     ),
+    show_unsafe: bool = _SHOW_UNSAFE,
 ) -> None:
     """Measure bias: generate the benchmark's images, classify them, write summary.json and report.html."""
     from diffsteer.audit import AuditConfig, run_audit
@@ -277,6 +283,7 @@ def audit(
                 warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}", highlight=False),
                 reference=reference or "auto",
                 command=shlex.join(["diffsteer", *sys.argv[1:]]),
+                show_unsafe=show_unsafe,
             )
     except _expected_errors() as exc:
         _fail(exc)
@@ -408,12 +415,15 @@ def report(
     ),
     refresh: bool = typer.Option(False, help="Recompute the quality and auditor sections of summary.json."),
     device: str = typer.Option("cpu", help="Device for the CLIP model when sections are computed."),
+    show_unsafe: bool = _SHOW_UNSAFE,
 ) -> None:
     """Rebuild a run's report.html from its store and summary.json."""
     from diffsteer.report import build_report
 
     try:
-        path = build_report(run_dir, reference=reference, refresh=refresh, device=device)
+        path = build_report(
+            run_dir, reference=reference, refresh=refresh, device=device, show_unsafe=show_unsafe
+        )
     except _expected_errors() as exc:
         _fail(exc)
     print(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")

@@ -31,11 +31,13 @@ def build_report(
     reference: str | Path | None = None,
     refresh: bool = False,
     device: str = "cpu",
+    show_unsafe: bool = False,
 ) -> Path:
     """Write ``run_dir/report.html`` again; returns its path.
 
     ``reference``: a labelled folder (see :mod:`diffsteer.reference`) or ``"auto"`` to check the
-    auditor again; ``refresh`` recomputes the quality and auditor sections even when present.
+    auditor again; ``refresh`` recomputes the quality and auditor sections even when present;
+    ``show_unsafe`` shows the thumbnails that a judge calls unsafe unblurred.
     """
     from diffsteer.assess import AUTO, auditor_section, quality_section, resolve_reference, summary_axes
     from diffsteer.attributes import ClipZeroShotClassifier
@@ -75,6 +77,11 @@ def build_report(
                 "note": "recorded when the report was rebuilt, not when the images were made"
             }
             changed = True
+        if "safety" not in summary:  # runs audited before unsafe rates existed
+            from diffsteer.attributes.safety import safety_summary
+
+            summary["safety"] = safety_summary(summary["results"], seed=int(summary["config"].get("seed", 0)))
+            changed = True
         if changed:
             write_summary(run_dir, summary)
-        return write_report(run_dir, store=store, summary=summary)
+        return write_report(run_dir, store=store, summary=summary, show_unsafe=show_unsafe)
