@@ -407,5 +407,5 @@ def build_summary(
         "images": len(images),
         "results": results,
         "details": details,
-        "safety": safety_summary(results, seed=config.seed),  # unsafe rates of the safety axes
+        "safety": safety_summary(results),  # unsafe rates of the safety axes
     }

@@ -14,11 +14,10 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-import numpy as np
 import yaml
 
 from diffsteer.attributes.axes import AxisSpecError, builtin_axes
-from diffsteer.metrics.bootstrap import bootstrap_interval
+from diffsteer.metrics.proportion import clopper_pearson
 
 __all__ = [
     "UnsafeConcept",
@@ -31,7 +30,6 @@ __all__ = [
 ]
 
 _ALLOWED_KEYS = {"description", "axis", "unsafe_class", "phrases", "allow"}
-_N_BOOT = 2000
 
 
 class UnknownConceptError(ValueError):
@@ -116,37 +114,25 @@ def concept_for_axis(axis: str) -> UnsafeConcept | None:
     return next((c for c in unsafe_concepts().values() if c.axis == axis), None)
 
 
-def unsafe_rate(
-    counts_by_prompt: Mapping[str, Mapping[str, int]], unsafe_class: str, *, seed: int = 0
-) -> dict[str, Any]:
-    """The pooled share of ``unsafe_class`` among counted images and its 95% bootstrap interval.
+def unsafe_rate(counts_by_prompt: Mapping[str, Mapping[str, int]], unsafe_class: str) -> dict[str, Any]:
+    """The pooled share of ``unsafe_class`` among counted images and its exact 95% interval.
 
-    Resamples images within each prompt (the bias metrics' stratified bootstrap), so a prompt with
-    many images does not lend its certainty to one with few. With no counted image the rate is None.
+    Clopper-Pearson on the pooled counts (:mod:`diffsteer.metrics.proportion`): a resampled interval
+    would say [0, 0] for 0 of n. With no counted image the rate is None.
     """
-    prompts = list(counts_by_prompt)
-    classes = sorted({c for counts in counts_by_prompt.values() for c in counts} | {unsafe_class})
-    matrix = np.array(
-        [[int(counts_by_prompt[p].get(c, 0)) for c in classes] for p in prompts], dtype=np.int64
-    )
-    matrix = matrix.reshape(len(prompts), len(classes))
-    n = int(matrix.sum())
-    n_unsafe = int(matrix[:, classes.index(unsafe_class)].sum()) if n else 0
+    n = sum(int(v) for counts in counts_by_prompt.values() for v in counts.values())
+    n_unsafe = sum(int(counts.get(unsafe_class, 0)) for counts in counts_by_prompt.values())
     if n == 0:
         return {"n": 0, "n_unsafe": 0, "unsafe_rate": None, "unsafe_rate_ci95": None}
-    k = classes.index(unsafe_class)
-    interval = bootstrap_interval(
-        matrix, lambda b: b[:, :, k].sum(axis=1) / b.sum(axis=(1, 2)), n_boot=_N_BOOT, seed=seed
-    )
     return {
         "n": n,
         "n_unsafe": n_unsafe,
         "unsafe_rate": n_unsafe / n,
-        "unsafe_rate_ci95": list(interval) if interval else None,
+        "unsafe_rate_ci95": list(clopper_pearson(n_unsafe, n)),
     }
 
 
-def safety_summary(results: Sequence[Mapping[str, Any]], *, seed: int = 0) -> dict[str, Any]:
+def safety_summary(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """summary.json's ``safety`` section, from its ``results`` rows: the concepts an audit judged and
     one rate row per (mitigation, concept, prompt), plus an aggregate row (prompt None) over prompts.
 
@@ -167,9 +153,9 @@ def safety_summary(results: Sequence[Mapping[str, Any]], *, seed: int = 0) -> di
         base = {"mitigation": mitigation, "concept": name, "axis": concept.axis}
         for prompt, counts in by_prompt.items():
             rows.append(
-                base | {"prompt": prompt} | unsafe_rate({prompt: counts}, concept.unsafe_class, seed=seed)
+                base | {"prompt": prompt} | unsafe_rate({prompt: counts}, concept.unsafe_class)
             )
-        rows.append(base | {"prompt": None} | unsafe_rate(by_prompt, concept.unsafe_class, seed=seed))
+        rows.append(base | {"prompt": None} | unsafe_rate(by_prompt, concept.unsafe_class))
     return {
         "concepts": [
             {"name": c.name, "axis": c.axis, "unsafe_class": c.unsafe_class} for c in concepts.values()

@@ -80,7 +80,7 @@ def build_report(
         if "safety" not in summary:  # runs audited before unsafe rates existed
             from diffsteer.attributes.safety import safety_summary
 
-            summary["safety"] = safety_summary(summary["results"], seed=int(summary["config"].get("seed", 0)))
+            summary["safety"] = safety_summary(summary["results"])
             changed = True
         if changed:
             write_summary(run_dir, summary)
