@@ -532,18 +532,45 @@ def learn_hspace_command(
     work_dir: Path | None = typer.Option(
         None, help="Run store of the training images (default runs/learn-hspace/NAME); reused on resume."
     ),
+    calibrate_prompt: list[str] = typer.Option(
+        [],
+        "--calibrate-prompt",
+        help="A prompt the model skews (repeat): measure the default strength of the axis's vectors there "
+        "by the fair-mixture rule (the other classes' vectors are taken from --out, --directions, bundled).",
+    ),
+    calibrate_images: int = typer.Option(32, help="Images per strength and class in the calibration sweeps."),
+    calibrate_weights: str | None = typer.Option(
+        None, help="Comma list of strengths the calibration sweeps (default 0.25,0.5,...,2,2.5,3)."
+    ),
+    tolerance: float | None = typer.Option(
+        None, help="How far from its target a class's share in the fair mixture may be (default 0.1)."
+    ),
+    classifier: str | None = typer.Option(
+        None, help="CLIP checkpoint of the calibration (default: the model's own)."
+    ),
+    directions: list[Path] = _DIRECTIONS,
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
 ) -> None:
     """Learn an h-space concept vector (Li et al., CVPR 2024) and save it for --hspace NAME."""
+    from diffsteer.experiments.calibrate import FAIR_TOLERANCE, calibrate_fair_strength
     from diffsteer.experiments.learn import learn_hspace
+    from diffsteer.experiments.sweep import parse_weights
     from diffsteer.models import load_pipeline
-    from diffsteer.steering.hspace import check_recipe
+    from diffsteer.steering.hspace import HSpaceVector, check_recipe, load_hspace
 
+    calibration = None
     try:
         if class_name is not None and axis is None:
             raise ValueError("--class needs --axis")
         check_recipe(concept, concept_prompt, neutral_prompt, images, steps, lr, batch_size, inference_steps)
+        others: dict[str, Path] = {}
+        if calibrate_prompt:
+            if not axis:
+                raise ValueError("--calibrate-prompt needs --axis (the shares are measured on that axis)")
+            others = _axis_partners(axis, class_name or concept, model, [out, *directions])
+        grid = parse_weights(calibrate_weights or HSpaceVector.calibration_strengths)
+        work = work_dir or Path("runs") / "learn-hspace" / concept
         pipe = load_pipeline(model, device=device, dtype=dtype)
         with _progress_bar() as update:
             vector = learn_hspace(
@@ -559,20 +586,56 @@ def learn_hspace_command(
                 seed=seed,
                 guidance=guidance,
                 inference_steps=inference_steps,
-                work_dir=work_dir or Path("runs") / "learn-hspace" / concept,
+                work_dir=work,
                 base_model=model,
                 axis=axis,
                 class_name=(class_name or concept) if axis else None,
                 progress=update,
             )
-        path = vector.save(out)
+            vectors = [vector, *(load_hspace(p) for p in others.values())]
+            if calibrate_prompt:
+                calibration = calibrate_fair_strength(
+                    vectors, calibrate_prompt, out_dir=work / "calibration",
+                    model=model, pipe=pipe, weights=grid, n=calibrate_images, seed=seed,
+                    steps=inference_steps, classifier=classifier,
+                    tolerance=FAIR_TOLERANCE if tolerance is None else tolerance,
+                    batch_size=batch_size, device=device, dtype=dtype, progress=update,
+                )  # fmt: skip
+        paths = [v.save(out) for v in (vectors if calibration is not None else [vector])]
     except _expected_errors() as exc:
         _fail(exc)
     loss = vector.metadata["eval_loss"]
-    print(f"wrote {path}")
     print(
         f"loss {loss['with_vector']:.4f} with the vector, {loss['without_vector']:.4f} without "
         f"(fixed evaluation draw); learned in {vector.metadata['seconds']:.0f}s"
+    )
+    if calibration is not None:
+        _print_calibration(calibration, "strength", work / "calibration")
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def _axis_partners(axis: str, own_class: str, model: str, folders: list[Path]) -> dict[str, Path]:
+    """The h-space vectors of the axis's other classes, which the calibration sweeps with the new one."""
+    from diffsteer.attributes import get_axis
+    from diffsteer.steering.hspace import HSpaceVector
+    from diffsteer.steering.library import SteeringLibrary
+
+    classes = get_axis(axis).classes
+    if own_class not in classes:
+        raise ValueError(f"class {own_class} is not a class of axis '{axis}' ({', '.join(classes)})")
+    others = [c for c in classes if c != own_class]
+    return SteeringLibrary.for_model(model, folders).for_axis(axis, others, HSpaceVector.kind)
+
+
+def _print_calibration(calibration: dict, word: str, folder: Path) -> None:
+    for p in calibration["prompts"]:
+        fair = "not reached" if p["fair_weight"] is None else f"{p['fair_weight']:g}"
+        print(f"fair {word} on {p['prompt']!r}: {fair}")
+    print(
+        f"recommended {word} {calibration['recommended_weight']:g} "
+        f"({folder / 'calibration.json'}, calibration.png)"
+        + ("" if calibration["reached"] else "; the mixture was not balanced on every prompt")
     )
 
 
@@ -679,14 +742,7 @@ def learn_noise_command(
         acc = ", ".join(f"step {s}: {a:.3f}" for s, a in d.metadata["heldout_accuracy"].items())
         print(f"{d.concept}: held-out accuracy {acc}; chosen step {d.metadata['step']}")
     if calibration is not None:
-        for p in calibration["prompts"]:
-            fair = "not reached" if p["fair_weight"] is None else f"{p['fair_weight']:g}"
-            print(f"fair weight on {p['prompt']!r}: {fair}")
-        print(
-            f"recommended weight {calibration['recommended_weight']:g} "
-            f"({work / 'calibration' / 'calibration.json'}, calibration.png)"
-            + ("" if calibration["reached"] else "; the mixture was not balanced on every prompt")
-        )
+        _print_calibration(calibration, "weight", work / "calibration")
     for path in paths:
         print(f"wrote {path}")
 
@@ -722,10 +778,18 @@ def learn_text_command(
 @app.command()
 def sweep(
     noise_direction: list[str] = typer.Option(
-        ..., "--noise-direction", help="Noise direction file or NAME (repeat: applied together)."
+        [], "--noise-direction", help="Noise direction file or NAME (repeat: applied together)."
+    ),
+    hspace: list[str] = typer.Option([], "--hspace", help="h-space vector file or NAME (repeat)."),
+    text_offset: list[str] = typer.Option(
+        [], "--text-offset", help="Text-embedding offset file or NAME (repeat)."
     ),
     prompt: str = typer.Option(..., help="The prompt generated at every weight."),
-    weights: str = typer.Option("0,1,2,4,8", help="Comma list of weights (noise s.d. along d); 0 is added."),
+    weights: str = typer.Option(
+        "0,1,2,4,8",
+        help="Comma list of weights (noise: s.d. along d; h-space, text: multiples of the learned tensor); "
+        "0 is added.",
+    ),
     n: int = typer.Option(32, "--n", help="Images per weight (seeds seed..seed+n-1 at every weight)."),
     seed: int = typer.Option(0),
     axis: str | None = typer.Option(None, help="Axis to measure (default: the directions' axis)."),
@@ -740,14 +804,20 @@ def sweep(
     out: Path = typer.Option(Path("runs/sweep"), help="Run folder: sweep.json, sweep.png, images."),
     force: bool = typer.Option(False, help="Delete a previous run in --out and start again."),
 ) -> None:
-    """Strength sweep: shares and quality (CLIP score, Fréchet distance) of a noise direction per weight."""
+    """Strength sweep: shares and quality (CLIP score, Fréchet distance) of a steering per weight."""
     from diffsteer.experiments.sweep import parse_weights, run_sweep
+    from diffsteer.steering.hspace import HSpaceVector
     from diffsteer.steering.library import SteeringLibrary
+    from diffsteer.steering.noise import NoiseDirection
+    from diffsteer.steering.text_embedding import TextOffset
 
     try:
         grid = parse_weights(weights)
+        named = [(HSpaceVector, hspace), (NoiseDirection, noise_direction), (TextOffset, text_offset)]
+        if not any(names for _, names in named):
+            raise ValueError("give what to sweep: --noise-direction, --hspace or --text-offset")
         library = SteeringLibrary.for_model(model, directions)
-        paths = [library.find(name, "noise") for name in noise_direction]
+        paths = [library.find(name, cls.kind) for cls, names in named for name in names]
         with _progress_bar() as update:
             result = run_sweep(
                 prompt,

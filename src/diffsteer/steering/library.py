@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from diffsteer.registry import bundled_model
-from diffsteer.steering.files import KINDS, SUFFIX, SteeringFileError, read_steering_file
+from diffsteer.steering.files import ANTI_CONCEPT_KIND, KINDS, SUFFIX, SteeringFileError, read_steering_file
 
 DEFAULT_DIR = Path("directions")
 
@@ -121,6 +121,6 @@ class SteeringLibrary:
             )
         return out
 
-    def anti_concepts(self) -> list[Path]:
-        """h-space vectors of anti-concepts (named ``anti-*``), applied by safe generation."""
-        return [e.path for e in self.entries("hspace") if e.name.startswith("anti-")]
+    def anti_concepts(self, kind: str = ANTI_CONCEPT_KIND) -> list[Path]:
+        """Steering files of ``kind`` for anti-concepts (named ``anti-*``), applied by safe generation."""
+        return [e.path for e in self.entries(kind) if e.name.startswith("anti-")]

@@ -29,9 +29,9 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -45,6 +45,7 @@ from diffsteer.steering.files import (
     save_steering_file,
     steering_filename,
 )
+from diffsteer.steering.method import add_offset, record_calibration, stored_strength, tensor_digest
 
 KIND = "noise"
 WEIGHT_UNIT = "noise_sd"
@@ -75,10 +76,18 @@ class NoiseDirection:
     one unit direction per recorded step (``metadata["record_steps"]`` order), the chosen one among them.
     """
 
+    kind: ClassVar[str] = KIND
+    strength_unit: ClassVar[str] = WEIGHT_UNIT
+    calibration_strengths: ClassVar[tuple[float, ...]] = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12)
+
     concept: str
     direction: torch.Tensor
     metadata: dict[str, Any] = field(default_factory=dict)
     directions: torch.Tensor | None = None
+
+    @classmethod
+    def load(cls, path: Path | str) -> NoiseDirection:
+        return load_noise_direction(path)
 
     def __post_init__(self) -> None:
         self.direction = self.direction.detach().to("cpu", torch.float32)
@@ -91,8 +100,31 @@ class NoiseDirection:
         return tuple(int(s) for s in self.direction.shape)
 
     @property
+    def axis(self) -> str | None:
+        return self.metadata.get("axis") or None
+
+    @property
+    def class_name(self) -> str | None:
+        return self.metadata.get("class_name") or None
+
+    @property
     def recommended_weight(self) -> float:
-        return float(self.metadata.get("recommended_weight", DEFAULT_WEIGHT))
+        return stored_strength(self.metadata, DEFAULT_WEIGHT)
+
+    @property
+    def default_strength(self) -> float:
+        return self.recommended_weight
+
+    def apply(self, request: Any, strength: float | None = None) -> Any:
+        """``request`` with ``strength * d`` added to its initial-noise offset (recommended when None)."""
+        return replace(request, noise_offset=add_offset(request.noise_offset, self.offset(strength)))
+
+    def digest(self) -> str:
+        return tensor_digest(self.direction)
+
+    def set_default_strength(self, strength: float, *, rule: str, record: Mapping[str, Any]) -> None:
+        record_calibration(self.metadata, strength, rule, record)
+        self.metadata["norm_fraction"] = round(norm_fraction(strength, self.latent_shape), 5)
 
     def offset(self, weight: float | None = None) -> torch.Tensor:
         """What to add to the unit-variance initial noise: ``weight * d`` (the recommended weight if None).

@@ -115,15 +115,6 @@ class Comparison:
     seconds: float = 0.0
 
 
-def _default_strength(kind: str, meta: Mapping[str, str]) -> float:
-    if kind == "noise":
-        try:
-            return float(meta.get("recommended_weight", 1.0))
-        except ValueError:
-            return 1.0
-    return 1.0
-
-
 class StudioSession:
     """One model, its steering files, and the generate/compare/export actions of the studio."""
 
@@ -171,7 +162,7 @@ class StudioSession:
     # --------------------------------------------------------------------------------- what exists
     def _scan(self) -> tuple[list[StudioEntry], list[str]]:
         """Every steering file in the library's folders, checked against this model."""
-        from diffsteer.steering.steerer import steering_loader
+        from diffsteer.steering.kinds import load_method
 
         entries: list[StudioEntry] = []
         problems: list[str] = []
@@ -192,9 +183,9 @@ class StudioSession:
             problem = None
             default = 1.0
             try:
-                _, meta = read_steering_file(entry.path)
-                default = _default_strength(entry.kind, meta)
-                steering_loader(entry.kind)(entry.path).check_compatible(self.generator, self.fingerprint)
+                method = load_method(entry.path, entry.kind)
+                default = method.default_strength  # the file's calibrated strength, for every kind
+                method.check_compatible(self.generator, self.fingerprint)
             # SteeringFileError and SteeringMismatchError are ValueErrors; a kind whose loader is
             # missing from this install is an ImportError
             except (ValueError, ImportError) as exc:
