@@ -74,6 +74,10 @@ def weight_reaching_share(data: dict[str, Any], cls: str, share: float = 0.5) ->
     return None
 
 
+def _all(keys: dict[float, list[str]]) -> list[str]:
+    return [k for per_weight in keys.values() for k in per_weight]
+
+
 def run_sweep(
     prompt: str,
     directions: Sequence[str | Path | SteeringMethod],
@@ -92,6 +96,7 @@ def run_sweep(
     device: str = "cpu",
     dtype: str = "float32",
     force: bool = False,
+    executor: Any = None,
     progress: Progress | None = None,
 ) -> SweepResult:
     """Generate ``n`` images of ``prompt`` at each weight of the steerings together; write sweep.json/png.
@@ -101,7 +106,8 @@ def run_sweep(
     name); ``classifier`` is a
     :class:`~diffsteer.attributes.ClipZeroShotClassifier` or a checkpoint reference (default: the
     model's own if a bundled model registered one, ViT-B/32 otherwise); ``axis`` defaults to the
-    directions' axis; ``guidance`` to the model's own scale.
+    directions' axis; ``guidance`` to the model's own scale. ``executor`` makes the missing images
+    (default: this process; see :mod:`diffsteer.runs.executors`).
     """
     from PIL import Image
 
@@ -111,7 +117,9 @@ def run_sweep(
     from diffsteer.metrics.quality import frechet_distance
     from diffsteer.models import default_guidance, load_pipeline, model_fingerprint, weights_fingerprint
     from diffsteer.registry import default_model
-    from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore, job_key
+    from diffsteer.runs.executors.local import LocalExecutor
+    from diffsteer.runs.runner import generate_missing, label_missing
+    from diffsteer.runs.store import ImageRecord, RunStore, job_key
 
     t0 = time.time()
     if not prompt.strip():
@@ -177,56 +185,40 @@ def run_sweep(
                 shape=list(generator.latent_shape),
             )
             keys[w].append(key)
-            jobs.append((w, k, key, steering))
+            request = ImageRequest(prompt=prompt, seed=seed + k)
+            for d in loaded if w else ():
+                request = d.apply(request, w)
+            record = ImageRecord(
+                key=key, mitigation=f"w={w:g}", prompt_id="sweep", prompt=prompt, final_prompt=prompt,
+                seed=seed + k, image_index=k, steering=steering, model=model, status="ok",
+            )  # fmt: skip
+            jobs.append((record, request))
     run_dir = Path(out_dir)
     with RunStore.open(run_dir, config, force=force) as store:
-        done = store.done_keys()
-        todo = [j for j in jobs if j[2] not in done]
-        finished = len(jobs) - len(todo)
-        if progress:
-            progress("generate", finished, len(jobs))
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            requests = []
-            for w, k, _, _ in chunk:
-                request = ImageRequest(prompt=prompt, seed=seed + k)
-                for d in loaded if w else ():
-                    request = d.apply(request, w)
-                requests.append(request)
-            results = generator.generate(requests)
-            store.add_images([
-                (ImageRecord(key=key, mitigation=f"w={w:g}", prompt_id="sweep", prompt=prompt,
-                             final_prompt=prompt, seed=seed + k, image_index=k, steering=steering,
-                             model=model, status="ok" if r.drop_reason is None else "dropped",
-                             drop_reason=r.drop_reason, truncated=r.truncated), r.image)
-                for (w, k, key, steering), r in zip(chunk, results, strict=True)
-            ])  # fmt: skip
-            finished += len(chunk)
-            if progress:
-                progress("generate", finished, len(jobs))
-
+        generate_missing(store, jobs, executor or LocalExecutor(generator), progress=progress)
+        label_missing(
+            store,
+            classifier.classifier_id,
+            [axis_obj],
+            lambda: classifier,
+            keys=set(_all(keys)),
+            progress=progress,
+        )
         by_key = {r.key: r for r in store.images(status="ok")}
+        label_of = {
+            lab.key: lab.label for lab in store.labels(classifier.classifier_id) if lab.axis == axis_name
+        }
         shares: dict[str, list[float]] = {c: [] for c in axis_obj.classes}
         counted, clip_scores, features = [], [], []
-        for i, w in enumerate(grid):
+        for w in grid:
             records = [by_key[k] for k in keys[w] if k in by_key]
             images: list[Image.Image] = [store.load_image(r) for r in records]
-            labels = classifier.classify(images, [axis_obj])
-            store.add_labels([
-                LabelRecord(key=r.key, classifier=classifier.classifier_id, axis=axis_name,
-                            label=lab.axes[axis_name].label if lab.kept else None,
-                            probs=lab.axes[axis_name].probs if lab.kept else {}, reason=lab.drop_reason)
-                for r, lab in zip(records, labels, strict=True)
-            ])  # fmt: skip
-            named = [lab.axes[axis_name].label for lab in labels if lab.kept]
-            in_class = [x for x in named if x in shares]
+            in_class = [label_of.get(r.key) for r in records if label_of.get(r.key) in shares]
             counted.append(len(in_class))
             for c in shares:
                 shares[c].append(in_class.count(c) / len(in_class) if in_class else 0.0)
             clip_scores.append(float(np.mean(classifier.clip_score(images, prompt))) if images else None)
             features.append(classifier.image_features(images).numpy() if len(images) >= 2 else None)
-            if progress:
-                progress("classify", i + 1, len(grid))
 
     reference = features[grid.index(0.0)]
     frechet = [
