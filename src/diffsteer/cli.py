@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import shlex
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -10,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.text import Text
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -28,34 +32,79 @@ learn_app = typer.Typer(
     no_args_is_help=True, help="Learn steering files: h-space vectors, noise directions, text offsets."
 )
 app.add_typer(learn_app, name="learn")
-console = Console(stderr=True)
+# soft_wrap: a line longer than the terminal stays one line, so `grep error:` in a log gets all of it
+console = Console(stderr=True, soft_wrap=True)
+
+
+class _DropTorchvisionFallback(logging.Filter):
+    """transformers says on every command that its image processors fall back to PIL without
+    torchvision; diffsteer never uses those processors for anything torchvision would change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_DropTorchvisionFallback())
+
+# what to do about an OS error a user can meet, by errno
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full; free some space or choose another --out, then rerun the same command",
+    errno.EDQUOT: "the disk quota is used up; free some space, then rerun the same command",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.EACCES: "permission denied; choose another path or fix its permissions",
+    errno.EPERM: "permission denied; choose another path or fix its permissions",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error, with the path and what to do for the OS errors users meet."""
+    if isinstance(exc, OSError) and exc.errno in _OS_HINTS and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or type(exc).__name__} ({_OS_HINTS[exc.errno]})"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if type(exc).__name__ == "OutOfMemoryError":
+        first += " (lower --batch-size, or use --dtype float16)"
+    elif type(exc).__name__ == "OperationalError":  # sqlite3: disk full, read-only, locked
+        first = f"run database: {first}; check the free space and permissions of --out"
+    return first
 
 
 def _fail(exc: BaseException) -> None:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    console.print(f"[red]error:[/red] {first}", highlight=False)
+    console.print(Text.assemble(("error:", "red"), " ", _one_line(exc)), highlight=False)
     raise typer.Exit(2)
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures a user can cause or meet: each ends in one line and exit status 2, never a traceback."""
+    import sqlite3
+
+    import torch
+
     from diffsteer.attributes import ClassifierNotFoundError, UnknownAxisError
     from diffsteer.benchmarks.spec import BenchmarkError
-    from diffsteer.models import ModelNotFoundError, UnsupportedModelError
+    from diffsteer.models import DeviceUnavailableError, ModelNotFoundError, UnsupportedModelError
     from diffsteer.reference import ReferenceError
     from diffsteer.runs.executors import ExecutorUnavailableError
-    from diffsteer.runs.store import RunConfigMismatch
+    from diffsteer.runs.store import RunConfigMismatch, RunInUseError
 
     return (
         ModelNotFoundError,
         UnsupportedModelError,
+        DeviceUnavailableError,
         BenchmarkError,
         UnknownAxisError,
         ClassifierNotFoundError,
         RunConfigMismatch,
+        RunInUseError,
         ExecutorUnavailableError,
         ReferenceError,
         ValueError,
-        FileNotFoundError,
+        OSError,  # FileNotFoundError, PermissionError, a full disk, a damaged image file
+        sqlite3.OperationalError,
+        torch.cuda.OutOfMemoryError,
     )
 
 
@@ -108,7 +157,7 @@ def _progress_bar(with_loss: bool = False):
 
 
 _GUIDANCE = typer.Option(
-    None, help="Classifier-free guidance scale (default: the model's own; pictoworld 1.0, others 7.5)."
+    None, help="Classifier-free guidance scale (default: the model's own; pictoworld 1.25, others 7.5)."
 )
 _HSPACE_BRANCHES = typer.Option(
     "conditional",
@@ -418,7 +467,12 @@ def compare(
         _fail(exc)
     _print_comparison(result)
     if json_out is not None:
-        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        from diffsteer.runs.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2))
+        except OSError as exc:
+            _fail(exc)
     if result.failed:
         worst = ", ".join(f"{c.mitigation}/{c.axis} {c.metric} {c.diff:+.3f}" for c in result.regressions)
         print(f"REGRESSION: bias rose by more than {max_increase} beyond its 95% interval: {worst}")
@@ -770,5 +824,34 @@ def pictoworld_train(
     print(f"trained in {record['timings']['total_s']:.0f}s -> {out}")
 
 
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM; a BaseException so no library ``except Exception`` swallows it, and not a
+    KeyboardInterrupt so click does not turn it into a bare "Aborted!"."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise _Interrupted(signum)
+
+
+def main() -> None:
+    """The ``diffsteer`` command: the app, plus a word and the usual status (130, 143) on Ctrl-C/SIGTERM.
+
+    Every store write is atomic, so an interrupted run keeps what it finished and the same command
+    resumes it.
+    """
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        app()
+    except _Interrupted as stop:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
+        console.print("interrupted: rerun the same command to resume", highlight=False)
+        sys.exit(128 + stop.signum)
+
+
 if __name__ == "__main__":
-    app()
+    main()

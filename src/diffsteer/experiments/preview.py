@@ -32,7 +32,7 @@ def generate_preview(
     n: int = 8,
     seed: int = 0,
     steps: int = 20,
-    guidance: float | None = None,  # None: the model's own scale (pictoworld 1.0, others 7.5)
+    guidance: float | None = None,  # None: the model's own scale (pictoworld 1.25, others 7.5)
     mitigation: str = "none",
     axes: Sequence[str] = ("gender",),
     steering: SteeringSpec | None = None,

@@ -135,7 +135,7 @@ class StudioSession:
         device: str = "cpu",
         dtype: str = "float32",
         steps: int = 20,
-        guidance: float | None = None,  # None: the model's own scale (pictoworld 1.0, others 7.5)
+        guidance: float | None = None,  # None: the model's own scale (pictoworld 1.25, others 7.5)
         batch_size: int = 16,
         axes: Sequence[str] | None = None,
         classifier: str | None = None,
