@@ -181,7 +181,9 @@ def check_out_dir(out_dir: Path | str) -> None:
     if not existing.is_dir():
         raise ValueError(f"--out {path}: {existing} is a file, so no folder can be made under it")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"--out {path}: {existing} is not writable (read-only or no permission); choose another")
+        raise ValueError(
+            f"--out {path}: {existing} is not writable (read-only or no permission); choose another folder"
+        )
 
 
 def build_steerers(config: AuditConfig, generator: Any, fingerprint: str) -> dict[str, Any]:

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.text import Text
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -22,6 +21,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Audit text-to-image models for bias; steer them."

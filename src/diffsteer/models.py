@@ -33,6 +33,8 @@ SUPPORTED_PIPELINES: tuple[type[DiffusionPipeline], ...] = (
 _SUPPORTED_NAMES = {cls.__name__ for cls in SUPPORTED_PIPELINES}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _bundled_import_error: str | None = None
+# hub ids found only in the local cache because the hub could not be reached: load them from the cache
+_offline_sources: set[str] = set()
 
 
 class ModelNotFoundError(RuntimeError):
@@ -251,14 +253,10 @@ def _resolve(ref: str) -> tuple[str | Path, dict[str, Any]]:
             where = f"the hub has no such repo or refused it ({_short(exc)})"
         raise ModelNotFoundError(f"{tried}; {where}; pass a local pipeline folder") from None
     if not config.get("_class_name"):
-        raise ModelNotFoundError(f"model {ref!r}: its model_index.json names no pipeline class ('_class_name')")
+        raise ModelNotFoundError(f"model {ref!r}: its model_index.json names no pipeline class (_class_name)")
     if unreachable:
         _offline_sources.add(ref)
     return ref, config
-
-
-# hub ids found only in the local cache because the hub could not be reached: load them from the cache
-_offline_sources: set[str] = set()
 
 
 def check_model(ref: str) -> str:
