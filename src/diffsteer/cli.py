@@ -8,6 +8,7 @@ import shlex
 import signal
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -671,7 +672,8 @@ def learn_noise_command(
         grid = parse_weights(calibrate_weights or CALIBRATION_WEIGHTS)
         work = work_dir or Path("runs") / "learn-noise" / "-".join(parsed)
         pipe = load_pipeline(model, device=device, dtype=dtype)
-        with _progress_bar() as update:
+        with _progress_bar() as update, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
             directions = learn_noise_directions(
                 pipe,
                 parsed,
@@ -689,6 +691,8 @@ def learn_noise_command(
                 recommended_weight=DEFAULT_WEIGHT if weight is None else weight,
                 force=force,
             )
+            for caught_warning in caught:  # a direction at chance level must not pass unnoticed
+                console.print(Text.assemble(("warning:", "yellow"), " ", str(caught_warning.message)))
             if calibrate_prompt:
                 calibration = calibrate_noise_weight(
                     directions, calibrate_prompt, out_dir=work / "calibration", model=model, pipe=pipe,
@@ -701,7 +705,8 @@ def learn_noise_command(
         _fail(exc)
     for d in directions:
         acc = ", ".join(f"step {s}: {a:.3f}" for s, a in d.metadata["heldout_accuracy"].items())
-        print(f"{d.concept}: held-out accuracy {acc}; chosen step {d.metadata['step']}")
+        weightless = "" if "recommended_weight" in d.metadata else "; at chance level: no recommended weight"
+        print(f"{d.concept}: held-out accuracy {acc}; chosen step {d.metadata['step']}{weightless}")
     if calibration is not None:
         for p in calibration["prompts"]:
             fair = "not reached" if p["fair_weight"] is None else f"{p['fair_weight']:g}"
