@@ -159,6 +159,7 @@ def check_run_inputs(
     check_device(config.device)
     check_out_dir(out_dir)
     check_model(config.model)
+    _check_named_steering_files(config)
     if reference is not None and str(reference) != "auto":
         from diffsteer.reference import ReferenceError, load_reference_folder
 
@@ -168,6 +169,20 @@ def check_run_inputs(
             raise ReferenceError(f"--reference {reference}: {exc}") from None
     # the classifier labels every image: a bad one must fail now, not after the generation
     ClipZeroShotClassifier.from_pretrained(config.classifier, device=config.device)
+
+
+def _check_named_steering_files(config: AuditConfig) -> None:
+    """Find and read every steering file named in the config (whether it fits the model is checked
+    once the model is loaded, still before any image)."""
+    if config.steering is None:
+        return
+    from diffsteer.steering.library import SteeringLibrary
+    from diffsteer.steering.steerer import steering_loader
+
+    library = SteeringLibrary.for_model(config.model, config.steering.directions)
+    for kind in ("hspace", "noise", "text"):
+        for item in getattr(config.steering, kind):
+            steering_loader(kind)(library.find(item.name, kind))
 
 
 def check_out_dir(out_dir: Path | str) -> None:
@@ -317,7 +332,7 @@ def run_audit(
 
             atomic_write_text(Path(out_dir) / COMMAND_FILE, command + "\n")
     except BaseException:
-        store.discard_if_unused()
+        _discard_failed_start(store)
         raise
     try:
         spec = generator_spec(config)
@@ -378,7 +393,7 @@ def run_audit(
     except BaseException:
         # a start that failed before its first image (a model that does not load, a steering file
         # that does not fit) leaves no database to pin its config on the corrected command
-        store.discard_if_unused()
+        _discard_failed_start(store)
         raise
     finally:
         store.close()
@@ -391,6 +406,16 @@ def run_audit(
         seconds=time.time() - started,
         warnings=warnings,
     )
+
+
+def _discard_failed_start(store: RunStore) -> None:
+    """Remove a run this start created and that holds no image yet, with the command.txt it wrote."""
+    from diffsteer.provenance import COMMAND_FILE
+
+    if store.created and not store.done_keys():
+        with contextlib.suppress(FileNotFoundError):
+            (store.run_dir / COMMAND_FILE).unlink()
+    store.discard_if_unused()
 
 
 def _invalidate_published(run_dir: Path) -> None:

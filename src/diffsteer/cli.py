@@ -33,6 +33,19 @@ learn_app = typer.Typer(
     no_args_is_help=True, help="Learn steering files: h-space vectors, noise directions, text offsets."
 )
 app.add_typer(learn_app, name="learn")
+
+
+@app.callback()
+def _quiet_loaders() -> None:
+    """Outside a terminal (logs, CI, pipes), the libraries' per-file loading bars would bury the one
+    line that matters; diffsteer's own progress still reports the long work."""
+    if console.is_terminal:
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
 # soft_wrap: a line longer than the terminal stays one line, so `grep error:` in a log gets all of it
 console = Console(stderr=True, soft_wrap=True)
 
@@ -521,6 +534,13 @@ def studio(
         from diffsteer.studio.app import launch_studio
     except ImportError as exc:
         _fail(ImportError(f"the studio needs Gradio: pip install 'diffsteer[studio]' ({exc})"))
+    from diffsteer.models import check_device, check_model
+
+    try:
+        check_device(device)
+        check_model(model)  # before the banner: a typo ends in one line, not a promise and an error
+    except _expected_errors() as exc:
+        _fail(exc)
     console.print(f"diffsteer studio: loading {model}, then serving http://{host}:{port} (Ctrl+C stops)")
     try:
         launch_studio(
