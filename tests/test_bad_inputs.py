@@ -82,6 +82,11 @@ def ctx(tiny_model_dirs, tmp_path_factory):
     done = runner.invoke(app, _audit(paths, {"--out": str(run)}))
     assert done.exit_code == 0, done.output
     paths["run"] = run
+    # a finished run whose summary.json was emptied (by hand, or by a tool without atomic writes)
+    run_empty_summary = root / "run-empty-summary"
+    shutil.copytree(run, run_empty_summary)
+    (run_empty_summary / "summary.json").write_text("")
+    paths["run_empty_summary"] = run_empty_summary
     empty_summary = root / "empty-summary"
     empty_summary.mkdir()
     (empty_summary / "summary.json").write_text("")
@@ -219,6 +224,7 @@ CASES = [
     # report, compare, export
     Case("report-no-run", _report, {"RUN": "{root}/no-run"}, "no-run"),
     Case("report-reference", _report, {"--reference": "{root}/no-reference"}, "no-reference"),
+    Case("report-empty-summary", _report, {"RUN": "{run_empty_summary}"}, "summary.json"),
     Case("compare-no-run", _compare, {"A": "{root}/no-run"}, "no-run"),
     Case("compare-empty-summary", _compare, {"B": "{empty_summary}"}, "empty-summary/summary.json"),
     Case("compare-json-under-a-file", _compare, {"--json": "{a_file}/x.json"}, "a-file"),

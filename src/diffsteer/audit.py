@@ -168,7 +168,7 @@ def check_run_inputs(
         except ReferenceError as exc:
             raise ReferenceError(f"--reference {reference}: {exc}") from None
     # the classifier labels every image: a bad one must fail now, not after the generation
-    ClipZeroShotClassifier.from_pretrained(config.classifier, device=config.device)
+    ClipZeroShotClassifier.from_pretrained(config.classifier, device="cpu")
 
 
 def _check_named_steering_files(config: AuditConfig) -> None:
