@@ -46,6 +46,8 @@ def _quiet_loaders() -> None:
 
     diffusers_logging.disable_progress_bar()
     transformers_logging.disable_progress_bar()
+
+
 # soft_wrap: a line longer than the terminal stays one line, so `grep error:` in a log gets all of it
 console = Console(stderr=True, soft_wrap=True)
 

@@ -232,8 +232,6 @@ def _is_store_file(name: str) -> bool:
     return bool(_PNG_NAME.fullmatch(name)) or name.startswith(_TMP_PREFIX)
 
 
-
-
 def _remove_db_files(db_path: Path) -> None:
     """Delete the database first, then its journals: a stale WAL must never meet a fresh database."""
     for suffix in ("", *_DB_SIDE_FILES):
@@ -518,7 +516,9 @@ class RunStore:
             keys: list[str] = []
             for chunk in _chunks(ordered):
                 marks = ",".join("?" * len(chunk))
-                keys += [row[0] for row in db.execute(f"SELECT key FROM images WHERE png IN ({marks})", chunk)]
+                keys += [
+                    row[0] for row in db.execute(f"SELECT key FROM images WHERE png IN ({marks})", chunk)
+                ]
             for chunk in _chunks(keys):
                 marks = ",".join("?" * len(chunk))
                 db.execute(f"DELETE FROM labels WHERE key IN ({marks})", chunk)
