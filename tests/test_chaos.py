@@ -38,7 +38,11 @@ prompts:
 """
 MITIGATIONS = ("none", "hspace-fair", "noise-fair")
 PLANNED = 2 * 4 * len(MITIGATIONS)
-_FORK = multiprocessing.get_context("fork")  # the child shares the parent's imports: no 20 s start-up
+# Children fork from a single-threaded server that imported diffsteer once: no 20 s start-up per run,
+# and none of the locks a fork of this (threaded) test process could inherit half-held.
+_FORK = multiprocessing.get_context("forkserver")
+_FORK.set_forkserver_preload(["diffsteer.audit", "diffsteer.cli"])
+_HANG_S = 240  # a child still running after this dumps its stack and exits, instead of hanging the suite
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +72,10 @@ def config(tiny_model_dirs, tmp_path_factory) -> AuditConfig:
 
 
 def _audit_in_child(config: AuditConfig, out: Path) -> None:
+    import faulthandler
+
+    faulthandler.dump_traceback_later(_HANG_S, exit=True)
+    torch.set_num_threads(1)
     try:
         run_audit(config, out, warn=lambda message: None)
     except BaseException:
@@ -76,7 +84,7 @@ def _audit_in_child(config: AuditConfig, out: Path) -> None:
 
 
 def _start(config: AuditConfig, out: Path):
-    proc = _FORK.Process(target=_audit_in_child, args=(config, out))
+    proc = _FORK.Process(target=_audit_in_child, args=(config, out), daemon=True)
     proc.start()
     return proc
 
@@ -174,6 +182,7 @@ def test_killed_damaged_and_contended_run_ends_identical_to_an_undisturbed_one(c
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and (not lock.exists() or lock.read_text().strip() != str(first.pid)):
         time.sleep(0.01)
+    assert lock.read_text().strip() == str(first.pid), "the first writer never took the lock"
     assert first.is_alive(), "the first writer finished before the second could meet it"
     with pytest.raises(RunInUseError, match=f"PID {first.pid}"):
         run_audit(config, out)
@@ -195,3 +204,42 @@ def test_killed_damaged_and_contended_run_ends_identical_to_an_undisturbed_one(c
     assert final["pngs"] == expected["pngs"]
     assert final["results"] == expected["results"]
     assert (out / "report.html").stat().st_size > 1000
+
+
+def _cli_in_child(argv: list[str], stderr_path: Path) -> None:
+    import faulthandler
+    import sys
+
+    from diffsteer import cli
+
+    faulthandler.dump_traceback_later(_HANG_S, exit=True)
+    torch.set_num_threads(1)
+    with open(stderr_path, "w", encoding="utf-8") as err:
+        sys.stderr = err
+        sys.argv = ["diffsteer", *argv]
+        try:
+            cli.main()
+        except SystemExit as exc:
+            err.flush()
+            os._exit(exc.code if isinstance(exc.code, int) else 1)
+        os._exit(0)
+
+
+@pytest.mark.parametrize("signum, status", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_says_how_to_resume(config, tmp_path, signum, status):
+    out = tmp_path / "run"
+    argv = ["audit", "--model", config.model, "--benchmark", config.benchmark, "--classifier",
+            config.classifier, "--steps", "2", "--batch-size", "1", "--out", str(out)]  # fmt: skip
+    stderr = tmp_path / "stderr.txt"
+    proc = _FORK.Process(target=_cli_in_child, args=(argv, stderr), daemon=True)
+    proc.start()
+    deadline = time.monotonic() + 120
+    while proc.is_alive() and time.monotonic() < deadline and _count(out / "results.sqlite", "images") < 2:
+        time.sleep(0.005)
+    assert proc.is_alive(), "the audit finished before it could be stopped"
+    os.kill(proc.pid, signum)
+    proc.join(60)
+    assert proc.exitcode == status
+    assert stderr.read_text().splitlines()[-1] == "interrupted: rerun the same command to resume"
+    kept = _count(out / "results.sqlite", "images")
+    assert 2 <= kept < 8
