@@ -282,3 +282,34 @@ def test_an_interrupted_force_leaves_no_stale_summary_or_report(ctx, tmp_path, m
     assert not (run / "summary.json").exists() and not (run / "report.html").exists()
     stale = runner.invoke(app, ["compare", ctx["run"], str(run)])
     assert stale.exit_code == 2 and "summary.json" in stale.stderr
+
+
+@pytest.mark.parametrize(
+    "argv, names",
+    [
+        (["audit", "--steps", "x"], "--steps"),
+        (["audit", "--no-such-flag"], "--no-such-flag"),
+        (["export"], "run_dir"),
+        (["learn", "noise"], "--classes"),
+    ],
+    ids=["not-an-integer", "unknown-flag", "missing-argument", "missing-option"],
+)
+def test_the_command_line_rejects_malformed_flags_in_one_line(argv, names, monkeypatch, capsys):
+    """What click itself rejects (a value that is not a number, a flag that does not exist) is also
+    one line through the `diffsteer` entry point, instead of a usage box."""
+    import signal
+    import sys
+
+    from diffsteer import cli
+
+    monkeypatch.setattr(sys, "argv", ["diffsteer", *argv])
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with pytest.raises(SystemExit) as stop:
+            cli.main()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert stop.value.code == 2
+    assert len(lines) == 1 and lines[0].startswith("error:") and names in lines[0], lines

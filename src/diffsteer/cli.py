@@ -873,11 +873,16 @@ def main() -> None:
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        app()
+        status = app(standalone_mode=False)
     except _Interrupted as stop:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
         console.print("interrupted: rerun the same command to resume", highlight=False)
         sys.exit(128 + stop.signum)
+    except typer.TyperException as exc:  # a flag or value click rejects: one line like every other error
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        console.print(Text.assemble(("error:", "red"), " ", f"{message} (see --help)"), highlight=False)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":
