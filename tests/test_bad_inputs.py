@@ -177,6 +177,8 @@ CASES = [
     Case("audit-model-no-class-name", _audit, {"--model": "{noclass}"}, "_class_name"),
     Case("audit-dtype", _audit, {"--dtype": "float8"}, "float8"),
     Case("audit-device-unknown", _audit, {"--device": "tpu9"}, "tpu9"),
+    *([Case("audit-device-cuda-absent", _audit, {"--device": "cuda"}, "--device cpu")]
+      if not torch.cuda.is_available() else []),  # fmt: skip
     # audit: what to measure
     Case("audit-benchmark-unknown", _audit, {"--benchmark": "nope"}, "nope"),
     Case("audit-benchmark-malformed", _audit, {"--benchmark": "{broken_yaml}"}, "broken.yaml:2"),
@@ -313,3 +315,24 @@ def test_the_command_line_rejects_malformed_flags_in_one_line(argv, names, monke
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert stop.value.code == 2
     assert len(lines) == 1 and lines[0].startswith("error:") and names in lines[0], lines
+
+
+def test_a_full_disk_is_one_line_and_the_rerun_finishes(ctx, tmp_path, monkeypatch):
+    import errno
+
+    from diffsteer.runs.store import RunStore
+
+    def full(self, name, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.images_dir / name))
+
+    paths = {**ctx, "out": str(tmp_path / "out")}
+    with monkeypatch.context() as patch:
+        patch.setattr(RunStore, "_write_png", full)
+        result = runner.invoke(app, _audit(paths, {}))
+    # the disk fills up during the work, so progress lines may precede the one error line
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert result.exit_code == 2 and errors == lines[-1:], result.output
+    assert "No space left on device" in errors[0] and str(tmp_path / "out" / "images") in errors[0]
+    assert "free some space" in errors[0]
+    assert runner.invoke(app, _audit(paths, {})).exit_code == 0
