@@ -336,3 +336,23 @@ def test_a_full_disk_is_one_line_and_the_rerun_finishes(ctx, tmp_path, monkeypat
     assert "No space left on device" in errors[0] and str(tmp_path / "out" / "images") in errors[0]
     assert "free some space" in errors[0]
     assert runner.invoke(app, _audit(paths, {})).exit_code == 0
+
+
+def test_a_noise_direction_at_chance_stores_no_weight_and_asks_for_one(ctx, tmp_path):
+    """The random tiny model cannot tell "woman" from "man" in its latents: the learned direction is
+    at chance, which is said loudly, and no weight is stored that would later be applied blindly."""
+    from diffsteer.steering.noise import load_noise_direction
+
+    paths = {**ctx, "out": str(tmp_path / "dirs")}
+    learned = runner.invoke(app, _learn_noise(paths, {"--axis": "gender"}))
+    assert learned.exit_code == 0, learned.output
+    assert "warning: noise direction 'woman' is no better than chance" in learned.stderr
+    assert "at chance level: no recommended weight" in learned.stdout
+    saved = load_noise_direction(tmp_path / "dirs" / "woman.noise.safetensors")
+    assert "recommended_weight" not in saved.metadata
+    generate = ["generate", "a photo of a doctor", "--model", ctx["sd1"], "--n", "1", "--steps", "1",
+                "--directions", str(tmp_path / "dirs"), "--out", str(tmp_path / "look")]  # fmt: skip
+    unweighted = runner.invoke(app, [*generate, "--noise-direction", "woman"])
+    lines = [ln for ln in unweighted.stderr.splitlines() if ln.strip()]
+    assert unweighted.exit_code == 2 and len(lines) == 1 and "no recommended weight" in lines[0], lines
+    assert runner.invoke(app, [*generate, "--noise-direction", "woman:2"]).exit_code == 0
