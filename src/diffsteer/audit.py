@@ -6,6 +6,8 @@ images already made are not made again, labels already computed are not computed
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -134,6 +136,74 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
     return resolved, bench, axes
 
 
+_SEED_LIMIT = 2**63  # seeds are stored as 64-bit signed integers
+
+
+def check_run_inputs(
+    config: AuditConfig, bench: Benchmark, out_dir: Path | str, reference: str | Path | None = "auto"
+) -> None:
+    """Everything about a resolved config that can fail, checked before the run database exists.
+
+    A mistake found here costs seconds and leaves nothing behind; found after generation it would
+    cost the whole run, and a database created first would pin the wrong config for the corrected
+    command. Checks seeds, device and dtype, the model (resolved, not loaded), the classifier
+    (loaded), the reference folder and whether ``out_dir`` can be written.
+    """
+    from diffsteer.models import check_device, check_dtype, check_model
+
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {config.seed}")
+    most = max((config.images_per_prompt or bench.images_for(spec) for spec in bench.prompts), default=1)
+    if config.seed + most > _SEED_LIMIT:
+        raise ValueError(
+            f"--seed {config.seed} is too large: image k uses seed+k, and seed+{most} must stay below 2^63"
+        )
+    check_dtype(config.dtype)
+    check_device(config.device)
+    check_out_dir(out_dir)
+    check_model(config.model)
+    _check_named_steering_files(config)
+    if reference is not None and str(reference) != "auto":
+        from diffsteer.reference import ReferenceError, load_reference_folder
+
+        try:
+            load_reference_folder(reference)
+        except ReferenceError as exc:
+            raise ReferenceError(f"--reference {reference}: {exc}") from None
+    # the classifier labels every image: a bad one must fail now, not after the generation
+    ClipZeroShotClassifier.from_pretrained(config.classifier, device="cpu")
+
+
+def _check_named_steering_files(config: AuditConfig) -> None:
+    """Find and read every steering file named in the config (whether it fits the model is checked
+    once the model is loaded, still before any image)."""
+    if config.steering is None:
+        return
+    from diffsteer.steering.library import SteeringLibrary
+    from diffsteer.steering.steerer import steering_loader
+
+    library = SteeringLibrary.for_model(config.model, config.steering.directions)
+    for kind in ("hspace", "noise", "text"):
+        for item in getattr(config.steering, kind):
+            steering_loader(kind)(library.find(item.name, kind))
+
+
+def check_out_dir(out_dir: Path | str) -> None:
+    """Refuse a run folder that is a file or cannot be written (read-only, no permission)."""
+    path = Path(out_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file; choose a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {path}: {existing} is a file, so no folder can be made under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"--out {path}: {existing} is not writable (read-only or no permission); choose another folder"
+        )
+
+
 def build_steerers(config: AuditConfig, generator: Any, fingerprint: str) -> dict[str, Any]:
     """One steerer per steering mitigation, with its files found, loaded and checked against the model."""
     from diffsteer.attributes import builtin_axes
@@ -171,6 +241,10 @@ def _plan(
                 planned = plan_image(mitigation, spec, config.axes or (), seed, steerers)
                 req = planned.request
                 key = job_key(
+                    # two mitigations that steer alike, or two prompt ids sharing a text, are still
+                    # distinct jobs: a shared key would leave the second one without images
+                    mitigation=mitigation,
+                    prompt_id=spec.id,
                     model=fingerprint,
                     weights=weights,  # retrained weights of the same architecture make other images
                     model_ref=config.model,
@@ -249,11 +323,19 @@ def run_audit(
         (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(msg)
 
     config, bench, axes = resolve(config)
+    check_run_inputs(config, bench, out_dir, reference)
     store = RunStore.open(out_dir, config.identity(), resume=resume, force=force)
-    if command is not None:
-        from diffsteer.provenance import COMMAND_FILE
+    try:
+        if force or store.created or store.config_changed:
+            _invalidate_published(Path(out_dir))
+        if command is not None:
+            from diffsteer.provenance import COMMAND_FILE
+            from diffsteer.runs.atomic import atomic_write_text
 
-        (Path(out_dir) / COMMAND_FILE).write_text(command + "\n", encoding="utf-8")
+            atomic_write_text(Path(out_dir) / COMMAND_FILE, command + "\n")
+    except BaseException:
+        _discard_failed_start(store)
+        raise
     try:
         spec = generator_spec(config)
         # a Ray driver only plans (fingerprint, shapes, tokenizers): it loads the model on its CPU
@@ -298,6 +380,11 @@ def run_audit(
         from diffsteer.report import write_report
 
         report = write_report(run_dir, store=store, summary=summary, show_unsafe=show_unsafe)
+    except BaseException:
+        # a start that failed before its first image (a model that does not load, a steering file
+        # that does not fit) leaves no database to pin its config on the corrected command
+        _discard_failed_start(store)
+        raise
     finally:
         store.close()
     return AuditResult(
@@ -309,6 +396,29 @@ def run_audit(
         seconds=time.time() - started,
         warnings=warnings,
     )
+
+
+def _discard_failed_start(store: RunStore) -> None:
+    """Remove a run this start created and that holds no image yet, with the command.txt it wrote."""
+    from diffsteer.provenance import COMMAND_FILE
+
+    if store.created and not store.done_keys():
+        with contextlib.suppress(FileNotFoundError):
+            (store.run_dir / COMMAND_FILE).unlink()
+    store.discard_if_unused()
+
+
+def _invalidate_published(run_dir: Path) -> None:
+    """Delete the summary and report of an earlier run before its results are replaced.
+
+    Otherwise a forced or reconfigured run that is interrupted would leave them describing a run that
+    no longer exists, and ``report``/``compare`` would trust them.
+    """
+    from diffsteer.report import REPORT_NAME
+
+    for name in (SUMMARY_NAME, REPORT_NAME):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / name).unlink()
 
 
 def _result_row(mitigation, axis, prompt, counts, n_dropped, bias, dr, dr_ci) -> dict:

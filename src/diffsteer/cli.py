@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import shlex
+import signal
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,6 +22,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
 from diffsteer import registry
 
@@ -28,12 +33,63 @@ learn_app = typer.Typer(
     no_args_is_help=True, help="Learn steering files: h-space vectors, noise directions, text offsets."
 )
 app.add_typer(learn_app, name="learn")
-console = Console(stderr=True)
+
+
+@app.callback()
+def _quiet_loaders() -> None:
+    """Outside a terminal (logs, CI, pipes), the libraries' per-file loading bars would bury the one
+    line that matters; diffsteer's own progress still reports the long work."""
+    if console.is_terminal:
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+# soft_wrap: a line longer than the terminal stays one line, so `grep error:` in a log gets all of it
+console = Console(stderr=True, soft_wrap=True)
+
+
+class _DropTorchvisionFallback(logging.Filter):
+    """transformers says on every command that its image processors fall back to PIL without
+    torchvision; diffsteer never uses those processors for anything torchvision would change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_DropTorchvisionFallback())
+
+# what to do about an OS error a user can meet, by errno
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full; free some space or choose another --out, then rerun the same command",
+    errno.EDQUOT: "the disk quota is used up; free some space, then rerun the same command",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.EACCES: "permission denied; choose another path or fix its permissions",
+    errno.EPERM: "permission denied; choose another path or fix its permissions",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error, with the path and what to do for the OS errors users meet."""
+    if isinstance(exc, OSError) and exc.errno in _OS_HINTS and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or type(exc).__name__} ({_OS_HINTS[exc.errno]})"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if type(exc).__name__ == "OutOfMemoryError":
+        first += " (lower --batch-size, or use --dtype float16)"
+    elif type(exc).__name__ == "OperationalError":  # sqlite3: disk full, read-only, locked
+        first = f"run database: {first}; check the free space and permissions of --out"
+    return first
 
 
 def _fail(exc: BaseException) -> None:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    console.print(f"[red]error:[/red] {first}", highlight=False)
+    console.print(Text.assemble(("error:", "red"), " ", _one_line(exc)), highlight=False)
     raise typer.Exit(2)
 
 
@@ -55,24 +111,33 @@ _MODEL = typer.Option(
 
 
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures a user can cause or meet: each ends in one line and exit status 2, never a traceback."""
+    import sqlite3
+
+    import torch
+
     from diffsteer.attributes import ClassifierNotFoundError, UnknownAxisError
     from diffsteer.benchmarks.spec import BenchmarkError
-    from diffsteer.models import ModelNotFoundError, UnsupportedModelError
+    from diffsteer.models import DeviceUnavailableError, ModelNotFoundError, UnsupportedModelError
     from diffsteer.reference import ReferenceError
     from diffsteer.runs.executors import ExecutorUnavailableError
-    from diffsteer.runs.store import RunConfigMismatch
+    from diffsteer.runs.store import RunConfigMismatch, RunInUseError
 
     return (
         ModelNotFoundError,
         UnsupportedModelError,
+        DeviceUnavailableError,
         BenchmarkError,
         UnknownAxisError,
         ClassifierNotFoundError,
         RunConfigMismatch,
+        RunInUseError,
         ExecutorUnavailableError,
         ReferenceError,
         ValueError,
-        FileNotFoundError,
+        OSError,  # FileNotFoundError, PermissionError, a full disk, a damaged image file
+        sqlite3.OperationalError,
+        torch.cuda.OutOfMemoryError,
     )
 
 
@@ -447,7 +512,12 @@ def compare(
         _fail(exc)
     _print_comparison(result)
     if json_out is not None:
-        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        from diffsteer.runs.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2))
+        except OSError as exc:
+            _fail(exc)
     if result.failed:
         worst = ", ".join(f"{c.mitigation}/{c.axis} {c.metric} {c.diff:+.3f}" for c in result.regressions)
         print(f"REGRESSION: bias rose by more than {max_increase} beyond its 95% interval: {worst}")
@@ -495,6 +565,13 @@ def studio(
         from diffsteer.studio.app import launch_studio
     except ImportError as exc:
         _fail(ImportError(f"the studio needs Gradio: pip install 'diffsteer[studio]' ({exc})"))
+    from diffsteer.models import check_device, check_model
+
+    try:
+        check_device(device)
+        check_model(model)  # before the banner: a typo ends in one line, not a promise and an error
+    except _expected_errors() as exc:
+        _fail(exc)
     console.print(f"diffsteer studio: loading {model}, then serving http://{host}:{port} (Ctrl+C stops)")
     try:
         launch_studio(
@@ -710,7 +787,8 @@ def learn_noise_command(
         grid = parse_weights(calibrate_weights or CALIBRATION_WEIGHTS)
         work = work_dir or Path("runs") / "learn-noise" / "-".join(parsed)
         pipe = load_pipeline(model, device=device, dtype=dtype)
-        with _progress_bar() as update:
+        with _progress_bar() as update, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
             directions = learn_noise_directions(
                 pipe,
                 parsed,
@@ -728,6 +806,8 @@ def learn_noise_command(
                 recommended_weight=DEFAULT_WEIGHT if weight is None else weight,
                 force=force,
             )
+            for caught_warning in caught:  # a direction at chance level must not pass unnoticed
+                console.print(Text.assemble(("warning:", "yellow"), " ", str(caught_warning.message)))
             if calibrate_prompt:
                 calibration = calibrate_noise_weight(
                     directions, calibrate_prompt, out_dir=work / "calibration", model=model, pipe=pipe,
@@ -740,7 +820,8 @@ def learn_noise_command(
         _fail(exc)
     for d in directions:
         acc = ", ".join(f"step {s}: {a:.3f}" for s, a in d.metadata["heldout_accuracy"].items())
-        print(f"{d.concept}: held-out accuracy {acc}; chosen step {d.metadata['step']}")
+        weightless = "" if "recommended_weight" in d.metadata else "; at chance level: no recommended weight"
+        print(f"{d.concept}: held-out accuracy {acc}; chosen step {d.metadata['step']}{weightless}")
     if calibration is not None:
         _print_calibration(calibration, "weight", work / "calibration")
     for path in paths:
@@ -855,5 +936,39 @@ for _name, _build in registry.command_groups().items():
     app.add_typer(_build(), name=_name)
 
 
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM; a BaseException so no library ``except Exception`` swallows it, and not a
+    KeyboardInterrupt so click does not turn it into a bare "Aborted!"."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise _Interrupted(signum)
+
+
+def main() -> None:
+    """The ``diffsteer`` command: the app, plus a word and the usual status (130, 143) on Ctrl-C/SIGTERM.
+
+    Every store write is atomic, so an interrupted run keeps what it finished and the same command
+    resumes it.
+    """
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        status = app(standalone_mode=False)
+    except _Interrupted as stop:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
+        console.print("interrupted: rerun the same command to resume", highlight=False)
+        sys.exit(128 + stop.signum)
+    except typer.TyperException as exc:  # a flag or value click rejects: one line like every other error
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        console.print(Text.assemble(("error:", "red"), " ", f"{message} (see --help)"), highlight=False)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(status if isinstance(status, int) else 0)
+
+
 if __name__ == "__main__":
-    app()
+    main()

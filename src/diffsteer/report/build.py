@@ -51,7 +51,12 @@ def build_report(
                 f"{run_dir} has no {SUMMARY_NAME}: the audit did not finish; run the same `diffsteer audit` "
                 "command again to resume it"
             )
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(
+                f"{path} is not valid JSON ({exc}); run the same `diffsteer audit` command to rewrite it"
+            ) from None
         need_quality = refresh or "quality" not in summary
         need_auditor = refresh or reference is not None or "auditor" not in summary
         # Read the reference first: a bad labels.csv fails before any model is loaded.

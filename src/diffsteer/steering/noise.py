@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -109,6 +110,12 @@ class NoiseDirection:
 
     @property
     def recommended_weight(self) -> float:
+        if "recommended_weight" not in self.metadata and self.metadata.get("no_weight_reason"):
+            why = self.metadata["no_weight_reason"]
+            raise ValueError(
+                f"noise direction '{self.concept}' has no recommended weight ({why}); "
+                f"give one explicitly, e.g. {self.concept}:4"
+            )
         return stored_strength(self.metadata, DEFAULT_WEIGHT)
 
     @property
@@ -446,11 +453,27 @@ def learn_noise_directions(
 
     shape = tuple(generator.latent_shape)
     seconds = round(time.time() - t0, 1)
+    held_out = labels[~train]
     out: list[NoiseDirection] = []
     for index, name in enumerate(names):
         t, sign = (0, 1.0 if index == 0 else -1.0) if len(names) == 2 else (index, 1.0)
         accuracy = {s: fits[t][s].accuracy for s in record}
         step, why = choose_step(accuracy)
+        # Chance is what always answering the held-out majority scores; "clearly better" is two
+        # binomial standard errors above it (at least 5 points), so a few lucky guesses do not count.
+        share = float(np.mean(held_out == t)) if held_out.size else 0.5
+        chance = max(share, 1.0 - share)
+        margin = max(0.05, 2.0 * math.sqrt(chance * (1.0 - chance) / max(held_out.size, 1)))
+        at_chance = not max(accuracy.values()) > chance + margin
+        if at_chance:
+            warnings.warn(
+                f"noise direction '{name}' is no better than chance: best held-out accuracy "
+                f"{max(accuracy.values()):.3f} vs chance {chance:.3f} (+{margin:.3f} to count) on "
+                f"{held_out.size} held-out images; no recommended weight is stored. Generate more images "
+                "per class, record later steps, or raise --guidance",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         stacked = torch.stack(
             [torch.from_numpy(sign * fits[t][s].direction).float().reshape(shape) for s in record]
         )
@@ -465,9 +488,7 @@ def learn_noise_directions(
             "step_rule": why,
             "record_steps": record,
             "heldout_accuracy": {str(s): round(a, 4) for s, a in accuracy.items()},
-            "recommended_weight": float(recommended_weight),
             "weight_unit": WEIGHT_UNIT,
-            "norm_fraction": round(norm_fraction(recommended_weight, shape), 5),
             "sign": "+d" if len(names) > 2 or index == 0 else f"-d of '{names[0]}'",
             "recipe": {
                 "prompts": dict(classes),
@@ -483,5 +504,10 @@ def learn_noise_directions(
             },
             "seconds": seconds,
         }
+        if at_chance:  # a weight for a direction that separates nothing would steer at random
+            metadata["no_weight_reason"] = f"held-out accuracy at chance level ({chance:.2f})"
+        else:
+            metadata["recommended_weight"] = float(recommended_weight)
+            metadata["norm_fraction"] = round(norm_fraction(recommended_weight, shape), 5)
         out.append(NoiseDirection(name, stacked[record.index(step)].clone(), metadata, stacked))
     return out
