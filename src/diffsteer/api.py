@@ -234,7 +234,7 @@ class Model:
         save them in ``out``. ``recipe``: images_per_class, steps, guidance, seed, record_steps ...
         (see ``diffsteer learn noise --help``); images are kept in ``work_dir`` (default
         runs/learn-noise/NAMES)."""
-        from diffsteer.steering.noise import learn_noise_directions
+        from diffsteer.experiments.learn import learn_noise_directions
 
         names = "-".join(classes)
         directions = learn_noise_directions(

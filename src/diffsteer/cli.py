@@ -765,11 +765,11 @@ def learn_noise_command(
         calibrate_noise_weight,
         check_axis_classes,
     )
+    from diffsteer.experiments.learn import learn_noise_directions
     from diffsteer.experiments.sweep import parse_weights
     from diffsteer.models import load_pipeline
     from diffsteer.steering.noise import (
         DEFAULT_WEIGHT,
-        learn_noise_directions,
         parse_class_specs,
         parse_steps,
     )

@@ -127,7 +127,7 @@ def run_sweep(
     if n < 2:
         raise ValueError(f"a sweep needs n >= 2 images per weight (for the Fréchet distance), got {n}")
     grid = parse_weights(weights)
-    loaded = [d if isinstance(d, SteeringMethod) else load_method(d) for d in directions]
+    loaded = [load_method(d) if isinstance(d, (str, Path)) else d for d in directions]
     if not loaded:
         raise ValueError("a sweep needs at least one steering (noise direction, h-space vector, text offset)")
     kind = "+".join(dict.fromkeys(d.kind for d in loaded))
