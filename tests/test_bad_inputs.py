@@ -278,7 +278,7 @@ def test_an_interrupted_force_leaves_no_stale_summary_or_report(ctx, tmp_path, m
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # as Ctrl-C would, after the images, before the labels
 
-    monkeypatch.setattr(diffsteer.audit, "_classify", killed)
+    monkeypatch.setattr(diffsteer.audit, "label_missing", killed)
     paths = {**ctx, "out": str(run)}
     runner.invoke(app, _audit(paths, {"--force": ""}))
     assert not (run / "summary.json").exists() and not (run / "report.html").exists()
