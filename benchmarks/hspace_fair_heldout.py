@@ -50,6 +50,7 @@ def main() -> None:
 
     from diffsteer import pictoworld
     from diffsteer.attributes import get_axis
+    from diffsteer.experiments.mitigations import mitigation_steering
     from diffsteer.generate import ImageRequest, SteeredGenerator
     from diffsteer.metrics import mean_deviation_ratio
     from diffsteer.models import load_pipeline, model_fingerprint
@@ -58,7 +59,6 @@ def main() -> None:
     from diffsteer.steering.fair import fair_choice
     from diffsteer.steering.hspace import HSpaceVector
     from diffsteer.steering.library import SteeringLibrary
-    from diffsteer.steering.mitigations import mitigation_steering
     from diffsteer.steering.steerer import Steerer
 
     settings = [s.strip() for s in args.settings.split(",") if s.strip()]

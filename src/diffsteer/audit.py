@@ -18,12 +18,12 @@ from typing import Any
 from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_axis
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
+from diffsteer.experiments.mitigations import check_mitigations, mitigation_steering, plan_image
 from diffsteer.metrics import summarize_axis
 from diffsteer.registry import bundled_model, default_model
 from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
 from diffsteer.runs.runner import generate_missing, label_missing
 from diffsteer.runs.store import ImageRecord, RunStore, job_key
-from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
 from diffsteer.steering.preset import SteeringSpec
 
 SUMMARY_NAME = "summary.json"

@@ -45,11 +45,11 @@ def generate_preview(
     ``steering`` (vectors, directions, fair generation, a preset) implies the ``steered`` mitigation.
     """
     from diffsteer.attributes import builtin_axes
+    from diffsteer.experiments.mitigations import check_mitigations, mitigation_steering, plan_image
     from diffsteer.generate import SteeredGenerator, check_hspace_branches
     from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
     from diffsteer.registry import default_model
     from diffsteer.steering.library import SteeringLibrary
-    from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
     from diffsteer.steering.steerer import Steerer
 
     if not prompt.strip():
