@@ -236,9 +236,9 @@ def test_a_user_registered_model_is_found_by_name_everywhere(
 ) -> None:
     from diffsteer.assess import resolve_reference
     from diffsteer.attributes import ClipZeroShotClassifier
-    from diffsteer.audit import AuditConfig, default_classifier, resolve
+    from diffsteer.audit import AuditConfig, resolve
     from diffsteer.benchmarks.spec import Benchmark, PromptSpec
-    from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
+    from diffsteer.models import default_classifier, default_guidance, load_pipeline, model_fingerprint
     from diffsteer.reference import ReferenceSet
     from diffsteer.steering.library import SteeringLibrary, bundled_steering_dir
 

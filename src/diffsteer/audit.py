@@ -72,17 +72,6 @@ def default_benchmark(model: str) -> str:
     return entry.benchmark if entry is not None and entry.benchmark is not None else "entigen"
 
 
-def default_classifier(model: str) -> str:
-    """The CLIP a bundled model registered as its own, else the general one."""
-    entry = bundled_model(model)
-    own = entry.classifier_ref() if entry is not None else None
-    if own is not None:
-        return own
-    from diffsteer.attributes import DEFAULT_CLASSIFIER
-
-    return DEFAULT_CLASSIFIER
-
-
 @dataclass
 class AuditResult:
     run_dir: Path
@@ -99,7 +88,7 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
     from dataclasses import replace
 
     from diffsteer.attributes import builtin_axes
-    from diffsteer.models import default_guidance
+    from diffsteer.models import default_classifier, default_guidance
 
     bench_name = config.benchmark or default_benchmark(config.model)
     bench = load_benchmark(bench_name, known_axes=builtin_axes().keys())

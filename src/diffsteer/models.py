@@ -51,6 +51,17 @@ def default_guidance(ref: str) -> float:
     return entry.guidance if entry is not None and entry.guidance is not None else STANDARD_GUIDANCE
 
 
+def default_classifier(model: str) -> str:
+    """The CLIP a bundled model registered as its own, else the general one."""
+    entry = registry.bundled_model(model)
+    own = entry.classifier_ref() if entry is not None else None
+    if own is not None:
+        return own
+    from diffsteer.attributes import DEFAULT_CLASSIFIER
+
+    return DEFAULT_CLASSIFIER
+
+
 def _short(exc: BaseException, limit: int = 160) -> str:
     lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
     text = lines[0] if lines else type(exc).__name__

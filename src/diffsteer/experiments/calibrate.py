@@ -189,7 +189,7 @@ def calibrate_fair_strength(
         pipe = load_pipeline(model, device=device, dtype=dtype)
     if classifier is None or isinstance(classifier, str):  # load once for all the sweeps
         from diffsteer.attributes import ClipZeroShotClassifier
-        from diffsteer.audit import default_classifier
+        from diffsteer.models import default_classifier
 
         classifier = ClipZeroShotClassifier.from_pretrained(
             classifier or default_classifier(model), device=device

@@ -112,10 +112,15 @@ def run_sweep(
     from PIL import Image
 
     from diffsteer.attributes import ClipZeroShotClassifier, get_axis
-    from diffsteer.audit import default_classifier
     from diffsteer.generate import ImageRequest, SteeredGenerator
     from diffsteer.metrics.quality import frechet_distance
-    from diffsteer.models import default_guidance, load_pipeline, model_fingerprint, weights_fingerprint
+    from diffsteer.models import (
+        default_classifier,
+        default_guidance,
+        load_pipeline,
+        model_fingerprint,
+        weights_fingerprint,
+    )
     from diffsteer.registry import default_model
     from diffsteer.runs.executors.local import LocalExecutor
     from diffsteer.runs.runner import generate_missing, label_missing

@@ -132,9 +132,8 @@ class StudioSession:
         classifier: str | None = None,
     ) -> None:
         from diffsteer.api import load
-        from diffsteer.audit import default_classifier
         from diffsteer.generate import SteeredGenerator
-        from diffsteer.models import model_fingerprint
+        from diffsteer.models import default_classifier, model_fingerprint
         from diffsteer.registry import default_model
 
         model = default_model() if model is None else model
