@@ -209,6 +209,23 @@ _RESPONSIBLE = typer.Option(
 )
 _PRESET = typer.Option(None, "--steering", help="A steering preset YAML (e.g. exported from the studio).")
 _DIRECTIONS = typer.Option([], "--directions", help="Extra folder of steering files (repeat).")
+_EXECUTOR = typer.Option("local", help="local | ray: where images are generated.")
+_RAY_ADDRESS = typer.Option(
+    None, help="Address of a running Ray cluster (default: Ray starts on this machine)."
+)
+
+
+def _job_executor(name: str, ray_address: str | None, model: str, **generator: object):
+    """None for ``local`` (the command's own loaded pipeline makes the images), else an executor whose
+    workers build the same generator (``generator``: steps, guidance, device, dtype, batch_size)."""
+    from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
+
+    check_executor(name)
+    if name == "local":
+        return None
+    folder = Path(model).expanduser()
+    ref = str(folder.resolve()) if folder.exists() else model  # workers may run in another folder
+    return make_executor(name, GeneratorSpec(model=ref, **generator), ray_address=ray_address)
 
 
 def _steering(preset, hspace, noise, text, fair, fair_method, fair_target, safe, responsible, directions):
@@ -279,10 +296,8 @@ def audit(
     batch_size: int | None = typer.Option(
         None, help="Images per batch (default: automatic, 16 on a CPU, from free memory on a GPU)."
     ),
-    executor: str = typer.Option("local", help="local | ray: where images are generated."),
-    ray_address: str | None = typer.Option(
-        None, help="Address of a running Ray cluster (default: Ray starts on this machine)."
-    ),
+    executor: str = _EXECUTOR,
+    ray_address: str | None = _RAY_ADDRESS,
     compile_unet: bool = typer.Option(False, "--compile", help="torch.compile the U-Net (GPU runs)."),
     out: Path = typer.Option(
         Path("runs/audit"), help="Run folder (results.sqlite, images/, summary.json, report)."
@@ -628,6 +643,8 @@ def learn_hspace_command(
     directions: list[Path] = _DIRECTIONS,
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
+    executor: str = _EXECUTOR,
+    ray_address: str | None = _RAY_ADDRESS,
 ) -> None:
     """Learn an h-space concept vector (Li et al., CVPR 2024) and save it for --hspace NAME."""
     from diffsteer.experiments.calibrate import FAIR_TOLERANCE, calibrate_fair_strength
@@ -648,6 +665,9 @@ def learn_hspace_command(
             others = _axis_partners(axis, class_name or concept, model, [out, *directions])
         grid = parse_weights(calibrate_weights or HSpaceVector.calibration_strengths)
         work = work_dir or Path("runs") / "learn-hspace" / concept
+        jobs = _job_executor(
+            executor, ray_address, model, steps=inference_steps, guidance=guidance, device=device, dtype=dtype
+        )
         pipe = load_pipeline(model, device=device, dtype=dtype)
         with _progress_bar() as update:
             vector = learn_hspace(
@@ -667,6 +687,7 @@ def learn_hspace_command(
                 base_model=model,
                 axis=axis,
                 class_name=(class_name or concept) if axis else None,
+                executor=jobs,
                 progress=update,
             )
             vectors = [vector, *(load_hspace(p) for p in others.values())]
@@ -757,6 +778,8 @@ def learn_noise_command(
     batch_size: int = typer.Option(16),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
+    executor: str = _EXECUTOR,
+    ray_address: str | None = _RAY_ADDRESS,
 ) -> None:
     """Learn initial-noise latent directions (Lopez Olmos et al., 2024), one file per class."""
     from diffsteer.experiments.calibrate import (
@@ -786,6 +809,10 @@ def learn_noise_command(
             check_axis_classes(axis, list(parsed))  # before learning, not after
         grid = parse_weights(calibrate_weights or CALIBRATION_WEIGHTS)
         work = work_dir or Path("runs") / "learn-noise" / "-".join(parsed)
+        jobs = _job_executor(
+            executor, ray_address, model, steps=steps, guidance=guidance, device=device, dtype=dtype,
+            batch_size=batch_size,
+        )  # fmt: skip
         pipe = load_pipeline(model, device=device, dtype=dtype)
         with _progress_bar() as update, warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", RuntimeWarning)
@@ -805,6 +832,7 @@ def learn_noise_command(
                 svm_c=svm_c,
                 recommended_weight=DEFAULT_WEIGHT if weight is None else weight,
                 force=force,
+                executor=jobs,
             )
             for caught_warning in caught:  # a direction at chance level must not pass unnoticed
                 console.print(Text.assemble(("warning:", "yellow"), " ", str(caught_warning.message)))
@@ -884,9 +912,12 @@ def sweep(
     directions: list[Path] = _DIRECTIONS,
     out: Path = typer.Option(Path("runs/sweep"), help="Run folder: sweep.json, sweep.png, images."),
     force: bool = typer.Option(False, help="Delete a previous run in --out and start again."),
+    executor: str = _EXECUTOR,
+    ray_address: str | None = _RAY_ADDRESS,
 ) -> None:
     """Strength sweep: shares and quality (CLIP score, Fréchet distance) of a steering per weight."""
     from diffsteer.experiments.sweep import parse_weights, run_sweep
+    from diffsteer.models import default_guidance
     from diffsteer.steering.hspace import HSpaceVector
     from diffsteer.steering.library import SteeringLibrary
     from diffsteer.steering.noise import NoiseDirection
@@ -916,6 +947,10 @@ def sweep(
                 device=device,
                 dtype=dtype,
                 force=force,
+                executor=_job_executor(
+                    executor, ray_address, model, steps=steps, device=device, dtype=dtype,
+                    batch_size=batch_size, guidance=default_guidance(model) if guidance is None else guidance,
+                ),  # fmt: skip
                 progress=update,
             )
     except _expected_errors() as exc:
