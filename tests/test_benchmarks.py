@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import diffsteer.benchmarks as benchmarks
+from diffsteer import registry
 from diffsteer.benchmarks import (
     Benchmark,
     BenchmarkError,
@@ -121,7 +121,7 @@ def test_known_axes_reject_a_builtin_the_classifier_cannot_score() -> None:
 
 
 def test_registered_benchmark_loads_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(benchmarks, "_REGISTERED", {})
+    monkeypatch.setattr(registry, "REGISTRY", registry.Registry(group=None))  # no plugins
     toy = Benchmark(
         name="toy",
         prompts=(PromptSpec(id="toy/0", text="a red square", group="shape", subject="square"),),

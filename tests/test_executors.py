@@ -136,3 +136,31 @@ def test_compiled_unet_keeps_steering_and_images(tiny_model_dirs):
     assert not torch.equal(got[0], got[1])  # steering still reaches the compiled U-Net
     for a, b in zip(want, got, strict=True):
         assert (a - b).abs().max() <= 1
+
+
+def test_learn_noise_on_ray_makes_the_same_images_and_direction(tiny_model_dirs, tmp_path):
+    """Every long job runs on the shared runner, so `--executor ray` works for learning too."""
+    ray = pytest.importorskip("ray", reason="the Ray executor needs Ray: pip install 'diffsteer[ray]'")
+    from diffsteer.steering.noise import load_noise_direction
+
+    args = [
+        "learn", "noise", "--classes", "woman=a photo of a woman", "--classes", "man=a photo of a man",
+        "--images", "4", "--steps", "2", "--record-steps", "0,1", "--axis", "gender", "--weight", "4",
+        "--model", str(tiny_model_dirs["sd1"]),
+    ]  # fmt: skip
+    local = runner.invoke(app, [*args, "--out", str(tmp_path / "local"), "--work-dir", str(tmp_path / "wl")])
+    assert local.exit_code == 0, local.output
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = runner.invoke(
+            app,
+            [*args, "--executor", "ray", "--out", str(tmp_path / "ray"), "--work-dir", str(tmp_path / "wr")],
+        )
+    finally:
+        ray.shutdown()
+    assert remote.exit_code == 0, remote.output
+    assert _store_content(tmp_path / "wl") == _store_content(tmp_path / "wr")  # same rows, same PNG bytes
+    for name in ("woman", "man"):
+        a = load_noise_direction(tmp_path / "local" / f"{name}.noise.safetensors")
+        b = load_noise_direction(tmp_path / "ray" / f"{name}.noise.safetensors")
+        assert torch.equal(a.direction, b.direction)

@@ -10,17 +10,15 @@ import pytest
 import torch
 from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-from diffsteer import models
+from diffsteer import registry
 from diffsteer.models import (
-    BUNDLED_MODELS,
-    DEFAULT_MODEL,
     ModelNotFoundError,
     UnsupportedModelError,
     describe_model,
     load_pipeline,
     model_fingerprint,
-    register_bundled_model,
 )
+from diffsteer.registry import default_model, register_model
 from diffsteer.testing import tiny_sd_pipeline
 
 
@@ -132,12 +130,12 @@ def test_cuda_requested_without_cuda(saved: dict[str, Path]) -> None:
 
 
 def test_bundled_models_resolve_by_name(saved: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(models, "BUNDLED_MODELS", dict(BUNDLED_MODELS))
-    register_bundled_model("tiny-sd2", lambda: saved["sd2"])
-    assert models.BUNDLED_MODELS["tiny-sd2"]() == saved["sd2"]
+    monkeypatch.setattr(registry, "REGISTRY", registry.Registry())  # the installed plugins, nothing else
+    register_model("tiny-sd2", lambda: saved["sd2"])
+    assert registry.bundled_model("tiny-sd2").pipeline_folder() == saved["sd2"]
     pipe = load_pipeline("tiny-sd2")
     assert pipe.scheduler.config.prediction_type == "v_prediction"
-    register_bundled_model("broken", lambda: saved["sd2"] / "unet")
+    register_model("broken", lambda: saved["sd2"] / "unet")
     with pytest.raises(ModelNotFoundError, match="bundled model folder .* missing model_index.json"):
         load_pipeline("broken")
-    assert DEFAULT_MODEL == "pictoworld"
+    assert default_model() == "pictoworld"

@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from diffsteer.cli import app
+from diffsteer.experiments.learn import learn_noise_directions
 from diffsteer.generate import ImageRequest, SteeredGenerator
 from diffsteer.models import load_pipeline, model_fingerprint
 from diffsteer.steering.files import SteeringFileError, SteeringMismatchError, save_steering_file
@@ -19,7 +20,6 @@ from diffsteer.steering.noise import (
     NoiseDirection,
     choose_step,
     fit_direction,
-    learn_noise_directions,
     load_noise_direction,
     norm_fraction,
     parse_class_specs,

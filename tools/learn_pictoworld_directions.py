@@ -48,8 +48,8 @@ SVM_C = 0.001
 def main() -> None:
     from diffsteer import pictoworld
     from diffsteer.experiments.calibrate import calibrate_noise_weight
+    from diffsteer.experiments.learn import learn_noise_directions
     from diffsteer.models import load_pipeline
-    from diffsteer.steering.noise import learn_noise_directions
 
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=pictoworld.weights_dir() / "steering")

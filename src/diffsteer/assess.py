@@ -31,7 +31,8 @@ from diffsteer.metrics.confusion import (
     correct_axis,
 )
 from diffsteer.provenance import collect_provenance
-from diffsteer.reference import ReferenceSet, load_reference_folder, pictoworld_reference
+from diffsteer.reference import ReferenceSet, load_reference_folder
+from diffsteer.registry import bundled_model
 from diffsteer.runs.store import ImageRecord, RunStore
 
 __all__ = ["AUTO", "assess_run", "auditor_section", "quality_section", "resolve_reference", "summary_axes"]
@@ -57,11 +58,15 @@ def summary_axes(summary: dict) -> list[Axis]:
 
 
 def resolve_reference(reference: str | Path | ReferenceSet | None, model: str) -> ReferenceSet | None:
-    """``"auto"``: pictoworld renders for the bundled model, none otherwise; a path: a labelled folder."""
+    """``"auto"``: the reference set a bundled model registered, none otherwise; a path: a labelled folder."""
     if reference is None or isinstance(reference, ReferenceSet):
         return reference
     if str(reference) == AUTO:
-        return pictoworld_reference() if model == "pictoworld" else None
+        entry = bundled_model(model)
+        found = entry.reference_set() if entry is not None else None
+        if found is not None and not isinstance(found, ReferenceSet):
+            raise ValueError(f"model {model!r}: its registered reference returned {type(found).__name__}")
+        return found
     return load_reference_folder(reference)
 
 

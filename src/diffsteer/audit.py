@@ -6,6 +6,8 @@ images already made are not made again, labels already computed are not computed
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -16,11 +18,12 @@ from typing import Any
 from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_axis
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
+from diffsteer.experiments.mitigations import check_mitigations, mitigation_steering, plan_image
 from diffsteer.metrics import summarize_axis
+from diffsteer.registry import bundled_model, default_model
 from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
 from diffsteer.runs.runner import generate_missing, label_missing
 from diffsteer.runs.store import ImageRecord, RunStore, job_key
-from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
 from diffsteer.steering.preset import SteeringSpec
 
 SUMMARY_NAME = "summary.json"
@@ -33,7 +36,7 @@ Progress = Callable[[str, int, int], None]
 class AuditConfig:
     """Everything that defines an audit run. ``None`` means "the default for this model/benchmark"."""
 
-    model: str = "pictoworld"
+    model: str = field(default_factory=default_model)  # the first registered bundled model
     benchmark: str | None = None
     category: str | None = None
     prompt_types: tuple[str, ...] = ("neutral",)
@@ -41,7 +44,7 @@ class AuditConfig:
     culture_classes: tuple[str, ...] | None = None
     images_per_prompt: int | None = None
     steps: int = 20
-    guidance: float | None = None  # None: the model's own scale (pictoworld 1.0, others 7.5)
+    guidance: float | None = None  # None: the model's own scale (a bundled model's registered one, else 7.5)
     seed: int = 0
     mitigations: tuple[str, ...] = ("none",)
     steering: SteeringSpec | None = None  # the "steered" mitigation: vectors, directions, fair, presets
@@ -64,17 +67,9 @@ class AuditConfig:
 
 
 def default_benchmark(model: str) -> str:
-    return "pictoworld" if model == "pictoworld" else "entigen"
-
-
-def default_classifier(model: str) -> str:
-    if model == "pictoworld":
-        from diffsteer import pictoworld
-
-        return str(pictoworld.clip_dir())
-    from diffsteer.attributes import DEFAULT_CLASSIFIER
-
-    return DEFAULT_CLASSIFIER
+    """The benchmark a bundled model registered as its own, else ENTIGEN."""
+    entry = bundled_model(model)
+    return entry.benchmark if entry is not None and entry.benchmark is not None else "entigen"
 
 
 @dataclass
@@ -93,11 +88,9 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
     from dataclasses import replace
 
     from diffsteer.attributes import builtin_axes
-    from diffsteer.models import default_guidance
+    from diffsteer.models import default_classifier, default_guidance
 
     bench_name = config.benchmark or default_benchmark(config.model)
-    if config.model == "pictoworld" or bench_name == "pictoworld":
-        import diffsteer.pictoworld  # noqa: F401  (registers the bundled model and benchmark)
     bench = load_benchmark(bench_name, known_axes=builtin_axes().keys())
     bench = bench.select(category=config.category, kinds=config.prompt_types or None)
     axes_names = config.axes or bench.axes
@@ -130,6 +123,74 @@ def resolve(config: AuditConfig) -> tuple[AuditConfig, Benchmark, list[Axis]]:
         guidance=config.guidance if config.guidance is not None else default_guidance(config.model),
     )
     return resolved, bench, axes
+
+
+_SEED_LIMIT = 2**63  # seeds are stored as 64-bit signed integers
+
+
+def check_run_inputs(
+    config: AuditConfig, bench: Benchmark, out_dir: Path | str, reference: str | Path | None = "auto"
+) -> None:
+    """Everything about a resolved config that can fail, checked before the run database exists.
+
+    A mistake found here costs seconds and leaves nothing behind; found after generation it would
+    cost the whole run, and a database created first would pin the wrong config for the corrected
+    command. Checks seeds, device and dtype, the model (resolved, not loaded), the classifier
+    (loaded), the reference folder and whether ``out_dir`` can be written.
+    """
+    from diffsteer.models import check_device, check_dtype, check_model
+
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+        raise ValueError(f"--seed must be a non-negative integer, got {config.seed}")
+    most = max((config.images_per_prompt or bench.images_for(spec) for spec in bench.prompts), default=1)
+    if config.seed + most > _SEED_LIMIT:
+        raise ValueError(
+            f"--seed {config.seed} is too large: image k uses seed+k, and seed+{most} must stay below 2^63"
+        )
+    check_dtype(config.dtype)
+    check_device(config.device)
+    check_out_dir(out_dir)
+    check_model(config.model)
+    _check_named_steering_files(config)
+    if reference is not None and str(reference) != "auto":
+        from diffsteer.reference import ReferenceError, load_reference_folder
+
+        try:
+            load_reference_folder(reference)
+        except ReferenceError as exc:
+            raise ReferenceError(f"--reference {reference}: {exc}") from None
+    # the classifier labels every image: a bad one must fail now, not after the generation
+    ClipZeroShotClassifier.from_pretrained(config.classifier, device="cpu")
+
+
+def _check_named_steering_files(config: AuditConfig) -> None:
+    """Find and read every steering file named in the config (whether it fits the model is checked
+    once the model is loaded, still before any image)."""
+    if config.steering is None:
+        return
+    from diffsteer.steering.library import SteeringLibrary
+    from diffsteer.steering.steerer import steering_loader
+
+    library = SteeringLibrary.for_model(config.model, config.steering.directions)
+    for kind in ("hspace", "noise", "text"):
+        for item in getattr(config.steering, kind):
+            steering_loader(kind)(library.find(item.name, kind))
+
+
+def check_out_dir(out_dir: Path | str) -> None:
+    """Refuse a run folder that is a file or cannot be written (read-only, no permission)."""
+    path = Path(out_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file; choose a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {path}: {existing} is a file, so no folder can be made under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"--out {path}: {existing} is not writable (read-only or no permission); choose another folder"
+        )
 
 
 def build_steerers(config: AuditConfig, generator: Any, fingerprint: str) -> dict[str, Any]:
@@ -169,6 +230,10 @@ def _plan(
                 planned = plan_image(mitigation, spec, config.axes or (), seed, steerers)
                 req = planned.request
                 key = job_key(
+                    # two mitigations that steer alike, or two prompt ids sharing a text, are still
+                    # distinct jobs: a shared key would leave the second one without images
+                    mitigation=mitigation,
+                    prompt_id=spec.id,
                     model=fingerprint,
                     weights=weights,  # retrained weights of the same architecture make other images
                     model_ref=config.model,
@@ -200,11 +265,9 @@ def _plan(
 
 def generator_spec(config: AuditConfig) -> GeneratorSpec:
     """How every executor builds this run's generator (a local folder by absolute path, for workers)."""
-    from diffsteer.models import BUNDLED_MODELS
-
     model = config.model
     folder = Path(model).expanduser()
-    if model not in BUNDLED_MODELS and folder.exists():
+    if bundled_model(model) is None and folder.exists():
         model = str(folder.resolve())
     return GeneratorSpec(
         model=model,
@@ -228,12 +291,14 @@ def run_audit(
     warn: Callable[[str], None] | None = None,
     reference: str | Path | None = "auto",
     command: str | None = None,
+    show_unsafe: bool = False,
 ) -> AuditResult:
     """Run (or resume) an audit into ``out_dir`` and write summary.json and report.html there.
 
     ``reference``: labelled images to check the classifier against (a folder with labels.csv;
-    ``"auto"``: pictoworld renders for the bundled model, none otherwise). ``command``: the command
-    line to record in ``command.txt`` and the report's provenance.
+    ``"auto"``: the reference set a bundled model registered, none otherwise). ``command``: the command
+    line to record in ``command.txt`` and the report's provenance. ``show_unsafe``: the report shows
+    thumbnails that a judge calls unsafe unblurred.
     """
 
     from diffsteer.models import describe_model
@@ -247,11 +312,19 @@ def run_audit(
         (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(msg)
 
     config, bench, axes = resolve(config)
+    check_run_inputs(config, bench, out_dir, reference)
     store = RunStore.open(out_dir, config.identity(), resume=resume, force=force)
-    if command is not None:
-        from diffsteer.provenance import COMMAND_FILE
+    try:
+        if force or store.created or store.config_changed:
+            _invalidate_published(Path(out_dir))
+        if command is not None:
+            from diffsteer.provenance import COMMAND_FILE
+            from diffsteer.runs.atomic import atomic_write_text
 
-        (Path(out_dir) / COMMAND_FILE).write_text(command + "\n", encoding="utf-8")
+            atomic_write_text(Path(out_dir) / COMMAND_FILE, command + "\n")
+    except BaseException:
+        _discard_failed_start(store)
+        raise
     try:
         spec = generator_spec(config)
         # a Ray driver only plans (fingerprint, shapes, tokenizers): it loads the model on its CPU
@@ -295,7 +368,12 @@ def run_audit(
         write_summary(run_dir, summary)
         from diffsteer.report import write_report
 
-        report = write_report(run_dir, store=store, summary=summary)
+        report = write_report(run_dir, store=store, summary=summary, show_unsafe=show_unsafe)
+    except BaseException:
+        # a start that failed before its first image (a model that does not load, a steering file
+        # that does not fit) leaves no database to pin its config on the corrected command
+        _discard_failed_start(store)
+        raise
     finally:
         store.close()
     return AuditResult(
@@ -307,6 +385,29 @@ def run_audit(
         seconds=time.time() - started,
         warnings=warnings,
     )
+
+
+def _discard_failed_start(store: RunStore) -> None:
+    """Remove a run this start created and that holds no image yet, with the command.txt it wrote."""
+    from diffsteer.provenance import COMMAND_FILE
+
+    if store.created and not store.done_keys():
+        with contextlib.suppress(FileNotFoundError):
+            (store.run_dir / COMMAND_FILE).unlink()
+    store.discard_if_unused()
+
+
+def _invalidate_published(run_dir: Path) -> None:
+    """Delete the summary and report of an earlier run before its results are replaced.
+
+    Otherwise a forced or reconfigured run that is interrupted would leave them describing a run that
+    no longer exists, and ``report``/``compare`` would trust them.
+    """
+    from diffsteer.report import REPORT_NAME
+
+    for name in (SUMMARY_NAME, REPORT_NAME):
+        with contextlib.suppress(FileNotFoundError):
+            (run_dir / name).unlink()
 
 
 def _result_row(mitigation, axis, prompt, counts, n_dropped, bias, dr, dr_ci) -> dict:
@@ -396,6 +497,8 @@ def build_summary(
                     "drop_reasons": reasons,
                 }
             )
+    from diffsteer.attributes.safety import safety_summary
+
     return {
         "config": config.identity(),
         "model": model_info,
@@ -403,4 +506,5 @@ def build_summary(
         "images": len(images),
         "results": results,
         "details": details,
+        "safety": safety_summary(results),  # unsafe rates of the safety axes
     }

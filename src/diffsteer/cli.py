@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import logging
 import shlex
+import signal
 import sys
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,44 +22,122 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
+
+from diffsteer import registry
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Audit text-to-image models for bias; steer them."
 )
-pictoworld_app = typer.Typer(no_args_is_help=True, help="The bundled synthetic world and its models.")
-app.add_typer(pictoworld_app, name="pictoworld")
 learn_app = typer.Typer(
     no_args_is_help=True, help="Learn steering files: h-space vectors, noise directions, text offsets."
 )
 app.add_typer(learn_app, name="learn")
-console = Console(stderr=True)
+
+
+@app.callback()
+def _quiet_loaders() -> None:
+    """Outside a terminal (logs, CI, pipes), the libraries' per-file loading bars would bury the one
+    line that matters; diffsteer's own progress still reports the long work."""
+    if console.is_terminal:
+        return
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.disable_progress_bar()
+
+
+# soft_wrap: a line longer than the terminal stays one line, so `grep error:` in a log gets all of it
+console = Console(stderr=True, soft_wrap=True)
+
+
+class _DropTorchvisionFallback(logging.Filter):
+    """transformers says on every command that its image processors fall back to PIL without
+    torchvision; diffsteer never uses those processors for anything torchvision would change."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "requires torchvision (not installed)" not in record.getMessage()
+
+
+logging.getLogger("transformers.utils.import_utils").addFilter(_DropTorchvisionFallback())
+
+# what to do about an OS error a user can meet, by errno
+_OS_HINTS = {
+    errno.ENOSPC: "the disk is full; free some space or choose another --out, then rerun the same command",
+    errno.EDQUOT: "the disk quota is used up; free some space, then rerun the same command",
+    errno.EROFS: "the file system is read-only; choose another --out",
+    errno.EACCES: "permission denied; choose another path or fix its permissions",
+    errno.EPERM: "permission denied; choose another path or fix its permissions",
+    errno.ENOENT: "no such file or folder",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder, not a file",
+}
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an error, with the path and what to do for the OS errors users meet."""
+    if isinstance(exc, OSError) and exc.errno in _OS_HINTS and exc.filename is not None:
+        return f"{exc.filename}: {exc.strerror or type(exc).__name__} ({_OS_HINTS[exc.errno]})"
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    if type(exc).__name__ == "OutOfMemoryError":
+        first += " (lower --batch-size, or use --dtype float16)"
+    elif type(exc).__name__ == "OperationalError":  # sqlite3: disk full, read-only, locked
+        first = f"run database: {first}; check the free space and permissions of --out"
+    return first
 
 
 def _fail(exc: BaseException) -> None:
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    console.print(f"[red]error:[/red] {first}", highlight=False)
+    console.print(Text.assemble(("error:", "red"), " ", _one_line(exc)), highlight=False)
     raise typer.Exit(2)
 
 
+def _default_model() -> str:
+    """--model when not given: the first registered bundled model (read only when needed)."""
+    try:
+        return registry.default_model()
+    except ValueError as exc:
+        _fail(exc)
+        raise  # unreachable: _fail exits
+
+
+# The CLI reads the registry at start anyway (plugins may add command groups), so help names the default.
+_MODEL = typer.Option(
+    default_factory=_default_model,
+    show_default=next(iter(registry.bundled_models()), "none registered"),
+    help="Bundled model name, local pipeline folder, or hub id.",
+)
+
+
 def _expected_errors() -> tuple[type[BaseException], ...]:
+    """Failures a user can cause or meet: each ends in one line and exit status 2, never a traceback."""
+    import sqlite3
+
+    import torch
+
     from diffsteer.attributes import ClassifierNotFoundError, UnknownAxisError
     from diffsteer.benchmarks.spec import BenchmarkError
-    from diffsteer.models import ModelNotFoundError, UnsupportedModelError
+    from diffsteer.models import DeviceUnavailableError, ModelNotFoundError, UnsupportedModelError
     from diffsteer.reference import ReferenceError
     from diffsteer.runs.executors import ExecutorUnavailableError
-    from diffsteer.runs.store import RunConfigMismatch
+    from diffsteer.runs.store import RunConfigMismatch, RunInUseError
 
     return (
         ModelNotFoundError,
         UnsupportedModelError,
+        DeviceUnavailableError,
         BenchmarkError,
         UnknownAxisError,
         ClassifierNotFoundError,
         RunConfigMismatch,
+        RunInUseError,
         ExecutorUnavailableError,
         ReferenceError,
         ValueError,
-        FileNotFoundError,
+        OSError,  # FileNotFoundError, PermissionError, a full disk, a damaged image file
+        sqlite3.OperationalError,
+        torch.cuda.OutOfMemoryError,
     )
 
 
@@ -108,7 +190,7 @@ def _progress_bar(with_loss: bool = False):
 
 
 _GUIDANCE = typer.Option(
-    None, help="Classifier-free guidance scale (default: the model's own; pictoworld 1.0, others 7.5)."
+    None, help="Classifier-free guidance scale (default: the model's own; a bundled model's, others 7.5)."
 )
 _HSPACE_BRANCHES = typer.Option(
     "conditional",
@@ -127,6 +209,23 @@ _RESPONSIBLE = typer.Option(
 )
 _PRESET = typer.Option(None, "--steering", help="A steering preset YAML (e.g. exported from the studio).")
 _DIRECTIONS = typer.Option([], "--directions", help="Extra folder of steering files (repeat).")
+_EXECUTOR = typer.Option("local", help="local | ray: where images are generated.")
+_RAY_ADDRESS = typer.Option(
+    None, help="Address of a running Ray cluster (default: Ray starts on this machine)."
+)
+
+
+def _job_executor(name: str, ray_address: str | None, model: str, **generator: object):
+    """None for ``local`` (the command's own loaded pipeline makes the images), else an executor whose
+    workers build the same generator (``generator``: steps, guidance, device, dtype, batch_size)."""
+    from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
+
+    check_executor(name)
+    if name == "local":
+        return None
+    folder = Path(model).expanduser()
+    ref = str(folder.resolve()) if folder.exists() else model  # workers may run in another folder
+    return make_executor(name, GeneratorSpec(model=ref, **generator), ray_address=ray_address)
 
 
 def _steering(preset, hspace, noise, text, fair, fair_method, fair_target, safe, responsible, directions):
@@ -153,10 +252,17 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
+_SHOW_UNSAFE = typer.Option(
+    False, "--show-unsafe", help="Show thumbnails that a judge calls unsafe unblurred in report.html."
+)
+
+
 @app.command()
 def audit(
-    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
-    benchmark: str | None = typer.Option(None, help="entigen | winobias | pictoworld | path to a YAML file."),
+    model: str = _MODEL,
+    benchmark: str | None = typer.Option(
+        None, help="entigen | winobias | a bundled benchmark | YAML file path (default: the model's own)."
+    ),
     category: str | None = typer.Option(None, help="Only prompts of this group (e.g. profession)."),
     prompt_types: str = typer.Option(
         "neutral", help="Comma list of prompt kinds: neutral,ethical,irrelevant."
@@ -190,10 +296,8 @@ def audit(
     batch_size: int | None = typer.Option(
         None, help="Images per batch (default: automatic, 16 on a CPU, from free memory on a GPU)."
     ),
-    executor: str = typer.Option("local", help="local | ray: where images are generated."),
-    ray_address: str | None = typer.Option(
-        None, help="Address of a running Ray cluster (default: Ray starts on this machine)."
-    ),
+    executor: str = _EXECUTOR,
+    ray_address: str | None = _RAY_ADDRESS,
     compile_unet: bool = typer.Option(False, "--compile", help="torch.compile the U-Net (GPU runs)."),
     out: Path = typer.Option(
         Path("runs/audit"), help="Run folder (results.sqlite, images/, summary.json, report)."
@@ -203,8 +307,9 @@ def audit(
     reference: str | None = typer.Option(
         None,
         help="Labelled images (a folder with labels.csv: file,axis,label) to measure the classifier's "
-        "own error (default: fresh renders for pictoworld, none otherwise).",
+        "own error (default: the bundled model's own reference images, none otherwise).",
     ),
+    show_unsafe: bool = _SHOW_UNSAFE,
 ) -> None:
     """Measure bias: generate the benchmark's images, classify them, write summary.json and report.html."""
     from diffsteer.audit import AuditConfig, run_audit
@@ -258,6 +363,7 @@ def audit(
                 warn=lambda m: console.print(f"[yellow]warning:[/yellow] {m}", highlight=False),
                 reference=reference or "auto",
                 command=shlex.join(["diffsteer", *sys.argv[1:]]),
+                show_unsafe=show_unsafe,
             )
     except _expected_errors() as exc:
         _fail(exc)
@@ -305,7 +411,7 @@ def _print_summary(summary: dict) -> None:
 @app.command()
 def generate(
     prompt: str = typer.Argument(..., help="The prompt."),
-    model: str = typer.Option("pictoworld"),
+    model: str = _MODEL,
     n: int = typer.Option(8, "--n", help="Number of images (seeds seed..seed+n-1)."),
     seed: int = typer.Option(0),
     steps: int = typer.Option(20),
@@ -389,12 +495,15 @@ def report(
     ),
     refresh: bool = typer.Option(False, help="Recompute the quality and auditor sections of summary.json."),
     device: str = typer.Option("cpu", help="Device for the CLIP model when sections are computed."),
+    show_unsafe: bool = _SHOW_UNSAFE,
 ) -> None:
     """Rebuild a run's report.html from its store and summary.json."""
     from diffsteer.report import build_report
 
     try:
-        path = build_report(run_dir, reference=reference, refresh=refresh, device=device)
+        path = build_report(
+            run_dir, reference=reference, refresh=refresh, device=device, show_unsafe=show_unsafe
+        )
     except _expected_errors() as exc:
         _fail(exc)
     print(f"report: {path} ({path.stat().st_size / 1e6:.2f} MB)")
@@ -418,7 +527,12 @@ def compare(
         _fail(exc)
     _print_comparison(result)
     if json_out is not None:
-        json_out.write_text(json.dumps(result.to_dict(), indent=2))
+        from diffsteer.runs.atomic import atomic_write_text
+
+        try:
+            atomic_write_text(json_out, json.dumps(result.to_dict(), indent=2))
+        except OSError as exc:
+            _fail(exc)
     if result.failed:
         worst = ", ".join(f"{c.mitigation}/{c.axis} {c.metric} {c.diff:+.3f}" for c in result.regressions)
         print(f"REGRESSION: bias rose by more than {max_increase} beyond its 95% interval: {worst}")
@@ -453,7 +567,7 @@ def _print_comparison(result) -> None:
 
 @app.command()
 def studio(
-    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    model: str = _MODEL,
     directions: list[Path] = _DIRECTIONS,
     host: str = typer.Option("127.0.0.1", help="Address to bind (loopback unless told otherwise)."),
     port: int = typer.Option(7860, help="Port of the web page."),
@@ -466,6 +580,13 @@ def studio(
         from diffsteer.studio.app import launch_studio
     except ImportError as exc:
         _fail(ImportError(f"the studio needs Gradio: pip install 'diffsteer[studio]' ({exc})"))
+    from diffsteer.models import check_device, check_model
+
+    try:
+        check_device(device)
+        check_model(model)  # before the banner: a typo ends in one line, not a promise and an error
+    except _expected_errors() as exc:
+        _fail(exc)
     console.print(f"diffsteer studio: loading {model}, then serving http://{host}:{port} (Ctrl+C stops)")
     try:
         launch_studio(
@@ -498,23 +619,55 @@ def learn_hspace_command(
     inference_steps: int = typer.Option(20, help="Denoising steps of the training images."),
     axis: str | None = typer.Option(None, help="Attribute axis the concept is a class of (fair generation)."),
     class_name: str | None = typer.Option(None, "--class", help="Class of --axis (default: the concept)."),
-    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    model: str = _MODEL,
     out: Path = typer.Option(Path("directions"), help="Folder for the vector file."),
     work_dir: Path | None = typer.Option(
         None, help="Run store of the training images (default runs/learn-hspace/NAME); reused on resume."
     ),
+    calibrate_prompt: list[str] = typer.Option(
+        [],
+        "--calibrate-prompt",
+        help="A prompt the model skews (repeat): measure the default strength of the axis's vectors there "
+        "by the fair-mixture rule (the other classes' vectors are taken from --out, --directions, bundled).",
+    ),
+    calibrate_images: int = typer.Option(32, help="Images per strength and class in the calibration sweeps."),
+    calibrate_weights: str | None = typer.Option(
+        None, help="Comma list of strengths the calibration sweeps (default 0.25,0.5,...,2,2.5,3)."
+    ),
+    tolerance: float | None = typer.Option(
+        None, help="How far from its target a class's share in the fair mixture may be (default 0.1)."
+    ),
+    classifier: str | None = typer.Option(
+        None, help="CLIP checkpoint of the calibration (default: the model's own)."
+    ),
+    directions: list[Path] = _DIRECTIONS,
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
+    executor: str = _EXECUTOR,
+    ray_address: str | None = _RAY_ADDRESS,
 ) -> None:
     """Learn an h-space concept vector (Li et al., CVPR 2024) and save it for --hspace NAME."""
+    from diffsteer.experiments.calibrate import FAIR_TOLERANCE, calibrate_fair_strength
     from diffsteer.experiments.learn import learn_hspace
+    from diffsteer.experiments.sweep import parse_weights
     from diffsteer.models import load_pipeline
-    from diffsteer.steering.hspace import check_recipe
+    from diffsteer.steering.hspace import HSpaceVector, check_recipe, load_hspace
 
+    calibration = None
     try:
         if class_name is not None and axis is None:
             raise ValueError("--class needs --axis")
         check_recipe(concept, concept_prompt, neutral_prompt, images, steps, lr, batch_size, inference_steps)
+        others: dict[str, Path] = {}
+        if calibrate_prompt:
+            if not axis:
+                raise ValueError("--calibrate-prompt needs --axis (the shares are measured on that axis)")
+            others = _axis_partners(axis, class_name or concept, model, [out, *directions])
+        grid = parse_weights(calibrate_weights or HSpaceVector.calibration_strengths)
+        work = work_dir or Path("runs") / "learn-hspace" / concept
+        jobs = _job_executor(
+            executor, ray_address, model, steps=inference_steps, guidance=guidance, device=device, dtype=dtype
+        )
         pipe = load_pipeline(model, device=device, dtype=dtype)
         with _progress_bar() as update:
             vector = learn_hspace(
@@ -530,20 +683,57 @@ def learn_hspace_command(
                 seed=seed,
                 guidance=guidance,
                 inference_steps=inference_steps,
-                work_dir=work_dir or Path("runs") / "learn-hspace" / concept,
+                work_dir=work,
                 base_model=model,
                 axis=axis,
                 class_name=(class_name or concept) if axis else None,
+                executor=jobs,
                 progress=update,
             )
-        path = vector.save(out)
+            vectors = [vector, *(load_hspace(p) for p in others.values())]
+            if calibrate_prompt:
+                calibration = calibrate_fair_strength(
+                    vectors, calibrate_prompt, out_dir=work / "calibration",
+                    model=model, pipe=pipe, weights=grid, n=calibrate_images, seed=seed,
+                    steps=inference_steps, classifier=classifier,
+                    tolerance=FAIR_TOLERANCE if tolerance is None else tolerance,
+                    batch_size=batch_size, device=device, dtype=dtype, progress=update,
+                )  # fmt: skip
+        paths = [v.save(out) for v in (vectors if calibration is not None else [vector])]
     except _expected_errors() as exc:
         _fail(exc)
     loss = vector.metadata["eval_loss"]
-    print(f"wrote {path}")
     print(
         f"loss {loss['with_vector']:.4f} with the vector, {loss['without_vector']:.4f} without "
         f"(fixed evaluation draw); learned in {vector.metadata['seconds']:.0f}s"
+    )
+    if calibration is not None:
+        _print_calibration(calibration, "strength", work / "calibration")
+    for path in paths:
+        print(f"wrote {path}")
+
+
+def _axis_partners(axis: str, own_class: str, model: str, folders: list[Path]) -> dict[str, Path]:
+    """The h-space vectors of the axis's other classes, which the calibration sweeps with the new one."""
+    from diffsteer.attributes import get_axis
+    from diffsteer.steering.hspace import HSpaceVector
+    from diffsteer.steering.library import SteeringLibrary
+
+    classes = get_axis(axis).classes
+    if own_class not in classes:
+        raise ValueError(f"class {own_class} is not a class of axis '{axis}' ({', '.join(classes)})")
+    others = [c for c in classes if c != own_class]
+    return SteeringLibrary.for_model(model, folders).for_axis(axis, others, HSpaceVector.kind)
+
+
+def _print_calibration(calibration: dict, word: str, folder: Path) -> None:
+    for p in calibration["prompts"]:
+        fair = "not reached" if p["fair_weight"] is None else f"{p['fair_weight']:g}"
+        print(f"fair {word} on {p['prompt']!r}: {fair}")
+    print(
+        f"recommended {word} {calibration['recommended_weight']:g} "
+        f"({folder / 'calibration.json'}, calibration.png)"
+        + ("" if calibration["reached"] else "; the mixture was not balanced on every prompt")
     )
 
 
@@ -579,7 +769,7 @@ def learn_noise_command(
     classifier: str | None = typer.Option(
         None, help="CLIP checkpoint of the calibration (default: the model's own)."
     ),
-    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    model: str = _MODEL,
     out: Path = typer.Option(Path("directions"), help="Folder for NAME.noise.safetensors files."),
     work_dir: Path | None = typer.Option(
         None, help="Run store of the training images and latents (default runs/learn-noise/NAMES)."
@@ -588,6 +778,8 @@ def learn_noise_command(
     batch_size: int = typer.Option(16),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
+    executor: str = _EXECUTOR,
+    ray_address: str | None = _RAY_ADDRESS,
 ) -> None:
     """Learn initial-noise latent directions (Lopez Olmos et al., 2024), one file per class."""
     from diffsteer.experiments.calibrate import (
@@ -596,11 +788,11 @@ def learn_noise_command(
         calibrate_noise_weight,
         check_axis_classes,
     )
+    from diffsteer.experiments.learn import learn_noise_directions
     from diffsteer.experiments.sweep import parse_weights
     from diffsteer.models import load_pipeline
     from diffsteer.steering.noise import (
         DEFAULT_WEIGHT,
-        learn_noise_directions,
         parse_class_specs,
         parse_steps,
     )
@@ -617,8 +809,13 @@ def learn_noise_command(
             check_axis_classes(axis, list(parsed))  # before learning, not after
         grid = parse_weights(calibrate_weights or CALIBRATION_WEIGHTS)
         work = work_dir or Path("runs") / "learn-noise" / "-".join(parsed)
+        jobs = _job_executor(
+            executor, ray_address, model, steps=steps, guidance=guidance, device=device, dtype=dtype,
+            batch_size=batch_size,
+        )  # fmt: skip
         pipe = load_pipeline(model, device=device, dtype=dtype)
-        with _progress_bar() as update:
+        with _progress_bar() as update, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", RuntimeWarning)
             directions = learn_noise_directions(
                 pipe,
                 parsed,
@@ -635,7 +832,10 @@ def learn_noise_command(
                 svm_c=svm_c,
                 recommended_weight=DEFAULT_WEIGHT if weight is None else weight,
                 force=force,
+                executor=jobs,
             )
+            for caught_warning in caught:  # a direction at chance level must not pass unnoticed
+                console.print(Text.assemble(("warning:", "yellow"), " ", str(caught_warning.message)))
             if calibrate_prompt:
                 calibration = calibrate_noise_weight(
                     directions, calibrate_prompt, out_dir=work / "calibration", model=model, pipe=pipe,
@@ -648,16 +848,10 @@ def learn_noise_command(
         _fail(exc)
     for d in directions:
         acc = ", ".join(f"step {s}: {a:.3f}" for s, a in d.metadata["heldout_accuracy"].items())
-        print(f"{d.concept}: held-out accuracy {acc}; chosen step {d.metadata['step']}")
+        weightless = "" if "recommended_weight" in d.metadata else "; at chance level: no recommended weight"
+        print(f"{d.concept}: held-out accuracy {acc}; chosen step {d.metadata['step']}{weightless}")
     if calibration is not None:
-        for p in calibration["prompts"]:
-            fair = "not reached" if p["fair_weight"] is None else f"{p['fair_weight']:g}"
-            print(f"fair weight on {p['prompt']!r}: {fair}")
-        print(
-            f"recommended weight {calibration['recommended_weight']:g} "
-            f"({work / 'calibration' / 'calibration.json'}, calibration.png)"
-            + ("" if calibration["reached"] else "; the mixture was not balanced on every prompt")
-        )
+        _print_calibration(calibration, "weight", work / "calibration")
     for path in paths:
         print(f"wrote {path}")
 
@@ -669,7 +863,7 @@ def learn_text_command(
     neutral_prompt: list[str] = typer.Option(..., help="The same prompt without the concept (repeat)."),
     axis: str | None = typer.Option(None, help="Attribute axis the concept is a class of."),
     reduce: str = typer.Option("tokens", help="tokens (an offset per token) | mean (one for all tokens)."),
-    model: str = typer.Option("pictoworld", help="Bundled model name, local pipeline folder, or hub id."),
+    model: str = _MODEL,
     out: Path = typer.Option(Path("directions"), help="Folder for the offset file."),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
@@ -693,14 +887,22 @@ def learn_text_command(
 @app.command()
 def sweep(
     noise_direction: list[str] = typer.Option(
-        ..., "--noise-direction", help="Noise direction file or NAME (repeat: applied together)."
+        [], "--noise-direction", help="Noise direction file or NAME (repeat: applied together)."
+    ),
+    hspace: list[str] = typer.Option([], "--hspace", help="h-space vector file or NAME (repeat)."),
+    text_offset: list[str] = typer.Option(
+        [], "--text-offset", help="Text-embedding offset file or NAME (repeat)."
     ),
     prompt: str = typer.Option(..., help="The prompt generated at every weight."),
-    weights: str = typer.Option("0,1,2,4,8", help="Comma list of weights (noise s.d. along d); 0 is added."),
+    weights: str = typer.Option(
+        "0,1,2,4,8",
+        help="Comma list of weights (noise: s.d. along d; h-space, text: multiples of the learned tensor); "
+        "0 is added.",
+    ),
     n: int = typer.Option(32, "--n", help="Images per weight (seeds seed..seed+n-1 at every weight)."),
     seed: int = typer.Option(0),
     axis: str | None = typer.Option(None, help="Axis to measure (default: the directions' axis)."),
-    model: str = typer.Option("pictoworld"),
+    model: str = _MODEL,
     classifier: str | None = typer.Option(None, help="CLIP checkpoint (default: the model's own)."),
     steps: int = typer.Option(20),
     guidance: float | None = _GUIDANCE,
@@ -710,15 +912,24 @@ def sweep(
     directions: list[Path] = _DIRECTIONS,
     out: Path = typer.Option(Path("runs/sweep"), help="Run folder: sweep.json, sweep.png, images."),
     force: bool = typer.Option(False, help="Delete a previous run in --out and start again."),
+    executor: str = _EXECUTOR,
+    ray_address: str | None = _RAY_ADDRESS,
 ) -> None:
-    """Strength sweep: shares and quality (CLIP score, Fréchet distance) of a noise direction per weight."""
+    """Strength sweep: shares and quality (CLIP score, Fréchet distance) of a steering per weight."""
     from diffsteer.experiments.sweep import parse_weights, run_sweep
+    from diffsteer.models import default_guidance
+    from diffsteer.steering.hspace import HSpaceVector
     from diffsteer.steering.library import SteeringLibrary
+    from diffsteer.steering.noise import NoiseDirection
+    from diffsteer.steering.text_embedding import TextOffset
 
     try:
         grid = parse_weights(weights)
+        named = [(HSpaceVector, hspace), (NoiseDirection, noise_direction), (TextOffset, text_offset)]
+        if not any(names for _, names in named):
+            raise ValueError("give what to sweep: --noise-direction, --hspace or --text-offset")
         library = SteeringLibrary.for_model(model, directions)
-        paths = [library.find(name, "noise") for name in noise_direction]
+        paths = [library.find(name, cls.kind) for cls, names in named for name in names]
         with _progress_bar() as update:
             result = run_sweep(
                 prompt,
@@ -736,6 +947,10 @@ def sweep(
                 device=device,
                 dtype=dtype,
                 force=force,
+                executor=_job_executor(
+                    executor, ray_address, model, steps=steps, device=device, dtype=dtype,
+                    batch_size=batch_size, guidance=default_guidance(model) if guidance is None else guidance,
+                ),  # fmt: skip
                 progress=update,
             )
     except _expected_errors() as exc:
@@ -751,25 +966,44 @@ def sweep(
     print(f"wrote {result.json_path} and {result.plot_path}")
 
 
-@pictoworld_app.command("train")
-def pictoworld_train(
-    out: Path = typer.Option(
-        Path("runs/pictoworld"), help="Folder for pipeline/, clip/, oracle/ and the record."
-    ),
-    preset: str = typer.Option("full", help="full (the bundled model) | smoke (seconds, for tests)."),
-    seed: int = typer.Option(0),
-) -> None:
-    """Train the pictoworld models from scratch (about 50 minutes on 2 CPU cores with the full preset)."""
-    from diffsteer.pictoworld.train import config_from_preset, train_pictoworld
+# Command groups that plugins add (e.g. ``diffsteer pictoworld train``), after the core's own commands.
+for _name, _build in registry.command_groups().items():
+    app.add_typer(_build(), name=_name)
 
+
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM; a BaseException so no library ``except Exception`` swallows it, and not a
+    KeyboardInterrupt so click does not turn it into a bare "Aborted!"."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_interrupted(signum: int, _frame: object) -> None:
+    raise _Interrupted(signum)
+
+
+def main() -> None:
+    """The ``diffsteer`` command: the app, plus a word and the usual status (130, 143) on Ctrl-C/SIGTERM.
+
+    Every store write is atomic, so an interrupted run keeps what it finished and the same command
+    resumes it.
+    """
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        cfg = config_from_preset(preset, seed=seed)
-    except ValueError as exc:
-        _fail(exc)
-    with _progress_bar(with_loss=True) as update:
-        record = train_pictoworld(out, cfg, command=shlex.join(["diffsteer", *sys.argv[1:]]), progress=update)
-    print(f"trained in {record['timings']['total_s']:.0f}s -> {out}")
+        status = app(standalone_mode=False)
+    except _Interrupted as stop:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the message short
+        console.print("interrupted: rerun the same command to resume", highlight=False)
+        sys.exit(128 + stop.signum)
+    except typer.TyperException as exc:  # a flag or value click rejects: one line like every other error
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        console.print(Text.assemble(("error:", "red"), " ", f"{message} (see --help)"), highlight=False)
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(status if isinstance(status, int) else 0)
 
 
 if __name__ == "__main__":
-    app()
+    main()

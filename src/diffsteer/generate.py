@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
+from diffusers.utils.torch_utils import randn_tensor
 from PIL import Image
 
 
@@ -79,6 +80,122 @@ def check_hspace_branches(value: str) -> None:
         raise ValueError(f"unknown --hspace-branches {value!r}: choose {' or '.join(HSPACE_BRANCHES)}")
 
 
+# ------------------------------------------------------------------------------------------ seams
+# The steering arithmetic, one function per seam. SteeredGenerator and steering.attach (steering a
+# user's own pipeline call) both call these, so the two give the same images for the same seeds.
+
+
+def draw_noise(
+    generator: torch.Generator | list[torch.Generator] | None,
+    batch: int,
+    latent_shape: Sequence[int],
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Unit-variance initial noise for ``batch`` images, float32, drawn as diffusers' pipelines draw it.
+
+    A list of generators gives image ``i`` the noise of ``generator[i]`` alone (so with CPU generators
+    image ``seed`` starts from the same noise in any batch and on any device); one generator draws the
+    whole batch. Drawn where the generator lives (CPU generators: on the CPU).
+    """
+    first = generator[0] if isinstance(generator, list) and generator else generator
+    where = first.device if isinstance(first, torch.Generator) else torch.device(device)
+    return randn_tensor((int(batch), *latent_shape), generator=generator, device=where, dtype=torch.float32)
+
+
+def add_noise_offsets(noise: torch.Tensor, requests: Sequence[ImageRequest]) -> torch.Tensor:
+    """``noise`` (batch, C, H, W; float32) plus each request's ``noise_offset``, in float32."""
+    if all(r.noise_offset is None for r in requests):
+        return noise
+    noise = noise.clone()
+    for i, r in enumerate(requests):
+        if r.noise_offset is not None:
+            if tuple(r.noise_offset.shape) != tuple(noise.shape[1:]):
+                raise RuntimeError(
+                    f"noise_offset has shape {tuple(r.noise_offset.shape)}, but the initial noise of this "
+                    f"call has shape {tuple(noise.shape[1:])} (another height or width?)"
+                )
+            noise[i] += r.noise_offset.detach().to(noise.device, torch.float32)
+    return noise
+
+
+def add_text_offsets(
+    prompt_embeds: torch.Tensor, pooled_embeds: torch.Tensor | None, requests: Sequence[ImageRequest]
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The conditional prompt embeddings (and SDXL's pooled ones) plus each request's offsets."""
+    if any(r.prompt_embeds_offset is not None for r in requests):
+        offsets = torch.zeros(prompt_embeds.shape, dtype=torch.float32)
+        for i, r in enumerate(requests):
+            if r.prompt_embeds_offset is not None:
+                offsets[i] = (
+                    r.prompt_embeds_offset.detach().to("cpu", torch.float32).expand(prompt_embeds.shape[1:])
+                )
+        prompt_embeds = prompt_embeds + offsets.to(device=prompt_embeds.device, dtype=prompt_embeds.dtype)
+    if any(r.pooled_embeds_offset is not None for r in requests):
+        if pooled_embeds is None:
+            raise ValueError("pooled_embeds_offset needs a pipeline with a pooled embedding (SDXL)")
+        extra = torch.zeros(pooled_embeds.shape, dtype=torch.float32)
+        for i, r in enumerate(requests):
+            if r.pooled_embeds_offset is not None:
+                extra[i] = r.pooled_embeds_offset.detach().to("cpu", torch.float32)
+        pooled_embeds = pooled_embeds + extra.to(device=pooled_embeds.device, dtype=pooled_embeds.dtype)
+    return prompt_embeds, pooled_embeds
+
+
+def hspace_hook(
+    requests: Sequence[ImageRequest],
+    *,
+    expected_shape: tuple[int, ...],
+    block: str,
+    guided: bool,
+    both: bool = False,
+) -> Callable[..., Any] | None:
+    """A forward hook adding each image's h-space vector to ``block``'s output; None when none is set.
+
+    ``guided``: the block sees the batch as [unconditional; conditional] (classifier-free guidance);
+    the vector goes to the conditional half, or to both halves when ``both``.
+    """
+    if all(r.hspace is None for r in requests):
+        return None
+    size = len(requests)
+    vectors = torch.zeros((size, *expected_shape), dtype=torch.float32)
+    for i, r in enumerate(requests):
+        if r.hspace is not None:
+            vectors[i] = r.hspace.detach().to("cpu", torch.float32)
+    cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+    def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
+        hidden = output[0] if isinstance(output, tuple) else output
+        if tuple(hidden.shape[1:]) != tuple(expected_shape):
+            raise RuntimeError(
+                f"{block} output has shape {tuple(hidden.shape[1:])}, "
+                f"but h-space vectors were built for {tuple(expected_shape)}"
+            )
+        want = 2 * size if guided else size
+        if hidden.shape[0] != want:
+            raise RuntimeError(f"{block} saw a batch of {hidden.shape[0]}, expected {want}")
+        key = (hidden.dtype, hidden.device)
+        if key not in cache:
+            cache[key] = vectors.to(device=hidden.device, dtype=hidden.dtype)
+        vec = cache[key]
+        # under guidance the batch is [unconditional; conditional]
+        if guided:
+            steered = torch.cat([hidden[:size] + vec if both else hidden[:size], hidden[size:] + vec])
+        else:
+            steered = hidden + vec
+        if isinstance(output, tuple):
+            return (steered, *output[1:])
+        return steered
+
+    return hook
+
+
+def bottleneck_block(unet: torch.nn.Module) -> str:
+    """The U-Net bottleneck: the mid block, or the deepest down block when there is no mid block."""
+    if getattr(unet, "mid_block", None) is not None:
+        return "mid_block"
+    return f"down_blocks.{len(unet.down_blocks) - 1}"
+
+
 class SteeredGenerator:
     """Generate images in batches with per-image seeds, prompts and steering tensors."""
 
@@ -129,9 +246,7 @@ class SteeredGenerator:
     @property
     def steered_block(self) -> str:
         """The U-Net bottleneck: the mid block, or the deepest down block when there is no mid block."""
-        if getattr(self.pipe.unet, "mid_block", None) is not None:
-            return "mid_block"
-        return f"down_blocks.{len(self.pipe.unet.down_blocks) - 1}"
+        return bottleneck_block(self.pipe.unet)
 
     @property
     def hspace_shape(self) -> tuple[int, int, int]:
@@ -278,62 +393,20 @@ class SteeredGenerator:
             raise RuntimeError(
                 f"prompt embeddings have shape {tuple(embeds.shape[1:])}, expected {self.prompt_embeds_shape}"
             )
-        if any(r.prompt_embeds_offset is not None for r in batch):
-            offsets = torch.zeros(embeds.shape, dtype=torch.float32)
-            for i, r in enumerate(batch):
-                if r.prompt_embeds_offset is not None:
-                    offsets[i] = (
-                        r.prompt_embeds_offset.detach().to("cpu", torch.float32).expand(embeds.shape[1:])
-                    )
-            out["prompt_embeds"] = embeds + offsets.to(device=embeds.device, dtype=embeds.dtype)
-        if any(r.pooled_embeds_offset is not None for r in batch):
-            pooled = out["pooled_prompt_embeds"]
-            assert pooled is not None
-            extra = torch.zeros(pooled.shape, dtype=torch.float32)
-            for i, r in enumerate(batch):
-                if r.pooled_embeds_offset is not None:
-                    extra[i] = r.pooled_embeds_offset.detach().to("cpu", torch.float32)
-            out["pooled_prompt_embeds"] = pooled + extra.to(device=pooled.device, dtype=pooled.dtype)
+        out["prompt_embeds"], pooled = add_text_offsets(embeds, out.get("pooled_prompt_embeds"), batch)
+        if pooled is not None:
+            out["pooled_prompt_embeds"] = pooled
         return out
 
     def _hspace_hook(self, batch: list[ImageRequest]) -> Callable[..., Any] | None:
         """A forward hook adding each image's h-space vector to its conditional pass (or to both)."""
-        if all(r.hspace is None for r in batch):
-            return None
-        size = len(batch)
-        expected = self.hspace_shape
-        vectors = torch.zeros((size, *expected), dtype=torch.float32)
-        for i, r in enumerate(batch):
-            if r.hspace is not None:
-                vectors[i] = r.hspace.detach().to("cpu", torch.float32)
-        cfg = self.uses_guidance
-        both = self.hspace_branches == "both"
-        cache: dict[tuple[torch.dtype, torch.device], torch.Tensor] = {}
-
-        def hook(module: torch.nn.Module, args: Any, output: Any) -> Any:
-            hidden = output[0] if isinstance(output, tuple) else output
-            if tuple(hidden.shape[1:]) != expected:
-                raise RuntimeError(
-                    f"{self.steered_block} output has shape {tuple(hidden.shape[1:])}, "
-                    f"but h-space vectors were built for {expected}"
-                )
-            want = 2 * size if cfg else size
-            if hidden.shape[0] != want:
-                raise RuntimeError(f"{self.steered_block} saw a batch of {hidden.shape[0]}, expected {want}")
-            key = (hidden.dtype, hidden.device)
-            if key not in cache:
-                cache[key] = vectors.to(device=hidden.device, dtype=hidden.dtype)
-            vec = cache[key]
-            # under guidance the batch is [unconditional; conditional]
-            if cfg:
-                steered = torch.cat([hidden[:size] + vec if both else hidden[:size], hidden[size:] + vec])
-            else:
-                steered = hidden + vec
-            if isinstance(output, tuple):
-                return (steered, *output[1:])
-            return steered
-
-        return hook
+        return hspace_hook(
+            batch,
+            expected_shape=self.hspace_shape,
+            block=self.steered_block,
+            guided=self.uses_guidance,
+            both=self.hspace_branches == "both",
+        )
 
     def _generate_batch(
         self, batch: list[ImageRequest], record: set[int], on_step: Callable[[int], None] | None
@@ -344,12 +417,7 @@ class SteeredGenerator:
         # steps, exactly as diffusers does with a list of generators, so an image's randomness never
         # depends on which batch it lands in.
         generators = [torch.Generator("cpu").manual_seed(int(r.seed)) for r in batch]
-        noise = torch.stack(
-            [torch.randn(self.latent_shape, generator=g, dtype=torch.float32) for g in generators]
-        )
-        for i, r in enumerate(batch):
-            if r.noise_offset is not None:
-                noise[i] += r.noise_offset.detach().to("cpu", torch.float32)
+        noise = add_noise_offsets(draw_noise(generators, len(batch), self.latent_shape), batch)
         latents = noise.to(device=device, dtype=unet.dtype)
 
         recorded: list[dict[int, torch.Tensor]] = [{} for _ in batch]

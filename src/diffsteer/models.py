@@ -1,7 +1,8 @@
 """Find and load the text-to-image models diffsteer audits.
 
-A model reference is, in order of precedence, the name of a bundled model (registered by the module
-that ships it), a local diffusers pipeline folder, or a Hugging Face Hub repo id. Every failure ends in
+A model reference is, in order of precedence, the name of a bundled model (registered in
+:mod:`diffsteer.registry` by the package that ships it), a local diffusers pipeline folder, or a
+Hugging Face Hub repo id. Every failure ends in
 one line naming everything that was tried, so a typo in a CLI flag is diagnosed without a traceback.
 """
 
@@ -11,19 +12,15 @@ import hashlib
 import json
 import os
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from diffusers import DiffusionPipeline, StableDiffusionPipeline, StableDiffusionXLPipeline
 
-DEFAULT_MODEL = "pictoworld"
+from diffsteer import registry
 
-# name -> callable returning the pipeline folder; callables so that registering costs nothing.
-BUNDLED_MODELS: dict[str, Callable[[], Path]] = {}
-# Classifier-free guidance a model is meant to be sampled at, when it is not Stable Diffusion's 7.5.
-BUNDLED_GUIDANCE: dict[str, float] = {}
+# Classifier-free guidance a model is sampled at unless it registered its own.
 STANDARD_GUIDANCE = 7.5
 
 SUPPORTED_PIPELINES: tuple[type[DiffusionPipeline], ...] = (
@@ -32,7 +29,8 @@ SUPPORTED_PIPELINES: tuple[type[DiffusionPipeline], ...] = (
 )
 _SUPPORTED_NAMES = {cls.__name__ for cls in SUPPORTED_PIPELINES}
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-_bundled_import_error: str | None = None
+# hub ids found only in the local cache because the hub could not be reached: load them from the cache
+_offline_sources: set[str] = set()
 
 
 class ModelNotFoundError(RuntimeError):
@@ -43,29 +41,25 @@ class UnsupportedModelError(ValueError):
     """A loadable pipeline whose class diffsteer cannot steer (only SD 1.x/2.x and SDXL are supported)."""
 
 
-def register_bundled_model(name: str, locate: Callable[[], Path], guidance: float | None = None) -> None:
-    """Make ``name`` resolve to the folder returned by ``locate`` (called only when the model is loaded).
-
-    ``guidance`` is the model's own classifier-free guidance scale, used when a command is given none.
-    """
-    BUNDLED_MODELS[name] = locate
-    if guidance is not None:
-        BUNDLED_GUIDANCE[name] = guidance
+class DeviceUnavailableError(RuntimeError):
+    """A ``device`` this machine's torch cannot use (no CUDA, no MPS, or an unknown name)."""
 
 
 def default_guidance(ref: str) -> float:
     """The guidance scale a model is sampled at unless told otherwise: its own, else SD's usual 7.5."""
-    _import_bundled()
-    return BUNDLED_GUIDANCE.get(ref, STANDARD_GUIDANCE)
+    entry = registry.bundled_model(ref)
+    return entry.guidance if entry is not None and entry.guidance is not None else STANDARD_GUIDANCE
 
 
-def _import_bundled() -> None:
-    """Import the bundled-model module lazily so that its registration runs without a heavy import cost."""
-    global _bundled_import_error
-    try:
-        import diffsteer.pictoworld  # noqa: F401
-    except ImportError as exc:  # the bundled model is optional; remember why for the error message
-        _bundled_import_error = _short(exc)
+def default_classifier(model: str) -> str:
+    """The CLIP a bundled model registered as its own, else the general one."""
+    entry = registry.bundled_model(model)
+    own = entry.classifier_ref() if entry is not None else None
+    if own is not None:
+        return own
+    from diffsteer.attributes import DEFAULT_CLASSIFIER
+
+    return DEFAULT_CLASSIFIER
 
 
 def _short(exc: BaseException, limit: int = 160) -> str:
@@ -103,19 +97,58 @@ def _is_repo_id(ref: str) -> bool:
     return True
 
 
-def _check_device(device: str) -> torch.device:
+def check_device(device: str) -> torch.device:
+    """The torch device named by ``device``, or DeviceUnavailableError saying what to use instead."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"unknown device {device!r}: {_short(exc)}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            f"device {device!r} requested but CUDA is not available to torch {torch.__version__} "
-            "(CPU-only build or no GPU); use --device cpu"
-        )
+        raise DeviceUnavailableError(f"unknown device {device!r}: {_short(exc)}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceUnavailableError(
+                f"device {device!r} requested but CUDA is not available to torch {torch.__version__} "
+                "(CPU-only build or no GPU); use --device cpu"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceUnavailableError(
+                f"device {device!r} requested but this machine has {torch.cuda.device_count()} CUDA "
+                "device(s); use --device cuda:0"
+            )
     if dev.type == "mps" and not torch.backends.mps.is_available():
-        raise RuntimeError(f"device {device!r} requested but Apple MPS is not available; use --device cpu")
+        raise DeviceUnavailableError(
+            f"device {device!r} requested but Apple MPS is not available; use --device cpu"
+        )
     return dev
+
+
+_check_device = check_device  # the name other modules used before it was public
+
+
+def check_dtype(dtype: str) -> torch.dtype:
+    """The torch dtype named by ``dtype`` (float32, float16 or bfloat16)."""
+    if dtype not in _DTYPES:
+        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the hub's host answers at all: one TCP connection instead of ~25 s of HTTP retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    try:
+        from huggingface_hub import constants
+
+        endpoint = constants.ENDPOINT
+    except ImportError:  # pragma: no cover
+        endpoint = "https://huggingface.co"
+    url = urlparse(endpoint)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout=timeout):
+            return True
+    except OSError:
+        return False
 
 
 def _unsupported(ref: str, class_name: str) -> UnsupportedModelError:
@@ -134,41 +167,96 @@ def _pipeline_folder(ref: str, folder: Path, what: str) -> tuple[Path, dict[str,
             f"model {ref!r}: {what} {folder} exists but is not a diffusers pipeline: missing model_index.json"
         )
     try:
-        return folder, DiffusionPipeline.load_config(folder)
+        config = DiffusionPipeline.load_config(folder)
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(
             f"model {ref!r}: {what} {folder} has an unreadable model_index.json ({_short(exc)})"
         ) from None
+    if not config.get("_class_name"):
+        raise ModelNotFoundError(
+            f"model {ref!r}: {folder}/model_index.json names no pipeline class (no '_class_name'); "
+            "is it a diffusers pipeline saved with save_pretrained?"
+        )
+    _check_safetensors(ref, folder, config)
+    return folder, config
+
+
+def _check_safetensors(ref: str, folder: Path, config: dict[str, Any]) -> None:
+    """Refuse, with the fix, a pipeline whose weights exist only as pickles (.bin), which are never loaded."""
+    for component, spec in config.items():
+        if component.startswith("_") or not isinstance(spec, (list, tuple)) or spec[0] is None:
+            continue
+        sub = folder / component
+        if not sub.is_dir():
+            continue
+        if any(sub.glob("*.bin")) and not any(sub.glob("*.safetensors")):
+            raise ModelNotFoundError(
+                f"model {ref!r}: {sub} holds only .bin (pickle) weights and diffsteer loads safetensors "
+                "only; convert it once where you trust the file: DiffusionPipeline.from_pretrained(folder)"
+                ".save_pretrained(new_folder, safe_serialization=True), then pass --model new_folder"
+            )
+
+
+def _single_file_hint(ref: str, path: Path) -> ModelNotFoundError:
+    return ModelNotFoundError(
+        f"model {ref!r}: {path} is a single-file checkpoint, and diffsteer loads diffusers pipeline "
+        "folders; convert it once: StableDiffusionPipeline.from_single_file(path, config=<a local "
+        "pipeline folder of the same architecture>).save_pretrained(new_folder), then pass --model new_folder"
+    )
 
 
 def _resolve(ref: str) -> tuple[str | Path, dict[str, Any]]:
     """Return (folder or hub id, model_index config) or raise ModelNotFoundError naming all that was tried."""
-    if ref in BUNDLED_MODELS:
+    bundled = registry.bundled_model(ref)
+    if bundled is not None:
         try:
-            folder = Path(BUNDLED_MODELS[ref]())
+            folder = bundled.pipeline_folder()
         except (OSError, RuntimeError, ValueError) as exc:
             raise ModelNotFoundError(f"bundled model {ref!r} could not be located: {_short(exc)}") from None
         return _pipeline_folder(ref, folder, "bundled model folder")
 
     local = Path(ref).expanduser()
+    if local.is_file() and local.suffix in (".safetensors", ".ckpt", ".pt", ".bin"):
+        raise _single_file_hint(ref, local)
     if local.exists():
         return _pipeline_folder(ref, local, "folder")
 
-    names = ", ".join(sorted(BUNDLED_MODELS)) or "none registered"
-    if ref == DEFAULT_MODEL and _bundled_import_error:
-        names += f"; {DEFAULT_MODEL} unavailable: {_bundled_import_error}"
+    names = ", ".join(sorted(registry.bundled_models())) or "none registered"
+    names += "".join(f"; plugin {p} failed: {why}" for p, why in registry.plugin_failures().items())
     tried = f"model {ref!r}: not a bundled model ({names}), no folder at {_shown(ref)}"
     if not _is_repo_id(ref):
         raise ModelNotFoundError(f"{tried}, not a valid hub repo id")
     offline = _hub_offline()
+    unreachable = not offline and not _hub_reachable()
     try:
         with warnings.catch_warnings():  # diffusers passes a hub argument that huggingface_hub deprecated
             warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*")
-            config = DiffusionPipeline.load_config(ref, local_files_only=offline)
+            config = DiffusionPipeline.load_config(ref, local_files_only=offline or unreachable)
     except Exception as exc:  # any failure to fetch one small JSON file means "not found"
-        where = "hub offline (HF_HUB_OFFLINE) and not in the local cache" if offline else "hub unreachable"
-        raise ModelNotFoundError(f"{tried}, {where} or no such repo ({_short(exc)})") from None
+        if offline:
+            where = "hub offline (HF_HUB_OFFLINE) and not in the local cache"
+        elif unreachable:
+            where = "hub unreachable (no network?) and not in the local cache"
+        else:
+            where = f"the hub has no such repo or refused it ({_short(exc)})"
+        raise ModelNotFoundError(f"{tried}; {where}; pass a local pipeline folder") from None
+    if not config.get("_class_name"):
+        raise ModelNotFoundError(f"model {ref!r}: its model_index.json names no pipeline class (_class_name)")
+    if unreachable:
+        _offline_sources.add(ref)
     return ref, config
+
+
+def check_model(ref: str) -> str:
+    """Resolve ``ref`` and check, without loading any weights, that diffsteer can load and steer it.
+
+    Returns the pipeline class name; raises ModelNotFoundError or UnsupportedModelError in one line.
+    """
+    _, config = _resolve(ref)
+    class_name = str(config.get("_class_name"))
+    if class_name not in _SUPPORTED_NAMES:
+        raise _unsupported(ref, class_name)
+    return class_name
 
 
 def _dtype_kwarg() -> str:
@@ -181,18 +269,17 @@ def _dtype_kwarg() -> str:
 
 
 def load_pipeline(
-    ref: str = DEFAULT_MODEL, *, device: str = "cpu", dtype: str = "float32"
+    ref: str | None = None, *, device: str = "cpu", dtype: str = "float32"
 ) -> DiffusionPipeline:
     """Load a bundled model, a local pipeline folder or a hub repo as a ready-to-steer pipeline.
 
     Weights are read only from safetensors (never pickles). The Stable Diffusion safety checker is
     removed: it silently replaces flagged images with black squares, which would bias an audit;
-    diffsteer measures unsafe output itself and reports it instead.
+    diffsteer measures unsafe output itself and reports it instead. ``ref=None``: the default
+    bundled model (:func:`diffsteer.registry.default_model`).
     """
-    if dtype not in _DTYPES:
-        raise ValueError(f"unsupported dtype {dtype!r}; choose one of {', '.join(_DTYPES)}")
-    dev = _check_device(device)
-    _import_bundled()
+    check_dtype(dtype)
+    dev = check_device(device)
     source, config = _resolve(ref)
     class_name = config.get("_class_name")
     if class_name not in _SUPPORTED_NAMES:  # checked before loading: weights may be many gigabytes
@@ -202,9 +289,9 @@ def load_pipeline(
     if class_name == StableDiffusionPipeline.__name__:
         kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     if isinstance(source, str):
-        kwargs["local_files_only"] = _hub_offline()
+        kwargs["local_files_only"] = _hub_offline() or source in _offline_sources
     try:
-        pipe = DiffusionPipeline.from_pretrained(source, **kwargs)
+        pipe = _from_pretrained(source, kwargs, half=dtype == "float16")
     except (OSError, ValueError, KeyError) as exc:
         shown = source if isinstance(source, str) else _shown(str(source))
         raise ModelNotFoundError(
@@ -215,6 +302,16 @@ def load_pipeline(
     pipe.to(dev)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _from_pretrained(source: str | Path, kwargs: dict[str, Any], half: bool) -> DiffusionPipeline:
+    """Load the pipeline; in half precision from the hub, its fp16 variant first (half the download)."""
+    if half and isinstance(source, str):
+        try:
+            return DiffusionPipeline.from_pretrained(source, variant="fp16", **kwargs)
+        except (OSError, ValueError):
+            pass  # the repo has no fp16 variant: load the full-precision files and cast them
+    return DiffusionPipeline.from_pretrained(source, **kwargs)
 
 
 def model_fingerprint(pipe: DiffusionPipeline) -> str:

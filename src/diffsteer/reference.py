@@ -2,8 +2,8 @@
 
 Two sources:
 
-* pictoworld renders: fresh pictures from :mod:`diffsteer.pictoworld.render` whose attributes are
-  known by construction (deterministic from a seed; each axis drawn 50/50 so every class has a row);
+* a bundled model's own reference set, registered with it (:mod:`diffsteer.registry`), e.g. fresh
+  renders whose attributes are known by construction;
 * a user folder ``DIR`` holding images and ``DIR/labels.csv`` with a header line ``file,axis,label``
   and one row per (image, axis): ``file`` is a path relative to ``DIR``, ``axis`` an axis name
   (gender, skin_tone, culture, ...), ``label`` that axis's true class. An image may have rows for
@@ -21,16 +21,12 @@ from PIL import Image
 
 __all__ = [
     "LABELS_FILE",
-    "PICTOWORLD_REFERENCE_SIZE",
     "ReferenceError",
     "ReferenceSet",
     "load_reference_folder",
-    "pictoworld_reference",
 ]
 
 LABELS_FILE = "labels.csv"
-PICTOWORLD_REFERENCE_SIZE = 400
-PICTOWORLD_REFERENCE_SEED = 20_231_123
 
 
 class ReferenceError(ValueError):
@@ -45,37 +41,6 @@ class ReferenceSet:
     images: list[Image.Image]
     labels: dict[str, list[str | None]]
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def pictoworld_reference(
-    n: int = PICTOWORLD_REFERENCE_SIZE, seed: int = PICTOWORLD_REFERENCE_SEED
-) -> ReferenceSet:
-    """``n`` fresh pictoworld renders of people, every axis drawn 50/50, professions uniform."""
-    import numpy as np
-
-    from diffsteer.pictoworld import world
-    from diffsteer.pictoworld.render import render
-
-    rng = np.random.default_rng(seed)
-    professions = [None, *world.PROFESSIONS]
-    scenes = [
-        world.sample_person(
-            rng, professions[rng.integers(len(professions))], balanced=("gender", "skin_tone", "culture")
-        )
-        for _ in range(n)
-    ]
-    seeds = rng.integers(0, 2**31, size=n).tolist()
-    images = [Image.fromarray(render(scene, s)) for scene, s in zip(scenes, seeds, strict=True)]
-    return ReferenceSet(
-        source="pictoworld renders",
-        images=images,
-        labels={
-            "gender": [s.gender for s in scenes],
-            "skin_tone": [s.skin for s in scenes],
-            "culture": [s.culture for s in scenes],
-        },
-        info={"n": n, "seed": seed, "note": "fresh renders with known attributes, each axis drawn 50/50"},
-    )
 
 
 def load_reference_folder(folder: Path | str) -> ReferenceSet:

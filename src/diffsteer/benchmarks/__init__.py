@@ -2,7 +2,7 @@
 
 ``load_benchmark`` resolves a name first among built-in and registered benchmarks, then as a path to
 a YAML file, so ``entigen`` always means the bundled benchmark even if a file of that name exists.
-Other packages add benchmarks with ``register_benchmark`` when they are imported.
+Other packages add benchmarks through :mod:`diffsteer.registry` (a plugin, or ``register_benchmark``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from diffsteer import registry
 from diffsteer.benchmarks.custom import load_custom_benchmark, parse_custom_benchmark
 from diffsteer.benchmarks.entigen import load_entigen
 from diffsteer.benchmarks.spec import KINDS, Benchmark, BenchmarkError, PromptSpec
@@ -28,7 +29,6 @@ __all__ = [
 ]
 
 _BUNDLED: dict[str, Callable[[], Benchmark]] = {"entigen": load_entigen, "winobias": load_winobias}
-_REGISTERED: dict[str, Callable[[], Benchmark]] = {}
 
 
 def register_benchmark(name: str, loader: Callable[[], Benchmark]) -> None:
@@ -42,21 +42,12 @@ def register_benchmark(name: str, loader: Callable[[], Benchmark]) -> None:
         raise BenchmarkError(f"benchmark '{name}' is built in and cannot be replaced")
     if not callable(loader):
         raise BenchmarkError(f"loader for benchmark '{name}' is not callable")
-    _REGISTERED[name] = loader
-
-
-def _register_bundled_world() -> None:
-    """The bundled synthetic world registers its benchmark on import; import it lazily (it is light)."""
-    try:
-        import diffsteer.pictoworld  # noqa: F401
-    except ImportError:  # an install without the bundled world still has the public benchmarks
-        pass
+    registry.register_benchmark(name, loader)
 
 
 def builtin_benchmarks() -> list[str]:
     """Names ``load_benchmark`` accepts without a file: the bundled ones, then registered ones."""
-    _register_bundled_world()
-    return [*_BUNDLED, *_REGISTERED]
+    return [*_BUNDLED, *(name for name in registry.bundled_benchmarks() if name not in _BUNDLED)]
 
 
 def _check_axes(benchmark: Benchmark, known_axes: Collection[str]) -> None:
@@ -75,8 +66,7 @@ def load_benchmark(name_or_path: str, known_axes: Collection[str] | None = None)
     With ``known_axes`` (the axes the classifier can score), a benchmark naming any other axis is an
     error up front rather than a gap in the report.
     """
-    _register_bundled_world()
-    loader = _BUNDLED.get(name_or_path) or _REGISTERED.get(name_or_path)
+    loader = _BUNDLED.get(name_or_path) or registry.benchmark_loader(name_or_path)
     if loader is not None:
         benchmark = loader()
         if not isinstance(benchmark, Benchmark):

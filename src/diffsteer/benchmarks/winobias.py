@@ -4,7 +4,7 @@ Each profession gets five prompts, "Image of", "Picture of", "Photo of", "Headsh
 "Portrait of" followed by "a"/"an" and the profession: 180 prompts in all. The bundled list is
 capitalised ("Construction worker", "CEO"); words are lower-cased unless written in capitals, so
 acronyms stay as they are ("Photo of a CEO", "Photo of a construction worker"). The article follows
-:func:`~diffsteer.benchmarks.spec.indefinite_article` ("an analyst", "a CEO").
+:func:`~diffsteer.english.indefinite_article` ("an analyst", "a CEO").
 
 ``group`` and ``subject`` are the profession, so per-profession results (the deviation ratio is
 averaged over professions) group naturally; ids read "winobias/construction-worker/photo".
@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from importlib import resources
 
-from diffsteer.benchmarks.spec import Benchmark, PromptSpec, indefinite_article, slug
+from diffsteer.benchmarks.spec import Benchmark, PromptSpec, slug
+from diffsteer.english import indefinite_article
 
 NAME = "winobias"
 AXES: tuple[str, ...] = ("gender",)

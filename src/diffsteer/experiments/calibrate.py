@@ -1,14 +1,20 @@
-"""Choosing a noise direction's weight for fair generation: the fair-mixture rule, measured by sweeps.
+"""Choosing a steering's strength for fair generation: the fair-mixture rule, measured by sweeps.
+
+One rule for every steering kind: noise directions, h-space vectors and text offsets alike get their
+default strength (``recommended_weight`` in the file) from it, measured at the model's own guidance
+(the one audits and fair generation use). The sweeps and this module call a strength a weight.
 
 Fair generation steers every image toward one class of the axis, chosen per seed so that the classes'
-shares follow a target (uniform by default): with two classes, half of the images get ``+w*d`` and
-half ``-w*d``. So the weight that matters is the one at which that *mixture* comes out at the target
+shares follow a target (uniform by default): with two noise directions, half of the images get
+``+w*d`` and half ``-w*d``; with h-space vectors half get ``w*v_woman`` and half ``w*v_man``.
+So the weight that matters is the one at which that *mixture* comes out at the target
 on a prompt the model skews, not the one at which a single class merely reaches half of the images:
 on a prompt skewed against a class, the images pushed toward the majority stay (almost) all majority,
 and a push that brings the minority class to half of its own images leaves the mixture near 3:1.
 
-The rule, stated once and applied to any model (the weights are in noise standard deviations along
-``d``, which mean the same on any latent size; see :mod:`diffsteer.steering.noise`):
+The rule, stated once and applied to any model and kind (a noise weight is in noise standard
+deviations along ``d``, which mean the same on any latent size, see :mod:`diffsteer.steering.noise`;
+an h-space or text weight is a multiple of the learned tensor):
 
 1. for each calibration prompt (prompts the model skews, ideally against each class in turn), sweep
    every class's direction over the same positive weights on the same seeds (:func:`run_sweep`);
@@ -32,11 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from diffsteer.experiments.sweep import Progress, run_sweep
-from diffsteer.steering.noise import NoiseDirection, norm_fraction
+from diffsteer.steering.method import SteeringMethod
+from diffsteer.steering.noise import NoiseDirection
 
 FAIR_TOLERANCE = 0.1
 """How far a class's share in the fair mixture may sit from its target for a weight to count as fair."""
-CALIBRATION_WEIGHTS = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12)
+CALIBRATION_WEIGHTS = NoiseDirection.calibration_strengths
+"""The noise directions' grid; each kind has its own (``calibration_strengths`` of its class)."""
 CALIBRATION_JSON = "calibration.json"
 CALIBRATION_PNG = "calibration.png"
 
@@ -105,18 +113,25 @@ def _named(progress: Progress | None, prompt: str, concept: str) -> Progress | N
     return lambda stage, done, total: progress(f"calibrate {prompt!r} \u2192 {concept}: {stage}", done, total)
 
 
+_UNIT_LABELS = {
+    "noise_sd": "weight (noise s.d. along d)",
+    "vector": "strength (multiples of the vector)",
+    "difference": "weight (multiples of the offset)",
+}
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "prompt"
 
 
-def calibrate_noise_weight(
-    directions: Sequence[NoiseDirection],
+def calibrate_fair_strength(
+    directions: Sequence[SteeringMethod],
     prompts: Sequence[str],
     *,
     out_dir: Path | str,
-    model: str = "pictoworld",
+    model: str | None = None,
     pipe: Any = None,
-    weights: Sequence[float] = CALIBRATION_WEIGHTS,
+    weights: Sequence[float] | None = None,
     n: int = 32,
     seed: int = 0,
     target: Mapping[str, float] | None = None,
@@ -129,22 +144,28 @@ def calibrate_noise_weight(
     dtype: str = "float32",
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Measure one axis's fair weight (module docstring) and store it in every direction's metadata.
+    """Measure one axis's fair weight (module docstring) and store it in every steering's metadata.
 
-    ``directions`` are the classes of one axis (as learned together); each is swept on every prompt
-    under ``out_dir/<prompt>/<class>`` (resumable run stores). Returns the calibration record, also
-    written to ``out_dir/calibration.json`` and kept in each direction's ``weight_calibration``; the
-    directions are changed in place, not saved.
+    ``directions`` are the steerings of one kind for the classes of one axis (noise directions as
+    learned together, or one h-space vector or text offset per class); each is swept on every prompt
+    under ``out_dir/<prompt>/<class>`` (resumable run stores) over ``weights`` (default: the kind's
+    ``calibration_strengths``) at ``guidance`` (default: the model's own). Returns the calibration
+    record, also written to ``out_dir/calibration.json`` and kept in each steering's
+    ``weight_calibration``; the steerings are changed in place (``set_default_strength``), not saved.
     """
     if len(directions) < 2:
-        raise ValueError("calibrating a fair weight needs the directions of at least two classes of one axis")
+        raise ValueError("calibrating a fair weight needs the steerings of at least two classes of one axis")
     if not prompts or any(not p.strip() for p in prompts):
         raise ValueError("give at least one non-empty calibration prompt (one the model skews)")
-    axes = {d.metadata.get("axis") or None for d in directions}
+    kinds = {d.kind for d in directions}
+    if len(kinds) != 1:
+        raise ValueError(f"calibrate one kind of steering at a time, got {', '.join(sorted(kinds))}")
+    kind = kinds.pop()
+    axes = {d.axis for d in directions}
     if len(axes) != 1 or None in axes:
-        raise ValueError("calibration needs directions of one named axis (learn them with --axis)")
+        raise ValueError("calibration needs steerings of one named axis (learn them with --axis)")
     axis = axes.pop()
-    classes = [d.concept for d in directions]
+    classes = [d.class_name or d.concept for d in directions]
     if len(set(classes)) != len(classes):
         raise ValueError(f"each class once, got {', '.join(classes)}")
     check_axis_classes(axis, classes)
@@ -153,16 +174,22 @@ def calibrate_noise_weight(
     target = dict(target) if target is not None else {c: 1 / len(classes) for c in classes}
     if set(target) != set(classes) or abs(sum(target.values()) - 1) > 1e-6:
         raise ValueError(f"target must give every class ({', '.join(classes)}) a share, summing to 1")
+    if weights is None:
+        weights = type(directions[0]).calibration_strengths
     grid = sorted({float(w) for w in weights if w > 0})
     if not grid:
         raise ValueError("calibration needs positive weights")
+    if model is None:
+        from diffsteer.registry import default_model
+
+        model = default_model()
     if pipe is None:
         from diffsteer.models import load_pipeline
 
         pipe = load_pipeline(model, device=device, dtype=dtype)
     if classifier is None or isinstance(classifier, str):  # load once for all the sweeps
         from diffsteer.attributes import ClipZeroShotClassifier
-        from diffsteer.audit import default_classifier
+        from diffsteer.models import default_classifier
 
         classifier = ClipZeroShotClassifier.from_pretrained(
             classifier or default_classifier(model), device=device
@@ -172,12 +199,12 @@ def calibrate_noise_weight(
     per_prompt = []
     for prompt in prompts:
         sweeps = {}
-        for d in directions:
-            sweeps[d.concept] = run_sweep(
-                prompt, [d], grid, out_dir=out_dir / _slug(prompt) / d.concept, model=model, pipe=pipe,
+        for cls, d in zip(classes, directions, strict=True):
+            sweeps[cls] = run_sweep(
+                prompt, [d], grid, out_dir=out_dir / _slug(prompt) / cls, model=model, pipe=pipe,
                 n=n, seed=seed, axis=axis, classifier=classifier, steps=steps, guidance=guidance,
                 batch_size=batch_size, device=device, dtype=dtype,
-                progress=_named(progress, prompt, d.concept),
+                progress=_named(progress, prompt, cls),
             ).data  # fmt: skip
         mixture = fair_mixture_shares(sweeps, target)
         fair = recommend_fair_weight(mixture, target, tolerance)
@@ -193,6 +220,8 @@ def calibrate_noise_weight(
     complete = len(reached) == len(per_prompt)
     weight = max(reached) if complete else max(grid)
     record = {
+        "kind": kind,
+        "weight_unit": type(directions[0]).strength_unit,
         "axis": axis,
         "classes": classes,
         "target": target,
@@ -211,14 +240,15 @@ def calibrate_noise_weight(
         "prompts": per_prompt,
     }
     for d in directions:
-        d.metadata["recommended_weight"] = weight
-        d.metadata["norm_fraction"] = round(norm_fraction(weight, d.latent_shape), 5)
-        d.metadata["weight_rule"] = record["rule"]
-        d.metadata["weight_calibration"] = record
+        d.set_default_strength(weight, rule=record["rule"], record=record)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / CALIBRATION_JSON).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     plot_calibration(record, out_dir / CALIBRATION_PNG)
     return record
+
+
+calibrate_noise_weight = calibrate_fair_strength
+"""The name from when the rule calibrated noise directions only."""
 
 
 def plot_calibration(record: Mapping[str, Any], path: Path | str) -> Path:
@@ -238,7 +268,7 @@ def plot_calibration(record: Mapping[str, Any], path: Path | str) -> Path:
         ax.axvline(record["recommended_weight"], color="#444", lw=0.8, ls="--")
         ax.set_ylim(-0.02, 1.02)
         ax.set_title(f"\u201c{p['prompt']}\u201d", fontsize=9)
-        ax.set_xlabel("weight (noise s.d. along d)")
+        ax.set_xlabel(_UNIT_LABELS.get(record.get("weight_unit", "noise_sd"), "weight"))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel(f"share in the fair mixture ({record['axis']})")
     axes[0].legend(fontsize=8, frameon=False)

@@ -28,11 +28,11 @@ def generate_preview(
     prompt: str,
     out_dir: Path | str,
     *,
-    model: str = "pictoworld",
+    model: str | None = None,  # None: the first registered bundled model
     n: int = 8,
     seed: int = 0,
     steps: int = 20,
-    guidance: float | None = None,  # None: the model's own scale (pictoworld 1.0, others 7.5)
+    guidance: float | None = None,  # None: the model's own scale (a bundled model's, others 7.5)
     mitigation: str = "none",
     axes: Sequence[str] = ("gender",),
     steering: SteeringSpec | None = None,
@@ -45,10 +45,11 @@ def generate_preview(
     ``steering`` (vectors, directions, fair generation, a preset) implies the ``steered`` mitigation.
     """
     from diffsteer.attributes import builtin_axes
+    from diffsteer.experiments.mitigations import check_mitigations, mitigation_steering, plan_image
     from diffsteer.generate import SteeredGenerator, check_hspace_branches
     from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
+    from diffsteer.registry import default_model
     from diffsteer.steering.library import SteeringLibrary
-    from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
     from diffsteer.steering.steerer import Steerer
 
     if not prompt.strip():
@@ -63,6 +64,7 @@ def generate_preview(
     check_mitigations([mitigation])
     steer_spec = mitigation_steering(mitigation, axes, steering)
     spec = PromptSpec(id="preview", text=prompt, group="custom", subject=None)
+    model = default_model() if model is None else model
     pipe = load_pipeline(model, device=device, dtype=dtype)
     if guidance is None:
         guidance = default_guidance(model)

@@ -1,12 +1,14 @@
-"""Strength sweep: the same seeds at several weights of a noise direction, with shares and quality per weight.
+"""Strength sweep: the same seeds at several strengths of a steering, with shares and quality per strength.
 
-A direction's weight trades fairness against fidelity, and the trade-off differs between models, so
+Works for every steering kind (h-space vector, noise direction, text offset) through the
+:class:`~diffsteer.steering.method.SteeringMethod` interface; the sweep calls a strength a weight.
+A steering's weight trades fairness against fidelity, and the trade-off differs between models, so
 it is measured, not assumed: every weight generates images ``seed .. seed+n-1`` of one prompt (the
-same initial noise at every weight, so a change is the direction's doing), a CLIP zero-shot classifier
+same initial noise at every weight, so a change is the steering's doing), a CLIP zero-shot classifier
 labels them on the axis, and quality is recorded next to the shares: the mean CLIP score of the
 images against the prompt, and the Fréchet distance of their CLIP image features to the weight-0
-set (0 at weight 0 by definition; larger means further from the unsteered images). Several directions
-are applied together (their offsets add) at the same weight.
+set (0 at weight 0 by definition; larger means further from the unsteered images). Several steerings
+are applied together (their effects add) at the same weight.
 
 Outputs in the run folder: ``sweep.json`` (read by the HTML report), ``sweep.png``, and the images and
 labels in a resumable run store (``results.sqlite``, ``images/``), so a rerun with more weights only
@@ -15,7 +17,6 @@ generates the new ones.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -26,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from diffsteer.steering.noise import NoiseDirection, load_noise_direction
+from diffsteer.steering.kinds import load_method
+from diffsteer.steering.method import SteeringMethod
 
 SWEEP_JSON = "sweep.json"
 SWEEP_PNG = "sweep.png"
@@ -60,15 +62,11 @@ def parse_weights(text: str | Sequence[float]) -> list[float]:
     return sorted(set(weights) | {0.0})
 
 
-def _digest(direction: NoiseDirection) -> str:
-    return hashlib.sha256(direction.direction.numpy().tobytes()).hexdigest()[:16]
-
-
 def weight_reaching_share(data: dict[str, Any], cls: str, share: float = 0.5) -> float | None:
     """The smallest positive swept weight at which ``cls`` reaches ``share`` of the counted images.
 
     Not the weight for fair generation: that one balances the mixture of images pushed toward every
-    class (:func:`diffsteer.experiments.calibrate.calibrate_noise_weight`), and is larger.
+    class (:func:`diffsteer.experiments.calibrate.calibrate_fair_strength`), and is larger.
     """
     for weight, value, n in zip(data["weights"], data["shares"][cls], data["n"], strict=True):
         if weight > 0 and n > 0 and value >= share:
@@ -76,13 +74,17 @@ def weight_reaching_share(data: dict[str, Any], cls: str, share: float = 0.5) ->
     return None
 
 
+def _all(keys: dict[float, list[str]]) -> list[str]:
+    return [k for per_weight in keys.values() for k in per_weight]
+
+
 def run_sweep(
     prompt: str,
-    directions: Sequence[str | Path | NoiseDirection],
+    directions: Sequence[str | Path | SteeringMethod],
     weights: Sequence[float] | str,
     *,
     out_dir: Path | str,
-    model: str = "pictoworld",
+    model: str | None = None,
     pipe: Any = None,
     n: int = 32,
     seed: int = 0,
@@ -94,23 +96,35 @@ def run_sweep(
     device: str = "cpu",
     dtype: str = "float32",
     force: bool = False,
+    executor: Any = None,
     progress: Progress | None = None,
 ) -> SweepResult:
-    """Generate ``n`` images of ``prompt`` at each weight of the summed directions; write sweep.json/png.
+    """Generate ``n`` images of ``prompt`` at each weight of the steerings together; write sweep.json/png.
 
-    ``pipe`` reuses a loaded pipeline (``model`` is then only its name); ``classifier`` is a
+    ``directions`` are steering files (paths) or loaded methods of any kind. ``model`` defaults to the
+    first registered bundled model; ``pipe`` reuses a loaded pipeline (``model`` is then only its
+    name); ``classifier`` is a
     :class:`~diffsteer.attributes.ClipZeroShotClassifier` or a checkpoint reference (default: the
-    model's own for pictoworld, ViT-B/32 otherwise); ``axis`` defaults to the directions' axis;
-    ``guidance`` to the model's own scale.
+    model's own if a bundled model registered one, ViT-B/32 otherwise); ``axis`` defaults to the
+    directions' axis; ``guidance`` to the model's own scale. ``executor`` makes the missing images
+    (default: this process; see :mod:`diffsteer.runs.executors`).
     """
     from PIL import Image
 
     from diffsteer.attributes import ClipZeroShotClassifier, get_axis
-    from diffsteer.audit import default_classifier
     from diffsteer.generate import ImageRequest, SteeredGenerator
     from diffsteer.metrics.quality import frechet_distance
-    from diffsteer.models import default_guidance, load_pipeline, model_fingerprint, weights_fingerprint
-    from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore, job_key
+    from diffsteer.models import (
+        default_classifier,
+        default_guidance,
+        load_pipeline,
+        model_fingerprint,
+        weights_fingerprint,
+    )
+    from diffsteer.registry import default_model
+    from diffsteer.runs.executors.local import LocalExecutor
+    from diffsteer.runs.runner import generate_missing, label_missing
+    from diffsteer.runs.store import ImageRecord, RunStore, job_key
 
     t0 = time.time()
     if not prompt.strip():
@@ -118,10 +132,11 @@ def run_sweep(
     if n < 2:
         raise ValueError(f"a sweep needs n >= 2 images per weight (for the Fréchet distance), got {n}")
     grid = parse_weights(weights)
-    loaded = [d if isinstance(d, NoiseDirection) else load_noise_direction(d) for d in directions]
+    loaded = [load_method(d) if isinstance(d, (str, Path)) else d for d in directions]
     if not loaded:
-        raise ValueError("a sweep needs at least one noise direction")
-    axes_named = sorted({d.metadata.get("axis") for d in loaded if d.metadata.get("axis")})
+        raise ValueError("a sweep needs at least one steering (noise direction, h-space vector, text offset)")
+    kind = "+".join(dict.fromkeys(d.kind for d in loaded))
+    axes_named = sorted({d.axis for d in loaded if d.axis})
     axis_name = axis or (axes_named[0] if len(axes_named) == 1 else None)
     if axis_name is None:
         raise ValueError(
@@ -129,6 +144,7 @@ def run_sweep(
             + (f"several: {', '.join(axes_named)}" if axes_named else "none")
         )
     axis_obj = get_axis(axis_name)
+    model = default_model() if model is None else model
     if pipe is None:
         pipe = load_pipeline(model, device=device, dtype=dtype)
     if guidance is None:
@@ -142,7 +158,7 @@ def run_sweep(
         classifier = ClipZeroShotClassifier.from_pretrained(
             classifier or default_classifier(model), device=device
         )
-    digests = [_digest(d) for d in loaded]
+    digests = [d.digest() for d in loaded]
 
     config = {
         "kind": "sweep",
@@ -162,7 +178,7 @@ def run_sweep(
     for w in grid:
         keys[w] = []
         for k in range(n):
-            steering = {"kind": "noise", "directions": digests, "weight": w} if w else {"kind": "none"}
+            steering = {"kind": kind, "directions": digests, "weight": w} if w else {"kind": "none"}
             key = job_key(
                 fingerprint=fingerprint,
                 weights=weights,
@@ -174,66 +190,52 @@ def run_sweep(
                 shape=list(generator.latent_shape),
             )
             keys[w].append(key)
-            jobs.append((w, k, key, steering))
+            request = ImageRequest(prompt=prompt, seed=seed + k)
+            for d in loaded if w else ():
+                request = d.apply(request, w)
+            record = ImageRecord(
+                key=key, mitigation=f"w={w:g}", prompt_id="sweep", prompt=prompt, final_prompt=prompt,
+                seed=seed + k, image_index=k, steering=steering, model=model, status="ok",
+            )  # fmt: skip
+            jobs.append((record, request))
     run_dir = Path(out_dir)
     with RunStore.open(run_dir, config, force=force) as store:
-        done = store.done_keys()
-        todo = [j for j in jobs if j[2] not in done]
-        finished = len(jobs) - len(todo)
-        if progress:
-            progress("generate", finished, len(jobs))
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            requests = []
-            for w, k, _, _ in chunk:
-                offset = sum((d.offset(w) for d in loaded), start=0 * loaded[0].direction) if w else None
-                requests.append(ImageRequest(prompt=prompt, seed=seed + k, noise_offset=offset))
-            results = generator.generate(requests)
-            store.add_images([
-                (ImageRecord(key=key, mitigation=f"w={w:g}", prompt_id="sweep", prompt=prompt,
-                             final_prompt=prompt, seed=seed + k, image_index=k, steering=steering,
-                             model=model, status="ok" if r.drop_reason is None else "dropped",
-                             drop_reason=r.drop_reason, truncated=r.truncated), r.image)
-                for (w, k, key, steering), r in zip(chunk, results, strict=True)
-            ])  # fmt: skip
-            finished += len(chunk)
-            if progress:
-                progress("generate", finished, len(jobs))
-
+        generate_missing(store, jobs, executor or LocalExecutor(generator), progress=progress)
+        label_missing(
+            store,
+            classifier.classifier_id,
+            [axis_obj],
+            lambda: classifier,
+            keys=set(_all(keys)),
+            progress=progress,
+        )
         by_key = {r.key: r for r in store.images(status="ok")}
+        label_of = {
+            lab.key: lab.label for lab in store.labels(classifier.classifier_id) if lab.axis == axis_name
+        }
         shares: dict[str, list[float]] = {c: [] for c in axis_obj.classes}
         counted, clip_scores, features = [], [], []
-        for i, w in enumerate(grid):
+        for w in grid:
             records = [by_key[k] for k in keys[w] if k in by_key]
             images: list[Image.Image] = [store.load_image(r) for r in records]
-            labels = classifier.classify(images, [axis_obj])
-            store.add_labels([
-                LabelRecord(key=r.key, classifier=classifier.classifier_id, axis=axis_name,
-                            label=lab.axes[axis_name].label if lab.kept else None,
-                            probs=lab.axes[axis_name].probs if lab.kept else {}, reason=lab.drop_reason)
-                for r, lab in zip(records, labels, strict=True)
-            ])  # fmt: skip
-            named = [lab.axes[axis_name].label for lab in labels if lab.kept]
-            in_class = [x for x in named if x in shares]
+            in_class = [label_of.get(r.key) for r in records if label_of.get(r.key) in shares]
             counted.append(len(in_class))
             for c in shares:
                 shares[c].append(in_class.count(c) / len(in_class) if in_class else 0.0)
             clip_scores.append(float(np.mean(classifier.clip_score(images, prompt))) if images else None)
             features.append(classifier.image_features(images).numpy() if len(images) >= 2 else None)
-            if progress:
-                progress("classify", i + 1, len(grid))
 
     reference = features[grid.index(0.0)]
     frechet = [
         None if f is None or reference is None else round(frechet_distance(reference, f), 6) for f in features
     ]
     data: dict[str, Any] = {
-        "kind": "noise",
+        "kind": kind,
         "prompt": prompt,
         "axis": axis_name,
         "directions": [d.concept for d in loaded],
         "direction_sha": digests,
-        "weight_unit": loaded[0].metadata.get("weight_unit", "noise_sd"),
+        "weight_unit": "+".join(dict.fromkeys(d.strength_unit for d in loaded)),
         "weights": grid,
         "shares": {c: [round(v, 6) for v in vals] for c, vals in shares.items()},
         "n": counted,

@@ -31,11 +31,13 @@ def build_report(
     reference: str | Path | None = None,
     refresh: bool = False,
     device: str = "cpu",
+    show_unsafe: bool = False,
 ) -> Path:
     """Write ``run_dir/report.html`` again; returns its path.
 
     ``reference``: a labelled folder (see :mod:`diffsteer.reference`) or ``"auto"`` to check the
-    auditor again; ``refresh`` recomputes the quality and auditor sections even when present.
+    auditor again; ``refresh`` recomputes the quality and auditor sections even when present;
+    ``show_unsafe`` shows the thumbnails that a judge calls unsafe unblurred.
     """
     from diffsteer.assess import AUTO, auditor_section, quality_section, resolve_reference, summary_axes
     from diffsteer.attributes import ClipZeroShotClassifier
@@ -49,7 +51,12 @@ def build_report(
                 f"{run_dir} has no {SUMMARY_NAME}: the audit did not finish; run the same `diffsteer audit` "
                 "command again to resume it"
             )
-        summary = json.loads(path.read_text(encoding="utf-8"))
+        try:
+            summary = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(
+                f"{path} is not valid JSON ({exc}); run the same `diffsteer audit` command to rewrite it"
+            ) from None
         need_quality = refresh or "quality" not in summary
         need_auditor = refresh or reference is not None or "auditor" not in summary
         # Read the reference first: a bad labels.csv fails before any model is loaded.
@@ -75,6 +82,11 @@ def build_report(
                 "note": "recorded when the report was rebuilt, not when the images were made"
             }
             changed = True
+        if "safety" not in summary:  # runs audited before unsafe rates existed
+            from diffsteer.attributes.safety import safety_summary
+
+            summary["safety"] = safety_summary(summary["results"])
+            changed = True
         if changed:
             write_summary(run_dir, summary)
-        return write_report(run_dir, store=store, summary=summary)
+        return write_report(run_dir, store=store, summary=summary, show_unsafe=show_unsafe)

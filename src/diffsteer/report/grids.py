@@ -1,9 +1,13 @@
 """Image grids of the report: per prompt grouped by predicted class, and paired across mitigations.
 
-Thumbnails are inlined as data URIs so the report is one file. Small images (pictoworld's 32x32)
-are embedded at their own size and upscaled by the browser with ``image-rendering: pixelated``, which
-keeps them crisp and the file small; larger images are shrunk to a 96-pixel JPEG (a photograph's
-thumbnail as PNG would be several times larger for no visible gain).
+Thumbnails are inlined as data URIs so the report is one file. Images that a judge calls unsafe (their
+label on an unsafe concept's axis is its unsafe class, from summary.json's ``safety`` section) are
+blurred with CSS and marked with a visible note, unless the report is written with ``show_unsafe``;
+the image data is the same either way (the blur spares the reader, it hides nothing from the file).
+
+Small images (pictoworld's 32x32) are embedded at their own size and upscaled by the browser with
+``image-rendering: pixelated``, which keeps them crisp and the file small; larger images are shrunk to
+a 96-pixel JPEG (a photograph's thumbnail as PNG would be several times larger for no visible gain).
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from PIL import Image
 
 from diffsteer.runs.store import ImageRecord, RunStore
 
-__all__ = ["ImageView", "Thumbnails", "class_grids", "collect_views", "paired_grids", "thumbnail_uri"]
+__all__ = [
+    "ImageView",
+    "Thumbnails",
+    "class_grids",
+    "collect_views",
+    "paired_grids",
+    "thumbnail_uri",
+    "unsafe_note",
+]
 
 THUMB_MAX = 96
 PER_GROUP = 10
@@ -46,6 +58,7 @@ class ImageView:
     record: ImageRecord
     label: str | None  # e.g. "man · dark"; None when dropped
     reason: str | None  # why it was not counted (None when counted or uncertain on every axis)
+    unsafe: tuple[str, ...] = ()  # the unsafe concepts a judge found in the image
 
     @property
     def group(self) -> str:
@@ -65,6 +78,7 @@ def collect_views(store: RunStore, summary: dict) -> list[ImageView]:
     """Every image of the run's mitigations with its joint predicted label (axes in the audit's order)."""
     axes = list(summary["config"]["axes"])
     mitigations = set(summary["config"]["mitigations"])
+    concepts = (summary.get("safety") or {}).get("concepts") or []
     labels: dict[str, dict[str, object]] = defaultdict(dict)
     for lab in store.labels(summary["classifier"]):
         labels[lab.key][lab.axis] = lab
@@ -76,21 +90,30 @@ def collect_views(store: RunStore, summary: dict) -> list[ImageView]:
             views.append(ImageView(rec, None, rec.drop_reason or DROPPED))
             continue
         per_axis = labels.get(rec.key, {})
+        # judged per concept, so an image dropped on another axis is still blurred when it is unsafe
+        unsafe = tuple(
+            c["name"]
+            for c in concepts
+            if c["axis"] in per_axis and per_axis[c["axis"]].label == c["unsafe_class"]
+        )
         missing = [a for a in axes if a not in per_axis]
         abstained = [per_axis[a] for a in axes if a in per_axis and per_axis[a].label is None]
         if missing or abstained:
             reason = abstained[0].reason if abstained else "not classified"
-            views.append(ImageView(rec, None, reason))
+            views.append(ImageView(rec, None, reason, unsafe))
             continue
-        views.append(ImageView(rec, " · ".join(per_axis[a].label for a in axes), None))
+        views.append(ImageView(rec, " · ".join(per_axis[a].label for a in axes), None, unsafe))
     return views
 
 
 class Thumbnails:
-    """Caches each image's data URI: the class grid and the paired grid show the same images."""
+    """Caches each image's data URI: the class grid and the paired grid show the same images.
 
-    def __init__(self, store: RunStore) -> None:
+    ``show_unsafe``: show unsafe images unblurred (they keep their note either way)."""
+
+    def __init__(self, store: RunStore, *, show_unsafe: bool = False) -> None:
         self.store = store
+        self.show_unsafe = show_unsafe
         self._cache: dict[str, tuple[str, bool]] = {}
 
     def img(self, view: ImageView, caption: str | None = None, extra_class: str = "") -> str:
@@ -107,6 +130,11 @@ class Thumbnails:
             cls = "thumb px" if pixel_art else "thumb"
             inner = f"<img class='{cls}' src='{uri}' alt='{title}' title='{title}'>"
         cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+        if view.unsafe and rec.png is not None:
+            concepts = html.escape(", ".join(view.unsafe))
+            state = "shown" if self.show_unsafe else "blurred"
+            extra_class = f"{extra_class} unsafe{' shown' if self.show_unsafe else ''}".strip()
+            inner += f"<span class=unsafe-note title='judged unsafe: {concepts}'>unsafe, {state}</span>"
         return f"<figure class='cell {extra_class}'>{inner}{cap}</figure>"
 
 
@@ -211,3 +239,48 @@ def _cell_seed(cell: dict[tuple[str, str, int], ImageView], prompt: str, order: 
         if view is not None:
             return view.record.seed
     return k
+
+
+def unsafe_note(summary: dict, views: Sequence[ImageView], show_unsafe: bool) -> str:
+    """The unsafe rate of each concept per mitigation, and how many thumbnails are blurred (or shown).
+
+    Empty when the audit judged no unsafe concept (no safety axis among its axes).
+    """
+    safety = summary.get("safety") or {}
+    concepts = safety.get("concepts") or []
+    if not concepts:
+        return ""
+    unsafe = [v for v in views if v.unsafe and v.record.png is not None]
+    judged = "; ".join(
+        f"{html.escape(c['name'])}: class <i>{html.escape(c['unsafe_class'])}</i> on the "
+        f"<code>{html.escape(c['axis'])}</code> axis"
+        for c in concepts
+    )
+    if show_unsafe:
+        action = f"{len(unsafe)} images judged unsafe are <b>shown unblurred</b> (<code>--show-unsafe</code>)"
+    else:
+        action = (
+            f"{len(unsafe)} images judged unsafe are <b>blurred</b>; rebuild with "
+            "<code>diffsteer report RUN_DIR --show-unsafe</code> to see them"
+        )
+    rows = [
+        "<table><tr><th class=l>mitigation</th><th class=l>concept</th><th>unsafe rate</th>"
+        "<th>95% interval</th><th>unsafe / counted</th></tr>"
+    ]
+    for r in safety.get("rates") or []:
+        if r["prompt"] is not None:
+            continue
+        rate, ci = r["unsafe_rate"], r["unsafe_rate_ci95"]
+        rows.append(
+            f"<tr><td class=l>{html.escape(r['mitigation'])}</td><td class=l>{html.escape(r['concept'])}</td>"
+            f"<td>{'–' if rate is None else f'{rate:.3f}'}</td>"
+            f"<td>{'–' if not ci else f'[{ci[0]:.3f}, {ci[1]:.3f}]'}</td>"
+            f"<td>{r['n_unsafe']} / {r['n']}</td></tr>"
+        )
+    rows.append("</table>")
+    return (
+        f"<div class=unsafe-box><p>Unsafe content, judged by CLIP zero-shot ({judged}). {action}.</p>"
+        "<p class=muted>Unsafe rate: share of counted images labelled unsafe, pooled over prompts; "
+        "interval: 95% bootstrap over images within each prompt.</p>"
+        f"{''.join(rows)}</div>"
+    )

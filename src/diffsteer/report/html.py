@@ -50,6 +50,12 @@ figure.cell figcaption{font-size:10px;color:#555;max-width:72px;overflow-wrap:an
 img.thumb{width:64px;height:64px;object-fit:contain;border:1px solid #ddd;display:block}
 img.px{image-rendering:pixelated;image-rendering:crisp-edges}
 figure.chg img{outline:2px solid #d33;outline-offset:-2px}
+figure.unsafe img.thumb{filter:blur(6px);clip-path:inset(0)}
+figure.unsafe.shown img.thumb{filter:none}
+.unsafe-note{display:block;font-size:10px;font-weight:600;color:#fff;background:#a33;max-width:66px;
+  margin:1px auto 0;border-radius:2px}
+figure.unsafe.shown .unsafe-note{background:#c60}
+.unsafe-box{border-left:3px solid #a33;padding:2px 10px;margin:8px 0}
 .noimg{width:64px;height:64px;background:#222;color:#eee;font-size:10px;display:flex;align-items:center;
   justify-content:center}
 table.paired td{padding:1px;border:none} table.paired th{font-size:11px;background:none;border:none}
@@ -165,8 +171,8 @@ def _seed_range(store: RunStore, mitigations: set[str]) -> tuple[int, int] | Non
     return (min(seeds), max(seeds)) if seeds else None
 
 
-def render_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> str:
-    """The report page as a string."""
+def render_report(run_dir: Path | str, *, store: RunStore, summary: dict, show_unsafe: bool = False) -> str:
+    """The report page as a string; thumbnails a judge calls unsafe are blurred unless ``show_unsafe``."""
     run_dir = Path(run_dir)
     cfg = summary["config"]
     mitigations = list(cfg["mitigations"])
@@ -175,14 +181,18 @@ def render_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> str
     )
     title = f"diffsteer audit — {cfg['model']} on {cfg['benchmark']}"
     views = grids.collect_views(store, summary)
-    thumbs = grids.Thumbnails(store)
+    thumbs = grids.Thumbnails(store, show_unsafe=show_unsafe)
     sweep = _sweep_section(run_dir)
     sections: list[tuple[str, str, str]] = [
         ("overview", "Overview", tables.overview_table(summary)),
         ("shares", "Class shares per prompt", _shares_section(summary)),
         ("auditor", "Checking the auditor", tables.auditor_tables(summary)),
         ("tradeoff", "Fairness and quality trade-off", _tradeoff_section(summary)),
-        ("grids", "Images by predicted class", grids.class_grids(thumbs, views, mitigations)),
+        (
+            "grids",
+            "Images by predicted class",
+            grids.unsafe_note(summary, views, show_unsafe) + grids.class_grids(thumbs, views, mitigations),
+        ),
         (
             "paired",
             "Paired images: the same seeds under each mitigation",
@@ -217,7 +227,7 @@ def render_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> str
     )
 
 
-def write_report(run_dir: Path | str, *, store: RunStore, summary: dict) -> Path:
-    """Write ``run_dir/report.html`` and return its path."""
-    page = render_report(run_dir, store=store, summary=summary)
+def write_report(run_dir: Path | str, *, store: RunStore, summary: dict, show_unsafe: bool = False) -> Path:
+    """Write ``run_dir/report.html``; returns its path. Unsafe thumbnails blurred unless ``show_unsafe``."""
+    page = render_report(run_dir, store=store, summary=summary, show_unsafe=show_unsafe)
     return atomic_write_text(Path(run_dir) / REPORT_NAME, page)

@@ -14,7 +14,10 @@ of a job killed before its row was committed is deleted once that job is finishe
 the new image differs (non-deterministic GPU kernels). Everything stays readable without this
 package (plain SQLite and PNG).
 
-One process writes a run at a time; reads from other processes are safe (WAL journal).
+One process writes a run at a time, enforced by an advisory lock on ``RUN_DIR/.diffsteer.lock`` that
+holds the writer's PID; reads from other processes are safe (WAL journal). A writer that reopens a run
+checks every stored PNG against its name (the hash of its bytes) and forgets the rows of missing or
+damaged ones, so they are made again instead of stranding the run.
 """
 
 from __future__ import annotations
@@ -41,10 +44,21 @@ from PIL import Image
 
 from diffsteer.runs.atomic import fsync_dir
 
-__all__ = ["DB_NAME", "IMAGES_DIR", "ImageRecord", "LabelRecord", "RunConfigMismatch", "RunStore", "job_key"]
+__all__ = [
+    "DB_NAME",
+    "IMAGES_DIR",
+    "LOCK_NAME",
+    "ImageRecord",
+    "LabelRecord",
+    "RunConfigMismatch",
+    "RunInUseError",
+    "RunStore",
+    "job_key",
+]
 
 DB_NAME = "results.sqlite"
 IMAGES_DIR = "images"
+LOCK_NAME = ".diffsteer.lock"
 SCHEMA_VERSION = 1
 
 _DB_SIDE_FILES = ("-wal", "-shm", "-journal")
@@ -101,6 +115,49 @@ _IMAGE_COLUMNS = (
 
 class RunConfigMismatch(RuntimeError):
     """The run folder holds results that the requested config may not silently reuse or delete."""
+
+
+class RunInUseError(RuntimeError):
+    """Another process holds the run folder's writer lock."""
+
+
+class _WriterLock:
+    """An advisory, exclusive lock on one run folder, released when the holder closes or dies.
+
+    ``flock`` is tied to the open file, so a SIGKILLed holder never leaves a stale lock behind; the
+    file keeps the holder's PID only to name it in the error of the process that was refused.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK_NAME
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX: no lock, as before
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            raise RunInUseError(
+                f"{self.path.parent} is in use by another diffsteer process (PID {holder}); wait for it to "
+                "finish (or stop it), or choose another --out"
+            ) from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the file drops the flock
+            self._fd = None
 
 
 @dataclass
@@ -175,8 +232,6 @@ def _is_store_file(name: str) -> bool:
     return bool(_PNG_NAME.fullmatch(name)) or name.startswith(_TMP_PREFIX)
 
 
-
-
 def _remove_db_files(db_path: Path) -> None:
     """Delete the database first, then its journals: a stale WAL must never meet a fresh database."""
     for suffix in ("", *_DB_SIDE_FILES):
@@ -202,6 +257,12 @@ def _encode_png(image: Image.Image) -> bytes:
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return buf.getvalue()
+
+
+class _Connection(sqlite3.Connection):
+    """A connection that remembers whether opening it replaced the run's stored config."""
+
+    config_was_replaced = False
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -240,12 +301,22 @@ class RunStore:
         self._conn: sqlite3.Connection | None = conn
         self._config = config
         self._lock = threading.RLock()
+        self._writer_lock: _WriterLock | None = None
+        self.created = False  # this open made the database (a fresh run)
+        self.made_dir = False  # ... and the run folder itself
+        self.config_changed = False  # this open replaced the stored config (resume under a new one)
 
     # ------------------------------------------------------------------ opening
 
     @classmethod
     def open(
-        cls, run_dir: Path | str, config: dict[str, Any], *, resume: bool = False, force: bool = False
+        cls,
+        run_dir: Path | str,
+        config: dict[str, Any],
+        *,
+        resume: bool = False,
+        force: bool = False,
+        writer: bool = True,
     ) -> RunStore:
         """Create a run, or reopen it so that finished jobs are not redone.
 
@@ -254,6 +325,10 @@ class RunStore:
         ``force`` (delete the run's database and images, start fresh; ``force`` starts fresh even when
         the config is equal). A folder holding other files but no database is refused unless
         ``force``; files the store did not create are never deleted.
+
+        ``writer`` (the default) takes the folder's lock first, so a second writer gets
+        :class:`RunInUseError` and ``force`` never deletes a run another process holds, and re-checks
+        every stored PNG so that missing or damaged ones are made again.
         """
         if resume and force:
             raise ValueError("resume and force exclude each other: resume keeps results, force deletes them")
@@ -262,17 +337,52 @@ class RunStore:
         if run_dir.exists() and not run_dir.is_dir():
             raise NotADirectoryError(f"run folder {run_dir} is a file")
         db_path = run_dir / DB_NAME
-        if force:
-            _wipe(run_dir)
-        elif run_dir.is_dir() and not db_path.exists() and any(run_dir.iterdir()):
+        if (
+            not force
+            and run_dir.is_dir()
+            and not db_path.exists()
+            and any(entry.name != LOCK_NAME for entry in run_dir.iterdir())
+        ):
             raise RunConfigMismatch(
                 f"{run_dir} holds other files but no {DB_NAME}; choose an empty folder or pass --force "
                 "(only the store's own files would be deleted)"
             )
+        made_dir = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not db_path.exists():
-            _remove_db_files(db_path)  # journals left behind by an earlier, deleted database
-        conn = sqlite3.connect(db_path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        lock = _WriterLock(run_dir)
+        if writer:
+            lock.acquire()
+        try:
+            if force:
+                _wipe(run_dir)
+            created = not db_path.exists()
+            if created:
+                _remove_db_files(db_path)  # journals left behind by an earlier, deleted database
+            conn = cls._connect(db_path, run_dir, wanted, resume)
+        except BaseException:
+            lock.release()
+            raise
+        store = cls(run_dir, conn, wanted)
+        store._writer_lock = lock
+        store.created = created
+        store.made_dir = made_dir and created
+        store.config_changed = not created and conn.config_was_replaced  # type: ignore[attr-defined]
+        try:
+            (run_dir / IMAGES_DIR).mkdir(exist_ok=True)
+            store._sweep(repair=writer)
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    @classmethod
+    def _connect(
+        cls, db_path: Path, run_dir: Path, wanted: dict[str, Any], resume: bool
+    ) -> sqlite3.Connection:
+        """Open (or create) the database and reconcile its stored config with ``wanted``."""
+        conn = sqlite3.connect(
+            db_path, timeout=30.0, isolation_level=None, check_same_thread=False, factory=_Connection
+        )
         try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -288,6 +398,7 @@ class RunStore:
                 conn.execute(
                     "UPDATE meta SET value = ? WHERE name = 'config'", (json.dumps(wanted, sort_keys=True),)
                 )
+                conn.config_was_replaced = True
         except sqlite3.OperationalError:
             conn.close()
             raise
@@ -299,14 +410,7 @@ class RunStore:
         except BaseException:
             conn.close()
             raise
-        (run_dir / IMAGES_DIR).mkdir(exist_ok=True)
-        store = cls(run_dir, conn, wanted)
-        try:
-            store._sweep()
-        except BaseException:
-            store.close()
-            raise
-        return store
+        return conn
 
     @classmethod
     def open_existing(cls, run_dir: Path | str) -> RunStore:
@@ -321,7 +425,7 @@ class RunStore:
                 row = None
         if row is None:
             raise RunConfigMismatch(f"{db_path} is not a diffsteer run database")
-        return cls.open(run_dir, json.loads(row[0]))
+        return cls.open(run_dir, json.loads(row[0]), writer=False)
 
     @staticmethod
     def _init_schema(
@@ -356,10 +460,11 @@ class RunStore:
             )
         return json.loads(meta["config"])
 
-    def _sweep(self) -> None:
+    def _sweep(self, repair: bool = False) -> None:
         """Tidy up after a killed run: PNGs written for rows never committed, stale temp files.
 
-        Warns when rows point at PNG files that are gone (deleted by hand, or a partial copy).
+        ``repair``: forget the rows of missing or damaged PNGs (they are made again); otherwise (a
+        reader) warn when rows point at PNG files that are gone.
         """
         cutoff = time.time() - _SWEEP_GRACE_S
         with self._lock:
@@ -379,6 +484,10 @@ class RunStore:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(entry.path)
             referenced = {row[0] for row in self._db.execute("SELECT png FROM images WHERE png IS NOT NULL")}
+            if repair:
+                damaged = {name for name in referenced & present if not self._png_intact(name)}
+                self._forget_pngs((referenced - present) | damaged)
+                return
         lost = referenced - present
         if lost:
             warnings.warn(
@@ -386,6 +495,43 @@ class RunStore:
                 RuntimeWarning,
                 stacklevel=3,
             )
+
+    def _png_intact(self, name: str) -> bool:
+        """A stored PNG is intact when its bytes still hash to its name (what was written, fsynced)."""
+        digest = hashlib.sha256()
+        try:
+            with open(self.images_dir / name, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError:
+            return False
+        return digest.hexdigest() + ".png" == name
+
+    def _forget_pngs(self, names: set[str]) -> None:
+        """Delete damaged PNGs and the rows (and labels) of their jobs, so a resumed run remakes them."""
+        if not names:
+            return
+        ordered = sorted(names)
+        with self._tx() as db:
+            keys: list[str] = []
+            for chunk in _chunks(ordered):
+                marks = ",".join("?" * len(chunk))
+                keys += [
+                    row[0] for row in db.execute(f"SELECT key FROM images WHERE png IN ({marks})", chunk)
+                ]
+            for chunk in _chunks(keys):
+                marks = ",".join("?" * len(chunk))
+                db.execute(f"DELETE FROM labels WHERE key IN ({marks})", chunk)
+                db.execute(f"DELETE FROM images WHERE key IN ({marks})", chunk)
+            for name in ordered:  # a damaged file would block the rewrite of the same name
+                with contextlib.suppress(FileNotFoundError):
+                    (self.images_dir / name).unlink()
+        warnings.warn(
+            f"{len(names)} PNG file(s) referenced by {self.path} were missing from {self.images_dir} or "
+            f"damaged; their {len(keys)} job(s) will be made again",
+            RuntimeWarning,
+            stacklevel=4,
+        )
 
     def _settle_pending(self, pairs: Sequence[tuple[str, str]]) -> None:
         """Forget finished pending writes and delete their PNGs that no row or other write needs.
@@ -443,6 +589,32 @@ class RunStore:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+            if self._writer_lock is not None:
+                self._writer_lock.release()
+                self._writer_lock = None
+
+    def discard_if_unused(self) -> bool:
+        """Close, and delete the run again when this open created it and no job was stored yet.
+
+        For a start that failed before any work: the corrected command then finds no database that
+        pins the failed config. Returns whether the run was deleted.
+        """
+        with self._lock:
+            unused = self.created and self._conn is not None and not self.done_keys()
+            lock = self._writer_lock
+            self._writer_lock = None  # keep the lock while deleting
+            self.close()
+            try:
+                if unused:
+                    _wipe(self.run_dir)
+                    if self.made_dir:
+                        with contextlib.suppress(OSError):
+                            (self.run_dir / LOCK_NAME).unlink()
+                            self.run_dir.rmdir()
+            finally:
+                if lock is not None:
+                    lock.release()
+        return unused
 
     def __enter__(self) -> RunStore:
         return self
@@ -590,9 +762,16 @@ class RunStore:
             raise ValueError(f"image {record.key} has no PNG (status {record.status!r})")
         if not _PNG_NAME.fullmatch(record.png):
             raise ValueError(f"image {record.key}: {record.png!r} is not a store PNG name")
-        with Image.open(self.images_dir / record.png) as image:
-            image.load()
-            return image
+        path = self.images_dir / record.png
+        try:
+            with Image.open(path) as image:
+                image.load()
+                return image
+        except (OSError, SyntaxError) as exc:  # PIL raises SyntaxError for some malformed chunks
+            raise ValueError(
+                f"stored image {path} is missing or damaged ({type(exc).__name__}); run the same "
+                "`diffsteer audit` command again to make it anew"
+            ) from None
 
     # ------------------------------------------------------------------ labels
 

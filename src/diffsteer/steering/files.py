@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 KINDS = ("hspace", "noise", "text")
+ANTI_CONCEPT_KIND = "hspace"
+"""Anti-concepts (``anti-*`` files, applied by safe generation) are h-space vectors (Li et al.)."""
 SUFFIX = ".safetensors"
 FORMAT_VERSION = "1"
 

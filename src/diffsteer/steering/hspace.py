@@ -21,17 +21,17 @@ the shared runner, so an interrupted learn resumes without generating them again
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler, DiffusionPipeline
 
-from diffsteer.generate import SteeredGenerator
+from diffsteer.generate import ImageRequest, SteeredGenerator
 from diffsteer.steering.files import (
     SUFFIX,
     SteeringFileError,
@@ -43,6 +43,7 @@ from diffsteer.steering.files import (
     save_steering_file,
     steering_filename,
 )
+from diffsteer.steering.method import add_offset, record_calibration, stored_strength, tensor_digest
 
 __all__ = [
     "DEFAULT_IMAGES",
@@ -66,7 +67,7 @@ LOSS_WINDOW = 50  # the loss curve holds the mean loss of every LOSS_WINDOW step
 EVAL_SAMPLES = 64  # fixed (image, t, noise) draws on which the learned vector is compared with none
 
 # metadata values kept as plain strings; every other value is JSON
-_STRING_KEYS = ("concept", "base_model", "fingerprint", "block", "axis", "class_name")
+_STRING_KEYS = ("concept", "base_model", "fingerprint", "block", "axis", "class_name", "weight_rule")
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
@@ -77,12 +78,22 @@ class HSpaceVector:
 
     ``vector`` is float32 with the steered block's output shape for one image, (C, h, w).
     ``metadata`` holds base_model, fingerprint, block, shape, recipe, loss_curve, eval_loss, seconds
-    and, for a class of an attribute axis (fair generation), axis and class_name.
+    and, for a class of an attribute axis (fair generation), axis and class_name; a calibrated
+    vector also holds its default strength (``recommended_weight``) and its calibration record.
     """
+
+    kind: ClassVar[str] = KIND
+    strength_unit: ClassVar[str] = "vector"  # multiples of the learned vector
+    # strength 1 is the vector as learned; the fair strength on pictoworld lies above it
+    calibration_strengths: ClassVar[tuple[float, ...]] = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3)
 
     concept: str
     vector: torch.Tensor
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | str) -> HSpaceVector:
+        return load_hspace(path)
 
     @property
     def block(self) -> str:
@@ -96,11 +107,27 @@ class HSpaceVector:
     def class_name(self) -> str | None:
         return self.metadata.get("class_name")
 
+    @property
+    def default_strength(self) -> float:
+        """The calibrated strength stored in the file; 1 (the vector as learned) for files without one."""
+        return stored_strength(self.metadata)
+
     def scaled(self, strength: float = 1.0) -> torch.Tensor:
         """The vector times ``strength``, ready for ``ImageRequest.hspace``."""
         if not math.isfinite(strength):
             raise ValueError(f"strength must be a finite number, got {strength}")
         return self.vector * float(strength)
+
+    def apply(self, request: ImageRequest, strength: float | None = None) -> ImageRequest:
+        """``request`` with the vector added to its bottleneck offset (default strength when None)."""
+        s = self.default_strength if strength is None else strength
+        return replace(request, hspace=add_offset(request.hspace, self.scaled(s)))
+
+    def digest(self) -> str:
+        return tensor_digest(self.vector)
+
+    def set_default_strength(self, strength: float, *, rule: str, record: Mapping[str, Any]) -> None:
+        record_calibration(self.metadata, strength, rule, record)
 
     def save(self, dir_or_path: Path | str) -> Path:
         """Write ``<concept>.hspace.safetensors`` into a folder, or to a path ending in .safetensors."""

@@ -1,8 +1,8 @@
 """Finding steering files by name: ``--hspace woman`` means ``woman.hspace.safetensors`` in a folder.
 
 Folders are searched in order: the ones the user names, then ``./directions`` (where ``diffsteer
-learn`` writes by default), then the model's bundled folder (pictoworld ships its vectors and
-directions). A name that is an existing file path is used as is.
+learn`` writes by default), then the folder a bundled model registered with its steering files
+(:mod:`diffsteer.registry`). A name that is an existing file path is used as is.
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from diffsteer.steering.files import KINDS, SUFFIX, SteeringFileError, read_steering_file
+from diffsteer.registry import bundled_model
+from diffsteer.steering.files import ANTI_CONCEPT_KIND, KINDS, SUFFIX, SteeringFileError, read_steering_file
 
 DEFAULT_DIR = Path("directions")
 
@@ -29,12 +30,9 @@ class SteeringEntry:
 
 
 def bundled_steering_dir(model: str) -> Path | None:
-    """The folder of steering files shipped with a bundled model, if it has one."""
-    if model == "pictoworld":
-        from diffsteer import pictoworld
-
-        return pictoworld.weights_dir() / "steering"
-    return None
+    """The folder of steering files shipped with a bundled model, if it registered one."""
+    entry = bundled_model(model)
+    return entry.steering_folder() if entry is not None else None
 
 
 def _parse_name(path: Path) -> tuple[str, str] | None:
@@ -123,6 +121,6 @@ class SteeringLibrary:
             )
         return out
 
-    def anti_concepts(self) -> list[Path]:
-        """h-space vectors of anti-concepts (named ``anti-*``), applied by safe generation."""
-        return [e.path for e in self.entries("hspace") if e.name.startswith("anti-")]
+    def anti_concepts(self, kind: str = ANTI_CONCEPT_KIND) -> list[Path]:
+        """Steering files of ``kind`` for anti-concepts (named ``anti-*``), applied by safe generation."""
+        return [e.path for e in self.entries(kind) if e.name.startswith("anti-")]

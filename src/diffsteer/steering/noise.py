@@ -1,4 +1,4 @@
-"""Initial-noise latent directions: learn them with a linear classifier, save them, and size them.
+"""Initial-noise latent directions: fit them with a linear classifier, save them, and size them.
 
 The method of "Latent Directions: A Simple Pathway to Bias Mitigation in Generative AI" (Lopez Olmos
 et al., 2024): generate images from one prompt per class ("a photo of a woman", "a photo of a man"),
@@ -22,16 +22,20 @@ of the noise norm is stored alongside for reference.
 
 Sign convention: with two classes the first class is the SVM's positive class and gets ``+d``, the
 other ``-d``; with more classes each class gets its own one-vs-rest direction.
+
+This module is the method (:func:`fit_noise_directions` on recorded latents) and the file format;
+:func:`diffsteer.experiments.learn.learn_noise_directions` makes the images and their latents through
+the run store and the shared runner.
 """
 
 from __future__ import annotations
 
 import math
-import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -45,6 +49,7 @@ from diffsteer.steering.files import (
     save_steering_file,
     steering_filename,
 )
+from diffsteer.steering.method import add_offset, record_calibration, stored_strength, tensor_digest
 
 KIND = "noise"
 WEIGHT_UNIT = "noise_sd"
@@ -75,10 +80,18 @@ class NoiseDirection:
     one unit direction per recorded step (``metadata["record_steps"]`` order), the chosen one among them.
     """
 
+    kind: ClassVar[str] = KIND
+    strength_unit: ClassVar[str] = WEIGHT_UNIT
+    calibration_strengths: ClassVar[tuple[float, ...]] = (1, 2, 3, 4, 5, 6, 7, 8, 10, 12)
+
     concept: str
     direction: torch.Tensor
     metadata: dict[str, Any] = field(default_factory=dict)
     directions: torch.Tensor | None = None
+
+    @classmethod
+    def load(cls, path: Path | str) -> NoiseDirection:
+        return load_noise_direction(path)
 
     def __post_init__(self) -> None:
         self.direction = self.direction.detach().to("cpu", torch.float32)
@@ -91,8 +104,37 @@ class NoiseDirection:
         return tuple(int(s) for s in self.direction.shape)
 
     @property
+    def axis(self) -> str | None:
+        return self.metadata.get("axis") or None
+
+    @property
+    def class_name(self) -> str | None:
+        return self.metadata.get("class_name") or None
+
+    @property
     def recommended_weight(self) -> float:
-        return float(self.metadata.get("recommended_weight", DEFAULT_WEIGHT))
+        if "recommended_weight" not in self.metadata and self.metadata.get("no_weight_reason"):
+            why = self.metadata["no_weight_reason"]
+            raise ValueError(
+                f"noise direction '{self.concept}' has no recommended weight ({why}); "
+                f"give one explicitly, e.g. {self.concept}:4"
+            )
+        return stored_strength(self.metadata, DEFAULT_WEIGHT)
+
+    @property
+    def default_strength(self) -> float:
+        return self.recommended_weight
+
+    def apply(self, request: Any, strength: float | None = None) -> Any:
+        """``request`` with ``strength * d`` added to its initial-noise offset (recommended when None)."""
+        return replace(request, noise_offset=add_offset(request.noise_offset, self.offset(strength)))
+
+    def digest(self) -> str:
+        return tensor_digest(self.direction)
+
+    def set_default_strength(self, strength: float, *, rule: str, record: Mapping[str, Any]) -> None:
+        record_calibration(self.metadata, strength, rule, record)
+        self.metadata["norm_fraction"] = round(norm_fraction(strength, self.latent_shape), 5)
 
     def offset(self, weight: float | None = None) -> torch.Tensor:
         """What to add to the unit-variance initial noise: ``weight * d`` (the recommended weight if None).
@@ -271,133 +313,31 @@ def check_classes(classes: Mapping[str, str]) -> dict[str, str]:
     return dict(classes)
 
 
-def _latents_path(work_dir: Path, key: str) -> Path:
-    return work_dir / "latents" / f"{key}.safetensors"
-
-
-def _save_latents(path: Path, latents: Mapping[int, torch.Tensor]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({f"step_{s}": t.contiguous() for s, t in latents.items()}, str(tmp))
-    tmp.replace(path)  # written before the store row, so a stored image always has its latents
-
-
-def _load_latents(path: Path, steps: Sequence[int]) -> dict[int, torch.Tensor] | None:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError):
-        return None
-    if any(f"step_{s}" not in tensors for s in steps):
-        return None
-    return {s: tensors[f"step_{s}"] for s in steps}
-
-
-def learn_noise_directions(
-    pipe: Any,
+def fit_noise_directions(
+    rows: Sequence[tuple[str, int, Mapping[int, torch.Tensor]]],
     classes: Mapping[str, str],
+    record: Sequence[int],
     *,
-    images_per_class: int = 64,
-    record_steps: Sequence[int] = DEFAULT_RECORD_STEPS,
-    steps: int = 20,
-    guidance: float = 7.5,
-    seed: int = 0,
-    work_dir: Path | str,
+    shape: Sequence[int],
+    seed: int,
     base_model: str,
-    axis: str | None = None,
-    progress: Progress | None = None,
-    batch_size: int = 16,
+    fingerprint: str,
+    axis: str | None,
+    recipe: Mapping[str, Any],
     svm_c: float = DEFAULT_SVM_C,
     recommended_weight: float = DEFAULT_WEIGHT,
-    force: bool = False,
+    seconds: float = 0.0,
+    progress: Progress | None = None,
 ) -> list[NoiseDirection]:
-    """Learn one initial-noise direction per class from images generated with the class prompts.
+    """The method on recorded latents: one linear SVM per recorded step (per class, one-vs-rest for
+    three or more), the earliest step that separates the classes, and one direction per class.
 
-    Image ``k`` of every class starts from seed ``seed + k``. Images go into a RunStore in
-    ``work_dir`` and their recorded latents into ``work_dir/latents/``, so an interrupted run resumes
-    without generating anything twice. Two classes give ``+d`` for the first and ``-d`` for the
-    second; more give one-vs-rest directions. Returns the directions in ``classes`` order (not saved).
+    ``rows`` are ``(class name, image seed, {step: latents})`` of the usable images; images are split
+    into train and held-out by seed. Returns the directions in ``classes`` order (not saved).
     """
-    from diffsteer.generate import ImageRequest, SteeredGenerator
-    from diffsteer.models import model_fingerprint, weights_fingerprint
-    from diffsteer.runs.store import ImageRecord, RunStore, job_key
-
-    t0 = time.time()
-    classes = check_classes(classes)
-    if images_per_class < 3:
-        raise ValueError(
-            f"images_per_class must be at least 3 (train and test need images), got {images_per_class}"
-        )
-    if not record_steps:
-        raise ValueError("record_steps is empty")
-    record = sorted({int(s) for s in record_steps})
-    bad = [s for s in record if not 0 <= s < steps]
-    if bad:
-        raise ValueError(f"record step {bad[0]} out of range: with --steps {steps} steps are 0..{steps - 1}")
-    generator = SteeredGenerator(pipe, steps=steps, guidance=guidance, batch_size=batch_size)
-    fingerprint = model_fingerprint(pipe)
-    weights = weights_fingerprint(pipe)
-    work_dir = Path(work_dir)
-    # images_per_class is left out of the config on purpose: asking for more images later adds jobs
-    config = {
-        "kind": "learn-noise",
-        "base_model": base_model,
-        "fingerprint": fingerprint,
-        "weights": weights,
-        "classes": classes,
-        "record_steps": record,
-        "steps": steps,
-        "guidance": guidance,
-        "latent_shape": list(generator.latent_shape),
-    }
-    jobs = [
-        (name, k, job_key(fingerprint=fingerprint, weights=weights, prompt=prompt, seed=seed + k, steps=steps,
-                          guidance=guidance, record=record, shape=list(generator.latent_shape)))
-        for name, prompt in classes.items()
-        for k in range(images_per_class)
-    ]  # fmt: skip
-    total = len(jobs)
-    with RunStore.open(work_dir, config, force=force) as store:
-        done = store.done_keys()
-        todo = [j for j in jobs if not (j[2] in done and _latents_path(work_dir, j[2]).is_file())]
-        finished = total - len(todo)
-        if progress:
-            progress("generate", finished, total)
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start : start + batch_size]
-            requests = [ImageRequest(prompt=classes[name], seed=seed + k) for name, k, _ in chunk]
-            results = generator.generate(requests, record_steps=record)
-            items = []
-            for (name, k, key), result in zip(chunk, results, strict=True):
-                _save_latents(_latents_path(work_dir, key), result.latents)
-                record_ = ImageRecord(
-                    key=key, mitigation="learn", prompt_id=name, prompt=classes[name],
-                    final_prompt=classes[name], seed=seed + k, image_index=k,
-                    steering={"kind": "none"}, model=base_model,
-                    status="ok" if result.drop_reason is None else "dropped",
-                    drop_reason=result.drop_reason, truncated=result.truncated,
-                )  # fmt: skip
-                items.append((record_, result.image))
-            store.add_images(items)
-            finished += len(chunk)
-            if progress:
-                progress("generate", finished, total)
-        dropped = {r.key for r in store.images(status="dropped")}
-
-    # assemble features per step from the saved latents (the only source, fresh or resumed)
     names = list(classes)
-    rows: list[tuple[str, int, dict[int, torch.Tensor]]] = []
-    for name, k, key in jobs:
-        if key in dropped:
-            continue  # an unusable image says nothing about its class
-        latents = _load_latents(_latents_path(work_dir, key), record)
-        if latents is None:
-            raise RuntimeError(f"latents of {name} image {k} are missing in {work_dir}; rerun with force")
-        rows.append((name, seed + k, latents))
+    record = list(record)
+    shape = tuple(shape)
     labels = np.array([names.index(name) for name, _, _ in rows])
     seeds = np.array([s for _, s, _ in rows])
     train_seeds = split_by_seed(seeds.tolist(), seed=seed)
@@ -412,13 +352,27 @@ def learn_noise_directions(
         if progress:
             progress("fit", i + 1, len(record))
 
-    shape = tuple(generator.latent_shape)
-    seconds = round(time.time() - t0, 1)
+    held_out = labels[~train]
     out: list[NoiseDirection] = []
     for index, name in enumerate(names):
         t, sign = (0, 1.0 if index == 0 else -1.0) if len(names) == 2 else (index, 1.0)
         accuracy = {s: fits[t][s].accuracy for s in record}
         step, why = choose_step(accuracy)
+        # Chance is what always answering the held-out majority scores; "clearly better" is two
+        # binomial standard errors above it (at least 5 points), so a few lucky guesses do not count.
+        share = float(np.mean(held_out == t)) if held_out.size else 0.5
+        chance = max(share, 1.0 - share)
+        margin = max(0.05, 2.0 * math.sqrt(chance * (1.0 - chance) / max(held_out.size, 1)))
+        at_chance = not max(accuracy.values()) > chance + margin
+        if at_chance:
+            warnings.warn(
+                f"noise direction '{name}' is no better than chance: best held-out accuracy "
+                f"{max(accuracy.values()):.3f} vs chance {chance:.3f} (+{margin:.3f} to count) on "
+                f"{held_out.size} held-out images; no recommended weight is stored. Generate more images "
+                "per class, record later steps, or raise --guidance",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         stacked = torch.stack(
             [torch.from_numpy(sign * fits[t][s].direction).float().reshape(shape) for s in record]
         )
@@ -433,16 +387,12 @@ def learn_noise_directions(
             "step_rule": why,
             "record_steps": record,
             "heldout_accuracy": {str(s): round(a, 4) for s, a in accuracy.items()},
-            "recommended_weight": float(recommended_weight),
             "weight_unit": WEIGHT_UNIT,
-            "norm_fraction": round(norm_fraction(recommended_weight, shape), 5),
             "sign": "+d" if len(names) > 2 or index == 0 else f"-d of '{names[0]}'",
             "recipe": {
                 "prompts": dict(classes),
-                "images_per_class": images_per_class,
+                **recipe,
                 "n_images_used": int(len(rows)),
-                "steps": steps,
-                "guidance": guidance,
                 "seed": seed,
                 "split": f"{TRAIN_FRACTION:.0%}/{1 - TRAIN_FRACTION:.0%} by seed",
                 "classifier": "sklearn LinearSVC (class_weight=balanced)",
@@ -451,5 +401,10 @@ def learn_noise_directions(
             },
             "seconds": seconds,
         }
+        if at_chance:  # a weight for a direction that separates nothing would steer at random
+            metadata["no_weight_reason"] = f"held-out accuracy at chance level ({chance:.2f})"
+        else:
+            metadata["recommended_weight"] = float(recommended_weight)
+            metadata["norm_fraction"] = round(norm_fraction(recommended_weight, shape), 5)
         out.append(NoiseDirection(name, stacked[record.index(step)].clone(), metadata, stacked))
     return out

@@ -28,7 +28,13 @@ from typing import Any
 
 import yaml
 
+from diffsteer.steering.files import KINDS
+
 FAIR_METHODS = ("hspace", "noise")
+DEFAULT_FAIR_METHOD = "hspace"
+# what a preset calls an item's strength, per steering kind (the YAML format; the file kinds' names)
+STRENGTH_KEYS = {"hspace": "strength", "noise": "weight", "text": "weight"}
+assert set(STRENGTH_KEYS) == set(KINDS)
 
 
 class PresetError(ValueError):
@@ -46,7 +52,7 @@ class SteeringItem:
 @dataclass(frozen=True)
 class FairSpec:
     axes: tuple[str, ...]
-    method: str = "hspace"
+    method: str = DEFAULT_FAIR_METHOD
     target: dict[str, float] | None = None  # one target per axis is the common case: class -> share
 
 
@@ -60,6 +66,10 @@ class SteeringSpec:
     responsible: bool = False
     directions: tuple[str, ...] = field(default=())
 
+    def items(self) -> list[tuple[str, SteeringItem]]:
+        """Every fixed item with its file kind, kinds in the files' order."""
+        return [(kind, item) for kind in KINDS for item in getattr(self, kind)]
+
     @property
     def is_empty(self) -> bool:
         return not (self.hspace or self.noise or self.text or self.fair or self.safe or self.responsible)
@@ -67,10 +77,10 @@ class SteeringSpec:
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready form (used in run identities and exported presets)."""
         d: dict[str, Any] = {}
-        for kind in ("hspace", "noise", "text"):
+        for kind in KINDS:
             items = getattr(self, kind)
             if items:
-                key = "strength" if kind == "hspace" else "weight"
+                key = STRENGTH_KEYS[kind]
                 d[kind] = [
                     {"name": i.name, **({key: i.strength} if i.strength is not None else {})} for i in items
                 ]
@@ -124,7 +134,7 @@ def spec_from_options(
     noise: list[str] | tuple[str, ...] = (),
     text: list[str] | tuple[str, ...] = (),
     fair: str | None = None,
-    fair_method: str = "hspace",
+    fair_method: str = DEFAULT_FAIR_METHOD,
     fair_target: str | None = None,
     safe: bool = False,
     responsible: bool = False,
@@ -158,7 +168,7 @@ def _items(raw: Any, kind: str, source: str) -> tuple[SteeringItem, ...]:
         return ()
     if not isinstance(raw, list):
         raise PresetError(f"{source}: '{kind}' must be a list")
-    key = "strength" if kind == "hspace" else "weight"
+    key = STRENGTH_KEYS[kind]
     out = []
     for i, item in enumerate(raw):
         where = f"{source}: {kind}[{i}]"
@@ -182,7 +192,7 @@ def spec_from_dict(raw: Any, *, source: str = "preset", base_dir: Path | None = 
         raw = {}
     if not isinstance(raw, dict):
         raise PresetError(f"{source}: a preset is a mapping of hspace, noise, text, fair, safe, responsible")
-    known = {"hspace", "noise", "text", "fair", "safe", "responsible", "directions"}
+    known = {*KINDS, "fair", "safe", "responsible", "directions"}
     unknown = sorted(set(raw) - known)
     if unknown:
         raise PresetError(f"{source}: unknown field(s) {unknown}; expected {sorted(known)}")
@@ -195,7 +205,7 @@ def spec_from_dict(raw: Any, *, source: str = "preset", base_dir: Path | None = 
         axes = [axes] if isinstance(axes, str) else axes
         if not axes or not all(isinstance(a, str) for a in axes):
             raise PresetError(f"{source}: fair.axes must name at least one axis")
-        method = f.get("method", "hspace")
+        method = f.get("method", DEFAULT_FAIR_METHOD)
         if method not in FAIR_METHODS:
             raise PresetError(
                 f"{source}: fair.method must be one of {', '.join(FAIR_METHODS)}, got {method!r}"

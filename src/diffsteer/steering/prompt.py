@@ -15,7 +15,7 @@ Articles are copied from the prompt text where it puts one before the subject, s
 rows are reproduced verbatim, including its "wear a apron" and "wear a makeup": an intervention must
 match the published prompts for results to be comparable with the paper, and it repeats the neutral
 prompt's own wording rather than correcting half of it. Where the text has no article before the
-subject, "a"/"an" is chosen by :func:`~diffsteer.benchmarks.spec.indefinite_article`, and none for
+subject, "a"/"an" is chosen by :func:`~diffsteer.english.indefinite_article`, and none for
 plural or mass nouns ("wear eye glasses", "wear makeup").
 """
 
@@ -24,8 +24,17 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from types import MappingProxyType
+from typing import Protocol
 
-from diffsteer.benchmarks.spec import PromptSpec, indefinite_article
+from diffsteer.english import indefinite_article
+
+
+class InterventionTarget(Protocol):
+    """What an intervention reads of a benchmark prompt (a ``benchmarks.spec.PromptSpec`` has it)."""
+
+    text: str
+    subject: str | None
+    group: str
 
 AXIS_WORDS: Mapping[str, str] = MappingProxyType(
     {"gender": "gender", "skin_tone": "skin color", "culture": "culture", "race": "race", "age": "age"}
@@ -89,7 +98,7 @@ def _object_phrase(text: str, subject: str) -> str:
     return f"{verb} {_article_phrase(subject, None)}"
 
 
-def intervention_prompt(spec: PromptSpec, axes: Sequence[str]) -> str:
+def intervention_prompt(spec: InterventionTarget, axes: Sequence[str]) -> str:
     """``spec.text`` with ENTIGEN's ethical clause for ``axes`` appended.
 
     The text is used as given (a trailing full stop is dropped so the clause reads on); apply it to

@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from diffsteer.generate import ImageRequest, SteeredGenerator
 from diffsteer.steering.fair import fair_choices, normalize_target
+from diffsteer.steering.files import ANTI_CONCEPT_KIND, KINDS, SteeringFileError
+from diffsteer.steering.kinds import method_class
 from diffsteer.steering.library import SteeringLibrary
-from diffsteer.steering.preset import SteeringSpec
+from diffsteer.steering.method import SteeringMethod
+from diffsteer.steering.preset import DEFAULT_FAIR_METHOD, SteeringSpec
 from diffsteer.steering.responsible import read_prompt
 
 
@@ -32,22 +33,12 @@ def file_digest(path: Path) -> str:
 class _Loaded:
     path: Path
     digest: str
-    obj: Any  # HSpaceVector | NoiseDirection | TextOffset
+    method: SteeringMethod
 
 
 def steering_loader(kind: str):
     """The function that reads a steering file of ``kind`` (hspace, noise or text)."""
-    if kind == "hspace":
-        from diffsteer.steering.hspace import load_hspace
-
-        return load_hspace
-    if kind == "noise":
-        from diffsteer.steering.noise import load_noise_direction
-
-        return load_noise_direction
-    from diffsteer.steering.text_embedding import load_text_offset
-
-    return load_text_offset
+    return method_class(kind).load
 
 
 class Steerer:
@@ -69,19 +60,17 @@ class Steerer:
         self.axis_classes = {a: tuple(c) for a, c in axis_classes.items()}
         self._cache: dict[tuple[str, Path], _Loaded] = {}
         # resolve everything now: missing or mismatched files fail before the first image
-        self.fixed = {
-            kind: [(self._load(kind, it.name), it.strength) for it in items]
-            for kind, items in (("hspace", spec.hspace), ("noise", spec.noise), ("text", spec.text))
-        }
+        self.fixed: list[tuple[_Loaded, float | None]] = [
+            (self._load(kind, item.name), item.strength) for kind, item in spec.items()
+        ]
         if spec.safe:
-            self.fixed["hspace"] += [(self._load("hspace", str(p)), None) for p in library.anti_concepts()]
-            if not library.anti_concepts():
-                from diffsteer.steering.files import SteeringFileError
-
+            anti = library.anti_concepts(ANTI_CONCEPT_KIND)
+            if not anti:
                 raise SteeringFileError(
                     "safe generation needs anti-concept h-space vectors (files anti-*.hspace.safetensors); "
                     f"none found in {', '.join(str(f) for f in library.folders)}"
                 )
+            self.fixed += [(self._load(ANTI_CONCEPT_KIND, str(p)), None) for p in anti]
         self.fair = self._fair_files(spec.fair.axes, spec.fair.method) if spec.fair else {}
 
     # ---------------------------------------------------------------------------------- loading
@@ -89,9 +78,9 @@ class Steerer:
         path = self.library.find(name, kind)
         key = (kind, path.resolve())
         if key not in self._cache:
-            obj = steering_loader(kind)(path)
-            obj.check_compatible(self.generator, self.fingerprint)
-            self._cache[key] = _Loaded(path, file_digest(path), obj)
+            method = method_class(kind).load(path)
+            method.check_compatible(self.generator, self.fingerprint)
+            self._cache[key] = _Loaded(path, file_digest(path), method)
         return self._cache[key]
 
     def _fair_files(self, axes: Sequence[str], method: str) -> dict[str, dict[str, _Loaded]]:
@@ -113,65 +102,38 @@ class Steerer:
         return normalize_target(classes, fair.target)
 
     # --------------------------------------------------------------------------------- applying
-    @staticmethod
-    def _strength(loaded: _Loaded, kind: str, strength: float | None) -> float:
-        if strength is not None:
-            return float(strength)
-        if kind == "noise":
-            return float(
-                getattr(loaded.obj, "recommended_weight", None)
-                or loaded.obj.metadata.get("recommended_weight", 1.0)
-            )
-        return 1.0
-
     def steer(self, request: ImageRequest) -> tuple[ImageRequest, dict[str, Any]]:
-        """The steered request and a JSON description of what was applied to it."""
-        applied: dict[str, list[tuple[_Loaded, float | None]]] = {k: list(v) for k, v in self.fixed.items()}
+        """The steered request and a JSON description of what was applied to it.
+
+        A strength left out (None) is the file's default strength (its calibrated
+        ``recommended_weight``, see :mod:`diffsteer.steering.method`).
+        """
+        applied = list(self.fixed)
         desc: dict[str, Any] = {"kind": "steered"}
         fair_axes = dict(self.fair)
-        method = self.spec.fair.method if self.spec.fair else "hspace"
+        method = self.spec.fair.method if self.spec.fair else DEFAULT_FAIR_METHOD
         if self.spec.responsible:
             asked = read_prompt(request.prompt)
             for axis in asked.fair_axes:
                 if axis in self.axis_classes and axis not in fair_axes:
                     fair_axes.update(self._fair_files([axis], method))
             for concept in asked.avoid:
-                applied["hspace"].append((self._load("hspace", f"anti-{concept}"), None))
+                applied.append((self._load(ANTI_CONCEPT_KIND, f"anti-{concept}"), None))
             if asked.any:
                 desc["responsible"] = {"fair": list(asked.fair_axes), "avoid": list(asked.avoid)}
         if fair_axes:
             axes = list(fair_axes)
             chosen = fair_choices(request.seed, [(self.axis_classes[a], self._target(a)) for a in axes])
             desc["fair"] = dict(zip(axes, chosen, strict=True))
-            for axis, cls in zip(axes, chosen, strict=True):
-                applied[method].append((fair_axes[axis][cls], None))
+            applied += [(fair_axes[axis][cls], None) for axis, cls in zip(axes, chosen, strict=True)]
 
-        tensors: dict[str, torch.Tensor | None] = dict.fromkeys(("hspace", "noise", "text", "pooled"))
-        for kind, items in applied.items():
-            if not items:
-                continue
-            listed = []
-            for loaded, strength in items:
-                s = self._strength(loaded, kind, strength)
-                part = loaded.obj.scaled(s) if kind == "hspace" else loaded.obj.offset(s)
-                tensors[kind] = _add(tensors[kind], part)
-                if kind == "text":  # SDXL text offsets also move the pooled embedding
-                    tensors["pooled"] = _add(tensors["pooled"], loaded.obj.pooled_offset(s))
-                listed.append({"file": loaded.path.name, "sha": loaded.digest, "strength": s})
-            desc[kind] = listed
-        steered = replace(
-            request,
-            hspace=_add(request.hspace, tensors["hspace"]),
-            noise_offset=_add(request.noise_offset, tensors["noise"]),
-            prompt_embeds_offset=_add(request.prompt_embeds_offset, tensors["text"]),
-            pooled_embeds_offset=_add(request.pooled_embeds_offset, tensors["pooled"]),
-        )
+        # kinds in the registry's order, so the description (part of the job key) is stable
+        applied.sort(key=lambda item: KINDS.index(item[0].method.kind))
+        steered = request
+        for loaded, strength in applied:
+            s = loaded.method.default_strength if strength is None else float(strength)
+            steered = loaded.method.apply(steered, s)
+            desc.setdefault(loaded.method.kind, []).append(
+                {"file": loaded.path.name, "sha": loaded.digest, "strength": s}
+            )
         return steered, desc
-
-
-def _add(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return a + b

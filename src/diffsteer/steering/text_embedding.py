@@ -26,10 +26,10 @@ prompt's embeddings (per token), whatever the model's embedding width.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -43,6 +43,7 @@ from diffsteer.steering.files import (
     save_steering_file,
     steering_filename,
 )
+from diffsteer.steering.method import add_offset, record_calibration, stored_strength, tensor_digest
 
 KIND = "text"
 REDUCTIONS = ("tokens", "mean")
@@ -57,10 +58,18 @@ class TextOffset:
     ``pooled`` (SDXL only) is the offset on the pooled prompt embedding, shape ``(pooled_dim,)``.
     """
 
+    kind: ClassVar[str] = KIND
+    strength_unit: ClassVar[str] = WEIGHT_UNIT
+    calibration_strengths: ClassVar[tuple[float, ...]] = (0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75, 2, 2.5, 3)
+
     concept: str
     tensor: torch.Tensor
     metadata: dict[str, Any] = field(default_factory=dict)
     pooled: torch.Tensor | None = None
+
+    @classmethod
+    def load(cls, path: Path | str) -> TextOffset:
+        return load_text_offset(path)
 
     def __post_init__(self) -> None:
         self.tensor = self.tensor.detach().to("cpu", torch.float32)
@@ -70,6 +79,34 @@ class TextOffset:
             self.pooled = self.pooled.detach().to("cpu", torch.float32)
             if self.pooled.ndim != 1 or not torch.isfinite(self.pooled).all():
                 raise ValueError(f"text offset '{self.concept}': pooled must be a finite (dim,) tensor")
+
+    @property
+    def axis(self) -> str | None:
+        return self.metadata.get("axis") or None
+
+    @property
+    def class_name(self) -> str | None:
+        return self.metadata.get("class_name") or None
+
+    @property
+    def default_strength(self) -> float:
+        """The calibrated weight stored in the file; 1 (the class prompt's own embedding) otherwise."""
+        return stored_strength(self.metadata)
+
+    def apply(self, request: Any, strength: float | None = None) -> Any:
+        """``request`` with the offset added to its prompt embeddings (and pooled ones on SDXL)."""
+        w = self.default_strength if strength is None else strength
+        return replace(
+            request,
+            prompt_embeds_offset=add_offset(request.prompt_embeds_offset, self.offset(w)),
+            pooled_embeds_offset=add_offset(request.pooled_embeds_offset, self.pooled_offset(w)),
+        )
+
+    def digest(self) -> str:
+        return tensor_digest(self.tensor, self.pooled)
+
+    def set_default_strength(self, strength: float, *, rule: str, record: Mapping[str, Any]) -> None:
+        record_calibration(self.metadata, strength, rule, record)
 
     def offset(self, weight: float = 1.0) -> torch.Tensor:
         """``weight`` times the learned difference, ready for ``ImageRequest.prompt_embeds_offset``."""
@@ -151,6 +188,7 @@ def learn_text_offset(
         "base_model": base_model,
         "fingerprint": model_fingerprint(pipe),
         "axis": axis or "",
+        "class_name": concept if axis else "",  # how fair generation finds the file for a class
         "prompts": pos,
         "neutral_prompts": neg,
         "reduce": reduce,
@@ -161,7 +199,7 @@ def learn_text_offset(
     return TextOffset(concept, diff, metadata, pooled)
 
 
-_JSON_KEYS = ("prompts", "neutral_prompts", "shape", "recommended_weight", "norm")
+_JSON_KEYS = ("prompts", "neutral_prompts", "shape", "recommended_weight", "norm", "weight_calibration")
 
 
 def load_text_offset(path: Path | str) -> TextOffset:

@@ -137,7 +137,7 @@ class StudioHandlers:
 
 
 def build_studio(
-    model: str = "pictoworld",
+    model: str | None = None,  # None: the first registered bundled model
     directions: Sequence[Path | str] = (),
     *,
     session: StudioSession | None = None,
@@ -318,7 +318,7 @@ def build_studio(
 
 
 def launch_studio(
-    model: str = "pictoworld",
+    model: str | None = None,  # None: the first registered bundled model
     directions: Sequence[Path | str] = (),
     *,
     host: str = "127.0.0.1",

@@ -115,45 +115,37 @@ class Comparison:
     seconds: float = 0.0
 
 
-def _default_strength(kind: str, meta: Mapping[str, str]) -> float:
-    if kind == "noise":
-        try:
-            return float(meta.get("recommended_weight", 1.0))
-        except ValueError:
-            return 1.0
-    return 1.0
-
-
 class StudioSession:
     """One model, its steering files, and the generate/compare/export actions of the studio."""
 
     def __init__(
         self,
-        model: str = "pictoworld",
+        model: str | None = None,  # None: the first registered bundled model
         directions: Sequence[Path | str] = (),
         *,
         device: str = "cpu",
         dtype: str = "float32",
         steps: int = 20,
-        guidance: float | None = None,  # None: the model's own scale (pictoworld 1.0, others 7.5)
+        guidance: float | None = None,  # None: the model's own scale (a bundled model's, others 7.5)
         batch_size: int = 16,
         axes: Sequence[str] | None = None,
         classifier: str | None = None,
     ) -> None:
-        from diffsteer.audit import default_classifier
+        from diffsteer.api import load
         from diffsteer.generate import SteeredGenerator
-        from diffsteer.models import default_guidance, load_pipeline, model_fingerprint
+        from diffsteer.models import default_classifier, model_fingerprint
+        from diffsteer.registry import default_model
 
-        if model == "pictoworld":
-            import diffsteer.pictoworld  # noqa: F401  (registers the bundled model)
+        model = default_model() if model is None else model
         self.model = model
         self.directions = tuple(Path(d) for d in directions)
         for folder in self.directions:
             if not folder.is_dir():
                 raise StudioError(f"--directions {folder}: not a folder")
-        self.pipe = load_pipeline(model, device=device, dtype=dtype)
+        self.loaded = load(model, device=device, dtype=dtype)  # the front door's object: one set-up
+        self.pipe = self.loaded.pipe
         if guidance is None:
-            guidance = default_guidance(model)
+            guidance = self.loaded.guidance
         self.generator = SteeredGenerator(self.pipe, steps=steps, guidance=guidance, batch_size=batch_size)
         self.fingerprint = model_fingerprint(self.pipe)
         self.library = SteeringLibrary.for_model(model, self.directions)
@@ -169,7 +161,7 @@ class StudioSession:
     # --------------------------------------------------------------------------------- what exists
     def _scan(self) -> tuple[list[StudioEntry], list[str]]:
         """Every steering file in the library's folders, checked against this model."""
-        from diffsteer.steering.steerer import steering_loader
+        from diffsteer.steering.kinds import load_method
 
         entries: list[StudioEntry] = []
         problems: list[str] = []
@@ -190,9 +182,9 @@ class StudioSession:
             problem = None
             default = 1.0
             try:
-                _, meta = read_steering_file(entry.path)
-                default = _default_strength(entry.kind, meta)
-                steering_loader(entry.kind)(entry.path).check_compatible(self.generator, self.fingerprint)
+                method = load_method(entry.path, entry.kind)
+                default = method.default_strength  # the file's calibrated strength, for every kind
+                method.check_compatible(self.generator, self.fingerprint)
             # SteeringFileError and SteeringMismatchError are ValueErrors; a kind whose loader is
             # missing from this install is an ImportError
             except (ValueError, ImportError) as exc:
@@ -326,17 +318,11 @@ class StudioSession:
 
     # -------------------------------------------------------------------------------- generation
     def _steerer(self, spec: SteeringSpec):
-        from diffsteer.steering.steerer import Steerer
+        from diffsteer.steering.attach import make_steerer
 
         try:
-            return Steerer(
-                spec,
-                self.generator,
-                fingerprint=self.fingerprint,
-                # exactly how `audit --steering` resolves the exported preset
-                library=SteeringLibrary.for_model(self.model, spec.directions),
-                axis_classes=self.axis_classes,
-            )
+            # resolved as `audit --steering` resolves the exported preset, and as Model.generate does
+            return make_steerer(spec, self.generator, model=self.model)
         except ValueError as exc:  # unreadable file, another model's file, unknown axis
             raise StudioError(_one_line(exc)) from None
 

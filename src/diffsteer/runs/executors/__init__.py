@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol
 
-from diffsteer.runs.executors.spec import CPU_BATCH_SIZE, GeneratorSpec, auto_batch_size, batch_from_memory
 from diffsteer.generate import GeneratedImage, ImageRequest
+from diffsteer.runs.executors.spec import CPU_BATCH_SIZE, GeneratorSpec, auto_batch_size, batch_from_memory
 
 __all__ = [
     "CPU_BATCH_SIZE",

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from diffsteer.runs.executors import Job, Sink, batches
 from diffsteer.generate import SteeredGenerator
+from diffsteer.runs.executors import Job, Sink, batches
 
 
 class LocalExecutor:

@@ -23,9 +23,9 @@ import ray
 import torch
 from PIL import Image
 
+from diffsteer.generate import GeneratedImage, ImageRequest
 from diffsteer.runs.executors import ExecutorUnavailableError, Job, Sink, batches
 from diffsteer.runs.executors.spec import GeneratorSpec
-from diffsteer.generate import GeneratedImage, ImageRequest
 
 # What a worker returns per image: RGB uint8 pixels (None when unusable), drop reason, truncated,
 # and the recorded latents (step -> CPU tensor; empty unless the run records steps).
@@ -149,4 +149,6 @@ def _generated(request: ImageRequest, outcome: _Outcome) -> GeneratedImage:
     pixels, reason, truncated, latents = outcome
     # copy: Ray hands back read-only arrays backed by its object store
     image = None if pixels is None else Image.fromarray(np.array(pixels)).convert("RGB")
-    return GeneratedImage(request=request, image=image, drop_reason=reason, truncated=truncated, latents=latents)
+    return GeneratedImage(
+        request=request, image=image, drop_reason=reason, truncated=truncated, latents=latents
+    )

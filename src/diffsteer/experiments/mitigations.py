@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 
 from diffsteer.benchmarks.spec import PromptSpec
 from diffsteer.generate import ImageRequest
+from diffsteer.steering.hspace import HSpaceVector
+from diffsteer.steering.noise import NoiseDirection
 from diffsteer.steering.preset import FairSpec, SteeringSpec
 from diffsteer.steering.prompt import intervention_prompt
 
@@ -22,6 +24,10 @@ MITIGATIONS = {
     "noise-fair": "initial-noise latent directions, one class per image so shares match a target",
     "steered": "the steering given by --hspace/--noise-direction/--text-offset/--fair/--steering",
 }
+
+
+# the fair mitigations: which steering kind gives each image its class (at the files' default strength)
+FAIR_MITIGATIONS = {"hspace-fair": HSpaceVector.kind, "noise-fair": NoiseDirection.kind}
 
 
 class UnknownMitigationError(ValueError):
@@ -49,10 +55,8 @@ def mitigation_steering(
     mitigation: str, axes: Sequence[str], custom: SteeringSpec | None = None
 ) -> SteeringSpec | None:
     """The steering spec behind a mitigation, or None for the ones that only rewrite the prompt."""
-    if mitigation == "hspace-fair":
-        return SteeringSpec(fair=FairSpec(tuple(axes), "hspace"))
-    if mitigation == "noise-fair":
-        return SteeringSpec(fair=FairSpec(tuple(axes), "noise"))
+    if mitigation in FAIR_MITIGATIONS:
+        return SteeringSpec(fair=FairSpec(tuple(axes), FAIR_MITIGATIONS[mitigation]))
     if mitigation == "hspace-safe":
         return SteeringSpec(safe=True)
     if mitigation == "steered":

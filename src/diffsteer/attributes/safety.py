@@ -1,0 +1,164 @@
+"""Unsafe concepts as data (``safety.yaml``) and the unsafe rate an audit reports for each.
+
+A bias axis is read as a balance; an unsafe concept is read as a RATE: the share of counted images
+whose label on the concept's axis is its unsafe class, with a bootstrap interval from the same
+machinery as the bias metrics. The concepts name their image axis (defined in ``axes.yaml``), the
+unsafe class of that axis, and the phrases the prompt judge looks for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from diffsteer.attributes.axes import AxisSpecError, builtin_axes
+from diffsteer.metrics.proportion import clopper_pearson
+
+__all__ = [
+    "UnsafeConcept",
+    "UnknownConceptError",
+    "concept_for_axis",
+    "concept_from_mapping",
+    "safety_summary",
+    "unsafe_concepts",
+    "unsafe_rate",
+]
+
+_ALLOWED_KEYS = {"description", "axis", "unsafe_class", "phrases", "allow"}
+
+
+class UnknownConceptError(ValueError):
+    """Raised for an unsafe concept name that safety.yaml does not define."""
+
+
+@dataclass(frozen=True)
+class UnsafeConcept:
+    """One unsafe concept: the axis that judges images, its unsafe class, and prompt phrases."""
+
+    name: str
+    axis: str
+    unsafe_class: str
+    phrases: tuple[str, ...]
+    allow: tuple[str, ...] = ()
+    description: str = ""
+
+
+def _strings(name: str, key: str, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str) or not isinstance(value, Sequence):
+        raise AxisSpecError(f"concept {name!r}: {key!r} must be a list of phrases")
+    out = []
+    for item in value:
+        if not isinstance(item, str) or not item.strip():
+            raise AxisSpecError(f"concept {name!r}: {key!r} entries must be non-empty strings, got {item!r}")
+        out.append(" ".join(item.split()).lower())
+    return tuple(dict.fromkeys(out))
+
+
+def concept_from_mapping(name: str, mapping: Mapping[str, Any], axes: Mapping[str, Any]) -> UnsafeConcept:
+    """Build a concept from its YAML mapping, checking that its axis and unsafe class exist in ``axes``."""
+    where = f"concept {name!r}"
+    if not isinstance(mapping, Mapping):
+        raise AxisSpecError(f"{where}: expected a mapping, got {type(mapping).__name__}")
+    unknown = sorted(set(mapping) - _ALLOWED_KEYS)
+    if unknown:
+        raise AxisSpecError(f"{where}: unknown keys {unknown}; allowed: {sorted(_ALLOWED_KEYS)}")
+    axis_name = mapping.get("axis")
+    if axis_name not in axes:
+        raise AxisSpecError(f"{where}: axis {axis_name!r} is not an axis of axes.yaml ({', '.join(axes)})")
+    unsafe_class = mapping.get("unsafe_class")
+    classes = axes[axis_name].classes
+    if unsafe_class not in classes:
+        raise AxisSpecError(
+            f"{where}: unsafe_class {unsafe_class!r} is not a class of axis {axis_name!r} {list(classes)}"
+        )
+    phrases = _strings(name, "phrases", mapping.get("phrases"))
+    if not phrases:
+        raise AxisSpecError(f"{where}: needs at least one phrase for the prompt judge")
+    description = mapping.get("description") or ""
+    return UnsafeConcept(
+        name=name,
+        axis=axis_name,
+        unsafe_class=unsafe_class,
+        phrases=phrases,
+        allow=_strings(name, "allow", mapping.get("allow")),
+        description=" ".join(str(description).split()),
+    )
+
+
+@cache
+def unsafe_concepts() -> dict[str, UnsafeConcept]:
+    """The shipped unsafe concepts by name (safety.yaml beside axes.yaml)."""
+    text = resources.files("diffsteer.attributes").joinpath("safety.yaml").read_text(encoding="utf-8")
+    spec = yaml.safe_load(text) or {}
+    axes = builtin_axes()
+    return {name: concept_from_mapping(name, m, axes) for name, m in (spec.get("concepts") or {}).items()}
+
+
+def get_concept(name: str) -> UnsafeConcept:
+    """A shipped concept by name; the error lists the known ones."""
+    concepts = unsafe_concepts()
+    if name not in concepts:
+        raise UnknownConceptError(f"unknown unsafe concept {name!r}; known: {', '.join(sorted(concepts))}")
+    return concepts[name]
+
+
+def concept_for_axis(axis: str) -> UnsafeConcept | None:
+    """The unsafe concept an axis judges, or None for a bias axis."""
+    return next((c for c in unsafe_concepts().values() if c.axis == axis), None)
+
+
+def unsafe_rate(counts_by_prompt: Mapping[str, Mapping[str, int]], unsafe_class: str) -> dict[str, Any]:
+    """The pooled share of ``unsafe_class`` among counted images and its exact 95% interval.
+
+    Clopper-Pearson on the pooled counts (:mod:`diffsteer.metrics.proportion`): a resampled interval
+    would say [0, 0] for 0 of n. With no counted image the rate is None.
+    """
+    n = sum(int(v) for counts in counts_by_prompt.values() for v in counts.values())
+    n_unsafe = sum(int(counts.get(unsafe_class, 0)) for counts in counts_by_prompt.values())
+    if n == 0:
+        return {"n": 0, "n_unsafe": 0, "unsafe_rate": None, "unsafe_rate_ci95": None}
+    return {
+        "n": n,
+        "n_unsafe": n_unsafe,
+        "unsafe_rate": n_unsafe / n,
+        "unsafe_rate_ci95": list(clopper_pearson(n_unsafe, n)),
+    }
+
+
+def safety_summary(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """summary.json's ``safety`` section, from its ``results`` rows: the concepts an audit judged and
+    one rate row per (mitigation, concept, prompt), plus an aggregate row (prompt None) over prompts.
+
+    Reads only the per-prompt counts already in ``results``, so a report can rebuild it for runs
+    audited before the section existed.
+    """
+    concepts: dict[str, UnsafeConcept] = {}
+    rows = []
+    groups: dict[tuple[str, str], dict[str, Mapping[str, int]]] = {}
+    for r in results:
+        concept = concept_for_axis(r["axis"])
+        if concept is None or r["prompt"] is None:
+            continue
+        concepts[concept.name] = concept
+        groups.setdefault((r["mitigation"], concept.name), {})[r["prompt"]] = r["counts"]
+    for (mitigation, name), by_prompt in groups.items():
+        concept = concepts[name]
+        base = {"mitigation": mitigation, "concept": name, "axis": concept.axis}
+        for prompt, counts in by_prompt.items():
+            rows.append(
+                base | {"prompt": prompt} | unsafe_rate({prompt: counts}, concept.unsafe_class)
+            )
+        rows.append(base | {"prompt": None} | unsafe_rate(by_prompt, concept.unsafe_class))
+    return {
+        "concepts": [
+            {"name": c.name, "axis": c.axis, "unsafe_class": c.unsafe_class} for c in concepts.values()
+        ],
+        "rates": rows,
+    }
