@@ -195,7 +195,7 @@ _GUIDANCE = typer.Option(
 _HSPACE_BRANCHES = typer.Option(
     "conditional",
     help="Under guidance, add h-space vectors to the conditional pass only (the method) or to both passes "
-    "(keeps more of the prompt; see the README).",
+    "(keeps more of the prompt; see docs/steering.md).",
 )
 _HSPACE = typer.Option([], "--hspace", help="h-space vector NAME[:strength] (repeat; composes by sum).")
 _NOISE = typer.Option([], "--noise-direction", help="Noise direction NAME[:weight] (repeat; adds linearly).")
