@@ -16,7 +16,7 @@ from typing import Any
 from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_axis
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
-from diffsteer.metrics import summarize_axis
+from diffsteer.metrics import summarize_labels
 from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
 from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore, job_key
 from diffsteer.steering.mitigations import check_mitigations, mitigation_steering, plan_image
@@ -307,7 +307,11 @@ def run_audit(
         write_summary(run_dir, summary)
         from diffsteer.report import write_report
 
-        report = write_report(run_dir, store=store, summary=summary)
+        try:
+            report = write_report(run_dir, store=store, summary=summary)
+        except Exception as exc:  # noqa: BLE001  (the audit is computed and saved; only the page failed)
+            report = run_dir / "report.html"
+            _warn(f"the report could not be written ({type(exc).__name__}: {exc}); summary.json is complete")
     finally:
         store.close()
     return AuditResult(
@@ -360,18 +364,52 @@ def _result_row(mitigation, axis, prompt, counts, n_dropped, bias, dr, dr_ci) ->
     }
 
 
+# How summary.json's deviation ratios are computed, stated once in the file (docs/intervals.md).
+STATISTICS_NOTE = {
+    "deviation_ratio": "bias-corrected estimate (unbiased squared class deviations); the plain plug-in is "
+    "details[].plugin_deviation_ratio",
+    "deviation_ratio_ci95": "per prompt: Wilson share box mapped onto DR; mean over prompts: spread by "
+    "seed (every prompt of a seed redrawn together) minus the plug-in's bias bounds; coverage checked "
+    "by simulation in benchmarks/coverage.py",
+    "resampling": "by seed",
+    "docs": "docs/intervals.md",
+}
+
+
+def _seed_labels(recs: Sequence[ImageRecord], prompts: list[str], axis: Axis, labels: dict) -> Any:
+    """(P, S) class index of each prompt's image on seed index s (its image_index), -1 without a label."""
+    import numpy as np
+
+    index = {c: i for i, c in enumerate(axis.classes)}
+    n_seeds = max((r.image_index for r in recs), default=-1) + 1
+    matrix = np.full((len(prompts), n_seeds), -1, dtype=np.int64)
+    row = {p: i for i, p in enumerate(prompts)}
+    for r in recs:
+        lab = labels.get((r.key, axis.name))
+        if r.status == "ok" and lab is not None and lab.reason is None and lab.label in index:
+            matrix[row[r.prompt], r.image_index] = index[lab.label]
+    return matrix
+
+
 def build_summary(
     store: RunStore, config: AuditConfig, axes: Sequence[Axis], planned: set[str], model_info: dict
 ) -> dict:
-    """summary.json: a ``results`` row per (mitigation, axis, prompt) and an aggregate row (prompt null)."""
+    """summary.json: a ``results`` row per (mitigation, axis, prompt) and an aggregate row (prompt null).
+
+    ``deviation_ratio`` and ``deviation_ratio_ci95`` are the bias-corrected estimate and its interval,
+    the aggregate's resampled by seed; ``details`` keeps the plain plug-in values and, per prompt, the
+    labels by seed (so ``diffsteer compare`` can pair two runs on the same seeds).
+    """
     images = [r for r in store.images() if r.key in planned]
     labels = {(lab.key, lab.axis): lab for lab in store.labels(config.classifier)}
     results, details = [], []
     for mitigation in config.mitigations:
         recs = [r for r in images if r.mitigation == mitigation]
         prompts = list(dict.fromkeys(r.prompt for r in recs))
+        seeds = {}
+        for r in recs:
+            seeds.setdefault(r.prompt, {})[r.image_index] = r.seed
         for axis in axes:
-            counts = {p: dict.fromkeys(axis.classes, 0) for p in prompts}
             dropped = dict.fromkeys(prompts, 0)
             uncertain = dict.fromkeys(prompts, 0)
             reasons: dict[str, int] = {}
@@ -385,10 +423,9 @@ def build_summary(
                     reasons[kind] = reasons.get(kind, 0) + 1
                 elif lab.label == UNCERTAIN:
                     uncertain[r.prompt] += 1
-                else:
-                    counts[r.prompt][lab.label] += 1
-            m = summarize_axis(counts, axis.classes, seed=config.seed)
-            for pm in m.prompts:
+            by_seed = _seed_labels(recs, prompts, axis, labels)
+            m = summarize_labels(by_seed, axis.classes, prompts, seed=config.seed)
+            for i, pm in enumerate(m.prompts):
                 results.append(
                     _result_row(
                         mitigation,
@@ -401,6 +438,7 @@ def build_summary(
                         pm.deviation_ratio_ci95,
                     )
                 )
+                known = sorted(seeds.get(pm.prompt, {}).items())
                 details.append(
                     {
                         "mitigation": mitigation,
@@ -408,6 +446,13 @@ def build_summary(
                         "prompt": pm.prompt,
                         "n_uncertain": uncertain[pm.prompt],
                         "kl_to_uniform": pm.kl,
+                        "plugin_deviation_ratio": pm.plugin_deviation_ratio,
+                        "plugin_deviation_ratio_ci95": _as_list(pm.plugin_deviation_ratio_ci95),
+                        "detectable_deviation_ratio": pm.detectable_deviation_ratio,
+                        "entigen_label": m.entigen_label,
+                        # the class of each image by seed (null: uncertain, dropped or unlabelled)
+                        "seeds": [seed for _, seed in known],
+                        "labels": [axis.classes[by_seed[i, k]] if by_seed[i, k] >= 0 else None for k, _ in known],
                     }
                 )
             results.append(
@@ -429,7 +474,11 @@ def build_summary(
                     "prompt": None,
                     "n_uncertain": sum(uncertain.values()),
                     "kl_to_uniform": m.mean_kl,
-                    "entigen_bias_ci95": list(m.entigen_bias_ci95) if m.entigen_bias_ci95 else None,
+                    "entigen_bias_ci95": _as_list(m.entigen_bias_ci95),
+                    "entigen_label": m.entigen_label,
+                    "plugin_deviation_ratio": m.plugin_mean_deviation_ratio,
+                    "plugin_deviation_ratio_ci95": _as_list(m.plugin_mean_deviation_ratio_ci95),
+                    "resampled_by": m.resampled_by,
                     "drop_reasons": reasons,
                 }
             )
@@ -438,6 +487,11 @@ def build_summary(
         "model": model_info,
         "classifier": config.classifier,
         "images": len(images),
+        "statistics": STATISTICS_NOTE,
         "results": results,
         "details": details,
     }
+
+
+def _as_list(interval: Any) -> list[float] | None:
+    return list(interval) if interval else None
