@@ -439,6 +439,7 @@ def build_summary(
                     )
                 )
                 known = sorted(seeds.get(pm.prompt, {}).items())
+                classes_by_seed = by_seed[i, [k for k, _ in known]]
                 details.append(
                     {
                         "mitigation": mitigation,
@@ -452,7 +453,7 @@ def build_summary(
                         "entigen_label": m.entigen_label,
                         # the class of each image by seed (null: uncertain, dropped or unlabelled)
                         "seeds": [seed for _, seed in known],
-                        "labels": [axis.classes[by_seed[i, k]] if by_seed[i, k] >= 0 else None for k, _ in known],
+                        "labels": [axis.classes[c] if c >= 0 else None for c in classes_by_seed],
                     }
                 )
             results.append(
