@@ -418,12 +418,12 @@ def plan_images_per_prompt(half_width: float, n_classes: int = 2, max_images: in
     narrower than this.
     """
     if not (isinstance(half_width, (int, float)) and 0.0 < half_width < 1.0):
-        raise ValueError(f"precision must be a half-width strictly between 0 and 1; got {half_width!r}")
+        raise ValueError(f"half_width must be strictly between 0 and 1; got {half_width!r}")
     if n_classes < 2:
         raise ValueError(f"an axis needs at least 2 classes; got {n_classes}")
     low, high = 1, max_images
     if _worst_half_width(high, n_classes) > half_width:
-        raise ValueError(f"precision {half_width} needs more than {max_images} images per prompt")
+        raise ValueError(f"half_width {half_width} needs more than max_images={max_images} images per prompt")
     while low < high:
         mid = (low + high) // 2
         if _worst_half_width(mid, n_classes) <= half_width:
