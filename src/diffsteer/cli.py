@@ -294,7 +294,8 @@ def _plan_precision(config, precision: float) -> None:
         detectable = detectable_deviation_ratio(n, len(axis.classes))
         print(
             f"{axis.name} ({len(axis.classes)} classes): {n} images per prompt for a DR interval of at most "
-            f"+-{precision:g} on every prompt; DR from {detectable:.2f} up is told apart from 0 in a typical run"
+            f"+-{precision:g} on every prompt; DR from {detectable:.2f} up is told apart from 0 "
+            "in a typical run"
         )
     print(f"images per prompt needed: {max(needed.values())} (pass --images-per-prompt to run at that size)")
 
