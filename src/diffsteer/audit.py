@@ -403,6 +403,7 @@ def build_summary(
     images = [r for r in store.images() if r.key in planned]
     labels = {(lab.key, lab.axis): lab for lab in store.labels(config.classifier)}
     results, details = [], []
+    by_seed_of: dict[tuple[str, str], tuple[list[str], Any]] = {}
     for mitigation in config.mitigations:
         recs = [r for r in images if r.mitigation == mitigation]
         prompts = list(dict.fromkeys(r.prompt for r in recs))
@@ -424,6 +425,7 @@ def build_summary(
                 elif lab.label == UNCERTAIN:
                     uncertain[r.prompt] += 1
             by_seed = _seed_labels(recs, prompts, axis, labels)
+            by_seed_of[(mitigation, axis.name)] = (prompts, by_seed)
             m = summarize_labels(by_seed, axis.classes, prompts, seed=config.seed)
             for i, pm in enumerate(m.prompts):
                 results.append(
@@ -483,6 +485,7 @@ def build_summary(
                     "drop_reasons": reasons,
                 }
             )
+    _changes_against_baseline(details, by_seed_of, axes, config)
     return {
         "config": config.identity(),
         "model": model_info,
@@ -492,6 +495,47 @@ def build_summary(
         "results": results,
         "details": details,
     }
+
+
+def _changes_against_baseline(
+    details: list[dict], by_seed_of: dict, axes: Sequence[Axis], config: AuditConfig
+) -> None:
+    """Each mitigation's change of the mean DR against the first one (the baseline), paired by seed.
+
+    Every mitigation draws image k from seed + k, so one redraw of seed indices takes both mitigations'
+    images of those seeds; goes into the aggregate details row as ``dr_change_vs_baseline``.
+    """
+    import numpy as np
+
+    from diffsteer.metrics import mean_difference_interval, resample_by_seed
+
+    baseline = config.mitigations[0] if config.mitigations else None
+    classes = {a.name: len(a.classes) for a in axes}
+    for d in details:
+        if d["prompt"] is not None or d["mitigation"] == baseline:
+            continue
+        base = by_seed_of.get((baseline, d["axis"]))
+        this = by_seed_of.get((d["mitigation"], d["axis"]))
+        if base is None or this is None:
+            continue
+        shared = [p for p in this[0] if p in base[0]]
+        n_seeds = min(base[1].shape[1], this[1].shape[1])
+        if not shared or n_seeds == 0:
+            continue
+        pick = [base[0].index(p) for p in shared], [this[0].index(p) for p in shared]
+        both = np.stack([base[1][pick[0], :n_seeds], this[1][pick[1], :n_seeds]])
+        n_classes = classes[d["axis"]]
+        reps = resample_by_seed(both, n_classes, seed=config.seed)
+        counts = (both[..., None] == np.arange(n_classes)).sum(axis=-2)
+        interval = mean_difference_interval(counts[0], counts[1], reps[:, 0], reps[:, 1])
+        diff, low, high = (float(v) for v in interval)
+        if all(np.isfinite([diff, low, high])):
+            d["dr_change_vs_baseline"] = {
+                "baseline": baseline,
+                "diff": diff,
+                "ci95": [low, high],
+                "paired": True,
+            }
 
 
 def _as_list(interval: Any) -> list[float] | None:

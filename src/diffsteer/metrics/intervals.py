@@ -313,8 +313,11 @@ def _mean_spread(parts: list[tuple[_MeanParts, float]]) -> np.ndarray:
     )
     binomial = sum((p.weights**2 * p.variance_observed).sum(axis=-1) for p, _ in parts)
     adjusted = sum((p.weights**2 * p.variance_adjusted).sum(axis=-1) for p, _ in parts)
+    # every image of every prompt in one class: no variance to compare with, so the largest design
+    # effect a mean of Q prompts can have (all prompts moving as one), Q
+    prompts = sum(p.valid.sum(axis=-1) for p, _ in parts)
     with np.errstate(invalid="ignore", divide="ignore"):
-        design = np.where(binomial > 0, variance / binomial, 1.0)
+        design = np.where(binomial > 0, variance / binomial, prompts)
     return np.sqrt(np.maximum(design, 0.0) * adjusted)
 
 
