@@ -105,6 +105,8 @@ def _box_dr_range(low: np.ndarray, high: np.ndarray) -> tuple[np.ndarray, np.nda
         feasible = (lo <= hi).all(axis=-1) & (lo.sum(axis=-1) <= 1.0) & (hi.sum(axis=-1) >= 1.0)
         t_high = np.where(feasible, t, t_high)
         t_low = np.where(feasible, t_low, t)
+    # the bisection stops a hair above a share vector exactly at 1/C: that is balance, DR 0
+    t_high = np.where(t_high < 1e-9, 0.0, t_high)
     return t_high * scale, np.minimum(dr_high, 1.0)
 
 
