@@ -161,3 +161,13 @@ def test_a_report_that_fails_leaves_the_audit_and_its_summary(tiny_model_dirs, t
     assert len(messages) == 1 and "report could not be written" in messages[0] and "yerr" in messages[0]
     aggregate = next(d for d in result.summary["details"] if d["prompt"] is None)
     assert aggregate["resampled_by"] == "seed" and "plugin_deviation_ratio" in aggregate
+
+
+def test_entigen_beyond_two_classes_is_labelled_as_a_generalisation() -> None:
+    three = summarize_axis({"p": {"western": 6, "eastern": 3, "other": 1}}, ["western", "eastern", "other"])
+    two = summarize_axis({"p": {"man": 6, "woman": 4}}, ["man", "woman"])
+    label = three.to_dict()["entigen_label"]
+    assert "not the published two-class score" in label and "1.33 x DR" in label
+    # on one prompt the generalised score is 4/3 of the plug-in DR, as the label says
+    assert three.entigen_bias == pytest.approx(4 / 3 * three.prompts[0].plugin_deviation_ratio)
+    assert two.to_dict()["entigen_label"] == "ENTIGEN (published two-class score)"
