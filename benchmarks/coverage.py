@@ -254,6 +254,8 @@ def main(argv: list[str] | None = None) -> int:
         body, title = simulate(args.audits, args.boot), "coverage of the DR intervals, simulated (issue 22)"
     else:
         body, title = evaluate(args.out), "coverage of the DR intervals on pictoworld (issue 22)"
+    if args.mode == "simulate":
+        print(body)
     if args.write_results:
         _append_results(title, command, body)
     return 0
