@@ -19,13 +19,14 @@ unbiased estimate, (p^_c - 1/C)^2 - p^_c (1 - p^_c) / (N - 1); the estimate is t
 minus a little. It is kept inside its interval (a clip that only bites at N of a few images).
 
 Mean over prompts (:func:`mean_deviation_ratio_interval`): the mean plug-in DR is centred on the mean
-of each prompt's *expected* plug-in, which is the mean DR plus each prompt's bias. The interval is
-(a) a bootstrap interval of the mean plug-in's expectation, by seed when the seeds are known (one draw
-picks seed indices with replacement and keeps every prompt of a seed together, because image k of every
-prompt starts from the same noise), minus (b) the smallest and largest mean bias that share vectors
-inside each prompt's 99% box allow. The bias is computed exactly for the sample size (binomial, or a
-fixed-seed Monte Carlo for 3+ classes), so the interval includes 0 for a fair model at the nominal
-rate and narrows to the plain bootstrap width where every prompt is clearly skewed (bias near 0).
+of each prompt's *expected* plug-in, which is the mean DR plus each prompt's small-sample bias. The
+interval is (a) a normal interval of the mean plug-in's expectation, whose spread comes from redraws by
+seed when the seeds are known (one redraw picks seed indices with replacement and keeps every prompt of
+a seed together, because image k of every prompt starts from the same noise; see :func:`_mean_spread`),
+minus (b) the smallest and largest mean bias that share vectors inside each prompt's 99% box allow. The
+bias is computed exactly for the sample size (binomial, or a fixed-seed Monte Carlo for 3+ classes), so
+the interval includes 0 for a fair model and narrows to about the plain spread where every prompt is
+clearly skewed (bias near 0). Simulated coverage, per cell: benchmarks/RESULTS.md, docs/intervals.md.
 """
 
 from __future__ import annotations
