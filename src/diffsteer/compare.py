@@ -255,6 +255,9 @@ def compare_runs(
             both = np.stack([_label_matrix(seeds_a, prompts, seeds), _label_matrix(seeds_b, prompts, seeds)])
             reps = resample_by_seed(both, len(classes), n_boot, seed=seed)
             reps_a, reps_b = reps[:, 0], reps[:, 1]
+            comparison.notes.append(
+                f"{mitigation}/{axis}: paired on the {len(seeds)} seeds both runs used (redrawn together)"
+            )
         else:
             comparison.notes.append(
                 f"{mitigation}/{axis}: "
