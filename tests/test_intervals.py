@@ -171,3 +171,12 @@ def test_entigen_beyond_two_classes_is_labelled_as_a_generalisation() -> None:
     # on one prompt the generalised score is 4/3 of the plug-in DR, as the label says
     assert three.entigen_bias == pytest.approx(4 / 3 * three.prompts[0].plugin_deviation_ratio)
     assert two.to_dict()["entigen_label"] == "ENTIGEN (published two-class score)"
+
+
+@pytest.mark.filterwarnings("error")
+def test_nothing_labelled_gives_nulls_not_errors_or_warnings() -> None:
+    for labels, prompts in ((np.full((2, 3), -1), ["p1", "p2"]), (np.zeros((0, 0), dtype=int), [])):
+        result = summarize_labels(labels, ["man", "woman"], prompts, n_boot=50)
+        assert result.mean_deviation_ratio is result.mean_deviation_ratio_ci95 is None
+        assert all(p.deviation_ratio is p.deviation_ratio_ci95 is None for p in result.prompts)
+        json.dumps(result.to_dict(), allow_nan=False)

@@ -97,6 +97,8 @@ def resample_by_seed(labels: ArrayLike, n_classes: int, n_boot: int = 2000, seed
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1; got {n_boot}")
     n_seeds = arr.shape[-1]
+    if n_seeds == 0 or arr.size == 0:  # nothing to redraw: every redraw has no images
+        return np.zeros((n_boot, *arr.shape[:-1], n_classes), dtype=np.int64)
     onehot = (arr[..., None] == np.arange(n_classes)).astype(np.float64)  # (..., P, S, C)
     moved = np.moveaxis(onehot, -2, 0).reshape(n_seeds, -1)  # (S, rest)
     rng = np.random.default_rng(seed)
