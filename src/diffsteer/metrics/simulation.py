@@ -20,6 +20,7 @@ from diffsteer.metrics.intervals import (
     debiased_deviation_ratio,
     deviation_ratio_interval,
     mean_deviation_ratio_interval,
+    mean_difference_interval,
 )
 
 __all__ = ["CellResult", "simulate_cell", "simulate_labels", "simulate_paired_difference"]
@@ -77,12 +78,13 @@ def _old_interval(rng: np.random.Generator, counts: np.ndarray, n_boot: int) -> 
     """The interval before issue 22: percentile bootstrap of the mean plug-in, images redrawn per prompt."""
     n = counts.sum(axis=-1)
     redraws = rng.multinomial(n, counts / n[..., None], size=(n_boot, *n.shape))
-    values = deviation_plugin(redraws).mean(axis=-1)
+    values = _plugin_dr(redraws).mean(axis=-1)
     low, high = np.quantile(values, [0.025, 0.975], axis=0)
     return low, high
 
 
-def deviation_plugin(counts: np.ndarray) -> np.ndarray:
+def _plugin_dr(counts: np.ndarray) -> np.ndarray:
+    """The plain plug-in DR of counts (..., C)."""
     n_classes = counts.shape[-1]
     total = counts.sum(axis=-1)
     return np.abs(n_classes * counts - total[..., None]).max(axis=-1) / (total * (n_classes - 1))
@@ -124,7 +126,7 @@ def simulate_cell(
         o_low, o_high = _old_interval(rng, counts, n_boot)
         old_hits += ((o_low <= truth) & (truth <= o_high)).sum()
         old_width += (o_high - o_low).sum()
-        old_estimate += deviation_plugin(counts).mean(axis=-1).sum()
+        old_estimate += _plugin_dr(counts).mean(axis=-1).sum()
         done += size
     return CellResult(
         classes=n_classes,
@@ -157,8 +159,6 @@ def simulate_paired_difference(
 ) -> dict:
     """Two runs on the same seeds (correlated as in a real audit: a seed's latent is shared by both runs
     and every prompt); coverage and width of the paired and of the unpaired interval of B - A."""
-    from diffsteer.metrics.intervals import mean_difference_interval
-
     rng = np.random.default_rng(seed)
     a = np.tile(np.asarray(shares_a, dtype=np.float64), (n_prompts, 1))
     b = np.tile(np.asarray(shares_b, dtype=np.float64), (n_prompts, 1))
