@@ -115,7 +115,7 @@ def _block_labels(run_dir: Path) -> dict[tuple[str, str], dict[str, list]]:
 
 
 def evaluate(out: Path) -> str:
-    from diffsteer.metrics import summarize_labels
+    from diffsteer.metrics import summarize_axis, summarize_labels
     from diffsteer.metrics.bias import deviation_ratio
 
     done = sorted(p for p in out.iterdir() if (p / ORACLE_FILE).is_file())
@@ -127,7 +127,7 @@ def evaluate(out: Path) -> str:
             names = [n for n in audits if n.startswith(f"audit-n{size}-")]
             if not names:
                 continue
-            hits_prompt = cells_prompt = hits_agg = cells_agg = inside = 0
+            hits_prompt = cells_prompt = hits_agg = cells_agg = inside = old_prompt = old_agg = 0
             held_out = []
             for name in names:
                 for axis, classes in AXES.items():
@@ -148,18 +148,29 @@ def evaluate(out: Path) -> str:
                         [[classes.index(lab) if lab is not None else -1 for lab in table[p]] for p in prompts]
                     )
                     m = summarize_labels(matrix, classes, prompts)
-                    for i, pm in enumerate(m.prompts):
+                    # the intervals before issue 22: plug-in, percentile, images redrawn per prompt
+                    old = summarize_axis(
+                        {p: {c: int((matrix[i] == k).sum()) for k, c in enumerate(classes)}
+                         for i, p in enumerate(prompts)},
+                        classes,
+                    )
+                    for i, (pm, om) in enumerate(zip(m.prompts, old.prompts, strict=True)):
                         lo, hi = pm.deviation_ratio_ci95
                         cells_prompt += 1
                         hits_prompt += bool(lo <= true_dr[i] <= hi)
                         inside += bool(lo <= pm.deviation_ratio <= hi)
+                        olo, ohi = om.plugin_deviation_ratio_ci95
+                        old_prompt += bool(olo <= true_dr[i] <= ohi)
                     lo, hi = m.mean_deviation_ratio_ci95
                     cells_agg += 1
                     hits_agg += bool(lo <= float(true_dr.mean()) <= hi)
+                    olo, ohi = old.plugin_mean_deviation_ratio_ci95
+                    old_agg += bool(olo <= float(true_dr.mean()) <= ohi)
             lines.append(
                 f"| {source_truth} | {size} | {len(names)} | {min(held_out):.0f} | "
                 f"{hits_prompt / cells_prompt:.3f} ({hits_prompt}/{cells_prompt}) | "
-                f"{hits_agg / cells_agg:.3f} ({hits_agg}/{cells_agg}) | {inside / cells_prompt:.3f} |"
+                f"{hits_agg / cells_agg:.3f} ({hits_agg}/{cells_agg}) | {inside / cells_prompt:.3f} | "
+                f"{old_prompt / cells_prompt:.3f} | {old_agg / cells_agg:.3f} |"
             )
     n_truth = sum(1 for n in labels if n.startswith("truth-"))
     per_size = ", ".join(
@@ -169,7 +180,8 @@ def evaluate(out: Path) -> str:
         f"Blocks finished: {len(audits)} audits ({per_size} images per prompt), {n_truth} truth blocks of "
         f"{TRUTH_BLOCK} images per prompt; 8 professions x 2 axes per audit.\n\n"
         "| truth labels | images/prompt | audits | held-out images/prompt (min) | per-prompt coverage | "
-        "aggregate coverage | estimate inside |\n|---|---|---|---|---|---|---|\n" + "\n".join(lines)
+        "aggregate coverage | estimate inside | old per-prompt coverage | old aggregate coverage |\n"
+        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines)
     )
     print(text)
     return text
