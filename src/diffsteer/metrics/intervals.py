@@ -9,8 +9,8 @@ mapped onto DR. Each class share gets a Wilson score interval; the DR interval i
 largest DR of any share vector in that box (and on the simplex). Whatever the true shares, the DR
 interval contains the true DR whenever the box contains the true shares, 0 included, so there is no
 boundary problem. Wilson's actual coverage dips below its nominal level at some small sizes, so two
-classes use the 96% score (z = 2.054): across 8-192 images and true shares 0.5-0.95 the DR interval's
-exact coverage is then 0.93-0.99 (benchmarks/coverage.py, docs/intervals.md). Three classes or more use
+classes use the 96% score (z = 2.054): over true shares 0.5-0.95 the DR interval's exact coverage is
+then 0.95-0.98 at 16-192 images (0.93-1.00 at 8; docs/intervals.md). Three classes or more use
 a Bonferroni box (96% / C per class, then mapped), since one box must hold every share at once.
 
 Point estimate (:func:`debiased_deviation_ratio`): each class's squared deviation (p_c - 1/C)^2 has an
