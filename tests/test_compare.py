@@ -55,11 +55,12 @@ def test_a_clear_increase_is_a_regression_and_its_reverse_is_not(tmp_path):
     a, b = _summary(tmp_path / "a", BALANCED), _summary(tmp_path / "b", SKEWED)
     worse = compare_runs(a, b)
     change = _aggregate(worse)
-    assert change.a == pytest.approx(0.0) and change.b == pytest.approx(0.6)
-    assert change.diff == pytest.approx(0.6) and change.diff_ci95[0] > 0.05
+    # the plain plug-in values (issue 22: a/b/diff now carry the bias-corrected estimates)
+    assert change.plugin_a == pytest.approx(0.0) and change.plugin_b == pytest.approx(0.6)
+    assert change.plugin_diff == pytest.approx(0.6) and change.diff_ci95[0] > 0.05
     assert worse.failed and {c.metric for c in worse.regressions} == {"deviation_ratio", "entigen_bias"}
     better = compare_runs(b, a)
-    assert not better.failed and _aggregate(better).diff == pytest.approx(-0.6)
+    assert not better.failed and _aggregate(better).plugin_diff == pytest.approx(-0.6)
 
 
 def test_an_increase_within_noise_or_below_the_threshold_passes(tmp_path):
@@ -67,7 +68,7 @@ def test_an_increase_within_noise_or_below_the_threshold_passes(tmp_path):
     noisy = compare_runs(a, _summary(tmp_path / "b", SLIGHTLY))
     change = _aggregate(noisy)
     # the point estimate rose by more than 0.05, but the interval of the difference reaches below it
-    assert change.diff == pytest.approx(0.12) and change.diff_ci95[0] < 0.05 < change.diff
+    assert change.plugin_diff == pytest.approx(0.12) and change.diff_ci95[0] < 0.05 < change.diff
     assert not noisy.failed
     # a threshold above the increase passes even a certain rise
     assert not compare_runs(a, _summary(tmp_path / "c", SKEWED), max_increase=0.7).failed
@@ -129,3 +130,13 @@ def test_cli_on_two_real_runs_both_ways(two_runs, tmp_path):
     better = runner.invoke(app, ["compare", str(two_runs["high"]), str(two_runs["low"])])
     assert better.exit_code == 0, better.output
     assert "no regression" in better.output
+
+
+def test_two_runs_on_the_same_seeds_are_paired_and_others_say_they_are_not(two_runs, tmp_path):
+    paired = compare_runs(two_runs["low"], two_runs["high"])
+    assert paired.changes and all(c.paired for c in paired.changes)
+    assert not any("redrawn independently" in n for n in paired.notes)
+    # summaries without per-seed labels fall back to independent redraws, and say so
+    unpaired = compare_runs(_summary(tmp_path / "a", BALANCED), _summary(tmp_path / "b", SKEWED))
+    assert not any(c.paired for c in unpaired.changes)
+    assert any("redrawn independently" in n for n in unpaired.notes)

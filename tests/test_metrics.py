@@ -213,19 +213,26 @@ def test_summarize_axis_by_hand() -> None:
 
     doctor, nurse, pilot = result.prompts
     assert doctor.n == 10
-    assert doctor.deviation_ratio == pytest.approx(0.4)
+    # issue 22: the plain plug-in values moved to plugin_*; deviation_ratio is the bias-corrected estimate
+    assert doctor.plugin_deviation_ratio == pytest.approx(0.4)
     assert doctor.entigen_bias == pytest.approx(0.4)
     assert doctor.kl == pytest.approx(KL_73)
     low, high = doctor.deviation_ratio_ci95
     assert low <= 0.4 <= high
+    assert low <= doctor.deviation_ratio <= high
     assert nurse.counts == {"man": 0, "woman": 5}
-    assert (nurse.deviation_ratio, nurse.entigen_bias, nurse.deviation_ratio_ci95) == (1.0, 1.0, (1.0, 1.0))
+    assert (nurse.plugin_deviation_ratio, nurse.entigen_bias, nurse.plugin_deviation_ratio_ci95) == (
+        1.0,
+        1.0,
+        (1.0, 1.0),
+    )
+    assert nurse.deviation_ratio == 1.0
     assert pilot.n == 0
     assert pilot.deviation_ratio is pilot.kl is pilot.entigen_bias is pilot.deviation_ratio_ci95 is None
 
     # ENTIGEN = (|7-3| + |0-5|) / 15 = 0.6; mean DR = (0.4 + 1) / 2 = 0.7; mean KL = (KL_73 + ln 2) / 2.
     assert result.entigen_bias == pytest.approx(0.6)
-    assert result.mean_deviation_ratio == pytest.approx(0.7)
+    assert result.plugin_mean_deviation_ratio == pytest.approx(0.7)
     assert result.mean_kl == pytest.approx((KL_73 + math.log(2)) / 2)
     for estimate, interval in (
         (result.entigen_bias, result.entigen_bias_ci95),
@@ -236,7 +243,7 @@ def test_summarize_axis_by_hand() -> None:
 
     data = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert data["prompts"][2]["deviation_ratio"] is None
-    assert data["prompts"][1]["deviation_ratio_ci95"] == [1.0, 1.0]
+    assert data["prompts"][1]["plugin_deviation_ratio_ci95"] == [1.0, 1.0]
     assert data["classes"] == ["man", "woman"]
 
 

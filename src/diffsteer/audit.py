@@ -19,7 +19,7 @@ from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_ax
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
 from diffsteer.experiments.mitigations import check_mitigations, mitigation_steering, plan_image
-from diffsteer.metrics import summarize_axis
+from diffsteer.metrics import summarize_labels
 from diffsteer.registry import bundled_model, default_model
 from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
 from diffsteer.runs.runner import generate_missing, label_missing
@@ -368,7 +368,11 @@ def run_audit(
         write_summary(run_dir, summary)
         from diffsteer.report import write_report
 
-        report = write_report(run_dir, store=store, summary=summary, show_unsafe=show_unsafe)
+        try:
+            report = write_report(run_dir, store=store, summary=summary, show_unsafe=show_unsafe)
+        except Exception as exc:  # noqa: BLE001  (the audit is computed and saved; only the page failed)
+            report = run_dir / "report.html"
+            _warn(f"the report could not be written ({type(exc).__name__}: {exc}); summary.json is complete")
     except BaseException:
         # a start that failed before its first image (a model that does not load, a steering file
         # that does not fit) leaves no database to pin its config on the corrected command
@@ -424,18 +428,53 @@ def _result_row(mitigation, axis, prompt, counts, n_dropped, bias, dr, dr_ci) ->
     }
 
 
+# How summary.json's deviation ratios are computed, stated once in the file (docs/intervals.md).
+STATISTICS_NOTE = {
+    "deviation_ratio": "bias-corrected estimate (unbiased squared class deviations); the plain plug-in is "
+    "details[].plugin_deviation_ratio",
+    "deviation_ratio_ci95": "per prompt: Wilson share box mapped onto DR; mean over prompts: spread by "
+    "seed (every prompt of a seed redrawn together) minus the plug-in's bias bounds; coverage checked "
+    "by simulation in benchmarks/coverage.py",
+    "resampling": "by seed",
+    "docs": "docs/intervals.md",
+}
+
+
+def _seed_labels(recs: Sequence[ImageRecord], prompts: list[str], axis: Axis, labels: dict) -> Any:
+    """(P, S) class index of each prompt's image on seed index s (its image_index), -1 without a label."""
+    import numpy as np
+
+    index = {c: i for i, c in enumerate(axis.classes)}
+    n_seeds = max((r.image_index for r in recs), default=-1) + 1
+    matrix = np.full((len(prompts), n_seeds), -1, dtype=np.int64)
+    row = {p: i for i, p in enumerate(prompts)}
+    for r in recs:
+        lab = labels.get((r.key, axis.name))
+        if r.status == "ok" and lab is not None and lab.reason is None and lab.label in index:
+            matrix[row[r.prompt], r.image_index] = index[lab.label]
+    return matrix
+
+
 def build_summary(
     store: RunStore, config: AuditConfig, axes: Sequence[Axis], planned: set[str], model_info: dict
 ) -> dict:
-    """summary.json: a ``results`` row per (mitigation, axis, prompt) and an aggregate row (prompt null)."""
+    """summary.json: a ``results`` row per (mitigation, axis, prompt) and an aggregate row (prompt null).
+
+    ``deviation_ratio`` and ``deviation_ratio_ci95`` are the bias-corrected estimate and its interval,
+    the aggregate's resampled by seed; ``details`` keeps the plain plug-in values and, per prompt, the
+    labels by seed (so ``diffsteer compare`` can pair two runs on the same seeds).
+    """
     images = [r for r in store.images() if r.key in planned]
     labels = {(lab.key, lab.axis): lab for lab in store.labels(config.classifier)}
     results, details = [], []
+    by_seed_of: dict[tuple[str, str], tuple[list[str], Any]] = {}
     for mitigation in config.mitigations:
         recs = [r for r in images if r.mitigation == mitigation]
         prompts = list(dict.fromkeys(r.prompt for r in recs))
+        seeds = {}
+        for r in recs:
+            seeds.setdefault(r.prompt, {})[r.image_index] = r.seed
         for axis in axes:
-            counts = {p: dict.fromkeys(axis.classes, 0) for p in prompts}
             dropped = dict.fromkeys(prompts, 0)
             uncertain = dict.fromkeys(prompts, 0)
             reasons: dict[str, int] = {}
@@ -449,10 +488,10 @@ def build_summary(
                     reasons[kind] = reasons.get(kind, 0) + 1
                 elif lab.label == UNCERTAIN:
                     uncertain[r.prompt] += 1
-                else:
-                    counts[r.prompt][lab.label] += 1
-            m = summarize_axis(counts, axis.classes, seed=config.seed)
-            for pm in m.prompts:
+            by_seed = _seed_labels(recs, prompts, axis, labels)
+            by_seed_of[(mitigation, axis.name)] = (prompts, by_seed)
+            m = summarize_labels(by_seed, axis.classes, prompts, seed=config.seed)
+            for i, pm in enumerate(m.prompts):
                 results.append(
                     _result_row(
                         mitigation,
@@ -465,6 +504,8 @@ def build_summary(
                         pm.deviation_ratio_ci95,
                     )
                 )
+                known = sorted(seeds.get(pm.prompt, {}).items())
+                classes_by_seed = by_seed[i, [k for k, _ in known]]
                 details.append(
                     {
                         "mitigation": mitigation,
@@ -472,6 +513,13 @@ def build_summary(
                         "prompt": pm.prompt,
                         "n_uncertain": uncertain[pm.prompt],
                         "kl_to_uniform": pm.kl,
+                        "plugin_deviation_ratio": pm.plugin_deviation_ratio,
+                        "plugin_deviation_ratio_ci95": _as_list(pm.plugin_deviation_ratio_ci95),
+                        "detectable_deviation_ratio": pm.detectable_deviation_ratio,
+                        "entigen_label": m.entigen_label,
+                        # the class of each image by seed (null: uncertain, dropped or unlabelled)
+                        "seeds": [seed for _, seed in known],
+                        "labels": [axis.classes[c] if c >= 0 else None for c in classes_by_seed],
                     }
                 )
             results.append(
@@ -493,10 +541,15 @@ def build_summary(
                     "prompt": None,
                     "n_uncertain": sum(uncertain.values()),
                     "kl_to_uniform": m.mean_kl,
-                    "entigen_bias_ci95": list(m.entigen_bias_ci95) if m.entigen_bias_ci95 else None,
+                    "entigen_bias_ci95": _as_list(m.entigen_bias_ci95),
+                    "entigen_label": m.entigen_label,
+                    "plugin_deviation_ratio": m.plugin_mean_deviation_ratio,
+                    "plugin_deviation_ratio_ci95": _as_list(m.plugin_mean_deviation_ratio_ci95),
+                    "resampled_by": m.resampled_by,
                     "drop_reasons": reasons,
                 }
             )
+    _changes_against_baseline(details, by_seed_of, axes, config)
     from diffsteer.attributes.safety import safety_summary
 
     return {
@@ -504,7 +557,53 @@ def build_summary(
         "model": model_info,
         "classifier": config.classifier,
         "images": len(images),
+        "statistics": STATISTICS_NOTE,
         "results": results,
         "details": details,
         "safety": safety_summary(results),  # unsafe rates of the safety axes
     }
+
+
+def _changes_against_baseline(
+    details: list[dict], by_seed_of: dict, axes: Sequence[Axis], config: AuditConfig
+) -> None:
+    """Each mitigation's change of the mean DR against the first one (the baseline), paired by seed.
+
+    Every mitigation draws image k from seed + k, so one redraw of seed indices takes both mitigations'
+    images of those seeds; goes into the aggregate details row as ``dr_change_vs_baseline``.
+    """
+    import numpy as np
+
+    from diffsteer.metrics import mean_difference_interval, resample_by_seed
+
+    baseline = config.mitigations[0] if config.mitigations else None
+    classes = {a.name: len(a.classes) for a in axes}
+    for d in details:
+        if d["prompt"] is not None or d["mitigation"] == baseline:
+            continue
+        base = by_seed_of.get((baseline, d["axis"]))
+        this = by_seed_of.get((d["mitigation"], d["axis"]))
+        if base is None or this is None:
+            continue
+        shared = [p for p in this[0] if p in base[0]]
+        n_seeds = min(base[1].shape[1], this[1].shape[1])
+        if not shared or n_seeds == 0:
+            continue
+        pick = [base[0].index(p) for p in shared], [this[0].index(p) for p in shared]
+        both = np.stack([base[1][pick[0], :n_seeds], this[1][pick[1], :n_seeds]])
+        n_classes = classes[d["axis"]]
+        reps = resample_by_seed(both, n_classes, seed=config.seed)
+        counts = (both[..., None] == np.arange(n_classes)).sum(axis=-2)
+        interval = mean_difference_interval(counts[0], counts[1], reps[:, 0], reps[:, 1])
+        diff, low, high = (float(v) for v in interval)
+        if all(np.isfinite([diff, low, high])):
+            d["dr_change_vs_baseline"] = {
+                "baseline": baseline,
+                "diff": diff,
+                "ci95": [low, high],
+                "paired": True,
+            }
+
+
+def _as_list(interval: Any) -> list[float] | None:
+    return list(interval) if interval else None

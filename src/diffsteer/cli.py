@@ -310,6 +310,11 @@ def audit(
         "own error (default: the bundled model's own reference images, none otherwise).",
     ),
     show_unsafe: bool = _SHOW_UNSAFE,
+    precision: float | None = typer.Option(
+        None,
+        help="Plan only: print the images per prompt that give every prompt's deviation-ratio interval a "
+        "half-width of at most this (e.g. 0.1), then exit without generating (docs/intervals.md).",
+    ),
 ) -> None:
     """Measure bias: generate the benchmark's images, classify them, write summary.json and report.html."""
     from diffsteer.audit import AuditConfig, run_audit
@@ -352,6 +357,9 @@ def audit(
         ray_address=ray_address,
         compile=compile_unet,
     )
+    if precision is not None:
+        _plan_precision(config, precision)
+        return
     try:
         with _progress_bar() as update:
             result = run_audit(
@@ -372,6 +380,30 @@ def audit(
         f"generated {result.generated} images, classified {result.classified} in {result.seconds:.0f}s"
     )
     print(f"report: {result.report}")
+
+
+def _plan_precision(config, precision: float) -> None:
+    """``audit --precision``: the images per prompt each axis needs, from the audit's own interval."""
+    from diffsteer.audit import resolve
+    from diffsteer.metrics import detectable_deviation_ratio, plan_images_per_prompt
+
+    if not 0.0 < precision < 1.0:
+        _fail(ValueError(f"--precision must be a half-width strictly between 0 and 1, got {precision}"))
+    try:
+        _, bench, axes = resolve(config)
+    except _expected_errors() as exc:
+        _fail(exc)
+    needed = {}
+    for axis in axes:
+        n = plan_images_per_prompt(precision, len(axis.classes))
+        needed[axis.name] = n
+        detectable = detectable_deviation_ratio(n, len(axis.classes))
+        print(
+            f"{axis.name} ({len(axis.classes)} classes): {n} images per prompt for a DR interval of at most "
+            f"+-{precision:g} on every prompt; DR from {detectable:.2f} up is told apart from 0 "
+            "in a typical run"
+        )
+    print(f"images per prompt needed: {max(needed.values())} (pass --images-per-prompt to run at that size)")
 
 
 def _fmt(x: float | None) -> str:

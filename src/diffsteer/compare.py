@@ -4,13 +4,18 @@ Rows are matched by (mitigation, axis, prompt) between the two runs' summary.jso
 compares the deviation ratio and the ENTIGEN bias of run B with run A (B - A; positive = more bias).
 
 The rule, chosen to be statistically honest with small audits: a metric **regressed** when the lower
-end of the 95% bootstrap interval of its difference B - A is above ``max_increase``. The interval
-comes from redrawing each run's images independently (stratified multinomial bootstrap of each
-prompt's class counts, as for the audit's own intervals, 2,000 draws), so a regression means "with
-about 97.5% confidence the metric rose by more than max_increase", not merely "the point estimate
-rose". A small audit whose difference could be noise never fails the gate; a large audit with a
-clear increase does. Comparing intervals of A and B separately for overlap would be needlessly
-conservative and ignores that both are estimates.
+end of the 95% interval of its difference B - A is above ``max_increase``. A small audit whose
+difference could be noise never fails the gate; a large audit with a clear increase does.
+
+The deviation ratio's difference is that of the two runs' bias-corrected estimates (summary.json's
+``deviation_ratio``), with the interval of :func:`diffsteer.metrics.mean_difference_interval`: the
+spread of the two mean plug-ins redrawn 2,000 times, minus the bounds of each run's small-sample
+bias (docs/intervals.md). **Paired when the seeds match**: two runs of the same seeds share each
+image's starting noise, so one redraw picks seed indices once and takes both runs' images of those
+seeds, and the noise the seeds add to both cancels; the interval is narrower than redrawing the runs
+apart. Only when the runs' seeds differ (or a summary predates per-seed labels) are the runs redrawn
+independently, and a note says so. The ENTIGEN bias uses the same redraws, as a percentile interval
+of the plug-in difference.
 
 Only the aggregate rows (prompt null: the mean deviation ratio and the ENTIGEN bias over the
 prompts the two runs share) gate the exit status: with hundreds of prompts, some per-prompt
@@ -28,11 +33,18 @@ from pathlib import Path
 
 import numpy as np
 
-from diffsteer.metrics import entigen_bias, mean_deviation_ratio, resample_counts
+from diffsteer.metrics import (
+    entigen_bias,
+    mean_deviation_ratio,
+    mean_difference_interval,
+    resample_by_seed,
+    resample_counts,
+)
 
 __all__ = ["DEFAULT_MAX_INCREASE", "Comparison", "MetricChange", "compare_runs", "load_summary"]
 
 DEFAULT_MAX_INCREASE = 0.05
+# the plug-in of each metric, as computed on counts (redraws included)
 METRICS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "deviation_ratio": mean_deviation_ratio,
     "entigen_bias": entigen_bias,
@@ -56,6 +68,10 @@ class MetricChange:
     n_b: int
     regressed: bool  # lower end of diff_ci95 above max_increase
     gates: bool  # whether this row decides the exit status (aggregate rows)
+    paired: bool = False  # redrawn by shared seeds (else each run on its own)
+    plugin_a: float | None = None  # the plain plug-in values (the published formula)
+    plugin_b: float | None = None
+    plugin_diff: float | None = None
 
 
 @dataclass
@@ -109,25 +125,68 @@ def _finite(x: float) -> float | None:
 
 
 def _difference(
+    metric: str,
     counts_a: np.ndarray,
     counts_b: np.ndarray,
-    metric: Callable[[np.ndarray], np.ndarray],
-    n_boot: int,
-    seed: int,
-) -> tuple[float | None, float | None, tuple[float, float] | None]:
-    """Point values of A and B and the 95% bootstrap interval of B - A (runs redrawn independently)."""
-    a = _finite(float(metric(counts_a)))
-    b = _finite(float(metric(counts_b)))
-    if a is None or b is None:
-        return a, b, None
-    diffs = metric(resample_counts(counts_b, n_boot, seed=seed + 1)) - metric(
-        resample_counts(counts_a, n_boot, seed=seed)
-    )
+    reps_a: np.ndarray,
+    reps_b: np.ndarray,
+) -> tuple[float | None, float | None, tuple[float, float] | None, float | None, float | None]:
+    """(A, B, 95% interval of B - A, plug-in A, plug-in B) for one block of prompts and its redraws."""
+    fn = METRICS[metric]
+    plugin_a, plugin_b = _finite(float(fn(counts_a))), _finite(float(fn(counts_b)))
+    if plugin_a is None or plugin_b is None:
+        return plugin_a, plugin_b, None, plugin_a, plugin_b
+    if metric == "deviation_ratio":
+        from diffsteer.metrics import debiased_deviation_ratio
+
+        a = float(np.nanmean(debiased_deviation_ratio(counts_a)[counts_a.sum(axis=-1) > 0]))
+        b = float(np.nanmean(debiased_deviation_ratio(counts_b)[counts_b.sum(axis=-1) > 0]))
+        _, low, high = mean_difference_interval(counts_a, counts_b, reps_a, reps_b)
+        if not (math.isfinite(float(low)) and math.isfinite(float(high))):
+            return a, b, None, plugin_a, plugin_b
+        # the estimate difference lies inside its interval except where a run's estimate was clipped
+        return a, b, (min(float(low), b - a), max(float(high), b - a)), plugin_a, plugin_b
+    diffs = fn(reps_b) - fn(reps_a)
     diffs = diffs[np.isfinite(diffs)]
     if diffs.size == 0:
-        return a, b, None
+        return plugin_a, plugin_b, None, plugin_a, plugin_b
     lo, hi = np.quantile(diffs, [0.025, 0.975])
-    return a, b, (float(lo), float(hi))
+    return plugin_a, plugin_b, (float(lo), float(hi)), plugin_a, plugin_b
+
+
+def _seed_labels(summary: dict, mitigation: str, axis: str, prompts: list, classes: list) -> dict | None:
+    """prompt -> {seed: class index or -1} from summary details; None if the summary has no seeds."""
+    rows = {
+        d.get("prompt"): d
+        for d in summary.get("details", [])
+        if d.get("mitigation") == mitigation and d.get("axis") == axis
+    }
+    out = {}
+    for prompt in prompts:
+        row = rows.get(prompt)
+        if row is None or "seeds" not in row or "labels" not in row:
+            return None
+        if len(row["seeds"]) != len(row["labels"]):
+            return None
+        out[prompt] = {
+            int(seed): (classes.index(lab) if lab in classes else -1)
+            for seed, lab in zip(row["seeds"], row["labels"], strict=True)
+        }
+    return out
+
+
+def _label_matrix(by_prompt: dict, prompts: list, seeds: list[int]) -> np.ndarray:
+    return np.array([[by_prompt[p].get(s, -1) for s in seeds] for p in prompts], dtype=np.int64)
+
+
+def _redraw(
+    by_prompt: dict | None, prompts: list, counts: np.ndarray, n_classes: int, n_boot: int, seed: int
+) -> np.ndarray:
+    """One run's redraws: by seed when its per-seed labels are known, else image by image."""
+    if by_prompt is None:
+        return resample_counts(counts, n_boot, seed=seed)
+    seeds = sorted(set().union(*(set(v) for v in by_prompt.values())))
+    return resample_by_seed(_label_matrix(by_prompt, prompts, seeds), n_classes, n_boot, seed=seed)
 
 
 def _config_notes(a: dict, b: dict) -> list[str]:
@@ -181,14 +240,43 @@ def compare_runs(
                 f"{mitigation}/{axis}: compared on the {len(common)} prompts both runs have "
                 f"({only_a} only in A, {only_b} only in B)"
             )
+        prompts = [ra["prompt"] for ra, _ in common]
         matrix_a = np.array([[ra["counts"][c] for c in classes] for ra, _ in common], dtype=np.int64)
         matrix_b = np.array([[rb["counts"][c] for c in classes] for _, rb in common], dtype=np.int64)
-        blocks = [(None, matrix_a, matrix_b)] + [
-            (ra["prompt"], matrix_a[i : i + 1], matrix_b[i : i + 1]) for i, (ra, _) in enumerate(common)
-        ]
-        for prompt, ca, cb in blocks:
-            for metric, fn in METRICS.items():
-                a, b, ci = _difference(ca, cb, fn, n_boot, seed)
+        seeds_a = _seed_labels(sa, mitigation, axis, prompts, classes)
+        seeds_b = _seed_labels(sb, mitigation, axis, prompts, classes)
+        paired = (
+            seeds_a is not None
+            and seeds_b is not None
+            and all(set(seeds_a[p]) == set(seeds_b[p]) for p in prompts)
+        )
+        if paired:
+            seeds = sorted(set().union(*(set(v) for v in seeds_a.values())))
+            both = np.stack([_label_matrix(seeds_a, prompts, seeds), _label_matrix(seeds_b, prompts, seeds)])
+            reps = resample_by_seed(both, len(classes), n_boot, seed=seed)
+            reps_a, reps_b = reps[:, 0], reps[:, 1]
+            comparison.notes.append(
+                f"{mitigation}/{axis}: paired on the {len(seeds)} seeds both runs used (redrawn together)"
+            )
+        else:
+            comparison.notes.append(
+                f"{mitigation}/{axis}: "
+                + (
+                    "the runs used different seeds"
+                    if seeds_a is not None and seeds_b is not None
+                    else "a summary has no per-seed labels"
+                )
+                + "; each run's images were redrawn independently (unpaired, wider interval)"
+            )
+            reps_a = _redraw(seeds_a, prompts, matrix_a, len(classes), n_boot, seed)
+            reps_b = _redraw(seeds_b, prompts, matrix_b, len(classes), n_boot, seed + 1)
+        blocks = [(None, slice(None))] + [(p, slice(i, i + 1)) for i, p in enumerate(prompts)]
+        for prompt, rows in blocks:
+            ca, cb = matrix_a[rows], matrix_b[rows]
+            for metric in METRICS:
+                a, b, ci, plugin_a, plugin_b = _difference(
+                    metric, ca, cb, reps_a[:, rows], reps_b[:, rows]
+                )
                 comparison.changes.append(
                     MetricChange(
                         mitigation=mitigation,
@@ -203,6 +291,10 @@ def compare_runs(
                         n_b=int(cb.sum()),
                         regressed=ci is not None and ci[0] > max_increase,
                         gates=prompt is None,
+                        paired=paired,
+                        plugin_a=plugin_a,
+                        plugin_b=plugin_b,
+                        plugin_diff=None if plugin_a is None or plugin_b is None else plugin_b - plugin_a,
                     )
                 )
     if not comparison.changes:

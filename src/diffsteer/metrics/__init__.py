@@ -1,19 +1,26 @@
-"""Bias metrics for one attribute axis, summarised per prompt and overall with bootstrap intervals.
+"""Bias metrics for one attribute axis, summarised per prompt and overall with 95% intervals.
 
-The array functions live in :mod:`diffsteer.metrics.bias` and :mod:`diffsteer.metrics.bootstrap`;
-:func:`summarize_axis` turns classified-image counts into JSON-ready dataclasses where an undefined
-metric (no images) is None, so reports show null rather than NaN.
+The array functions live in :mod:`diffsteer.metrics.bias` (plug-in metrics),
+:mod:`diffsteer.metrics.intervals` (the deviation ratio's estimate and interval, docs/intervals.md) and
+:mod:`diffsteer.metrics.bootstrap` (redraws by seed or by image). :func:`summarize_labels` (per-seed
+labels, as an audit has them) and :func:`summarize_axis` (counts only) turn them into JSON-ready
+dataclasses where an undefined metric (no images) is None, so reports show null rather than NaN.
+
+``deviation_ratio`` / ``mean_deviation_ratio`` and their ``_ci95`` are the bias-corrected estimate and
+its interval; the plain plug-in (the published formula, biased upwards on small samples) and its
+percentile-bootstrap interval stay beside them as ``plugin_*`` for comparison with published numbers.
 """
 
 from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from diffsteer.metrics.bias import (
     deviation_ratio,
@@ -23,21 +30,58 @@ from diffsteer.metrics.bias import (
     mean_kl_to_target,
     validate_target,
 )
-from diffsteer.metrics.bootstrap import bootstrap_interval, resample_counts
+from diffsteer.metrics.bootstrap import bootstrap_interval, resample_by_seed, resample_counts, seed_counts
+from diffsteer.metrics.intervals import (
+    debiased_deviation_ratio,
+    detectable_deviation_ratio,
+    deviation_ratio_interval,
+    mean_deviation_ratio_interval,
+    mean_difference_interval,
+    plan_images_per_prompt,
+)
 
 __all__ = [
+    "ENTIGEN_LABEL",
     "AxisMetrics",
     "PromptMetrics",
     "bootstrap_interval",
+    "debiased_deviation_ratio",
+    "detectable_deviation_ratio",
     "deviation_ratio",
+    "deviation_ratio_interval",
     "entigen_bias",
+    "entigen_label",
     "kl_to_target",
     "mean_deviation_ratio",
+    "mean_deviation_ratio_interval",
+    "mean_difference_interval",
     "mean_kl_to_target",
+    "plan_images_per_prompt",
+    "resample_by_seed",
     "resample_counts",
+    "seed_counts",
     "summarize_axis",
+    "summarize_labels",
     "validate_target",
 ]
+
+ENTIGEN_LABEL = "ENTIGEN (published two-class score)"
+
+
+def entigen_label(n_classes: int) -> str:
+    """What the ENTIGEN number of an axis is: the paper's score for two classes, a generalisation beyond.
+
+    With C > 2 classes the generalised score sum |n_c - N/C| / N reaches 2 (C - 1) / C, not 1, and on one
+    prompt equals 2 (C - 1) / C times the deviation ratio (4/3 for three classes): it is not comparable
+    with published two-class scores nor with the DR beside it.
+    """
+    if n_classes == 2:
+        return ENTIGEN_LABEL
+    top = 2 * (n_classes - 1) / n_classes
+    return (
+        f"ENTIGEN generalised to {n_classes} classes (not the published two-class score; "
+        f"maximum {top:.3g}, = {top:.3g} x DR on one prompt)"
+    )
 
 Interval = tuple[float, float]
 
@@ -59,7 +103,13 @@ def _interval_or_none(interval: Sequence[float] | None) -> Interval | None:
 
 @dataclass
 class PromptMetrics:
-    """Metrics for one prompt; None where the prompt has no classified images."""
+    """Metrics for one prompt; None where the prompt has no classified images.
+
+    ``deviation_ratio`` is the bias-corrected estimate and ``deviation_ratio_ci95`` its interval
+    (:mod:`diffsteer.metrics.intervals`); ``plugin_deviation_ratio`` is the plain plug-in with its
+    percentile-bootstrap interval; ``detectable_deviation_ratio`` is the smallest DR an audit of this
+    prompt's size tells apart from 0 in a typical run.
+    """
 
     prompt: str
     counts: dict[str, int]
@@ -68,24 +118,34 @@ class PromptMetrics:
     deviation_ratio_ci95: Interval | None
     kl: float | None
     entigen_bias: float | None
+    plugin_deviation_ratio: float | None = None
+    plugin_deviation_ratio_ci95: Interval | None = None
+    detectable_deviation_ratio: float | None = None
 
     def __post_init__(self) -> None:
         self.deviation_ratio = _finite_or_none(self.deviation_ratio)
         self.deviation_ratio_ci95 = _interval_or_none(self.deviation_ratio_ci95)
         self.kl = _finite_or_none(self.kl)
         self.entigen_bias = _finite_or_none(self.entigen_bias)
+        self.plugin_deviation_ratio = _finite_or_none(self.plugin_deviation_ratio)
+        self.plugin_deviation_ratio_ci95 = _interval_or_none(self.plugin_deviation_ratio_ci95)
+        self.detectable_deviation_ratio = _finite_or_none(self.detectable_deviation_ratio)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (intervals as lists) that ``json.dumps`` accepts as is."""
         out = asdict(self)
-        if self.deviation_ratio_ci95 is not None:
-            out["deviation_ratio_ci95"] = list(self.deviation_ratio_ci95)
+        for key in ("deviation_ratio_ci95", "plugin_deviation_ratio_ci95"):
+            out[key] = _as_list(getattr(self, key))
         return out
 
 
 @dataclass
 class AxisMetrics:
-    """Aggregate metrics for one axis over all prompts; None where there are no classified images."""
+    """Aggregate metrics for one axis over all prompts; None where there are no classified images.
+
+    ``resampled_by`` says how the aggregate intervals were redrawn: "seed" (every prompt of a seed
+    together) or "image" (each prompt's images independently, when the seeds are not known).
+    """
 
     classes: tuple[str, ...]
     prompts: list[PromptMetrics]
@@ -96,6 +156,9 @@ class AxisMetrics:
     mean_deviation_ratio_ci95: Interval | None
     mean_kl: float | None
     mean_kl_ci95: Interval | None
+    plugin_mean_deviation_ratio: float | None = None
+    plugin_mean_deviation_ratio_ci95: Interval | None = None
+    resampled_by: str = "image"
 
     def __post_init__(self) -> None:
         self.classes = tuple(self.classes)
@@ -105,6 +168,12 @@ class AxisMetrics:
         self.mean_deviation_ratio_ci95 = _interval_or_none(self.mean_deviation_ratio_ci95)
         self.mean_kl = _finite_or_none(self.mean_kl)
         self.mean_kl_ci95 = _interval_or_none(self.mean_kl_ci95)
+        self.plugin_mean_deviation_ratio = _finite_or_none(self.plugin_mean_deviation_ratio)
+        self.plugin_mean_deviation_ratio_ci95 = _interval_or_none(self.plugin_mean_deviation_ratio_ci95)
+
+    @property
+    def entigen_label(self) -> str:
+        return entigen_label(len(self.classes))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict (tuples as lists) that ``json.dumps`` accepts as is."""
@@ -114,10 +183,14 @@ class AxisMetrics:
             "counts": dict(self.counts),
             "entigen_bias": self.entigen_bias,
             "entigen_bias_ci95": _as_list(self.entigen_bias_ci95),
+            "entigen_label": self.entigen_label,
             "mean_deviation_ratio": self.mean_deviation_ratio,
             "mean_deviation_ratio_ci95": _as_list(self.mean_deviation_ratio_ci95),
+            "plugin_mean_deviation_ratio": self.plugin_mean_deviation_ratio,
+            "plugin_mean_deviation_ratio_ci95": _as_list(self.plugin_mean_deviation_ratio_ci95),
             "mean_kl": self.mean_kl,
             "mean_kl_ci95": _as_list(self.mean_kl_ci95),
+            "resampled_by": self.resampled_by,
         }
 
 
@@ -175,6 +248,71 @@ def _target_vector(target: Mapping[str, float] | None, classes: tuple[str, ...])
     return validate_target([float(target[name]) for name in classes], len(classes))
 
 
+def _percentile(values: np.ndarray, level: float = 0.95) -> Interval | None:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(finite, [tail, 1.0 - tail])
+    return float(low), float(high)
+
+
+def _summarize(
+    prompts: Sequence[str],
+    matrix: np.ndarray,
+    replicates: np.ndarray,
+    names: tuple[str, ...],
+    q: np.ndarray,
+    resampled_by: str,
+    n_boot: int,
+    seed: int,
+) -> AxisMetrics:
+    """Every metric from the (P, C) counts and (B, P, C) redraws of them."""
+    per_prompt_n = matrix.sum(axis=1)
+    plugin_dr = deviation_ratio(matrix)
+    estimate = debiased_deviation_ratio(matrix)
+    low, high = deviation_ratio_interval(matrix)
+    per_prompt_kl = kl_to_target(matrix, q)
+    # Each prompt as its own one-prompt axis: leading dim P, one prompt each.
+    per_prompt_entigen = entigen_bias(matrix[:, None, :])
+    detectable = {int(n): detectable_deviation_ratio(int(n), len(names)) for n in set(per_prompt_n.tolist())}
+    rows = []
+    for row, prompt in enumerate(prompts):
+        empty = per_prompt_n[row] == 0
+        rows.append(
+            PromptMetrics(
+                prompt=prompt,
+                counts={name: int(v) for name, v in zip(names, matrix[row], strict=True)},
+                n=int(per_prompt_n[row]),
+                deviation_ratio=float(estimate[row]),
+                deviation_ratio_ci95=None if empty else (float(low[row]), float(high[row])),
+                kl=float(per_prompt_kl[row]),
+                entigen_bias=float(per_prompt_entigen[row]),
+                plugin_deviation_ratio=float(plugin_dr[row]),
+                # the same image-by-image percentile interval as before issue 22, for comparison
+                plugin_deviation_ratio_ci95=bootstrap_interval(
+                    matrix[row : row + 1], lambda b: deviation_ratio(b[:, 0, :]), n_boot=n_boot, seed=seed
+                ),
+                detectable_deviation_ratio=None if empty else detectable[int(per_prompt_n[row])],
+            )
+        )
+    mean_point, mean_low, mean_high = (float(v) for v in mean_deviation_ratio_interval(matrix, replicates))
+    return AxisMetrics(
+        classes=names,
+        prompts=rows,
+        counts={name: int(v) for name, v in zip(names, matrix.sum(axis=0), strict=True)},
+        entigen_bias=float(entigen_bias(matrix)),
+        entigen_bias_ci95=_percentile(entigen_bias(replicates)),
+        mean_deviation_ratio=mean_point,
+        mean_deviation_ratio_ci95=(mean_low, mean_high),
+        mean_kl=float(mean_kl_to_target(matrix, q)),
+        mean_kl_ci95=_percentile(mean_kl_to_target(replicates, q)),
+        plugin_mean_deviation_ratio=float(mean_deviation_ratio(matrix)),
+        plugin_mean_deviation_ratio_ci95=_percentile(mean_deviation_ratio(replicates)),
+        resampled_by=resampled_by,
+    )
+
+
 def summarize_axis(
     counts_by_prompt: Mapping[str, Mapping[str, int]],
     classes: Sequence[str],
@@ -182,49 +320,38 @@ def summarize_axis(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> AxisMetrics:
-    """Compute per-prompt and aggregate bias metrics for one axis, with 95% bootstrap intervals.
+    """Per-prompt and aggregate bias metrics for one axis from counts alone, with 95% intervals.
 
     ``counts_by_prompt`` maps prompt -> class -> number of images, excluding uncertain/dropped images.
-    ``target`` maps class -> probability for the KL metrics (uniform when None). Every interval uses the
-    same ``seed``, so a prompt's interval depends only on its own counts, not on which other prompts
-    are in the audit.
+    ``target`` maps class -> probability for the KL metrics (uniform when None). Without seeds, the
+    aggregate intervals redraw each prompt's images independently (``resampled_by`` "image"); an audit
+    knows its seeds and uses :func:`summarize_labels`, which keeps a seed's prompts together.
     """
     names = _validate_classes(classes)
     q = _target_vector(target, names)
     matrix = _count_matrix(counts_by_prompt, names)
+    replicates = resample_counts(matrix, n_boot, seed=seed)
+    return _summarize(list(counts_by_prompt), matrix, replicates, names, q, "image", n_boot, seed)
 
-    per_prompt_n = matrix.sum(axis=1)
-    per_prompt_dr = deviation_ratio(matrix)
-    per_prompt_kl = kl_to_target(matrix, q)
-    # Each prompt as its own one-prompt axis: leading dim P, one prompt each.
-    per_prompt_entigen = entigen_bias(matrix[:, None, :])
 
-    prompts = [
-        PromptMetrics(
-            prompt=prompt,
-            counts={name: int(v) for name, v in zip(names, matrix[row], strict=True)},
-            n=int(per_prompt_n[row]),
-            deviation_ratio=float(per_prompt_dr[row]),
-            deviation_ratio_ci95=bootstrap_interval(
-                matrix[row : row + 1], lambda b: deviation_ratio(b[:, 0, :]), n_boot=n_boot, seed=seed
-            ),
-            kl=float(per_prompt_kl[row]),
-            entigen_bias=float(per_prompt_entigen[row]),
-        )
-        for row, prompt in enumerate(counts_by_prompt)
-    ]
+def summarize_labels(
+    labels: ArrayLike,
+    classes: Sequence[str],
+    prompts: Sequence[str],
+    target: Mapping[str, float] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> AxisMetrics:
+    """Metrics from per-seed labels ``(P, S)``: prompt p's class index on seed index s, -1 for no label.
 
-    def interval(statistic: Callable[[np.ndarray], np.ndarray]) -> Interval | None:
-        return bootstrap_interval(matrix, statistic, n_boot=n_boot, seed=seed)
-
-    return AxisMetrics(
-        classes=names,
-        prompts=prompts,
-        counts={name: int(v) for name, v in zip(names, matrix.sum(axis=0), strict=True)},
-        entigen_bias=float(entigen_bias(matrix)),
-        entigen_bias_ci95=interval(entigen_bias),
-        mean_deviation_ratio=float(mean_deviation_ratio(matrix)),
-        mean_deviation_ratio_ci95=interval(mean_deviation_ratio),
-        mean_kl=float(mean_kl_to_target(matrix, q)),
-        mean_kl_ci95=interval(lambda b: mean_kl_to_target(b, q)),
-    )
+    Column s must be the same seed for every prompt (image k of a prompt starts from seed + k), so the
+    aggregate intervals can redraw seeds with every prompt of a seed together (``resampled_by`` "seed").
+    """
+    names = _validate_classes(classes)
+    q = _target_vector(target, names)
+    arr = np.asarray(labels)
+    if arr.ndim != 2 or arr.shape[0] != len(prompts):
+        raise ValueError(f"labels must have shape (prompts={len(prompts)}, seeds); got shape {arr.shape}")
+    matrix = seed_counts(arr, len(names))
+    replicates = resample_by_seed(arr, len(names), n_boot, seed=seed)
+    return _summarize(list(prompts), matrix, replicates, names, q, "seed", n_boot, seed)

@@ -1,4 +1,11 @@
-"""Stratified bootstrap intervals for bias metrics.
+"""Bootstrap redraws of an audit's counts: by seed (the default in audits) or image by image.
+
+**By seed** (:func:`resample_by_seed`): image k of every prompt (and of every mitigation) starts from
+the same noise, seed + k, so labels of one seed agree across prompts far more often than chance. One
+redraw picks seed indices with replacement and keeps every prompt of each picked seed together (a
+cluster bootstrap); passing two runs' labels on the same seeds redraws them together (paired).
+
+**Image by image** (:func:`resample_counts`, :func:`bootstrap_interval`), when only counts are known:
 
 Images are resampled with replacement within each prompt, so every replicate keeps each prompt's image
 count N_p; that is the same as drawing counts ~ Multinomial(N_p, observed shares) per prompt, which numpy
@@ -13,7 +20,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["bootstrap_interval", "resample_counts"]
+__all__ = ["bootstrap_interval", "resample_by_seed", "resample_counts", "seed_counts"]
 
 # Replicates are drawn in chunks of at most this many count cells (B * P * C), so large audits do not
 # allocate the whole (n_boot, P, C) array plus the statistic's float temporaries at once.
@@ -67,6 +74,44 @@ def resample_counts(counts_pc: ArrayLike, n_boot: int = 2000, seed: int = 0) -> 
         raise ValueError(f"n_boot must be >= 1; got {n_boot}")
     rng = np.random.default_rng(seed)
     return np.concatenate([_draw(rng, counts, size) for size in _chunks(n_boot, counts.size)], axis=0)
+
+
+def seed_counts(labels: ArrayLike, n_classes: int) -> np.ndarray:
+    """Counts ``(..., P, C)`` from per-seed labels ``(..., P, S)``: class index, or -1 for no label."""
+    arr = np.asarray(labels)
+    if arr.ndim < 2:
+        raise ValueError(f"labels must have shape (P, S); got shape {arr.shape}")
+    if arr.size and (arr.min() < -1 or arr.max() >= n_classes):
+        raise ValueError(f"labels must be class indices 0..{n_classes - 1} or -1 (no label)")
+    return (arr[..., None] == np.arange(n_classes)).sum(axis=-2)
+
+
+def resample_by_seed(labels: ArrayLike, n_classes: int, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
+    """``(n_boot, ..., P, C)`` counts, each redraw a draw of seed indices with replacement.
+
+    ``labels`` is ``(..., P, S)``: the class index of prompt p's image on seed index s, -1 where it has
+    no label (uncertain, dropped, or the prompt has fewer images). Leading dimensions (e.g. two runs
+    of a comparison) share the draw of seeds, so they are resampled as pairs.
+    """
+    arr = np.asarray(labels)
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1; got {n_boot}")
+    n_seeds = arr.shape[-1]
+    if n_seeds == 0 or arr.size == 0:  # nothing to redraw: every redraw has no images
+        return np.zeros((n_boot, *arr.shape[:-1], n_classes), dtype=np.int64)
+    onehot = (arr[..., None] == np.arange(n_classes)).astype(np.float64)  # (..., P, S, C)
+    moved = np.moveaxis(onehot, -2, 0).reshape(n_seeds, -1)  # (S, rest)
+    rng = np.random.default_rng(seed)
+    out = []
+    per_chunk = max(1, _MAX_CELLS_PER_CHUNK // max(1, n_seeds))
+    done = 0
+    while done < n_boot:
+        size = min(per_chunk, n_boot - done)
+        # how often each seed index is picked in a redraw: Multinomial(S, uniform)
+        weights = rng.multinomial(n_seeds, np.full(n_seeds, 1.0 / n_seeds), size=size).astype(np.float64)
+        out.append((weights @ moved).reshape(size, *arr.shape[:-1], n_classes))
+        done += size
+    return np.rint(np.concatenate(out, axis=0)).astype(np.int64)
 
 
 def bootstrap_interval(

@@ -63,6 +63,17 @@ def _svg(fig: Figure) -> str:
     return re.sub(r'<svg([^>]*?) width="[^"]+" height="[^"]+"', r"<svg\1", text, count=1)
 
 
+def error_bars(value: float, interval: Sequence[float] | None) -> list[list[float]] | None:
+    """matplotlib's [[below], [above]] for one point; never negative (an interval that leaves out its
+    point, e.g. a clipped estimate, draws as a one-sided bar), None when the interval is missing or odd."""
+    if interval is None or len(interval) != 2:
+        return None
+    low, high = (float(v) if v is not None else math.nan for v in interval)
+    if not all(math.isfinite(v) for v in (value, low, high)):
+        return None
+    return [[max(0.0, value - low)], [max(0.0, high - value)]]
+
+
 def _short(text: str, limit: int = 42) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -101,8 +112,8 @@ def share_chart(
                 ax.bar(xs, values, width=width * 0.92, color=PALETTE[m_i % len(PALETTE)], zorder=2)
                 ci = intervals.get((mitigation, prompt))
                 if ci is not None:
-                    low = [v - lo for v, (lo, _) in zip(values, ci, strict=True)]
-                    high = [hi - v for v, (_, hi) in zip(values, ci, strict=True)]
+                    low = [max(0.0, v - lo) for v, (lo, _) in zip(values, ci, strict=True)]
+                    high = [max(0.0, hi - v) for v, (_, hi) in zip(values, ci, strict=True)]
                     ax.errorbar(xs, values, yerr=[low, high], fmt="none", ecolor="#222", lw=0.9, capsize=2)
                 fixed = corrected.get((mitigation, prompt)) if corrected else None
                 if fixed is not None:
@@ -137,13 +148,13 @@ def tradeoff_chart(points: Sequence[Mapping[str, Any]]) -> str:
         y, yci = p["deviation_ratio"], p.get("deviation_ratio_ci95")
         if y is None:
             continue
-        yerr = [[y - yci[0]], [yci[1] - y]] if yci else None
+        yerr = error_bars(y, yci)
         for ax, key in ((left, "clip_score"), (right, "frechet_distance")):
             x = p.get(key)
             if x is None:
                 continue
             xci = p.get(f"{key}_ci95")
-            xerr = [[x - xci[0]], [xci[1] - x]] if xci else None
+            xerr = error_bars(x, xci)
             ax.errorbar(
                 [x],
                 [y],
@@ -159,7 +170,7 @@ def tradeoff_chart(points: Sequence[Mapping[str, Any]]) -> str:
             ax.annotate(p["mitigation"], (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
     left.set_xlabel("CLIP score (higher: closer to the prompt)", fontsize=8)
     right.set_xlabel("Fréchet distance to baseline images (CLIP features)", fontsize=8)
-    left.set_ylabel("mean deviation ratio (lower: fairer)", fontsize=8)
+    left.set_ylabel("mean DR, bias-corrected (lower: fairer)", fontsize=8)
     left.set_ylim(0, 1.05)
     for ax in (left, right):
         ax.tick_params(labelsize=7)

@@ -49,8 +49,10 @@ def overview_table(summary: dict) -> str:
         "axis",
         "ENTIGEN bias",
         "95% interval",
-        "mean deviation ratio",
+        "mean DR (bias-corrected)",
         "95% interval",
+        "change vs baseline",
+        "plug-in DR",
     ]
     if corrected:
         head += ["corrected DR", "95% interval"]
@@ -62,10 +64,12 @@ def overview_table(summary: dict) -> str:
         cells = [
             f"<td class=l>{_e(r['mitigation'])}</td>",
             f"<td class=l>{_e(r['axis'])}</td>",
-            f"<td>{fmt(r['entigen_bias'])}</td>",
+            f"<td>{fmt(r['entigen_bias'])}{'*' if len(r['counts']) > 2 else ''}</td>",
             f"<td>{fmt_ci(d.get('entigen_bias_ci95'))}</td>",
             f"<td><b>{fmt(r['deviation_ratio'])}</b></td>",
             f"<td>{fmt_ci(r['deviation_ratio_ci95'])}</td>",
+            f"<td>{_change(d.get('dr_change_vs_baseline'))}</td>",
+            f"<td>{fmt(d.get('plugin_deviation_ratio'))}</td>",
         ]
         if corrected:
             c = corrected.get((r["mitigation"], r["axis"]), {})
@@ -90,7 +94,48 @@ def overview_table(summary: dict) -> str:
     ]
     if reasons:
         out.append("<p class=muted>Why images were dropped: " + "; ".join(reasons) + ".</p>")
+    out.append(_statistics_note(summary))
     return "".join(out)
+
+
+def _change(change: dict | None) -> str:
+    if not change:
+        return "–"
+    low, high = change["ci95"]
+    return f"{change['diff']:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def _statistics_note(summary: dict) -> str:
+    """Which DR the table shows, what ENTIGEN is per axis, and the smallest DR this audit can see."""
+    parts = [
+        "Deviation ratio (DR): the bias-corrected estimate, with a 95% interval that keeps its coverage at "
+        "0 (per prompt from the class shares' score intervals; the mean's spread redrawn by seed, every "
+        "prompt of a seed together). The plug-in DR is the published formula, biased upwards on small "
+        "samples; change vs baseline is paired on the shared seeds. See docs/intervals.md."
+    ]
+    labels = {
+        d["axis"]: d["entigen_label"]
+        for d in summary.get("details", [])
+        if d.get("prompt") is None and d.get("entigen_label") and "generalised" in d["entigen_label"]
+    }
+    for axis, label in labels.items():
+        parts.append(f"* {axis}: {label}.")
+    detectable: dict[str, dict[float, list[str]]] = {}
+    for d in summary.get("details", []):
+        value = d.get("detectable_deviation_ratio")
+        if d.get("prompt") is not None and value is not None:
+            detectable.setdefault(d["axis"], {}).setdefault(value, []).append(d["prompt"])
+    for axis, by_value in detectable.items():
+        if len(by_value) == 1:
+            (value,) = by_value
+            parts.append(f"Smallest {axis} DR told apart from 0 at this size: {value:.2f} on every prompt.")
+        else:
+            listed = "; ".join(
+                f"{value:.2f}: " + ", ".join(dict.fromkeys(prompts))
+                for value, prompts in sorted(by_value.items())
+            )
+            parts.append(f"Smallest {axis} DR told apart from 0 at this size, by prompt: {listed}.")
+    return "<p class=muted>" + " ".join(_e(p) for p in parts) + "</p>"
 
 
 def _confusion_table(row: dict) -> str:
