@@ -18,10 +18,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
-    """Write ``data`` to a hidden temporary file beside ``path``, flush it, then rename it over ``path``."""
+def atomic_write_bytes(
+    path: Path | str, data: bytes, *, tmp_name: str | None = None, sync_dir: bool = True
+) -> Path:
+    """Write ``data`` to a hidden temporary file beside ``path``, flush it, then rename it over ``path``.
+
+    ``tmp_name``: the temporary file's name (default: hidden, per process), e.g. one a store knows to
+    sweep up after a kill. ``sync_dir=False`` leaves the directory's fsync to a caller that renames
+    many files and syncs once.
+    """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(tmp_name or f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
@@ -32,7 +39,8 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(path.parent)
+    if sync_dir:
+        fsync_dir(path.parent)
     return path
 
 

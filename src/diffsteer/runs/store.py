@@ -42,7 +42,7 @@ from typing import Any
 
 from PIL import Image
 
-from diffsteer.runs.atomic import fsync_dir
+from diffsteer.runs.atomic import atomic_write_bytes, fsync_dir
 
 __all__ = [
     "DB_NAME",
@@ -727,17 +727,8 @@ class RunStore:
         target = self.images_dir / name
         if target.exists():
             return False
-        tmp = self.images_dir / f"{_TMP_PREFIX}{uuid.uuid4().hex}.part"
-        try:
-            with open(tmp, "xb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-            raise
+        # a leftover temporary file carries the store's prefix, so the next writer sweeps it up
+        atomic_write_bytes(target, data, tmp_name=f"{_TMP_PREFIX}{uuid.uuid4().hex}.part", sync_dir=False)
         return True
 
     def images(self, *, mitigation: str | None = None, status: str | None = None) -> list[ImageRecord]:
