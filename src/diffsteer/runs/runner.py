@@ -89,24 +89,32 @@ def label_missing(
     ``axes`` are :class:`~diffsteer.attributes.Axis` objects; ``load_classifier`` is called only when
     there is something to label (loading CLIP is the slow part of a resumed run), and must return an
     object with ``classify(images, axes)`` whose results carry ``drop_reason`` and ``axes[name]``.
-    Labels are written per batch, so an interrupted labelling resumes too. Returns the number of
-    images labelled.
+    Labels are written per batch, so an interrupted labelling resumes too, with the same numbers.
+    Returns the number of images labelled.
     """
     report = progress or (lambda *_: None)
     names = [axis.name for axis in axes]
-    wanted = store.unlabelled_keys(classifier_id, names)
+    missing = set(store.unlabelled_keys(classifier_id, names))
     if keys is not None:
         keys = set(keys)
-        wanted = [k for k in wanted if k in keys]
-    if not wanted:
+        missing &= keys
+    if not missing:
         return 0
+    # Batches are fixed slices of every usable image of the job in the store's order, and a batch
+    # with any label missing is classified whole: a classifier's floats on a CPU depend on the batch
+    # it ran in, so a resumed run labels exactly as an uninterrupted one, byte for byte.
+    ordered = [r for r in store.images(status="ok") if keys is None or r.key in keys]
     classifier = load_classifier()
-    by_key = {record.key: record for record in store.images(status="ok")}
-    for start in range(0, len(wanted), LABEL_BATCH):
-        chunk = [by_key[k] for k in wanted[start : start + LABEL_BATCH]]
+    done = 0
+    for start in range(0, len(ordered), LABEL_BATCH):
+        chunk = ordered[start : start + LABEL_BATCH]
+        if missing.isdisjoint(record.key for record in chunk):
+            continue
         results = classifier.classify([store.load_image(record) for record in chunk], axes)
         labels = []
         for record, result in zip(chunk, results, strict=True):
+            if record.key not in missing:
+                continue
             for name in names:
                 if result.drop_reason is not None:
                     labels.append(LabelRecord(record.key, classifier_id, name, None, {}, result.drop_reason))
@@ -114,5 +122,6 @@ def label_missing(
                     label = result.axes[name]
                     labels.append(LabelRecord(record.key, classifier_id, name, label.label, label.probs))
         store.add_labels(labels)
-        report(stage, min(start + LABEL_BATCH, len(wanted)), len(wanted))
-    return len(wanted)
+        done += len({label.key for label in labels})
+        report(stage, done, len(missing))
+    return len(missing)
