@@ -16,6 +16,9 @@ from urllib.parse import urlparse
 
 import pytest
 
+from diffsteer.registry import default_model
+from diffsteer.steering.kinds import load_method
+from diffsteer.steering.library import SteeringLibrary
 from diffsteer.steering.preset import SteeringItem, SteeringSpec, load_preset
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -106,7 +109,10 @@ def test_switch_on_the_woman_vector_and_see_the_histogram_move(studio_url, tmp_p
         finally:
             browser.close()
 
-    assert load_preset(preset) == SteeringSpec(hspace=(SteeringItem("woman", 1.0),))
+    # switched on at its slider's default: the bundled file's calibrated strength
+    default = SteeringLibrary.for_model(default_model()).find("woman", "hspace")
+    strength = load_method(default).default_strength
+    assert load_preset(preset) == SteeringSpec(hspace=(SteeringItem("woman", strength),))
     outside = [
         u
         for u in requests
