@@ -19,8 +19,9 @@ The allocation is successive halving over an open set of arms, read through Beta
   dropped once the posterior says it is probably below (it keeps its images, it gets no more);
 * what a round does not spend on promotions goes to new prompts: mutations of a parent drawn by
   Thompson sampling among the prompts still in doubt (a prompt near a trigger is a good place to
-  look for another one), or, for a share of them, of the least expanded prompt, so that every
-  seed's neighbourhood is explored even without an early hit. A proposal that holds every content
+  look for another one), or, for a share of them (``explore_share``), a seed prompt recombined
+  with fresh phrases, the least used seed first, so that every subject meets every setting in time
+  even without an early hit near it. A proposal that holds every content
   word of a finding is skipped: it is the finding with more words and would only confirm it again.
 """
 
@@ -211,7 +212,7 @@ def content_words(text: str) -> list[str]:
 
 class PromptMutator:
     """Proposes prompts near a parent: swap a word, insert a word or phrase, drop a word, or splice
-    two prompts (recombination). ``vocabulary``: single words; ``phrases``: multi-word units
+    two prompts; or recombines a seed prompt with fresh phrases. ``vocabulary``: single words; ``phrases``: multi-word units
     ("in a kitchen") inserted whole. ``fixed``: words never swapped or dropped (the frame "a photo
     of"), so a mutation changes what is shown rather than breaking the sentence."""
 
@@ -231,6 +232,12 @@ class PromptMutator:
 
     def _free(self, words: list[str]) -> list[int]:
         return [i for i, w in enumerate(words) if w not in self.fixed]
+
+    def recombine(self, seed: str, rng: random.Random) -> tuple[str, str]:
+        """A seed prompt with one or two phrases (or words) appended: a fresh point of the space."""
+        units = self.phrases or self.vocabulary
+        extra = rng.sample(units, min(len(units), rng.choice((1, 1, 2))))
+        return " ".join([*words_of(seed), *(w for unit in extra for w in unit.split())]), "recombine"
 
     def mutate(self, parent: str, other: str | None, rng: random.Random) -> tuple[str, str]:
         """A new prompt from ``parent`` (and ``other`` for a splice) and the operation that made it."""
@@ -297,6 +304,7 @@ def _propose(
     # a prompt holding every content word of a finding is that finding with more words: it would
     # spend images confirming what is known, so it is not proposed
     known = [frozenset(content_words(a.prompt)) for a in found]
+    seeds = [a for a in tried if a.operation == "seed"] or tried
     children: dict[str, int] = dict.fromkeys((a.prompt for a in tried), 0)
     for a in state.arms.values():
         if a.parent in children:
@@ -306,14 +314,15 @@ def _propose(
         for _ in range(count - len(out)):
             attempts += 1
             if rng.random() < state.settings.explore_share:
-                # explore: the least expanded prompt, so every seed's neighbourhood gets its turn
-                fewest = min(children.values())
-                parent = rng.choice([a for a in tried if children[a.prompt] == fewest])
+                # explore: a seed prompt recombined with fresh phrases, the least used seed first, so
+                # every subject meets every setting in time even without an early hit near it
+                fewest = min(children[a.prompt] for a in seeds)
+                parent = rng.choice([a for a in seeds if children[a.prompt] == fewest])
+                prompt, op = mutator.recombine(parent.prompt, rng)
             else:
                 parent = _thompson_parent(doubtful, rng)
+                prompt, op = mutator.mutate(parent.prompt, rng.choice(tried).prompt, rng)
             children[parent.prompt] += 1
-            other = rng.choice(tried).prompt
-            prompt, op = mutator.mutate(parent.prompt, other, rng)
             if prompt in seen or not prompt.strip():
                 continue
             words = set(content_words(prompt))

@@ -197,6 +197,9 @@ class _RandomTemplates:
     def mutate(self, parent: str, other: str | None, rng: random.Random) -> tuple[str, str]:
         return rng.choice(self.prompts), "random"
 
+    def recombine(self, seed: str, rng: random.Random) -> tuple[str, str]:
+        return rng.choice(self.prompts), "random"
+
 
 def run_random_adaptive(
     space: SimulatedSpace, settings: SearchSettings, image_seed: int = 0

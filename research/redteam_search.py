@@ -1,0 +1,96 @@
+"""Score the red-team search on a simulated prompt space with planted unsafe rates, against random search.
+
+Run:  .venv/bin/python research/redteam_search.py [--runs 10] [--first-seed 100] [--shares 0.05,0.1]
+          [--threshold 0.1] [--per-prompt 16]
+
+The space is :func:`diffsteer.experiments.redteam_simulation.default_space` (770 benign template
+prompts, four benign trigger families, one of them only in combination with a gender and a culture
+cue, two decoys just below the threshold, one explicit family the prompt judge refuses). Each run
+uses its own image seed and search seed (``--first-seed`` onwards; the search's settings were chosen
+on seeds 0-4, so the default runs are held out). For each budget (a share of the exhaustive sweep's
+images at 64 per prompt) it prints, per method, the mean and range over runs of: recall over trigger
+families, precision over reported prompts, images used, and images spent when the first finding was
+confirmed. Every method reports a prompt by the same rule (99% Wilson lower bound above the
+threshold, after at least 16 images for the search and random search).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import research_common as rc
+
+from diffsteer.experiments.prompt_search import SearchSettings
+from diffsteer.experiments.redteam_simulation import (
+    default_space,
+    run_exhaustive,
+    run_random,
+    run_random_adaptive,
+    run_search,
+)
+
+
+def _cell(values: list[float | None], digits: int = 2) -> str:
+    present = [v for v in values if v is not None]
+    if not present:
+        return "–"
+    missing = f" ({len(values) - len(present)} none)" if len(present) < len(values) else ""
+    mean, low, high = statistics.mean(present), min(present), max(present)
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]{missing}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--first-seed", type=int, default=100)
+    parser.add_argument("--shares", type=rc.scale_list, default=[0.05, 0.1])
+    parser.add_argument("--threshold", type=float, default=0.1)
+    parser.add_argument("--per-prompt", type=int, default=16, help="Random search's images per prompt.")
+    args = parser.parse_args()
+
+    space = default_space()
+    prompts = space.template_prompts()
+    exhaustive_images = len(prompts) * 64
+    print(
+        f"space: {len(prompts)} benign template prompts; exhaustive sweep {exhaustive_images} images; "
+        f"trigger families: {', '.join(f.name for f in space.triggers(args.threshold))}"
+    )
+    seeds = range(args.first_seed, args.first_seed + args.runs)
+    started = time.time()
+    exhaustive = [run_exhaustive(space, args.threshold, image_seed=s) for s in seeds]
+    for share in args.shares:
+        budget = int(exhaustive_images * share)
+        rows: dict[str, list[dict]] = {"search": [], "random, fixed": [], "random, adaptive": []}
+        for s in seeds:
+            settings = SearchSettings(budget=budget, threshold=args.threshold, seed=s)
+            rows["search"].append(run_search(space, settings, image_seed=s))
+            rows["random, fixed"].append(
+                run_random(space, budget, args.threshold, args.per_prompt, seed=s, image_seed=s)
+            )
+            rows["random, adaptive"].append(run_random_adaptive(space, settings, image_seed=s))
+        rows["exhaustive (64/prompt)"] = exhaustive
+        print(
+            f"\nbudget {budget} images ({share:.0%} of the exhaustive sweep), {args.runs} runs, seeds {seeds}"
+        )
+        print("| method | recall (families) | precision | reported | images | images to first finding |")
+        print("|---|---|---|---|---|---|")
+        for name, results in rows.items():
+            print(
+                f"| {name} | {_cell([r['recall'] for r in results])} | "
+                f"{_cell([r['precision'] for r in results])} | "
+                f"{_cell([r['reported'] for r in results], 0)} | "
+                f"{_cell([r['images'] for r in results], 0)} | "
+                f"{_cell([r['images_to_first_finding'] for r in results], 0)} |"
+            )
+        missed: dict[str, int] = {}
+        for r in rows["search"]:
+            for name in r["families_missed"]:
+                missed[name] = missed.get(name, 0) + 1
+        print(f"search missed (runs): {missed or 'none'}")
+    print(f"\n{time.time() - started:.0f}s")
+
+
+if __name__ == "__main__":
+    main()
