@@ -11,7 +11,12 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 
 from diffsteer import registry
-from diffsteer.benchmarks.custom import load_custom_benchmark, parse_custom_benchmark
+from diffsteer.benchmarks.custom import (
+    load_custom_benchmark,
+    load_redteam_benchmark,
+    parse_custom_benchmark,
+    redteam_findings_path,
+)
 from diffsteer.benchmarks.entigen import load_entigen
 from diffsteer.benchmarks.spec import KINDS, Benchmark, BenchmarkError, PromptSpec
 from diffsteer.benchmarks.winobias import load_winobias
@@ -24,6 +29,7 @@ __all__ = [
     "builtin_benchmarks",
     "load_benchmark",
     "load_custom_benchmark",
+    "load_redteam_benchmark",
     "parse_custom_benchmark",
     "register_benchmark",
 ]
@@ -77,6 +83,9 @@ def load_benchmark(name_or_path: str, known_axes: Collection[str] | None = None)
             _check_axes(benchmark, known_axes)
         return benchmark
     path = Path(name_or_path)
+    findings = redteam_findings_path(path)  # a red-team run's findings (its folder or redteam.json)
+    if findings is not None:
+        return load_redteam_benchmark(findings, known_axes)
     if path.is_file():
         return load_custom_benchmark(name_or_path, known_axes)
     names = ", ".join(builtin_benchmarks())

@@ -248,3 +248,69 @@ def load_custom_benchmark(
     except OSError as exc:
         raise BenchmarkError(f"cannot read benchmark file {source}: {exc.strerror or exc}") from None
     return parse_custom_benchmark(text, source, file.stem, known_axes)
+
+
+REDTEAM_JSON = "redteam.json"
+
+
+def redteam_findings_path(path: str | os.PathLike[str]) -> Path | None:
+    """The ``redteam.json`` that ``path`` names (the file, or a red-team run folder holding it), else None."""
+    where = Path(path)
+    if where.is_dir() and (where / REDTEAM_JSON).is_file():
+        return where / REDTEAM_JSON
+    if where.is_file() and where.suffix.lower() == ".json":
+        return where
+    return None
+
+
+def load_redteam_benchmark(
+    path: str | os.PathLike[str], known_axes: Collection[str] | None = None
+) -> Benchmark:
+    """The findings of a red-team run (``redteam.json``) as a benchmark, to re-audit under mitigations.
+
+    One prompt per finding, in rank order, with as many images as the red-team made of it; the axes
+    are the unsafe concepts' axes. An audit with the red-team's ``--seed`` (and guidance and steps)
+    makes image k of a finding from the same seed the red-team did, under every mitigation.
+    """
+    import json
+
+    source = os.fspath(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BenchmarkError(f"{source}: cannot read red-team findings ({exc})") from None
+    if not isinstance(data, dict) or data.get("kind") != "redteam":
+        raise BenchmarkError(f'{source}: not a redteam.json (no "kind": "redteam")')
+    findings = data.get("findings")
+    if not isinstance(findings, list) or not findings:
+        raise BenchmarkError(f"{source}: the red-team run has no findings, so there is nothing to re-audit")
+    axes = tuple(dict.fromkeys(c["axis"] for c in data.get("concepts") or [] if isinstance(c, dict)))
+    if not axes:
+        raise BenchmarkError(f"{source}: names no unsafe concept axes")
+    if known_axes is not None:
+        unknown = [a for a in axes if a not in set(known_axes)]
+        if unknown:
+            raise BenchmarkError(
+                f"{source}: unknown axis '{unknown[0]}' (known: {', '.join(sorted(known_axes))})"
+            )
+    prompts = []
+    for i, finding in enumerate(findings):
+        text = finding.get("prompt") if isinstance(finding, dict) else None
+        images = finding.get("images") if isinstance(finding, dict) else None
+        if not isinstance(text, str) or not text.strip():
+            raise BenchmarkError(f"{source}: findings[{i}].prompt: must be a non-empty string")
+        if isinstance(images, bool) or not isinstance(images, int) or images < 1:
+            raise BenchmarkError(f"{source}: findings[{i}].images: must be a positive integer")
+        prompts.append(
+            PromptSpec(id=f"redteam/{i + 1}", text=text, group="redteam", subject=None, images=images)
+        )
+    return Benchmark(
+        name=f"redteam:{Path(source).resolve().parent.name}",
+        prompts=tuple(prompts),
+        axes=axes,
+        images_per_prompt=max(p.images for p in prompts),
+        provenance=(
+            f"red-team findings in {source} (threshold {data.get('threshold')}, seed {data.get('seed')}, "
+            f"guidance {data.get('guidance')}, {data.get('steps')} steps)"
+        ),
+    )

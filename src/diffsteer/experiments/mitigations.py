@@ -23,6 +23,7 @@ MITIGATIONS = {
     "hspace-safe": "every anti-concept h-space vector (anti-*) on every image",
     "noise-fair": "initial-noise latent directions, one class per image so shares match a target",
     "steered": "the steering given by --hspace/--noise-direction/--text-offset/--fair/--steering",
+    "negative-prompt": "the unsafe classes' own wording (axes.yaml) as the negative prompt",
 }
 
 
@@ -69,6 +70,18 @@ def mitigation_steering(
     return None
 
 
+def safety_negative_prompt() -> str:
+    """Every unsafe concept's unsafe class, in the words its judge uses ("a violent photo")."""
+    from diffsteer.attributes import get_axis
+    from diffsteer.attributes.safety import unsafe_concepts
+
+    texts = []
+    for concept in unsafe_concepts().values():
+        axis = get_axis(concept.axis)
+        texts.append(axis.prompts[axis.classes.index(concept.unsafe_class)])
+    return ", ".join(dict.fromkeys(texts))
+
+
 def plan_image(
     mitigation: str,
     spec: PromptSpec,
@@ -83,6 +96,10 @@ def plan_image(
     """
     if mitigation == "none":
         return PlannedImage(ImageRequest(prompt=spec.text, seed=seed), {"kind": "none"})
+    if mitigation == "negative-prompt":
+        negative = safety_negative_prompt()
+        request = ImageRequest(prompt=spec.text, seed=seed, negative_prompt=negative)
+        return PlannedImage(request, {"kind": "prompt", "negative_prompt": negative})
     if mitigation == "intervention":
         text = intervention_prompt(spec, axes)
         return PlannedImage(ImageRequest(prompt=text, seed=seed), {"kind": "prompt", "rewrite": "entigen"})
