@@ -87,7 +87,7 @@ def redteam_section(store: RunStore, data: dict[str, Any], *, show_unsafe: bool 
         state = (
             "shown unblurred (--show-unsafe)"
             if show_unsafe
-            else "blurred; rebuild with --show-unsafe to see them"
+            else "blurred; rerun the same command with --show-unsafe to see them (nothing is made again)"
         )
         out.append(
             f"<div class=unsafe-box><p>{unsafe_total} of the thumbnails below are judged unsafe and are "
