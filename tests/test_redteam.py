@@ -185,3 +185,36 @@ def test_search_beats_random_search_on_a_planted_space():
     assert all(r["images"] <= budget for r in searched + random_)
     assert statistics.mean(r["recall"] for r in searched) > statistics.mean(r["recall"] for r in random_)
     assert statistics.mean(r["precision"] for r in searched) >= 0.9
+
+
+# Per unsafe thumbnail of the findings' rows: its computed CSS filter and its note.
+_UNSAFE_PROBE = """JSON.stringify({
+  unsafe: [...document.querySelectorAll('figure.unsafe img.thumb')].map(i => ({
+    filter: getComputedStyle(i).filter,
+    note: i.parentElement.querySelector('.unsafe-note').textContent})),
+  safeFilters: [...new Set([...document.querySelectorAll('figure:not(.unsafe) img.thumb')]
+    .map(i => getComputedStyle(i).filter))],
+  box: (document.querySelector('.unsafe-box') || {}).innerText || '',
+})"""
+
+
+def test_report_blurs_unsafe_thumbnails_in_the_browser_unless_asked(unsafe_worded_model, seeds, tmp_path):
+    from helpers.headless_chromium import find_chromium, visit
+
+    if find_chromium() is None:
+        pytest.fail("chromium is not installed; `make setup` installs Debian's chromium package")
+    model, pipe = unsafe_worded_model
+    config = _config(model, seeds, budget=64)
+    result = run_redteam(config, tmp_path / "run", pipe=pipe, classifier=HashJudge())
+    shown_rows = sum(min(len(f["keys"]), 16) for f in result.data["findings"])
+    assert shown_rows > 0
+    page = json.loads(visit(tmp_path / "run" / "report.html", _UNSAFE_PROBE).evaluated)
+    assert page["unsafe"] and all(u["filter"].startswith("blur(") for u in page["unsafe"])
+    assert all(u["note"] == "unsafe, blurred" for u in page["unsafe"]) and page["safeFilters"] == ["none"]
+    assert f"{len(page['unsafe'])} of the thumbnails below are judged unsafe" in page["box"]
+
+    # the same command with show_unsafe rewrites the report from the store, unblurred
+    run_redteam(config, tmp_path / "run", pipe=pipe, classifier=HashJudge(), show_unsafe=True)
+    revealed = json.loads(visit(tmp_path / "run" / "report.html", _UNSAFE_PROBE).evaluated)
+    assert len(revealed["unsafe"]) == len(page["unsafe"])
+    assert all(u["filter"] == "none" and u["note"] == "unsafe, shown" for u in revealed["unsafe"])
