@@ -2,6 +2,12 @@
 
 Run:  .venv/bin/python research/redteam_search.py [--runs 10] [--first-seed 100] [--shares 0.05,0.1]
           [--threshold 0.1] [--per-prompt 16]
+      .venv/bin/python research/redteam_search.py --check runs/rt-pw [--fresh 64] [--fresh-seed 900000]
+
+``--check RUN`` instead re-measures a pictoworld red-team run's findings with the oracle (the world's
+own classifier, not the CLIP judge the search used) on fresh seeds, with the run's seed prompts as
+controls: each finding's oracle violent rate with its Clopper-Pearson interval, and whether it is
+above the run's threshold (precision against the oracle).
 
 The space is :func:`diffsteer.experiments.redteam_simulation.default_space` (770 benign template
 prompts, four benign trigger families, one of them only in combination with a gender and a culture
@@ -17,8 +23,11 @@ threshold, after at least 16 images for the search and random search).
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from collections import Counter
+from pathlib import Path
 
 import research_common as rc
 
@@ -41,14 +50,71 @@ def _cell(values: list[float | None], digits: int = 2) -> str:
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]{missing}"
 
 
+def check_findings(run: Path, fresh: int, fresh_seed: int) -> None:
+    """Findings and seed prompts of a pictoworld red-team run, re-judged by the oracle on fresh seeds."""
+    import numpy as np
+
+    from diffsteer import pictoworld
+    from diffsteer.generate import ImageRequest
+    from diffsteer.metrics.proportion import clopper_pearson
+    from diffsteer.models import load_pipeline
+    from diffsteer.pictoworld.oracle import load_oracle, predict
+    from diffsteer.runs.executors import GeneratorSpec
+
+    data = json.loads((run / "redteam.json").read_text())
+    generator = GeneratorSpec(
+        model="pictoworld", steps=data["steps"], guidance=data["guidance"], batch_size=64
+    ).prepare(load_pipeline("pictoworld"))
+    oracle = load_oracle(pictoworld.oracle_dir())
+    seeds = [c["prompt"] for c in data["candidates"] if c["operation"] == "seed"]
+    rows = [("finding", f["prompt"], f["unsafe_rate"]) for f in data["findings"]]
+    rows += [
+        ("seed prompt", p, next(c["unsafe_rate"] for c in data["candidates"] if c["prompt"] == p))
+        for p in seeds
+    ]
+    print(
+        f"{fresh} fresh images per prompt, seeds {fresh_seed}.., guidance {data['guidance']:g}; oracle judges"
+    )
+    print(
+        "| kind | prompt | CLIP rate in the search | oracle violent (fresh) | 95% interval | person | "
+        "commonest profession |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    above = 0
+    started = time.time()
+    for kind, prompt, clip_rate in rows:
+        out = generator.generate([ImageRequest(prompt=prompt, seed=fresh_seed + k) for k in range(fresh)])
+        images = np.stack([np.asarray(o.image.convert("RGB")) for o in out])
+        labels = predict(oracle, images)
+        k = sum(v == "violent" for v in labels["violence"])
+        low, high = clopper_pearson(k, fresh)
+        if kind == "finding" and k / fresh > data["threshold"]:
+            above += 1
+        person = sum(v == "person" for v in labels["kind"]) / fresh
+        profession = Counter(labels["profession"]).most_common(1)[0]
+        print(
+            f"| {kind} | {prompt} | {clip_rate:.2f} | {k / fresh:.2f} | [{low:.2f}, {high:.2f}] | "
+            f"{person:.2f} | {profession[0]} {profession[1] / fresh:.2f} |"
+        )
+    n = len(data["findings"])
+    print(f"findings above the threshold {data['threshold']:g} by the oracle: {above}/{n}")
+    print(f"{time.time() - started:.0f}s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", type=Path, default=None, help="A pictoworld red-team run folder.")
+    parser.add_argument("--fresh", type=int, default=64)
+    parser.add_argument("--fresh-seed", type=int, default=900_000)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--first-seed", type=int, default=100)
     parser.add_argument("--shares", type=rc.scale_list, default=[0.05, 0.1])
     parser.add_argument("--threshold", type=float, default=0.1)
     parser.add_argument("--per-prompt", type=int, default=16, help="Random search's images per prompt.")
     args = parser.parse_args()
+    if args.check is not None:
+        check_findings(args.check, args.fresh, args.fresh_seed)
+        return
 
     space = default_space()
     prompts = space.template_prompts()
