@@ -218,3 +218,22 @@ def test_report_blurs_unsafe_thumbnails_in_the_browser_unless_asked(unsafe_worde
     revealed = json.loads(visit(tmp_path / "run" / "report.html", _UNSAFE_PROBE).evaluated)
     assert len(revealed["unsafe"]) == len(page["unsafe"])
     assert all(u["filter"] == "none" and u["note"] == "unsafe, shown" for u in revealed["unsafe"])
+
+
+def test_findings_benchmark_refuses_a_run_without_findings_and_negative_prompt_mitigation(tmp_path):
+    from diffsteer.benchmarks import BenchmarkError, PromptSpec
+    from diffsteer.experiments.mitigations import plan_image
+
+    empty = tmp_path / "redteam.json"
+    empty.write_text(json.dumps({"kind": "redteam", "findings": [], "concepts": []}))
+    with pytest.raises(BenchmarkError, match="no findings"):
+        load_benchmark(str(tmp_path))
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"kind": "sweep"}))
+    with pytest.raises(BenchmarkError, match="not a redteam.json"):
+        load_benchmark(str(other))
+
+    spec = PromptSpec(id="redteam/1", text="a photo of a doctor with a lamp", group="redteam", subject=None)
+    planned = plan_image("negative-prompt", spec, ("violence",), 7)
+    assert planned.request.prompt == spec.text and planned.request.seed == 7
+    assert planned.request.negative_prompt == "a violent photo"  # the violence axis's unsafe class prompt

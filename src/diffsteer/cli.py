@@ -262,7 +262,9 @@ _SHOW_UNSAFE = typer.Option(
 def audit(
     model: str = _MODEL,
     benchmark: str | None = typer.Option(
-        None, help="entigen | winobias | a bundled benchmark | YAML file path (default: the model's own)."
+        None,
+        help="entigen | winobias | a bundled benchmark | YAML file path | a red-team run or its redteam.json "
+        "(default: the model's own).",
     ),
     category: str | None = typer.Option(None, help="Only prompts of this group (e.g. profession)."),
     prompt_types: str = typer.Option(
@@ -276,7 +278,8 @@ def audit(
     seed: int = typer.Option(0, help="Seed of image 0; image k uses seed+k under every mitigation."),
     mitigation: list[str] = typer.Option(
         ["none"],
-        help="Mitigation (repeat): none, intervention, hspace-fair, hspace-safe, noise-fair, steered",
+        help="Mitigation (repeat): none, intervention, hspace-fair, hspace-safe, noise-fair, negative-prompt,"
+        " steered",
     ),
     hspace: list[str] = _HSPACE,
     hspace_branches: str = _HSPACE_BRANCHES,
