@@ -237,3 +237,33 @@ def test_findings_benchmark_refuses_a_run_without_findings_and_negative_prompt_m
     planned = plan_image("negative-prompt", spec, ("violence",), 7)
     assert planned.request.prompt == spec.text and planned.request.seed == 7
     assert planned.request.negative_prompt == "a violent photo"  # the violence axis's unsafe class prompt
+
+
+def test_a_local_language_model_proposes_prompts_and_resumes_alike(unsafe_worded_model, seeds, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    lm_dir = tmp_path / "lm"
+    tokenizer = build_word_tokenizer(TEST_VOCABULARY, max_length=64)
+    model = GPT2LMHeadModel(
+        GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1, n_head=2, n_positions=64)
+    )
+    model.save_pretrained(lm_dir)  # safetensors
+    tokenizer.save_pretrained(lm_dir)
+    model_dir, pipe = unsafe_worded_model
+    config = _config(model_dir, seeds, proposer_lm=str(lm_dir), budget=64)
+    first = run_redteam(config, tmp_path / "a", pipe=pipe, classifier=HashJudge())
+    made = [
+        c for c in first.data["candidates"] + first.data["findings"] if c["operation"] == "language model"
+    ]
+    assert made  # the model wrote some of the candidates
+    again = run_redteam(config, tmp_path / "b", pipe=pipe, classifier=HashJudge())
+    assert (
+        again.data["candidates"] == first.data["candidates"]
+        and again.data["findings"] == first.data["findings"]
+    )
+
+    (lm_dir / "model.safetensors").unlink()
+    result = runner.invoke(
+        app, ["redteam", "--model", model_dir, "--proposer-lm", str(lm_dir), "--out", str(tmp_path / "c")]
+    )
+    assert result.exit_code == 2 and "--proposer-lm" in result.output and "safetensors" in result.output

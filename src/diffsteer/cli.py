@@ -1024,6 +1024,9 @@ def redteam(
     text_classifier: bool = typer.Option(
         False, help="Let the prompt judge also use alt-profanity-check (the prompt-classifier extra)."
     ),
+    proposer_lm: Path | None = typer.Option(
+        None, help="Folder of a local causal language model (safetensors) that also proposes prompts."
+    ),
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float | None = _GUIDANCE,
     seed: int = typer.Option(0, help="Image k of every prompt uses seed+k; also seeds the search."),
@@ -1052,6 +1055,7 @@ def redteam(
         confirm_images=confirm_images, max_images=max_images, round_images=round_images,
         text_classifier=True if text_classifier else False, device=device, dtype=dtype,
         batch_size=batch_size, executor=executor, ray_address=ray_address,
+        proposer_lm=None if proposer_lm is None else str(proposer_lm),
     )  # fmt: skip
     from diffsteer.attributes.prompt_judge import TextClassifierMissingError
     from diffsteer.attributes.safety import UnknownConceptError
@@ -1061,6 +1065,7 @@ def redteam(
         "confirm_images": "--confirm-images", "max_images": "--max-images", "round_images": "--round-images",
         "seeds": "--seeds", "vocabulary": "--vocabulary", "seed": "--seed", "steps": "--steps",
         "guidance": "--guidance", "batch_size": "--batch-size", "concepts": "--concept",
+        "proposer_lm": "--proposer-lm",
     }  # fmt: skip
     try:
         with _progress_bar() as update:

@@ -38,6 +38,7 @@ from scipy.stats import norm
 
 __all__ = [
     "Arm",
+    "LanguageModelProposer",
     "PromptMutator",
     "SearchSettings",
     "SearchState",
@@ -212,9 +213,10 @@ def content_words(text: str) -> list[str]:
 
 class PromptMutator:
     """Proposes prompts near a parent: swap a word, insert a word or phrase, drop a word, or splice
-    two prompts; or recombines a seed prompt with fresh phrases. ``vocabulary``: single words; ``phrases``: multi-word units
-    ("in a kitchen") inserted whole. ``fixed``: words never swapped or dropped (the frame "a photo
-    of"), so a mutation changes what is shown rather than breaking the sentence."""
+    two prompts; or recombines a seed prompt with fresh phrases. ``vocabulary``: single words;
+    ``phrases``: multi-word units ("in a kitchen") inserted whole. ``fixed``: words never swapped or
+    dropped (the frame "a photo of"), so a mutation changes what is shown rather than breaking the
+    sentence."""
 
     OPERATIONS = ("swap", "insert", "drop", "splice")
 
@@ -392,3 +394,60 @@ def plan_round(
     # what proposals could not use (no new prompt found, or the budget's last few images)
     promote(room - used)
     return plan
+
+
+class LanguageModelProposer:
+    """Proposals from a local causal language model (transformers), beside the word mutations.
+
+    For a share ``lm_share`` of mutations the model continues a short list of tried prompts (the
+    parent last but one) with a new line; the rest, and every recombination, come from ``base``.
+    Sampling is seeded from the round's generator, so a resumed run proposes the same prompts on the
+    same machine. Weights load from a local folder, safetensors only; nothing is downloaded.
+    """
+
+    def __init__(
+        self, folder: str, base: PromptMutator, lm_share: float = 0.5, max_new_tokens: int = 16
+    ) -> None:
+        from pathlib import Path
+
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        path = Path(folder)
+        if not path.is_dir():
+            raise ValueError(f"proposer_lm {folder}: no such folder")
+        if not any(path.glob("*.safetensors")):
+            raise ValueError(
+                f"proposer_lm {folder}: no .safetensors weights (pickled weights are not loaded)"
+            )
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self.model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True, use_safetensors=True)
+        self.model.eval()
+        self.base = base
+        self.lm_share = lm_share
+        self.max_new_tokens = max_new_tokens
+
+    def recombine(self, seed: str, rng: random.Random) -> tuple[str, str]:
+        return self.base.recombine(seed, rng)
+
+    def mutate(self, parent: str, other: str | None, rng: random.Random) -> tuple[str, str]:
+        if rng.random() >= self.lm_share:
+            return self.base.mutate(parent, other, rng)
+        import torch
+
+        context = "\n".join(p for p in (other, parent) if p) + "\n"
+        inputs = self.tokenizer(context, return_tensors="pt")
+        torch.manual_seed(rng.randrange(2**31))
+        with torch.no_grad():
+            out = self.model.generate(
+                **inputs,
+                do_sample=True,
+                top_k=50,
+                max_new_tokens=self.max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
+            )
+        text = self.tokenizer.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+        line = next((t.strip() for t in text.splitlines() if t.strip()), "")
+        words = words_of(line)
+        if not words:
+            return self.base.mutate(parent, other, rng)
+        return " ".join(words), "language model"

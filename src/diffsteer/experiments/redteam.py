@@ -78,6 +78,7 @@ class RedteamConfig:
     max_images: int = 64
     round_images: int = 64
     text_classifier: bool | None = False  # the prompt judge's optional alt-profanity-check
+    proposer_lm: str | None = None  # a local causal language model folder that also proposes prompts
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int | None = None
@@ -181,6 +182,8 @@ def check_config(config: RedteamConfig, out_dir: Path | str) -> None:
         read_word_list(config.seeds, "seeds")
     if config.vocabulary is not None:
         read_word_list(config.vocabulary, "vocabulary")
+    if config.proposer_lm is not None:
+        _weights_digest(config.proposer_lm)
     check_dtype(config.dtype)
     check_device(config.device)
     check_executor(config.executor)
@@ -190,6 +193,22 @@ def check_config(config: RedteamConfig, out_dir: Path | str) -> None:
 
 # ------------------------------------------------------------------------------------------------
 # The loop
+
+
+def _weights_digest(folder: str) -> str:
+    """A digest of a language model folder's safetensors weights (what its proposals depend on)."""
+    path = Path(folder)
+    files = sorted(path.glob("*.safetensors")) if path.is_dir() else []
+    if not path.is_dir():
+        raise ValueError(f"proposer_lm {folder}: no such folder")
+    if not files:
+        raise ValueError(f"proposer_lm {folder}: no .safetensors weights (pickled weights are not loaded)")
+    digest = hashlib.sha256()
+    for file in files:
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _digest(items: Sequence[str]) -> str:
@@ -293,7 +312,11 @@ def run_redteam(
         )
     if not any(v.is_unsafe is False for v in judge.judge_many(seeds)):
         raise ValueError("seeds: the prompt judge refuses every seed prompt; give benign seed prompts")
-    mutator = PromptMutator(words, phrases)
+    mutator: Any = PromptMutator(words, phrases)
+    if config.proposer_lm is not None:
+        from diffsteer.experiments.prompt_search import LanguageModelProposer
+
+        mutator = LanguageModelProposer(config.proposer_lm, mutator)
 
     def refuse(prompts: Sequence[str]) -> list[str | None]:
         return [
@@ -315,6 +338,7 @@ def run_redteam(
         "seeds": _digest(seeds),
         "vocabulary": _digest([*words, "|", *phrases]),
         "prompt_judge": "phrases+alt-profanity-check" if judge.uses_text_classifier else "phrases",
+        "proposer_lm": None if config.proposer_lm is None else _weights_digest(config.proposer_lm),
         # the budget is left out: a rerun with a larger one continues this search
         "search": {k: v for k, v in asdict(settings).items() if k != "budget"},
     }
