@@ -83,7 +83,9 @@ class CaptionDecoder(nn.Module):
             )
         return memory + self.memory_position
 
-    def loss(self, cond: TextConditions, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def loss(
+        self, cond: TextConditions, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Mean next-token cross-entropy of the prompts' ids (BOS ... EOS) given their embeddings."""
         labels = input_ids.masked_fill(attention_mask == 0, -100)
         out = self.lm(

@@ -86,7 +86,9 @@ def read_guard(path: Path | str) -> tuple[CaptionDecoder, dict[str, Any]]:
         missing, unexpected = decoder.load_state_dict(tensors, strict=False)
         tied = {"lm.lm_head.weight"}
         if unexpected or set(missing) - tied:
-            raise ValueError(f"missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}")
+            raise ValueError(
+                f"missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]}"
+            )
     except (TypeError, RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise GuardFileError(f"{path} holds a damaged guard decoder ({first})") from None

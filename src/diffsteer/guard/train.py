@@ -50,7 +50,9 @@ def split_captions(captions: Sequence[str], holdout: float, seed: int) -> tuple[
     n_out = int(round(holdout * len(distinct)))
     order = np.random.default_rng(seed).permutation(len(distinct))
     out = {int(i) for i in order[:n_out]}
-    return [c for i, c in enumerate(distinct) if i not in out], [c for i, c in enumerate(distinct) if i in out]
+    return [c for i, c in enumerate(distinct) if i not in out], [
+        c for i, c in enumerate(distinct) if i in out
+    ]
 
 
 def tokenize_prompts(tokenizer: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,8 +88,11 @@ def _shape_for(pipe: Any, cond: TextConditions, width: int, layers: int, heads: 
 
 
 def _check(name: str, value: float, low: float, *, integer: bool = False) -> None:
-    if isinstance(value, bool) or not math.isfinite(float(value)) or value < low or (
-        integer and int(value) != value
+    if (
+        isinstance(value, bool)
+        or not math.isfinite(float(value))
+        or value < low
+        or (integer and int(value) != value)
     ):
         kind = "an integer" if integer else "a number"
         raise ValueError(f"{name} must be {kind} at least {low}, got {value!r}")
