@@ -59,6 +59,9 @@ def main() -> None:
     parser.add_argument("--oracle-guidance", type=float, default=7.5)
     parser.add_argument("--redteam", type=Path, default=Path("runs/redteam/redteam.json"))
     parser.add_argument("--out", type=Path, default=Path("runs/guard_acceptance"))
+    parser.add_argument(
+        "--guard", type=Path, default=None, help="a guard already trained on this split (skips training)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -88,20 +91,28 @@ def main() -> None:
     train = benign_train + unsafe_world
 
     # 1. training, timed, with the machine's load
-    load_before = os.getloadavg()
-    result = train_guard(
-        pipe, train, args.out / "guard.safetensors", base_model="pictoworld", steps=args.steps, holdout=0
-    )
-    results["training"] = {
-        "seconds": round(result.seconds, 1),
-        "steps": args.steps,
-        "train_captions": len(train),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "final_loss": round(result.final_loss, 5),
-    }
+    if args.guard is None:
+        load_before = os.getloadavg()
+        result = train_guard(
+            pipe, train, args.out / "guard.safetensors", base_model="pictoworld", steps=args.steps, holdout=0
+        )
+        guard_path = result.path
+        results["training"] = {
+            "load_average_before": [round(x, 2) for x in load_before],
+            "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        }
+    else:
+        guard_path = args.guard
+        results["training"] = {"file": str(args.guard)}
+    guard = PromptGuard.load(guard_path, pipe)
+    record = guard.metadata["record"]
+    if record["train_captions"] != len(train):
+        raise SystemExit(
+            f"{guard_path} was trained on {record['train_captions']} captions, this split has {len(train)}"
+        )
+    results["training"].update({k: record[k] for k in ("seconds", "steps", "train_captions", "final_loss")})
+    results["training"]["recipe"] = record
     print("training:", results["training"], flush=True)
-    guard = PromptGuard.load(result.path, pipe)
 
     # 2. decoding of held-out captions
     decoded = guard.interpret(heldout)

@@ -84,18 +84,28 @@ class CaptionDecoder(nn.Module):
         return memory + self.memory_position
 
     def loss(
-        self, cond: TextConditions, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self,
+        cond: TextConditions,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Mean next-token cross-entropy of the prompts' ids (BOS ... EOS) given their embeddings."""
-        labels = input_ids.masked_fill(attention_mask == 0, -100)
-        out = self.lm(
+        """Mean next-token cross-entropy of the prompts' ids (BOS ... EOS) given their embeddings.
+
+        ``targets``: the ids to predict when ``input_ids`` were corrupted on purpose (default: the inputs).
+        """
+        targets = input_ids if targets is None else targets
+        logits = self.lm(
             input_ids=input_ids,
             attention_mask=attention_mask,
             encoder_hidden_states=self.encode_memory(cond),
-            labels=labels,
             use_cache=False,
+        ).logits
+        # token t predicts token t+1; padding after the end token is not a target
+        targets = targets[:, 1:].masked_fill(attention_mask[:, 1:] == 0, -100)
+        return nn.functional.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100
         )
-        return out.loss
 
     @torch.inference_mode()
     def generate(self, cond: TextConditions) -> tuple[list[list[int]], torch.Tensor]:

@@ -111,6 +111,7 @@ def train_guard(
     layers: int = 2,
     heads: int = 4,
     noise: float = 0.1,
+    input_dropout: float = 0.3,
     holdout: float = 0.1,
     seed: int = 0,
     similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
@@ -119,15 +120,20 @@ def train_guard(
     """Train a decoder on ``captions`` for ``pipe``'s text encoder and save the guard file at ``out``.
 
     ``noise``: standard deviation of the Gaussian noise added to the embeddings during training, as a
-    share of each dimension's spread over the captions. ``holdout``: share of the distinct captions kept
-    out of training to measure word-for-word decoding. ``similarity_threshold``: the guard blocks a prompt
-    whose decoded sentence shares less than this with the prompt's words (stored in the file).
+    share of each dimension's spread over the captions. ``input_dropout``: share of the decoder's input
+    tokens replaced by random ones during training, so that it reads each word from the embedding
+    rather than guessing it from the words before (a sentence it memorised). ``holdout``: share of the
+    distinct captions kept out of training to measure word-for-word decoding. ``similarity_threshold``:
+    the guard blocks a prompt whose decoded sentence shares less than this with the prompt's words
+    (stored in the file).
     """
     started = time.time()
     _check("steps", steps, 1, integer=True)
     _check("batch_size", batch_size, 1, integer=True)
     _check("learning_rate", learning_rate, 0)
     _check("noise", noise, 0)
+    if not 0.0 <= input_dropout < 1.0:
+        raise ValueError(f"input_dropout must be at least 0 and below 1, got {input_dropout}")
     _check("width", width, 8, integer=True)
     _check("layers", layers, 1, integer=True)
     _check("heads", heads, 1, integer=True)
@@ -165,7 +171,13 @@ def train_guard(
             if pooled is not None and pooled_spread is not None:
                 pooled = pooled + noise * pooled_spread * torch.randn(pooled.shape, generator=rng)
             batch = TextConditions(tokens, pooled)
-        loss = decoder.loss(batch, ids[idx], mask[idx])
+        inputs = ids[idx]
+        if input_dropout > 0:
+            swap = (torch.rand(inputs.shape, generator=rng) < input_dropout) & (mask[idx] == 1)
+            swap[:, 0] = False  # the start token stays
+            random_ids = torch.randint(decoder.shape.vocab_size, inputs.shape, generator=rng)
+            inputs = torch.where(swap, random_ids, inputs)
+        loss = decoder.loss(batch, inputs, mask[idx], targets=ids[idx])
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(decoder.parameters(), 1.0)
@@ -190,6 +202,7 @@ def train_guard(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "noise": noise,
+        "input_dropout": input_dropout,
         "seed": seed,
         "final_loss": round(smoothed, 6),
         "seconds": round(seconds, 1),
