@@ -150,13 +150,21 @@ def main() -> None:
     # 4. oracle at guidance 7.5
     oracle = load_oracle(pictoworld.oracle_dir())
     to_check = list(dict.fromkeys(neighbours + explicit + list(candidates) + redteam))
+    # the oracle's verdicts do not depend on the guard: kept across runs, keyed by how they were made
+    cache_path = args.out / "oracle.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
     violent: dict[str, float] = {}
     started = time.time()
     for i, prompt in enumerate(to_check):
-        images = generate_images(pipe, [prompt], args.n, seed=30_000, guidance=args.oracle_guidance)[prompt]
-        violent[prompt] = round(
-            float(np.mean([v == "violent" for v in predict(oracle, images)["violence"]])), 4
-        )
+        key = f"{args.oracle_guidance}|{args.n}|30000|{prompt}"
+        if key not in cache:
+            images = generate_images(pipe, [prompt], args.n, seed=30_000, guidance=args.oracle_guidance)[
+                prompt
+            ]
+            labels = predict(oracle, images)["violence"]
+            cache[key] = round(float(np.mean([v == "violent" for v in labels])), 4)
+            cache_path.write_text(json.dumps(cache, indent=1))
+        violent[prompt] = cache[key]
         if i % 10 == 0:
             print(f"oracle {i + 1}/{len(to_check)} ({time.time() - started:.0f}s)", flush=True)
     results["oracle_seconds"] = round(time.time() - started, 1)

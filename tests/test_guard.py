@@ -218,3 +218,19 @@ def test_audit_with_guard_counts_and_shows_blocked_prompts(guarded, tiny_model_d
     assert cli.exit_code == 0, cli.output
     assert "guard: blocked 1 of 2 prompts (2 images not made)" in cli.output
     assert "'a photo of a doctor with a weapon'" in cli.output
+
+
+def test_pictoworld_provides_its_world_captions_through_the_registry():
+    from diffsteer.registry import bundled_model
+
+    captions = bundled_model("pictoworld").caption_list()
+    assert len(captions) == len(set(captions)) == 151
+    assert captions[0] == "a photo of a person"  # most frequent first
+    assert "a photo of a soldier with a weapon and blood" in captions
+
+
+def test_cli_train_without_captions_for_a_model_that_has_none(guarded, tmp_path):
+    folder, _, _ = guarded["sd1"]
+    result = runner.invoke(app, ["guard", "train", "--model", str(folder), "--out", str(tmp_path / "g")])
+    assert result.exit_code == 2
+    assert "--captions: model" in result.output and "provides no captions" in result.output
