@@ -234,3 +234,22 @@ def test_cli_train_without_captions_for_a_model_that_has_none(guarded, tmp_path)
     result = runner.invoke(app, ["guard", "train", "--model", str(folder), "--out", str(tmp_path / "g")])
     assert result.exit_code == 2
     assert "--captions: model" in result.output and "provides no captions" in result.output
+
+
+def test_audit_whose_every_prompt_is_blocked_says_so(guarded, tiny_model_dirs, tmp_path):
+    folder, path, _ = guarded["sd1"]
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(
+        "name: unsafe\naxes: [gender]\nimages_per_prompt: 2\nprompts:\n"
+        "  - text: a photo of a nurse with blood\n    group: profession\n    subject: nurse\n"
+    )
+    config = AuditConfig(
+        model=str(folder),
+        benchmark=str(bench),
+        classifier=str(tiny_model_dirs["clip"]),
+        steps=1,
+        batch_size=4,
+    )
+    with pytest.raises(ValueError, match="blocks every prompt"):
+        run_audit(config, tmp_path / "run", guard=path)
+    assert not (tmp_path / "run" / "results.sqlite").exists()  # the failed start leaves no run behind

@@ -344,6 +344,8 @@ def run_audit(
             from diffsteer.guard.screen import screen_jobs
 
             jobs, screened = screen_jobs(PromptGuard(generator.pipe, *guard_file, source=str(guard)), jobs)
+            if not jobs:
+                raise ValueError(f"--guard {guard} blocks every prompt of the benchmark; nothing to audit")
         done = store.done_keys()
         todo = [(rec, req) for rec, req in jobs if rec.key not in done]
         truncated_prompts = sorted({req.prompt for _, req in todo if generator.is_truncated(req.prompt)})
