@@ -292,13 +292,15 @@ def run_audit(
     reference: str | Path | None = "auto",
     command: str | None = None,
     show_unsafe: bool = False,
+    guard: Path | str | None = None,
 ) -> AuditResult:
     """Run (or resume) an audit into ``out_dir`` and write summary.json and report.html there.
 
     ``reference``: labelled images to check the classifier against (a folder with labels.csv;
     ``"auto"``: the reference set a bundled model registered, none otherwise). ``command``: the command
     line to record in ``command.txt`` and the report's provenance. ``show_unsafe``: the report shows
-    thumbnails that a judge calls unsafe unblurred.
+    thumbnails that a judge calls unsafe unblurred. ``guard``: a guard file; no image is made for a
+    prompt it blocks, and ``summary["guard"]`` lists those prompts with the reason.
     """
 
     from diffsteer.models import describe_model
@@ -313,6 +315,10 @@ def run_audit(
 
     config, bench, axes = resolve(config)
     check_run_inputs(config, bench, out_dir, reference)
+    if guard is not None:
+        from diffsteer.guard.guard_file import read_guard
+
+        guard_file = read_guard(guard)  # a bad file fails before the run exists
     store = RunStore.open(out_dir, config.identity(), resume=resume, force=force)
     try:
         if force or store.created or store.config_changed:
@@ -332,6 +338,14 @@ def run_audit(
         model_info = describe_model(generator.pipe, config.model)
         steerers = build_steerers(config, generator, model_info["fingerprint"])
         jobs = _plan(config, bench, model_info["fingerprint"], steerers, weights=model_info["weights"])
+        screened = None
+        if guard is not None:
+            from diffsteer.guard import PromptGuard
+            from diffsteer.guard.screen import screen_jobs
+
+            jobs, screened = screen_jobs(PromptGuard(generator.pipe, *guard_file, source=str(guard)), jobs)
+            if not jobs:
+                raise ValueError(f"--guard {guard} blocks every prompt of the benchmark; nothing to audit")
         done = store.done_keys()
         todo = [(rec, req) for rec, req in jobs if rec.key not in done]
         truncated_prompts = sorted({req.prompt for _, req in todo if generator.is_truncated(req.prompt)})
@@ -357,6 +371,8 @@ def run_audit(
             progress=report_progress,
         )
         summary = build_summary(store, config, axes, planned_keys, model_info)
+        if screened is not None:
+            summary["guard"] = screened
         from diffsteer.assess import assess_run  # new top-level keys: quality, auditor, provenance
 
         summary.update(

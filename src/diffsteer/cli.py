@@ -253,6 +253,9 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
     return items or None
 
 
+_GUARD = typer.Option(
+    None, "--guard", help="A guard file (diffsteer guard train): refuse prompts it blocks (docs/guard.md)."
+)
 _SHOW_UNSAFE = typer.Option(
     False, "--show-unsafe", help="Show thumbnails that a judge calls unsafe unblurred in report.html."
 )
@@ -319,6 +322,7 @@ def audit(
         help="Plan only: print the images per prompt that give every prompt's deviation-ratio interval a "
         "half-width of at most this (e.g. 0.1), then exit without generating (docs/intervals.md).",
     ),
+    guard: Path | None = _GUARD,
 ) -> None:
     """Measure bias: generate the benchmark's images, classify them, write summary.json and report.html."""
     from diffsteer.audit import AuditConfig, run_audit
@@ -376,10 +380,12 @@ def audit(
                 reference=reference or "auto",
                 command=shlex.join(["diffsteer", *sys.argv[1:]]),
                 show_unsafe=show_unsafe,
+                guard=guard,
             )
     except _expected_errors() as exc:
         _fail(exc)
     _print_summary(result.summary)
+    _print_guard(result.summary.get("guard"))
     console.print(
         f"generated {result.generated} images, classified {result.classified} in {result.seconds:.0f}s"
     )
@@ -408,6 +414,19 @@ def _plan_precision(config, precision: float) -> None:
             "in a typical run"
         )
     print(f"images per prompt needed: {max(needed.values())} (pass --images-per-prompt to run at that size)")
+
+
+def _print_guard(screened: dict | None) -> None:
+    if not screened:
+        return
+    console.print(
+        f"guard: blocked {screened['n_blocked_prompts']} of {screened['n_checked_prompts']} prompts "
+        f"({screened['n_images_not_made']} images not made)",
+        highlight=False,
+    )
+    for item in screened["blocked"]:
+        line = f"  blocked ({item['mitigation']}) {item['prompt']!r}: {item['reason']}"
+        console.print(line, highlight=False, markup=False)
 
 
 def _fmt(x: float | None) -> str:
@@ -470,9 +489,11 @@ def generate(
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32"),
     out: Path = typer.Option(Path("runs/generate")),
+    guard: Path | None = _GUARD,
 ) -> None:
     """Generate a few images of one prompt for a quick look (PNG files and a grid)."""
     from diffsteer.experiments.preview import generate_preview
+    from diffsteer.guard import PromptBlockedError
 
     try:
         spec = _steering(
@@ -501,7 +522,11 @@ def generate(
             steering=spec,
             device=device,
             dtype=dtype,
+            guard=guard,
         )
+    except PromptBlockedError as blocked:
+        console.print(Text.assemble(("blocked:", "red"), " ", str(blocked)), highlight=False)
+        raise typer.Exit(1) from None
     except _expected_errors() as exc:
         _fail(exc)
     print(f"wrote {len(paths) - 1} images and {paths[-1]}")
@@ -1093,6 +1118,122 @@ def redteam(
         print(f"{f['rank']:>3}. {f['unsafe_rate']:.2f} [{lo:.2f}, {hi:.2f}] {f['concept']}: {f['prompt']}")
     print(f"wrote {result.json_path} and {result.report}")
     print(f"re-audit the findings under mitigations: {data['audit_command']}")
+
+
+guard_app = typer.Typer(
+    no_args_is_help=True, help="A prompt guard that reads what the model will see (docs/guard.md)."
+)
+app.add_typer(guard_app, name="guard")
+_GUARD_FLAGS = ("steps", "batch_size", "learning_rate", "holdout", "similarity_threshold", "captions")
+
+
+def _guard_error(exc: BaseException) -> BaseException:
+    """A library error naming a parameter (``batch_size must ...``), worded with its flag."""
+    text = str(exc)
+    for name in _GUARD_FLAGS:
+        if text.startswith(name + " ") or text.startswith(name + ":"):
+            return ValueError("--" + name.replace("_", "-") + text[len(name) :])
+    return exc
+
+
+def _read_captions(path: Path) -> list[str]:
+    if not path.is_file():
+        raise ValueError(f"--captions: no such file: {path}")
+    captions = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not captions:
+        raise ValueError(f"--captions: {path} holds no caption (one caption per line)")
+    return captions
+
+
+def _print_verdict(verdict) -> None:
+    word = "allow" if verdict.allowed else "block"
+    print(f"{word}: {verdict.prompt}")
+    print(f"  decoded:    {verdict.decoded}")
+    print(f"  similarity: {verdict.similarity:.2f}")
+    if verdict.reason:
+        print(f"  reason:     {verdict.reason}")
+
+
+@guard_app.command("train")
+def guard_train_command(
+    model: str = _MODEL,
+    captions: Path | None = typer.Option(
+        None, help="Caption file, one per line (default: the bundled model's own captions)."
+    ),
+    out: Path = typer.Option(Path("runs/guard.safetensors"), help="The guard file to write."),
+    steps: int = typer.Option(1500, help="Training steps."),
+    batch_size: int = typer.Option(64, help="Captions per step."),
+    learning_rate: float = typer.Option(2e-3, help="AdamW learning rate."),
+    holdout: float = typer.Option(
+        0.1, help="Share of distinct captions kept out of training to measure word-for-word decoding."
+    ),
+    similarity_threshold: float = typer.Option(
+        0.5, help="Block prompts whose decoded sentence shares less than this with their words."
+    ),
+    seed: int = typer.Option(0),
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Train a guard: a decoder that writes the model's text guidance back as the prompt."""
+    from diffsteer.guard import train_guard
+    from diffsteer.models import load_pipeline
+
+    try:
+        if captions is not None:
+            texts = _read_captions(captions)
+        else:
+            entry = registry.bundled_model(model)
+            texts = entry.caption_list() if entry is not None else None
+            if not texts:
+                raise ValueError(f"--captions: model {model} provides no captions of its own; give a file")
+        pipe = load_pipeline(model, device=device)
+        with _progress_bar(with_loss=True) as update:
+            result = train_guard(
+                pipe,
+                texts,
+                out,
+                base_model=model,
+                steps=steps,
+                batch_size=batch_size,
+                learning_rate=learning_rate,
+                holdout=holdout,
+                similarity_threshold=similarity_threshold,
+                seed=seed,
+                progress=update,
+            )
+    except _expected_errors() as exc:
+        _fail(_guard_error(exc))
+    exact = (
+        "no held-out captions"
+        if result.heldout_exact is None
+        else f"{result.heldout_exact:.0%} of {len(result.heldout_captions)} held-out captions decoded word "
+        "for word"
+    )
+    print(f"wrote {result.path} ({len(result.train_captions)} captions, {result.seconds:.0f}s; {exact})")
+
+
+@guard_app.command("check")
+def guard_check_command(
+    prompt: list[str] = typer.Argument(..., help="The prompt(s) to check."),
+    guard: Path = typer.Option(..., "--guard", help="The guard file (diffsteer guard train)."),
+    model: str = _MODEL,
+    device: str = typer.Option("cpu"),
+) -> None:
+    """Say whether the guard allows each prompt, what the model reads in it, and why. Exit 1 if any is
+    blocked."""
+    from diffsteer.guard import PromptGuard
+    from diffsteer.guard.guard_file import read_guard
+    from diffsteer.models import load_pipeline
+
+    try:
+        decoder, metadata = read_guard(guard)  # a bad file fails before the model loads
+        pipe = load_pipeline(model, device=device)
+        verdicts = PromptGuard(pipe, decoder, metadata, source=str(guard)).check_many(prompt)
+    except _expected_errors() as exc:
+        _fail(exc)
+    for verdict in verdicts:
+        _print_verdict(verdict)
+    if any(v.blocked for v in verdicts):
+        raise typer.Exit(1)
 
 
 # Command groups that plugins add (e.g. ``diffsteer pictoworld train``), after the core's own commands.

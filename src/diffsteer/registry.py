@@ -69,6 +69,7 @@ class BundledModel:
     benchmark: str | None = None
     reference: Callable[[], Any] | None = None
     steering_dir: Location | None = None
+    captions: Callable[[], Any] | None = None
 
     def pipeline_folder(self) -> Path:
         """The diffusers pipeline folder (``model_index.json`` and the component folders)."""
@@ -81,6 +82,10 @@ class BundledModel:
     def steering_folder(self) -> Path | None:
         """The folder of steering files shipped with the model, if any."""
         return None if self.steering_dir is None else Path(_locate(self.steering_dir))
+
+    def caption_list(self) -> list[str] | None:
+        """Captions of the model's training distribution (what a guard learns to read), if provided."""
+        return None if self.captions is None else [str(c) for c in self.captions()]
 
     def reference_set(self) -> Any:
         """Labelled images against which the audit checks its classifier, if the model provides them."""
@@ -155,6 +160,7 @@ class Registry:
         benchmark: str | None = None,
         reference: Callable[[], Any] | None = None,
         steering_dir: Location | None = None,
+        captions: Callable[[], Any] | None = None,
     ) -> BundledModel:
         """Make ``name`` a model reference; registering a name again replaces it.
 
@@ -163,7 +169,8 @@ class Registry:
         general CLIP). ``guidance``: its own classifier-free guidance scale (default 7.5).
         ``benchmark``: the benchmark its audits use by default. ``reference``: a function returning
         a :class:`~diffsteer.reference.ReferenceSet` of labelled images. ``steering_dir``: a folder of
-        steering files searched after the user's own.
+        steering files searched after the user's own. ``captions``: a function returning captions of
+        its training distribution (the default training text of ``diffsteer guard train``).
         """
         self.load_plugins()  # plugins first: a later call replaces a plugin's entry, never the reverse
         _check_name(name, "model")
@@ -175,6 +182,8 @@ class Registry:
             _check_name(benchmark, f"model {name!r}: benchmark")
         if reference is not None and not callable(reference):
             raise ValueError(f"model {name!r}: reference must be a function returning a ReferenceSet")
+        if captions is not None and not callable(captions):
+            raise ValueError(f"model {name!r}: captions must be a function returning a list of captions")
         entry = BundledModel(
             name=name,
             pipeline=pipeline,
@@ -183,6 +192,7 @@ class Registry:
             benchmark=benchmark,
             reference=reference,
             steering_dir=steering_dir,
+            captions=captions,
         )
         self._models[name] = entry
         return entry
@@ -254,6 +264,7 @@ def register_model(
     benchmark: str | None = None,
     reference: Callable[[], Any] | None = None,
     steering_dir: Location | None = None,
+    captions: Callable[[], Any] | None = None,
 ) -> BundledModel:
     """Register a bundled model with the process-wide registry (see :meth:`Registry.register_model`)."""
     return REGISTRY.register_model(
@@ -264,6 +275,7 @@ def register_model(
         benchmark=benchmark,
         reference=reference,
         steering_dir=steering_dir,
+        captions=captions,
     )
 
 

@@ -39,10 +39,12 @@ def generate_preview(
     hspace_branches: str = "conditional",
     device: str = "cpu",
     dtype: str = "float32",
+    guard: Path | str | None = None,
 ) -> list[Path]:
     """Generate ``n`` images of ``prompt``; return the PNG paths, the grid's path last.
 
     ``steering`` (vectors, directions, fair generation, a preset) implies the ``steered`` mitigation.
+    ``guard``: a guard file; a prompt it blocks raises ``PromptBlockedError`` before any image is made.
     """
     from diffsteer.attributes import builtin_axes
     from diffsteer.experiments.mitigations import check_mitigations, mitigation_steering, plan_image
@@ -65,7 +67,18 @@ def generate_preview(
     steer_spec = mitigation_steering(mitigation, axes, steering)
     spec = PromptSpec(id="preview", text=prompt, group="custom", subject=None)
     model = default_model() if model is None else model
+    guard_file = None
+    if guard is not None:
+        from diffsteer.guard.guard_file import read_guard
+
+        guard_file = read_guard(guard)  # a bad file fails before the model loads
     pipe = load_pipeline(model, device=device, dtype=dtype)
+    if guard_file is not None:
+        from diffsteer.guard import PromptBlockedError, PromptGuard
+
+        verdict = PromptGuard(pipe, *guard_file, source=str(guard)).check(prompt)
+        if verdict.blocked:
+            raise PromptBlockedError(verdict)
     if guidance is None:
         guidance = default_guidance(model)
     gen = SteeredGenerator(pipe, steps=steps, guidance=guidance, hspace_branches=hspace_branches)

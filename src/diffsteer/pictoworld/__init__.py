@@ -58,6 +58,24 @@ def steering_dir() -> Path:
     return weights_dir() / "steering"
 
 
+GUARD_CAPTION_SEED = 20_261_202
+GUARD_CAPTION_SAMPLES = 40_000  # enough draws that every caption the world writes appears (151 of them)
+
+
+def guard_captions() -> list[str]:
+    """Every distinct caption of the diffusion training distribution, most frequent first (the text a
+    prompt guard learns to read back; see diffsteer.guard)."""
+    from collections import Counter
+
+    import numpy as np
+
+    from diffsteer.pictoworld import world
+
+    rng = np.random.default_rng(GUARD_CAPTION_SEED)
+    counts = Counter(caption.text for _, caption in world.training_pairs(rng, GUARD_CAPTION_SAMPLES))
+    return [text for text, _ in counts.most_common()]
+
+
 def load_benchmark() -> Benchmark:
     prompts = tuple(
         PromptSpec(

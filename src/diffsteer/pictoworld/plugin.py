@@ -26,6 +26,7 @@ def register(registry: Registry) -> None:
         benchmark=pictoworld.NAME,
         reference=pictoworld.reference_set,
         steering_dir=pictoworld.steering_dir,
+        captions=pictoworld.guard_captions,
     )
     registry.register_benchmark(pictoworld.NAME, pictoworld.load_benchmark)
     registry.register_commands(pictoworld.NAME, _commands)
