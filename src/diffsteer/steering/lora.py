@@ -110,7 +110,9 @@ def save_adapter(
 
     folder = Path(folder)
     meta = {"format": "pt", "diffsteer_kind": ADAPTER_KIND}
-    meta[LORA_ADAPTER_METADATA_KEY] = json.dumps(_adapter_config(pipe.unet, adapter_name), sort_keys=True)
+    # diffusers reads the adapter config per component, keys prefixed with the component's name
+    config = {f"unet.{k}": v for k, v in _adapter_config(pipe.unet, adapter_name).items()}
+    meta[LORA_ADAPTER_METADATA_KEY] = json.dumps(config, sort_keys=True)
     for key, value in metadata.items():
         meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
