@@ -181,6 +181,44 @@ def test_per_step_likelihood_matches_the_sampled_noise():
     assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.1
 
 
+def test_one_dpok_update_raises_the_advantage_weighted_likelihood_of_its_batch():
+    """The policy-gradient step climbs sum_i A_i log p(trajectory_i): rewarded trajectories get likelier."""
+    from diffsteer.experiments.finetune import _unet_output, step_losses
+    from diffsteer.steering.lora import add_lora, lora_parameters
+
+    pipe = tiny_sd_pipeline("sd1")
+    gen = _generator(pipe)
+    torch.manual_seed(0)
+    add_lora(pipe.unet, rank=4)
+    params = lora_parameters(pipe.unet)
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    sampler = StochasticDDIM(pipe.scheduler.config, STEPS, eta=1.0)
+    prompts = [PROMPTS[0]] * 8
+    batch = sample_trajectories(gen, sampler, prompts, seeds=list(range(8)))
+    advantages = normalised_advantages(torch.randn(8, generator=torch.Generator().manual_seed(1)), prompts)
+
+    def objective():
+        total = 0.0
+        with torch.no_grad():
+            for index, t in enumerate(batch.timesteps):
+                sigma = sampler.sigma(index)
+                if sigma == 0:
+                    continue
+                x = batch.latents[index]
+                out = _unet_output(pipe.unet, x, t, batch.conditioning, GUIDANCE, guided=True)
+                mean = sampler.mean(index, x, out)
+                log_p = -((batch.latents[index + 1] - mean) ** 2).sum(dim=(1, 2, 3)) / (2 * sigma**2)
+                total += float((advantages * log_p).mean())
+        return total
+
+    recipe = _recipe("tiny", kl_coef=0.0)
+    before = objective()
+    optimizer.zero_grad()
+    step_losses(gen, sampler, batch, advantages, recipe, iteration_seed=0)
+    optimizer.step()
+    assert objective() > before
+
+
 def test_fairness_reward_is_distribution_matching_per_prompt():
     class Fixed:
         """A judge that gives each image the 'woman' probability it was told."""

@@ -4,8 +4,8 @@ Both methods train a LoRA adapter on the U-Net's attention from the model's own 
 
 1. Sample trajectories with a stochastic DDIM sampler (``eta``, 1 by default) under classifier-free
    guidance at the model's guidance, with the adapter on (the current policy), keeping every x_t.
-2. Score the final images with a reward (experiments/rewards.py) and normalise it per prompt (the
-   baseline): ``A = (r - mean_prompt r) / std_prompt r``.
+2. Score the final images with a reward (experiments/rewards.py); the advantage is the reward minus
+   its prompt's mean (the baseline), scaled by the batch's root mean square of those differences.
 3. DPOK (Fan et al., NeurIPS 2023): each denoising step is a Gaussian policy
    ``p(x_{t-1} | x_t) = N(mu_theta(x_t), sigma_t^2 I)``; the loss is ``-A * sum_t log p`` (REINFORCE, on
    policy: one update per sampled batch) plus ``kl_coef`` times the KL to the frozen model (the adapter
@@ -264,14 +264,19 @@ def sample_trajectories(
 
 
 def normalised_advantages(rewards: torch.Tensor, prompts: Sequence[TrainingPrompt]) -> torch.Tensor:
-    """Each reward minus its prompt's mean, over its prompt's standard deviation (the baseline)."""
+    """Each reward minus its prompt's mean (the baseline), over the batch's spread of those differences.
+
+    One scale for the whole batch: dividing each prompt by its own spread would blow a prompt whose
+    images all score alike (a judge's noise in the third decimal) up to the same weight as a prompt
+    with a real difference between its images.
+    """
     out = torch.zeros_like(rewards, dtype=torch.float32)
     texts = [p.text for p in prompts]
     for text in dict.fromkeys(texts):
         idx = torch.tensor([i for i, t in enumerate(texts) if t == text])
         group = rewards[idx].float()
-        out[idx] = (group - group.mean()) / (group.std(unbiased=False) + 1e-6)
-    return out
+        out[idx] = group - group.mean()
+    return out / (out.pow(2).mean().sqrt() + 1e-6)
 
 
 # ---------------------------------------------------------------------------------------- losses
