@@ -337,7 +337,8 @@ class SteeredGenerator:
         record_steps: Sequence[int] = (),
         on_step: Callable[[int], None] | None = None,
     ) -> list[GeneratedImage]:
-        """Generate one image per request, ``batch_size`` at a time, one pipeline call per batch.
+        """Generate one image per request, ``batch_size`` at a time, one pipeline call per batch (split
+        where consecutive requests name different LoRA adapters: the adapter is per call).
 
         ``record_steps`` are denoising step indices (0-based) whose latents, after that step and in the
         scheduler's own scale, are kept (CPU float32); ``on_step`` is called with the step index after
