@@ -228,8 +228,16 @@ def load_adapter(pipe: Any, folder: Path | str) -> str:
     name = adapter_name_for(folder)
     loaded = getattr(pipe.unet, "peft_config", None) or {}
     if name not in loaded:
+        from diffusers.utils import logging as diffusers_logging
+
         path = adapter_file(folder)
-        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+        # diffusers warns that the file has no text-encoder LoRA: by design, the adapter is the U-Net's
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
+        try:
+            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+        finally:
+            diffusers_logging.set_verbosity(level)
     return name
 
 
