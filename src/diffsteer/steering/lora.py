@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -235,7 +236,9 @@ def load_adapter(pipe: Any, folder: Path | str) -> str:
         level = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()
         try:
-            pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+            with warnings.catch_warnings():  # adapters side by side are the point (lora:A, lora:B)
+                warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
         finally:
             diffusers_logging.set_verbosity(level)
     return name
