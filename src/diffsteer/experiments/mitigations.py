@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from diffsteer.benchmarks.spec import PromptSpec
 from diffsteer.generate import ImageRequest
@@ -25,6 +27,8 @@ MITIGATIONS = {
     "steered": "the steering given by --hspace/--noise-direction/--text-offset/--fair/--steering",
     "negative-prompt": "the unsafe classes' own wording (axes.yaml) as the negative prompt",
 }
+LORA_PREFIX = "lora:"
+"""``lora:FOLDER``: the model with a LoRA adapter from ``diffsteer finetune`` (any number, one per folder)."""
 
 
 # the fair mitigations: which steering kind gives each image its class (at the files' default strength)
@@ -43,10 +47,28 @@ class PlannedImage:
     steering: dict = field(default_factory=dict)
 
 
+def is_lora_mitigation(name: str) -> bool:
+    return name.startswith(LORA_PREFIX)
+
+
+def lora_folder(name: str) -> str:
+    """The adapter folder of a ``lora:FOLDER`` mitigation, as an absolute path (workers may run elsewhere)."""
+    return str(Path(name[len(LORA_PREFIX) :]).expanduser().resolve())
+
+
 def check_mitigations(names: Sequence[str]) -> tuple[str, ...]:
+    """Known names, no repeats, and every ``lora:FOLDER`` a readable diffsteer adapter (before any model)."""
+    from diffsteer.steering.lora import read_adapter_metadata
+
     for name in names:
+        if is_lora_mitigation(name):
+            if not name[len(LORA_PREFIX) :].strip():
+                raise UnknownMitigationError("mitigation 'lora:' needs a folder: lora:FOLDER")
+            read_adapter_metadata(lora_folder(name))
+            continue
         if name not in MITIGATIONS:
-            raise UnknownMitigationError(f"unknown mitigation '{name}'; available: {', '.join(MITIGATIONS)}")
+            available = ", ".join([*MITIGATIONS, LORA_PREFIX + "FOLDER"])
+            raise UnknownMitigationError(f"unknown mitigation '{name}'; available: {available}")
     if len(set(names)) != len(names):
         raise UnknownMitigationError(f"mitigation listed twice in {', '.join(names)}")
     return tuple(names)
@@ -103,6 +125,10 @@ def plan_image(
     if mitigation == "intervention":
         text = intervention_prompt(spec, axes)
         return PlannedImage(ImageRequest(prompt=text, seed=seed), {"kind": "prompt", "rewrite": "entigen"})
+    if is_lora_mitigation(mitigation):
+        folder = lora_folder(mitigation)
+        desc = {"kind": "lora", "adapter": _adapter_digest(folder)}
+        return PlannedImage(ImageRequest(prompt=spec.text, seed=seed, lora=folder), desc)
     if mitigation in MITIGATIONS:
         steerer = (steerers or {}).get(mitigation)
         if steerer is None:
@@ -110,3 +136,28 @@ def plan_image(
         request, desc = steerer.steer(ImageRequest(prompt=spec.text, seed=seed))  # type: ignore[attr-defined]
         return PlannedImage(request, desc)
     raise UnknownMitigationError(f"unknown mitigation '{mitigation}'; available: {', '.join(MITIGATIONS)}")
+
+
+def check_lora_mitigations(mitigations: Sequence[str], pipe: object) -> None:
+    """Refuse, before any image, a ``lora:FOLDER`` adapter trained on another base model."""
+    from diffsteer.steering.lora import check_adapter, read_adapter_metadata
+
+    for name in mitigations:
+        if is_lora_mitigation(name):
+            folder = lora_folder(name)
+            check_adapter(read_adapter_metadata(folder), pipe, source=folder)
+
+
+@lru_cache(maxsize=64)
+def _digest_of(folder: str, mtime_ns: int, size: int) -> str:
+    from diffsteer.steering.lora import adapter_digest
+
+    return adapter_digest(folder)
+
+
+def _adapter_digest(folder: str) -> str:
+    """The adapter file's hash (part of each image's job key: a retrained adapter makes new images)."""
+    from diffsteer.steering.lora import adapter_file
+
+    stat = adapter_file(folder).stat()
+    return _digest_of(folder, stat.st_mtime_ns, stat.st_size)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -40,11 +41,14 @@ def generate_preview(
     device: str = "cpu",
     dtype: str = "float32",
     guard: Path | str | None = None,
+    lora: str | Path | None = None,
 ) -> list[Path]:
     """Generate ``n`` images of ``prompt``; return the PNG paths, the grid's path last.
 
     ``steering`` (vectors, directions, fair generation, a preset) implies the ``steered`` mitigation.
     ``guard``: a guard file; a prompt it blocks raises ``PromptBlockedError`` before any image is made.
+    ``lora``: a LoRA adapter folder from ``diffsteer finetune``, active for every image (composes with
+    any mitigation); refused before generating when it was trained on another model.
     """
     from diffsteer.attributes import builtin_axes
     from diffsteer.experiments.mitigations import check_mitigations, mitigation_steering, plan_image
@@ -64,6 +68,12 @@ def generate_preview(
             raise ValueError(f"steering options cannot be combined with --mitigation {mitigation}")
         mitigation = "steered"
     check_mitigations([mitigation])
+    lora_path = None
+    if lora is not None:
+        from diffsteer.steering.lora import read_adapter_metadata
+
+        lora_path = str(Path(lora).expanduser().resolve())
+        read_adapter_metadata(lora_path)  # a missing or foreign folder fails before the model loads
     steer_spec = mitigation_steering(mitigation, axes, steering)
     spec = PromptSpec(id="preview", text=prompt, group="custom", subject=None)
     model = default_model() if model is None else model
@@ -81,7 +91,18 @@ def generate_preview(
             raise PromptBlockedError(verdict)
     if guidance is None:
         guidance = default_guidance(model)
-    gen = SteeredGenerator(pipe, steps=steps, guidance=guidance, hspace_branches=hspace_branches)
+    from diffsteer.steering.lora import load_adapter, use_adapter
+
+    gen = SteeredGenerator(
+        pipe,
+        steps=steps,
+        guidance=guidance,
+        hspace_branches=hspace_branches,
+        adapter_loader=load_adapter,
+        adapter_switch=use_adapter,
+    )
+    if lora_path is not None:
+        load_adapter(pipe, lora_path)  # checks it was trained on this model
     steerers = {}
     if steer_spec is not None:
         library = SteeringLibrary.for_model(model, steer_spec.directions)
@@ -90,6 +111,8 @@ def generate_preview(
             steer_spec, gen, fingerprint=model_fingerprint(pipe), library=library, axis_classes=classes
         )
     requests = [plan_image(mitigation, spec, axes, seed + k, steerers).request for k in range(n)]
+    if lora_path is not None:
+        requests = [dataclasses.replace(r, lora=lora_path) for r in requests]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths, images = [], []

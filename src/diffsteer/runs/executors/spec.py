@@ -48,6 +48,8 @@ class GeneratorSpec:
         """Wrap an already loaded pipeline (e.g. one built from configs in a benchmark)."""
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"--batch-size must be at least 1, got {self.batch_size}")
+        from diffsteer.steering.lora import load_adapter, use_adapter
+
         use_sdpa(pipe)
         generator = SteeredGenerator(
             pipe,
@@ -55,6 +57,10 @@ class GeneratorSpec:
             guidance=self.guidance,
             batch_size=self.batch_size or 1,
             hspace_branches=self.hspace_branches,
+            # requests that name a LoRA folder (audit --mitigation lora:FOLDER, generate --lora) load it
+            # here, in whichever process builds the generator: the folder travels with the request
+            adapter_loader=load_adapter,
+            adapter_switch=use_adapter,
         )
         if self.batch_size is None:
             generator.batch_size = auto_batch_size(generator)  # measured before compiling: no recompiles

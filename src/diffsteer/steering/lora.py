@@ -1,0 +1,257 @@
+"""LoRA adapters on the U-Net's attention: add one for training, save it so diffusers loads it, load it back.
+
+A fine-tune (``diffsteer finetune``) ships as a folder holding ``pytorch_lora_weights.safetensors`` in
+diffusers' own LoRA layout, so ``pipe.load_lora_weights(folder)`` works without diffsteer. The same
+safetensors file carries diffsteer's metadata beside diffusers' (``lora_adapter_metadata``): the
+method, the reward, the recipe, and the fingerprints of the base model it was trained on. diffsteer
+loads an adapter through diffusers' ``load_lora_weights`` too (so its images equal a plain pipeline's),
+after refusing, in one line, an adapter made for another model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
+ADAPTER_KIND = "lora"
+TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, as diffusers' examples
+PEFT_HINT = "LoRA fine-tuning needs peft: pip install 'diffsteer[finetune]'"
+
+
+class AdapterFileError(ValueError):
+    """A LoRA folder that cannot be used: missing, unreadable, or not made by diffsteer."""
+
+
+class AdapterMismatchError(ValueError):
+    """A LoRA adapter trained on another base model (architecture or weights differ)."""
+
+
+def require_peft() -> None:
+    """Fail in one line, with the extra to install, when peft is missing."""
+    try:
+        import peft  # noqa: F401
+    except ImportError:
+        raise ImportError(PEFT_HINT) from None
+
+
+def add_lora(unet: torch.nn.Module, *, rank: int, adapter_name: str = "default") -> None:
+    """Add a trainable LoRA adapter (rank ``rank``, alpha = rank) to the U-Net's attention projections.
+
+    Only the LoRA matrices require gradients afterwards. ``init_lora_weights="gaussian"`` leaves B = 0,
+    so the adapted U-Net starts exactly at the base model.
+    """
+    require_peft()
+    from peft import LoraConfig
+
+    if rank < 1:
+        raise ValueError(f"rank must be at least 1, got {rank}")
+    unet.requires_grad_(False)
+    config = LoraConfig(
+        r=int(rank), lora_alpha=int(rank), init_lora_weights="gaussian", target_modules=list(TARGET_MODULES)
+    )
+    unet.add_adapter(config, adapter_name=adapter_name)
+
+
+def lora_parameters(unet: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for name, p in unet.named_parameters() if "lora_" in name and p.requires_grad]
+
+
+def lora_state_dict(unet: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """The adapter's tensors in diffusers' layout (no ``unet.`` prefix), on the CPU, float32."""
+    require_peft()
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
+
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=adapter_name))
+    return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+
+
+def load_lora_state(
+    unet: torch.nn.Module, state: dict[str, torch.Tensor], adapter_name: str = "default"
+) -> None:
+    """Put tensors saved by :func:`lora_state_dict` back into a U-Net that has the same adapter."""
+    require_peft()
+    from diffusers.utils import convert_unet_state_dict_to_peft
+    from peft.utils import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(
+        unet, convert_unet_state_dict_to_peft(state), adapter_name=adapter_name
+    )
+    unexpected = getattr(result, "unexpected_keys", None) or []
+    if unexpected:
+        raise AdapterFileError(f"adapter tensors do not fit this U-Net: {len(unexpected)} unexpected keys")
+
+
+def _adapter_config(unet: torch.nn.Module, adapter_name: str) -> dict[str, Any]:
+    config = unet.peft_config[adapter_name].to_dict()
+    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
+
+
+def save_adapter(
+    pipe: Any,
+    folder: Path | str,
+    metadata: dict[str, Any],
+    *,
+    adapter_name: str = "default",
+) -> Path:
+    """Save the U-Net's adapter as ``folder/pytorch_lora_weights.safetensors``, written atomically.
+
+    The file is what ``StableDiffusionPipeline.save_lora_weights`` (or SDXL's) writes, plus diffsteer's
+    ``metadata`` (non-strings JSON-encoded) beside diffusers' own adapter config.
+    """
+    from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    meta = {"format": "pt", "diffsteer_kind": ADAPTER_KIND}
+    # diffusers reads the adapter config per component, keys prefixed with the component's name
+    config = {f"unet.{k}": v for k, v in _adapter_config(pipe.unet, adapter_name).items()}
+    meta[LORA_ADAPTER_METADATA_KEY] = json.dumps(config, sort_keys=True)
+    for key, value in metadata.items():
+        meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+    def write(weights: dict[str, torch.Tensor], filename: str) -> None:
+        tmp = f"{filename}.tmp"
+        save_file({k: v.contiguous() for k, v in weights.items()}, tmp, metadata=meta)
+        os.replace(tmp, filename)
+
+    type(pipe).save_lora_weights(
+        save_directory=str(folder),
+        unet_lora_layers=lora_state_dict(pipe.unet, adapter_name),
+        weight_name=WEIGHT_NAME,
+        save_function=write,
+        safe_serialization=True,
+    )
+    return folder / WEIGHT_NAME
+
+
+def adapter_file(folder: Path | str) -> Path:
+    path = Path(folder).expanduser()
+    return path / WEIGHT_NAME if path.is_dir() else path
+
+
+def read_adapter_metadata(folder: Path | str) -> dict[str, str]:
+    """The string metadata of a diffsteer LoRA folder (or its weights file); one-line errors."""
+    from safetensors import SafetensorError, safe_open
+
+    path = adapter_file(folder)
+    if not path.is_file():
+        raise AdapterFileError(f"LoRA adapter not found: {path} (expected a folder holding {WEIGHT_NAME})")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            metadata = dict(handle.metadata() or {})
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise AdapterFileError(f"{path} is not a readable safetensors file ({exc})") from None
+    if metadata.get("diffsteer_kind") != ADAPTER_KIND:
+        raise AdapterFileError(f"{path} is not a diffsteer LoRA adapter (no diffsteer_kind=lora metadata)")
+    return metadata
+
+
+def adapter_digest(folder: Path | str) -> str:
+    """Hash of the adapter file's bytes: a run store's identity for images made with it."""
+    digest = hashlib.sha256()
+    with open(adapter_file(folder), "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def base_weights_fingerprint(unet: torch.nn.Module) -> str:
+    """Hash of the U-Net's own weights (a sample of every tensor), blind to any LoRA adapter on it,
+    so an adapter's base model is recognised whether or not adapters are loaded already."""
+    digest = hashlib.sha256()
+    for name, tensor in unet.state_dict().items():
+        if "lora_" in name:
+            continue
+        name = name.replace(".base_layer.", ".")
+        flat = tensor.detach().flatten()
+        idx = torch.linspace(0, flat.numel() - 1, steps=min(64, flat.numel())).long().to(flat.device)
+        digest.update(f"{name}:{tuple(tensor.shape)}".encode())
+        digest.update(flat[idx].float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def base_model_metadata(pipe: Any, ref: str) -> dict[str, str]:
+    """What an adapter records of its base model (checked by :func:`check_adapter`)."""
+    from diffsteer.models import model_fingerprint
+
+    return {
+        "base_model": ref,
+        "pipeline": type(pipe).__name__,
+        "fingerprint": model_fingerprint(pipe),
+        "unet_weights": base_weights_fingerprint(pipe.unet),
+    }
+
+
+def check_adapter(metadata: dict[str, str], pipe: Any, *, source: str) -> None:
+    """Refuse an adapter trained on another base model: another U-Net architecture always, other
+    weights when the U-Net is in float32 (the weights fingerprint samples float32 values)."""
+    from diffsteer.models import model_fingerprint
+
+    made_for = metadata.get("fingerprint")
+    if made_for != model_fingerprint(pipe):
+        raise AdapterMismatchError(
+            f"{source} was trained on {metadata.get('base_model', 'an unknown model')} (U-Net fingerprint "
+            f"{made_for}), not on this model (fingerprint {model_fingerprint(pipe)})"
+        )
+    weights = metadata.get("unet_weights")
+    if weights and pipe.unet.dtype == torch.float32:
+        own = base_weights_fingerprint(pipe.unet)
+        if weights != own:
+            raise AdapterMismatchError(
+                f"{source} was trained on other weights of this architecture ({metadata.get('base_model')}, "
+                f"U-Net weights {weights}; this model's are {own})"
+            )
+
+
+def adapter_name_for(folder: Path | str) -> str:
+    """A stable, valid adapter name for a folder (its resolved path hashed)."""
+    resolved = str(Path(folder).expanduser().resolve())
+    return "diffsteer_" + hashlib.sha256(resolved.encode()).hexdigest()[:12]
+
+
+def load_adapter(pipe: Any, folder: Path | str) -> str:
+    """Check the adapter against ``pipe`` and load it with diffusers' ``load_lora_weights``.
+
+    Returns the adapter name; loading the same folder twice loads it once. The adapter is inactive
+    until :func:`use_adapter` names it.
+    """
+    require_peft()
+    metadata = read_adapter_metadata(folder)
+    check_adapter(metadata, pipe, source=str(folder))
+    name = adapter_name_for(folder)
+    loaded = getattr(pipe.unet, "peft_config", None) or {}
+    if name not in loaded:
+        from diffusers.utils import logging as diffusers_logging
+
+        path = adapter_file(folder)
+        # diffusers warns that the file has no text-encoder LoRA: by design, the adapter is the U-Net's
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
+        try:
+            with warnings.catch_warnings():  # adapters side by side are the point (lora:A, lora:B)
+                warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+        finally:
+            diffusers_logging.set_verbosity(level)
+    return name
+
+
+def use_adapter(pipe: Any, name: str | None) -> None:
+    """Make ``name`` the only active adapter, or switch every adapter off (the base model) for None."""
+    if not getattr(pipe.unet, "peft_config", None):
+        if name is not None:
+            raise ValueError(f"adapter {name!r} is not loaded")
+        return
+    if name is None:
+        pipe.disable_lora()
+    else:
+        pipe.enable_lora()
+        pipe.set_adapters([name])

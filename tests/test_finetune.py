@@ -1,0 +1,345 @@
+"""diffsteer finetune: DPOK and SFT train a LoRA that diffusers loads, resumes, and is refused on a
+model it was not trained on; the audit and generate carry it per image."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+from typer.testing import CliRunner
+
+from diffsteer.audit import AuditConfig, run_audit
+from diffsteer.cli import app
+from diffsteer.experiments.finetune import (
+    FinetuneError,
+    FinetuneRecipe,
+    StochasticDDIM,
+    finetune,
+    normalised_advantages,
+    parse_prompt,
+    sample_trajectories,
+)
+from diffsteer.experiments.preview import generate_preview
+from diffsteer.experiments.rewards import CallableReward, FairnessReward, TrainingPrompt
+from diffsteer.generate import ImageRequest
+from diffsteer.models import load_pipeline
+from diffsteer.runs.executors import GeneratorSpec
+from diffsteer.steering.lora import WEIGHT_NAME, AdapterMismatchError, load_adapter, require_peft
+from diffsteer.testing import tiny_sd_pipeline
+
+STEPS = 3
+GUIDANCE = 2.0
+PROMPTS = (TrainingPrompt("a photo of a cat"), TrainingPrompt("a photo of a dog"))
+runner = CliRunner()
+
+
+def brightness(images, prompts):
+    """A toy reward the tiny random models can move: the mean pixel value."""
+    return [float(np.asarray(im, dtype=np.float32).mean()) / 255 for im in images]
+
+
+def darkness(images, prompts):
+    return [-b for b in brightness(images, prompts)]
+
+
+def _generator(pipe, batch_size=8):
+    return GeneratorSpec(model="tiny", steps=STEPS, guidance=GUIDANCE, batch_size=batch_size).prepare(pipe)
+
+
+def _recipe(model, **kw):
+    base = dict(
+        model=str(model),
+        prompts=PROMPTS,
+        iterations=2,
+        prompts_per_iteration=2,
+        images_per_prompt=2,
+        steps=STEPS,
+        guidance=GUIDANCE,
+        learning_rate=1e-2,
+        kl_coef=0.1,
+        checkpoint_every=1,
+    )
+    base.update(kw)
+    return FinetuneRecipe(**base)
+
+
+def _train(model_dir, out, reward=brightness, **kw):
+    pipe = load_pipeline(str(model_dir))
+    recipe = _recipe(model_dir, **kw)
+    return finetune(_generator(pipe), CallableReward("toy:reward", reward), recipe, out)
+
+
+def _pixels(image):
+    return np.asarray(image, dtype=np.int16)
+
+
+@pytest.fixture(scope="module")
+def adapters(tiny_model_dirs, tmp_path_factory):
+    """{(kind, method): FinetuneResult} trained once for the module (two updates each)."""
+    out = {}
+    for kind in ("sd1", "sdxl"):
+        for method in ("dpok", "sft"):
+            folder = tmp_path_factory.mktemp(f"ft_{kind}_{method}")
+            out[(kind, method)] = _train(tiny_model_dirs[kind], folder, method=method)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+@pytest.mark.parametrize("method", ["dpok", "sft"])
+def test_adapter_loads_in_plain_diffusers_and_equals_diffsteer_generate(
+    adapters, tiny_model_dirs, tmp_path, kind, method
+):
+    result = adapters[(kind, method)]
+    assert len(result.history) == 2
+    assert all(math.isfinite(row["reward"]) and math.isfinite(row["kl"]) for row in result.history)
+    assert result.history[-1]["kl"] > 0  # after one update the adapter is away from the frozen model
+    path = result.adapter / WEIGHT_NAME
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+        keys = list(handle.keys())
+    assert meta["method"] == method and json.loads(meta["recipe"])["kl_coef"] == 0.1
+    assert meta["base_model"] == str(tiny_model_dirs[kind]) and meta["fingerprint"]
+    assert all(k.startswith("unet.") and "lora" in k for k in keys)
+
+    prompt, seeds = "a photo of a cat", [5, 6]
+    plain = load_pipeline(str(tiny_model_dirs[kind]))
+    plain.set_progress_bar_config(disable=True)
+    base = plain(
+        prompt=[prompt] * 2,
+        generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        output_type="np",
+    ).images
+    plain.load_lora_weights(str(result.adapter))  # diffusers alone, no diffsteer code involved
+    tuned = plain(
+        prompt=[prompt] * 2,
+        generator=[torch.Generator("cpu").manual_seed(s) for s in seeds],
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        output_type="np",
+    ).images
+    tuned = (tuned * 255).round().astype(np.int16)
+    assert not np.array_equal(tuned, (base * 255).round().astype(np.int16))  # the adapter does something
+
+    paths = generate_preview(
+        prompt,
+        tmp_path / "look",
+        model=str(tiny_model_dirs[kind]),
+        n=2,
+        seed=5,
+        steps=STEPS,
+        guidance=GUIDANCE,
+        lora=result.adapter,
+    )
+    from PIL import Image
+
+    ours = np.stack([_pixels(Image.open(p)) for p in paths[:-1]])
+    assert np.abs(ours - tuned).max() <= 1  # the same images, to a rounding of the last pixel level
+
+
+def test_dpok_moves_a_toy_reward_in_the_direction_asked(tmp_path):
+    """Brightness up when rewarded for brightness, down when rewarded for darkness, on held-out seeds."""
+    held = [ImageRequest("a photo of a cat", seed=10_000 + i) for i in range(16)]
+    for reward in (brightness, darkness):
+        pipe = tiny_sd_pipeline("sd1")
+        gen = _generator(pipe, batch_size=16)
+        before = np.mean(reward([r.image for r in gen.generate(held)], None))
+        recipe = _recipe(
+            "tiny", iterations=10, images_per_prompt=8, learning_rate=3e-2, kl_coef=0.0, checkpoint_every=10
+        )
+        finetune(gen, CallableReward("toy:reward", reward), recipe, tmp_path / reward.__name__)
+        after = np.mean(reward([r.image for r in gen.generate(held)], None))
+        assert after > before, reward.__name__
+
+
+def test_per_step_likelihood_matches_the_sampled_noise():
+    """x_{t-1} minus the policy's mean, over sigma_t, is standard normal: the log-likelihood DPOK uses."""
+    pipe = tiny_sd_pipeline("sd1")
+    gen = _generator(pipe)
+    sampler = StochasticDDIM(pipe.scheduler.config, STEPS, eta=1.0)
+    prompts = [PROMPTS[0]] * 8
+    batch = sample_trajectories(gen, sampler, prompts, seeds=list(range(8)))
+    from diffsteer.experiments.finetune import _unet_output
+
+    residuals = []
+    with torch.no_grad():
+        for index, t in enumerate(batch.timesteps):
+            if sampler.sigma(index) == 0:
+                continue
+            x = batch.latents[index]
+            out = _unet_output(pipe.unet, x, t, batch.conditioning, GUIDANCE, guided=True)
+            mean = sampler.mean(index, x, out)
+            residuals.append(((batch.latents[index + 1] - mean) / sampler.sigma(index)).flatten())
+    z = torch.cat(residuals)
+    assert z.numel() > 500
+    assert abs(float(z.mean())) < 0.1 and abs(float(z.std()) - 1) < 0.1
+
+
+def test_one_dpok_update_raises_the_advantage_weighted_likelihood_of_its_batch():
+    """The policy-gradient step climbs sum_i A_i log p(trajectory_i): rewarded trajectories get likelier."""
+    from diffsteer.experiments.finetune import _unet_output, step_losses
+    from diffsteer.steering.lora import add_lora, lora_parameters
+
+    pipe = tiny_sd_pipeline("sd1")
+    gen = _generator(pipe)
+    torch.manual_seed(0)
+    add_lora(pipe.unet, rank=4)
+    params = lora_parameters(pipe.unet)
+    optimizer = torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+    sampler = StochasticDDIM(pipe.scheduler.config, STEPS, eta=1.0)
+    prompts = [PROMPTS[0]] * 8
+    batch = sample_trajectories(gen, sampler, prompts, seeds=list(range(8)))
+    advantages = normalised_advantages(torch.randn(8, generator=torch.Generator().manual_seed(1)), prompts)
+
+    def objective():
+        total = 0.0
+        with torch.no_grad():
+            for index, t in enumerate(batch.timesteps):
+                sigma = sampler.sigma(index)
+                if sigma == 0:
+                    continue
+                x = batch.latents[index]
+                out = _unet_output(pipe.unet, x, t, batch.conditioning, GUIDANCE, guided=True)
+                mean = sampler.mean(index, x, out)
+                log_p = -((batch.latents[index + 1] - mean) ** 2).sum(dim=(1, 2, 3)) / (2 * sigma**2)
+                total += float((advantages * log_p).mean())
+        return total
+
+    recipe = _recipe("tiny", kl_coef=0.0)
+    before = objective()
+    optimizer.zero_grad()
+    step_losses(gen, sampler, batch, advantages, recipe, iteration_seed=0)
+    optimizer.step()
+    assert objective() > before
+
+
+def test_fairness_reward_is_distribution_matching_per_prompt():
+    class Fixed:
+        """A judge that gives each image the 'woman' probability it was told."""
+
+        def __init__(self, p):
+            self.p = p
+
+        def classify(self, images, axes, person_filter=True):
+            from diffsteer.attributes import AxisLabel, ImageLabels
+
+            return [
+                ImageLabels(True, 1.0, {"gender": AxisLabel("woman", {"man": 1 - q, "woman": q})})
+                for q in self.p
+            ]
+
+    from diffsteer.attributes import get_axis
+
+    p = [0.9, 0.8, 0.9, 0.2, 0.5, 0.5]
+    prompts = [PROMPTS[0]] * 4 + [PROMPTS[1]] * 2
+    reward = FairnessReward(Fixed(p), get_axis("gender"))
+    r = reward([None] * 6, prompts)
+    s = np.mean(p[:4])
+    kl = s * math.log(s / 0.5) + (1 - s) * math.log((1 - s) / 0.5)
+    assert float(r[:4].mean()) == pytest.approx(-kl, abs=1e-5)  # expectation: -KL(shares || target)
+    assert float(r[4:].mean()) == pytest.approx(0.0, abs=1e-6)  # a balanced prompt is at the optimum
+    assert float(r[3]) > float(r[0])  # the minority image of a skewed prompt is worth more
+    adv = normalised_advantages(r, prompts)
+    assert float(adv[:4].mean()) == pytest.approx(0, abs=1e-5)
+
+
+def test_adapter_for_another_model_is_refused_in_one_line(adapters, tiny_model_dirs, tmp_path):
+    adapter = adapters[("sd1", "dpok")].adapter
+    retrained = tiny_sd_pipeline("sd1", seed=1)  # same architecture, other weights
+    with pytest.raises(AdapterMismatchError, match="other weights"):
+        load_adapter(retrained, adapter)
+    with pytest.raises(AdapterMismatchError, match="U-Net fingerprint"):
+        load_adapter(tiny_sd_pipeline("sd2"), adapter)
+    done = runner.invoke(
+        app,
+        ["generate", "a photo", "--model", str(tiny_model_dirs["sdxl"]), "--n", "1", "--steps", "2",
+         "--lora", str(adapter), "--out", str(tmp_path / "g")],
+    )  # fmt: skip
+    assert done.exit_code == 2
+    lines = [ln for ln in done.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "U-Net fingerprint" in lines[0]
+
+
+def test_audit_compares_the_adapter_with_the_base_model_on_the_same_seeds(
+    adapters, tiny_model_dirs, write_benchmark, tmp_path
+):
+    adapter = adapters[("sd1", "dpok")].adapter
+    bench = write_benchmark(images_per_prompt=3)
+    base = dict(
+        model=str(tiny_model_dirs["sd1"]), benchmark=str(bench), classifier=str(tiny_model_dirs["clip"])
+    )
+    base.update(steps=2, batch_size=4)
+    alone = run_audit(AuditConfig(**base, mitigations=("none",)), tmp_path / "alone")
+    both = run_audit(AuditConfig(**base, mitigations=("none", f"lora:{adapter}")), tmp_path / "both")
+    assert alone.generated == 6 and both.generated == 12
+    summary = json.loads((tmp_path / "both" / "summary.json").read_text())
+    assert {r["mitigation"] for r in summary["results"]} == {"none", f"lora:{adapter}"}
+
+    import sqlite3
+
+    def pngs(run, mitigation):
+        rows = sqlite3.connect(run / "results.sqlite").execute(
+            "SELECT seed, prompt_id, png FROM images WHERE mitigation = ? ORDER BY prompt_id, seed",
+            (mitigation,),
+        )
+        return [row for row in rows]
+
+    # loading an adapter leaves the base model's images untouched, byte for byte
+    assert pngs(tmp_path / "alone", "none") == pngs(tmp_path / "both", "none")
+    assert pngs(tmp_path / "both", "none") != pngs(tmp_path / "both", f"lora:{adapter}")
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tmp_path):
+    model = tiny_model_dirs["sd1"]
+    whole = _train(model, tmp_path / "whole", iterations=3)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(done, total, row):
+        if done == 2:
+            raise Stop
+
+    pipe = load_pipeline(str(model))
+    reward = CallableReward("toy:reward", brightness)
+    with pytest.raises(Stop):
+        finetune(
+            _generator(pipe), reward, _recipe(model, iterations=3), tmp_path / "cut", progress=stop_after_two
+        )
+    assert not (tmp_path / "cut" / "adapter").exists()
+    resumed = _train(model, tmp_path / "cut", iterations=3)
+    assert [r["reward"] for r in resumed.history] == pytest.approx([r["reward"] for r in whole.history])
+    with (
+        safe_open(str(whole.adapter / WEIGHT_NAME), "pt") as a,
+        safe_open(str(resumed.adapter / WEIGHT_NAME), "pt") as b,
+    ):
+        for key in a.keys():
+            assert torch.allclose(a.get_tensor(key), b.get_tensor(key), atol=1e-6), key
+    with pytest.raises(FinetuneError, match="another recipe"):
+        _train(model, tmp_path / "cut", iterations=3, kl_coef=0.5)
+
+
+def test_bad_recipes_and_prompts_fail_in_one_line_naming_the_parameter():
+    with pytest.raises(FinetuneError, match="images_per_prompt"):
+        _recipe("m", images_per_prompt=1).check()
+    with pytest.raises(FinetuneError, match="method"):
+        _recipe("m", method="ppo").check()
+    with pytest.raises(FinetuneError, match="eta"):
+        _recipe("m", eta=0.0).check()
+    assert parse_prompt("a photo of a nurse::culture=non-western").attributes == {"culture": "non-western"}
+    with pytest.raises(FinetuneError, match="--prompt"):
+        parse_prompt("a photo::culture")
+
+
+def test_missing_peft_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "peft", None)
+    with pytest.raises(ImportError, match=r"diffsteer\[finetune\]"):
+        require_peft()
+    done = runner.invoke(app, ["finetune", "--prompt", "a photo", "--out", str(tmp_path / "f")])
+    assert done.exit_code == 2 and "diffsteer[finetune]" in done.output
