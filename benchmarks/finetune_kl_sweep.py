@@ -80,11 +80,20 @@ def end_point(run: dict[str, Any], window: int, base: list[float] | None, paired
         "gain": _mean(g[-window:]),
         # updates 6..paired: the same seeds in every run, so this column is paired across runs
         "gain_paired": _mean(g[5:paired]),
+        "gain_paired_se": _standard_error(g[5:paired]),
     }
 
 
 def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else float("nan")
+
+
+def _standard_error(values: list[float]) -> float:
+    # treats the updates as independent draws: a rough yardstick, the updates share the adapter
+    if len(values) < 2:
+        return float("nan")
+    mean = _mean(values)
+    return (sum((v - mean) ** 2 for v in values) / (len(values) - 1) / len(values)) ** 0.5
 
 
 def table(runs: list[dict[str, Any]], window: int, base: list[float] | None) -> str:
@@ -94,7 +103,7 @@ def table(runs: list[dict[str, Any]], window: int, base: list[float] | None) -> 
         f"| method | kl_coef | lr | SFT temperature | updates | KL (last {window}) | reward (last {window}) "
     )
     if base is not None:
-        head += f"| reward - base (last {window}) | reward - base (updates 6-{paired}) | run |"
+        head += f"| reward - base (last {window}) | reward - base (updates 6-{paired}) ± s.e. | run |"
     else:
         head += f"| reward (updates 6-{paired}) | run |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
@@ -103,7 +112,7 @@ def table(runs: list[dict[str, Any]], window: int, base: list[float] | None) -> 
         row = f"| {p['method'].upper()} | {p['kl_coef']:g} | {p['learning_rate']:g} | {temp} "
         row += f"| {p['iterations']} | {p['kl']:.3g} | {p['reward']:.3f} "
         row += (
-            f"| {p['gain']:+.3f} | {p['gain_paired']:+.3f} "
+            f"| {p['gain']:+.3f} | {p['gain_paired']:+.3f} ± {p['gain_paired_se']:.3f} "
             if base is not None
             else f"| {p['gain_paired']:.3f} "
         )
