@@ -131,7 +131,7 @@ def plot(runs: list[dict[str, Any]], window: int, base: list[float] | None, path
     import matplotlib.pyplot as plt
 
     paired = min(len(r["history"]) for r in runs)
-    coefs = sorted({r["recipe"]["kl_coef"] for r in runs})
+    coefs = {m: sorted({r["recipe"]["kl_coef"] for r in runs if r["recipe"]["method"] == m}) for m in COLOURS}
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
     for run in sorted(runs, key=lambda r: (r["recipe"]["method"], r["recipe"]["kl_coef"])):
         r = run["recipe"]
@@ -141,7 +141,8 @@ def plot(runs: list[dict[str, Any]], window: int, base: list[float] | None, path
         kl = running_mean([run["history"][i]["kl"] for i in keep], window)
         y = running_mean([g[i] for i in keep], window)
         light, dark = COLOURS.get(r["method"], ("#bbbbbb", "#333333"))
-        shade = coefs.index(r["kl_coef"]) / max(1, len(coefs) - 1)
+        own = coefs.get(r["method"]) or [r["kl_coef"]]
+        shade = own.index(r["kl_coef"]) / max(1, len(own) - 1)  # darker: a larger kl_coef
         colour = _blend(light, dark, 0.35 + 0.65 * shade)
         label = f"{r['method'].upper()} kl {r['kl_coef']:g}, lr {r['learning_rate']:g}"
         if r["method"] == "sft" and r.get("sft_temperature", 1.0) != 1.0:
