@@ -25,8 +25,18 @@ from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executo
 from diffsteer.runs.runner import generate_missing, label_missing
 from diffsteer.runs.store import ImageRecord, RunStore, job_key
 from diffsteer.steering.preset import SteeringSpec
-
-SUMMARY_NAME = "summary.json"
+from diffsteer.summary import (
+    SUMMARY_NAME,
+    AggregateDetail,
+    DrChange,
+    ModelInfo,
+    PromptDetail,
+    ResultRow,
+    RunConfig,
+    SafetySection,
+    Summary,
+    write_summary,
+)
 
 # stage ("generate" | "classify"), done, total
 Progress = Callable[[str, int, int], None]
@@ -75,7 +85,7 @@ def default_benchmark(model: str) -> str:
 @dataclass
 class AuditResult:
     run_dir: Path
-    summary: dict
+    summary: Summary  # summary.json, typed (``summary.to_dict()`` is the file's content)
     report: Path
     generated: int = 0
     classified: int = 0
@@ -357,15 +367,11 @@ def run_audit(
             progress=report_progress,
         )
         summary = build_summary(store, config, axes, planned_keys, model_info)
-        from diffsteer.assess import assess_run  # new top-level keys: quality, auditor, provenance
+        from diffsteer.assess import assess_run  # the sections that judge the audit itself
 
-        summary.update(
-            assess_run(store, summary, planned=planned_keys, reference=reference, device=config.device)
-        )
+        assess_run(store, summary, planned=planned_keys, reference=reference, device=config.device)
         run_dir = Path(out_dir)
-        from diffsteer.report.build import write_summary
-
-        write_summary(run_dir, summary)
+        write_summary(run_dir, summary)  # first: a report that fails to render loses nothing computed
         from diffsteer.report import write_report
 
         try:
@@ -414,18 +420,18 @@ def _invalidate_published(run_dir: Path) -> None:
             (run_dir / name).unlink()
 
 
-def _result_row(mitigation, axis, prompt, counts, n_dropped, bias, dr, dr_ci) -> dict:
+def _result_row(mitigation, axis, prompt, counts, n_dropped, bias, dr, dr_ci) -> ResultRow:
     """One row of summary.json's ``results``: exactly the documented keys (prompt None = aggregate)."""
-    return {
-        "mitigation": mitigation,
-        "axis": axis,
-        "prompt": prompt,
-        "counts": counts,
-        "n_dropped": n_dropped,
-        "entigen_bias": bias,
-        "deviation_ratio": dr,
-        "deviation_ratio_ci95": list(dr_ci) if dr_ci else None,
-    }
+    return ResultRow(
+        mitigation=mitigation,
+        axis=axis,
+        prompt=prompt,
+        counts=counts,
+        n_dropped=n_dropped,
+        entigen_bias=bias,
+        deviation_ratio=dr,
+        deviation_ratio_ci95=list(dr_ci) if dr_ci else None,
+    )
 
 
 # How summary.json's deviation ratios are computed, stated once in the file (docs/intervals.md).
@@ -457,7 +463,7 @@ def _seed_labels(recs: Sequence[ImageRecord], prompts: list[str], axis: Axis, la
 
 def build_summary(
     store: RunStore, config: AuditConfig, axes: Sequence[Axis], planned: set[str], model_info: dict
-) -> dict:
+) -> Summary:
     """summary.json: a ``results`` row per (mitigation, axis, prompt) and an aggregate row (prompt null).
 
     ``deviation_ratio`` and ``deviation_ratio_ci95`` are the bias-corrected estimate and its interval,
@@ -466,7 +472,8 @@ def build_summary(
     """
     images = [r for r in store.images() if r.key in planned]
     labels = {(lab.key, lab.axis): lab for lab in store.labels(config.classifier)}
-    results, details = [], []
+    results: list[ResultRow] = []
+    details: list[PromptDetail | AggregateDetail] = []
     by_seed_of: dict[tuple[str, str], tuple[list[str], Any]] = {}
     for mitigation in config.mitigations:
         recs = [r for r in images if r.mitigation == mitigation]
@@ -507,20 +514,20 @@ def build_summary(
                 known = sorted(seeds.get(pm.prompt, {}).items())
                 classes_by_seed = by_seed[i, [k for k, _ in known]]
                 details.append(
-                    {
-                        "mitigation": mitigation,
-                        "axis": axis.name,
-                        "prompt": pm.prompt,
-                        "n_uncertain": uncertain[pm.prompt],
-                        "kl_to_uniform": pm.kl,
-                        "plugin_deviation_ratio": pm.plugin_deviation_ratio,
-                        "plugin_deviation_ratio_ci95": _as_list(pm.plugin_deviation_ratio_ci95),
-                        "detectable_deviation_ratio": pm.detectable_deviation_ratio,
-                        "entigen_label": m.entigen_label,
+                    PromptDetail(
+                        mitigation=mitigation,
+                        axis=axis.name,
+                        prompt=pm.prompt,
+                        n_uncertain=uncertain[pm.prompt],
+                        kl_to_uniform=pm.kl,
+                        plugin_deviation_ratio=pm.plugin_deviation_ratio,
+                        plugin_deviation_ratio_ci95=_as_list(pm.plugin_deviation_ratio_ci95),
+                        detectable_deviation_ratio=pm.detectable_deviation_ratio,
+                        entigen_label=m.entigen_label,
                         # the class of each image by seed (null: uncertain, dropped or unlabelled)
-                        "seeds": [seed for _, seed in known],
-                        "labels": [axis.classes[c] if c >= 0 else None for c in classes_by_seed],
-                    }
+                        seeds=[seed for _, seed in known],
+                        labels=[axis.classes[c] if c >= 0 else None for c in classes_by_seed],
+                    )
                 )
             results.append(
                 _result_row(
@@ -535,37 +542,38 @@ def build_summary(
                 )
             )
             details.append(
-                {
-                    "mitigation": mitigation,
-                    "axis": axis.name,
-                    "prompt": None,
-                    "n_uncertain": sum(uncertain.values()),
-                    "kl_to_uniform": m.mean_kl,
-                    "entigen_bias_ci95": _as_list(m.entigen_bias_ci95),
-                    "entigen_label": m.entigen_label,
-                    "plugin_deviation_ratio": m.plugin_mean_deviation_ratio,
-                    "plugin_deviation_ratio_ci95": _as_list(m.plugin_mean_deviation_ratio_ci95),
-                    "resampled_by": m.resampled_by,
-                    "drop_reasons": reasons,
-                }
+                AggregateDetail(
+                    mitigation=mitigation,
+                    axis=axis.name,
+                    prompt=None,
+                    n_uncertain=sum(uncertain.values()),
+                    kl_to_uniform=m.mean_kl,
+                    entigen_bias_ci95=_as_list(m.entigen_bias_ci95),
+                    entigen_label=m.entigen_label,
+                    plugin_deviation_ratio=m.plugin_mean_deviation_ratio,
+                    plugin_deviation_ratio_ci95=_as_list(m.plugin_mean_deviation_ratio_ci95),
+                    resampled_by=m.resampled_by,
+                    drop_reasons=reasons,
+                )
             )
     _changes_against_baseline(details, by_seed_of, axes, config)
     from diffsteer.attributes.safety import safety_summary
 
-    return {
-        "config": config.identity(),
-        "model": model_info,
-        "classifier": config.classifier,
-        "images": len(images),
-        "statistics": STATISTICS_NOTE,
-        "results": results,
-        "details": details,
-        "safety": safety_summary(results),  # unsafe rates of the safety axes
-    }
+    return Summary(
+        config=RunConfig.from_dict(config.identity()),
+        model=ModelInfo.from_dict(model_info),
+        classifier=config.classifier,
+        images=len(images),
+        statistics=STATISTICS_NOTE,
+        results=results,
+        details=details,
+        # unsafe rates of the safety axes
+        safety=SafetySection.from_dict(safety_summary([r.to_dict() for r in results])),
+    )
 
 
 def _changes_against_baseline(
-    details: list[dict], by_seed_of: dict, axes: Sequence[Axis], config: AuditConfig
+    details: list[PromptDetail | AggregateDetail], by_seed_of: dict, axes: Sequence[Axis], config: AuditConfig
 ) -> None:
     """Each mitigation's change of the mean DR against the first one (the baseline), paired by seed.
 
@@ -579,10 +587,10 @@ def _changes_against_baseline(
     baseline = config.mitigations[0] if config.mitigations else None
     classes = {a.name: len(a.classes) for a in axes}
     for d in details:
-        if d["prompt"] is not None or d["mitigation"] == baseline:
+        if not isinstance(d, AggregateDetail) or d.mitigation == baseline:
             continue
-        base = by_seed_of.get((baseline, d["axis"]))
-        this = by_seed_of.get((d["mitigation"], d["axis"]))
+        base = by_seed_of.get((baseline, d.axis))
+        this = by_seed_of.get((d.mitigation, d.axis))
         if base is None or this is None:
             continue
         shared = [p for p in this[0] if p in base[0]]
@@ -591,18 +599,13 @@ def _changes_against_baseline(
             continue
         pick = [base[0].index(p) for p in shared], [this[0].index(p) for p in shared]
         both = np.stack([base[1][pick[0], :n_seeds], this[1][pick[1], :n_seeds]])
-        n_classes = classes[d["axis"]]
+        n_classes = classes[d.axis]
         reps = resample_by_seed(both, n_classes, seed=config.seed)
         counts = (both[..., None] == np.arange(n_classes)).sum(axis=-2)
         interval = mean_difference_interval(counts[0], counts[1], reps[:, 0], reps[:, 1])
         diff, low, high = (float(v) for v in interval)
         if all(np.isfinite([diff, low, high])):
-            d["dr_change_vs_baseline"] = {
-                "baseline": baseline,
-                "diff": diff,
-                "ci95": [low, high],
-                "paired": True,
-            }
+            d.dr_change_vs_baseline = DrChange(baseline=baseline, diff=diff, ci95=[low, high], paired=True)
 
 
 def _as_list(interval: Any) -> list[float] | None:

@@ -25,6 +25,7 @@ from rich.progress import (
 from rich.text import Text
 
 from diffsteer import registry
+from diffsteer.summary import Summary
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Audit text-to-image models for bias; steer them."
@@ -410,7 +411,7 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary: Summary) -> None:
     from rich.table import Table
 
     table = Table(title="bias by mitigation and axis (prompt-level mean)")
@@ -424,18 +425,16 @@ def _print_summary(summary: dict) -> None:
         "dropped",
     ):
         table.add_column(col)
-    for r in summary["results"]:
-        if r["prompt"] is not None:
-            continue
-        ci = r["deviation_ratio_ci95"]
+    for r in summary.rows(aggregate=True):
+        ci = r.deviation_ratio_ci95
         table.add_row(
-            r["mitigation"],
-            r["axis"],
-            _fmt(r["entigen_bias"]),
-            _fmt(r["deviation_ratio"]),
+            r.mitigation,
+            r.axis,
+            _fmt(r.entigen_bias),
+            _fmt(r.deviation_ratio),
             "–" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]",
-            str(sum(r["counts"].values())),
-            str(r["n_dropped"]),
+            str(r.n_counted),
+            str(r.n_dropped),
         )
     console.print(table)
 

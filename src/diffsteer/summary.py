@@ -230,7 +230,7 @@ class RunConfig(_Record):
     images_per_prompt: int | None = _key()
     steps: int | None = _key()
     guidance: float | None = _key()
-    seed: int = _key(default=0)
+    seed: int | None = _key()
     mitigations: list[str] = _key(default=[])
     steering: dict[str, Any] | None = _key()
     hspace_branches: str | None = _key()
@@ -360,7 +360,7 @@ class Summary(_Record):
     )
     safety: SafetySection | None = _key(record=SafetySection, null=False)
     quality: QualitySection | None = _key(record=QualitySection, null=False)
-    auditor: AuditorSection | None = _key(record=AuditorSection)  # None: no reference set
+    auditor: AuditorSection | None = _key(record=AuditorSection, null=False)  # set None: no reference set
     provenance: dict[str, Any] | None = _key(null=False)
 
     def __post_init__(self) -> None:
