@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_axis
+from diffsteer.attributes import Axis, ClipZeroShotClassifier, get_axis
+from diffsteer.attributes.tally import NOT_CLASSIFIED, tally
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
 from diffsteer.experiments.mitigations import check_mitigations, mitigation_steering, plan_image
@@ -461,6 +462,15 @@ def _seed_labels(recs: Sequence[ImageRecord], prompts: list[str], axis: Axis, la
     return matrix
 
 
+def _outcome(record: ImageRecord, label: Any) -> tuple[str | None, str | None]:
+    """(label, drop reason) of one image on one axis, from the store."""
+    if record.status != "ok":
+        return None, record.drop_reason
+    if label is None:
+        return None, NOT_CLASSIFIED
+    return label.label, label.reason
+
+
 def build_summary(
     store: RunStore, config: AuditConfig, axes: Sequence[Axis], planned: set[str], model_info: dict
 ) -> Summary:
@@ -482,19 +492,15 @@ def build_summary(
         for r in recs:
             seeds.setdefault(r.prompt, {})[r.image_index] = r.seed
         for axis in axes:
-            dropped = dict.fromkeys(prompts, 0)
-            uncertain = dict.fromkeys(prompts, 0)
-            reasons: dict[str, int] = {}
+            per_prompt = {p: tally(axis) for p in prompts}
+            whole = tally(axis)  # the drop reasons by kind, over prompts
             for r in recs:
-                lab = labels.get((r.key, axis.name))
-                reason = r.drop_reason if r.status != "ok" else (lab.reason if lab else "not classified")
-                if reason is not None or lab is None or lab.label is None:
-                    dropped[r.prompt] += 1
-                    # group by kind: a reason's detail in parentheses (e.g. p_person=0.03) is per image
-                    kind = (reason or "no label").split(" (")[0]
-                    reasons[kind] = reasons.get(kind, 0) + 1
-                elif lab.label == UNCERTAIN:
-                    uncertain[r.prompt] += 1
+                outcome = _outcome(r, labels.get((r.key, axis.name)))
+                per_prompt[r.prompt].add(*outcome)
+                whole.add(*outcome)
+            dropped = {p: t.dropped for p, t in per_prompt.items()}
+            uncertain = {p: t.uncertain for p, t in per_prompt.items()}
+            reasons = whole.reasons
             by_seed = _seed_labels(recs, prompts, axis, labels)
             by_seed_of[(mitigation, axis.name)] = (prompts, by_seed)
             m = summarize_labels(by_seed, axis.classes, prompts, seed=config.seed)
