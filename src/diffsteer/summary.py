@@ -110,7 +110,10 @@ class _Record:
         names = self._names()
         out = {}
         for key in self._order + [k for k in self.extra if k not in self._order]:
-            out[key] = _write(getattr(self, key)) if key in names else self.extra[key]
+            if key in names:
+                out[key] = _write(getattr(self, key))
+            elif key in self.extra:  # (an unknown key the code removed is not written)
+                out[key] = self.extra[key]
         return out
 
 
