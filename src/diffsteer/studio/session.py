@@ -21,14 +21,8 @@ from typing import Any
 
 from PIL import Image
 
-from diffsteer.attributes import (
-    UNCERTAIN,
-    Axis,
-    ClassifierNotFoundError,
-    ImageLabels,
-    builtin_axes,
-    get_axis,
-)
+from diffsteer.attributes import Axis, ClassifierNotFoundError, ImageLabels, builtin_axes, get_axis
+from diffsteer.attributes.tally import Tally, tally
 from diffsteer.generate import ImageRequest
 from diffsteer.steering.fair import normalize_target
 from diffsteer.steering.files import KINDS, SUFFIX, SteeringFileError, read_steering_file
@@ -81,22 +75,9 @@ class FairOption:
     methods: tuple[str, ...]
 
 
-@dataclass
-class Shares:
-    """Classified labels of one image set on one axis: counts per class, uncertain and dropped apart."""
-
-    axis: str
-    counts: dict[str, int]
-    uncertain: int = 0
-    dropped: int = 0
-
-    @property
-    def counted(self) -> int:
-        return sum(self.counts.values())
-
-    def share(self, cls: str) -> float | None:
-        """The class's share of the counted images (None when no image was counted)."""
-        return self.counts.get(cls, 0) / self.counted if self.counted else None
+# Classified labels of one image set on one axis (counts per class, uncertain and dropped apart),
+# counted by the audit's own rule
+Shares = Tally
 
 
 @dataclass
@@ -132,9 +113,9 @@ class StudioSession:
         classifier: str | None = None,
     ) -> None:
         from diffsteer.api import load
-        from diffsteer.generate import SteeredGenerator
         from diffsteer.models import default_classifier, model_fingerprint
         from diffsteer.registry import default_model
+        from diffsteer.runs.executors import GeneratorSpec
 
         model = default_model() if model is None else model
         self.model = model
@@ -144,9 +125,15 @@ class StudioSession:
                 raise StudioError(f"--directions {folder}: not a folder")
         self.loaded = load(model, device=device, dtype=dtype)  # the front door's object: one set-up
         self.pipe = self.loaded.pipe
-        if guidance is None:
-            guidance = self.loaded.guidance
-        self.generator = SteeredGenerator(self.pipe, steps=steps, guidance=guidance, batch_size=batch_size)
+        # the generator an audit of the same settings builds (GeneratorSpec), on the loaded pipeline
+        self.generator = GeneratorSpec(
+            model=model,
+            steps=steps,
+            guidance=self.loaded.guidance if guidance is None else guidance,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+        ).prepare(self.pipe)
         self.fingerprint = model_fingerprint(self.pipe)
         self.library = SteeringLibrary.for_model(model, self.directions)
         self.device = device
@@ -335,20 +322,17 @@ class StudioSession:
         return self._classifier
 
     def shares(self, images: Sequence[Image.Image | None]) -> dict[str, Shares]:
-        """Classify images on the session's axes (ENTIGEN's person filter first) and count labels."""
+        """Classify images on the session's axes (ENTIGEN's person filter first) and count labels as an
+        audit does: a blank image or one the person filter drops is dropped, ``uncertain`` apart."""
         kept = [im for im in images if im is not None]
         labels: list[ImageLabels] = self.classifier().classify(kept, self.axes) if kept else []
+        unusable = (None, "unusable pixels")
         out = {}
         for axis in self.axes:
-            s = Shares(axis.name, {c: 0 for c in axis.classes}, dropped=len(images) - len(kept))
-            for lab in labels:
-                if not lab.kept:
-                    s.dropped += 1
-                elif lab.axes[axis.name].label == UNCERTAIN:
-                    s.uncertain += 1
-                else:
-                    s.counts[lab.axes[axis.name].label] += 1
-            out[axis.name] = s
+            outcomes = [
+                (lab.axes[axis.name].label, None) if lab.kept else (None, lab.drop_reason) for lab in labels
+            ]
+            out[axis.name] = tally(axis, [unusable] * (len(images) - len(kept)) + outcomes)
         return out
 
     def generate(
