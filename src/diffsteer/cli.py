@@ -636,6 +636,7 @@ def studio(
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float | None = _GUIDANCE,
     device: str = typer.Option("cpu"),
+    guard: Path | None = _GUARD,
 ) -> None:
     """A local web page: choose vectors, directions and fair generation, compare, export a preset."""
     try:
@@ -659,6 +660,7 @@ def studio(
             steps=steps,
             guidance=guidance,
             device=device,
+            guard=guard,
         )
     except _expected_errors() as exc:
         _fail(exc)

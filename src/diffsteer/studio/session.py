@@ -111,6 +111,7 @@ class StudioSession:
         batch_size: int = 16,
         axes: Sequence[str] | None = None,
         classifier: str | None = None,
+        guard: Path | str | None = None,  # a guard file: a prompt it blocks makes no image
     ) -> None:
         from diffsteer.api import load
         from diffsteer.models import default_classifier, model_fingerprint
@@ -123,8 +124,18 @@ class StudioSession:
         for folder in self.directions:
             if not folder.is_dir():
                 raise StudioError(f"--directions {folder}: not a folder")
+        guard_file = None
+        if guard is not None:
+            from diffsteer.guard.guard_file import read_guard
+
+            guard_file = read_guard(guard)  # a damaged file fails before the model loads
         self.loaded = load(model, device=device, dtype=dtype)  # the front door's object: one set-up
         self.pipe = self.loaded.pipe
+        self.guard = None
+        if guard_file is not None:
+            from diffsteer.guard import PromptGuard
+
+            self.guard = PromptGuard(self.pipe, *guard_file, source=str(guard))  # refuses another encoder
         # the generator an audit of the same settings builds (GeneratorSpec), on the loaded pipeline
         self.generator = GeneratorSpec(
             model=model,
@@ -358,6 +369,10 @@ class StudioSession:
             raise StudioError(f"the number of images must be between 1 and {MAX_IMAGES}, got {n}")
         if seed < 0:
             raise StudioError(f"the seed must be 0 or more, got {seed}")
+        if self.guard is not None:
+            verdict = self.guard.check(prompt)
+            if verdict.blocked:  # say what the model would have read: that is the guard's evidence
+                raise StudioError(f"the guard blocks this prompt ({verdict.reason}); no image was made")
         steerer = None if spec.is_empty else self._steerer(spec)
         started = time.time()
         notes = []
