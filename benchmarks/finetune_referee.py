@@ -7,16 +7,19 @@ The audit's own figures are judged by CLIP, which the fine-tune's reward also us
 on the world's ground truth, never a reward) is the referee. Run:
 
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finetune_referee.py runs/ft_eval
-  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finetune_referee.py --culture runs/align_eval runs/align_base2
+  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finetune_referee.py --culture runs/align_eval \
+      runs/align_base2 runs/align_base3
 
-The second run of ``--culture`` holds the base model's object images on other seeds: the Fréchet
-distance between the two base-model sets is the yardstick the fine-tune's distance is held to.
+The runs after the first of ``--culture`` hold the base model's object images on other seeds: the
+Fréchet distance between two base-model sets of independent seeds is the yardstick the fine-tune's
+distance (to a base-model set of other seeds) is held to.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -79,11 +82,12 @@ def referee(run_dir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
-def referee_culture(run_dir: Path, base_run_dir: Path | None = None) -> dict[str, dict[str, float]]:
+def referee_culture(run_dir: Path, base_run_dirs: Sequence[Path] = ()) -> dict[str, dict[str, float]]:
     """Per mitigation: the oracle's share of images in the asked culture (per culture, over the run's
     professions), profession recognition, and the Fréchet distance of the model's own CLIP image
     features on the object prompts to ``none`` of the same run (same seeds) and to ``none`` of
-    ``base_run_dir`` (other seeds); ``base_none`` is the distance between the two base-model sets."""
+    each of ``base_run_dirs`` (other seeds, mean over them); ``base_none`` holds the distances between
+    every two base-model sets of different seeds (this run's ``none`` and the base runs')."""
     from diffsteer.attributes.clip_zero_shot import ClipZeroShotClassifier
     from diffsteer.metrics.proportion import clopper_pearson
     from diffsteer.metrics.quality import frechet_distance
@@ -108,10 +112,7 @@ def referee_culture(run_dir: Path, base_run_dir: Path | None = None) -> dict[str
         ]
         return clip.image_features(picked).numpy()
 
-    base_feats = None
-    if base_run_dir is not None:
-        base_recs, base_images = _load(base_run_dir)
-        base_feats = object_features(base_recs, base_images, "none")
+    base_feats = [object_features(*_load(d), "none") for d in base_run_dirs]
     none_feats = object_features(recs, images, "none")
     out: dict[str, dict[str, float]] = {}
     for mitigation in dict.fromkeys(r.mitigation for r in recs):
@@ -135,14 +136,16 @@ def referee_culture(run_dir: Path, base_run_dir: Path | None = None) -> dict[str
             feats = object_features(recs, images, mitigation)
             row["object_n"] = float(len(feats))
             row["frechet_vs_none"] = frechet_distance(feats, none_feats)
-            if base_feats is not None:
-                row["frechet_vs_base_run"] = frechet_distance(feats, base_feats)
+            if base_feats:
+                row["frechet_vs_base_run"] = float(np.mean([frechet_distance(feats, b) for b in base_feats]))
         out[mitigation] = row
-    if base_feats is not None:
-        out["base_none"] = {
-            "frechet_vs_none": frechet_distance(base_feats, none_feats),
-            "object_n": len(base_feats),
-        }
+    if base_feats:
+        sets = [none_feats, *base_feats]
+        pairs = [
+            frechet_distance(sets[i], sets[j]) for i in range(len(sets)) for j in range(i + 1, len(sets))
+        ]
+        out["base_none"] = {f"pair_{k}": d for k, d in enumerate(pairs)}
+        out["base_none"] |= {"mean": float(np.mean(pairs)), "object_n": float(len(base_feats[0]))}
     return out
 
 
@@ -150,8 +153,8 @@ def _short_name(mitigation: str) -> str:
     return "lora:" + Path(mitigation[5:]).parent.name if mitigation.startswith("lora:") else mitigation
 
 
-def main_culture(run_dir: Path, base_run_dir: Path | None) -> None:
-    table = referee_culture(run_dir, base_run_dir)
+def main_culture(run_dir: Path, base_run_dirs: list[Path]) -> None:
+    table = referee_culture(run_dir, base_run_dirs)
     base = table.pop("base_none", None)
     print(
         "| mitigation | western followed (oracle) | non-western followed (oracle) | recognised (oracle) | "
@@ -171,8 +174,9 @@ def main_culture(run_dir: Path, base_run_dir: Path | None) -> None:
         print(f"| {name} | {cells[0]} | {cells[1]} | {row['recognised']:.3f} | {obj} | {fd} | {fd2} |")
     if base is not None:
         print(
-            f"\nbase model against itself on other seeds (objects, n={base['object_n']:.0f} each): "
-            f"Fréchet {base['frechet_vs_none']:.4f}"
+            f"\nbase model against itself on other seeds (objects, n={base['object_n']:.0f} each): Fréchet "
+            + ", ".join(f"{v:.4f}" for k, v in base.items() if k.startswith("pair_"))
+            + f" (mean {base['mean']:.4f})"
         )
     print()
     for mitigation, row in table.items():
@@ -182,7 +186,7 @@ def main_culture(run_dir: Path, base_run_dir: Path | None) -> None:
 
 def main() -> None:
     if sys.argv[1] == "--culture":
-        main_culture(Path(sys.argv[2]), Path(sys.argv[3]) if len(sys.argv) > 3 else None)
+        main_culture(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
         return
     run_dir = Path(sys.argv[1])
     table = referee(run_dir)
