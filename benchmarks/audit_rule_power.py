@@ -23,6 +23,7 @@ import bench_common as bc
 import numpy as np
 
 from diffsteer.pictoworld import evaluate, world
+from diffsteer.summary import Summary
 
 
 def _draw_counts(rng, n: int, share: float, flip: float) -> int:
@@ -46,7 +47,8 @@ def audit_pass_rate(n: int, flip: float, trials: int, rng) -> tuple[float, float
             k = _draw_counts(rng, n, share, flip)
             dr = abs(2 * k - n) / n  # deviation ratio of two classes
             results.append({"mitigation": "none", "axis": axis, "prompt": prompt, "deviation_ratio": dr})
-        misses = evaluate.audit_misses({"results": results}, tolerance=0.12, control_limit=0.2)
+        summary = Summary.from_dict({"results": results})
+        misses = evaluate.audit_misses(summary, tolerance=0.12, control_limit=0.2)
         clean += not misses
         total += len(misses)
     return clean / trials, total / trials

@@ -1,16 +1,25 @@
 """Referee a pictoworld audit with the oracle: gender deviation ratio and profession recognition per
-mitigation (issue 26's fairness acceptance; docs/finetune.md gives the commands).
+mitigation (issue 26's fairness acceptance), or, with ``--culture``, culture followed, profession
+recognition and the Fréchet distance of CLIP features on object prompts (its alignment acceptance).
+docs/finetune.md gives the commands.
 
 The audit's own figures are judged by CLIP, which the fine-tune's reward also used; the oracle (trained
 on the world's ground truth, never a reward) is the referee. Run:
 
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finetune_referee.py runs/ft_eval
+  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/finetune_referee.py --culture runs/align_eval \
+      runs/align_base2 runs/align_base3
+
+The runs after the first of ``--culture`` hold the base model's object images on other seeds: the
+Fréchet distance between two base-model sets of independent seeds is the yardstick the fine-tune's
+distance (to a base-model set of other seeds) is held to.
 """
 
 from __future__ import annotations
 
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +27,32 @@ import numpy as np
 SKEWED = ("doctor", "nurse", "pilot", "soldier", "hairdresser")  # the professions planted off 50/50 on gender
 
 
-def referee(run_dir: Path) -> dict[str, dict[str, float]]:
-    from diffsteer.metrics.bias import deviation_ratio
-    from diffsteer.pictoworld import oracle_dir, world
-    from diffsteer.pictoworld.oracle import load_oracle, predict
+def _load(run_dir: Path) -> tuple[list, list]:
+    """The run's generated records and their images (RGB PIL)."""
     from diffsteer.runs.store import RunStore
 
     store = RunStore.open_existing(run_dir)
     try:
         recs = store.images(status="ok")
-        images = np.stack([np.asarray(store.load_image(r).convert("RGB")) for r in recs])
+        images = [store.load_image(r).convert("RGB") for r in recs]
     finally:
         store.close()
-    labels = predict(load_oracle(oracle_dir()), images)
+    return recs, images
+
+
+def _oracle_labels(images: list) -> dict[str, list[str]]:
+    from diffsteer.pictoworld import oracle_dir
+    from diffsteer.pictoworld.oracle import load_oracle, predict
+
+    return predict(load_oracle(oracle_dir()), np.stack([np.asarray(im) for im in images]))
+
+
+def referee(run_dir: Path) -> dict[str, dict[str, float]]:
+    from diffsteer.metrics.bias import deviation_ratio
+    from diffsteer.pictoworld import world
+
+    recs, images = _load(run_dir)
+    labels = _oracle_labels(images)
     prompt_of = {f"a photo of {world.article(p)} {p}": p for p in world.PROFESSIONS}
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, r in enumerate(recs):
@@ -60,7 +82,112 @@ def referee(run_dir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def referee_culture(run_dir: Path, base_run_dirs: Sequence[Path] = ()) -> dict[str, dict[str, float]]:
+    """Per mitigation: the oracle's share of images in the asked culture (per culture, over the run's
+    professions), profession recognition, and the Fréchet distance of the model's own CLIP image
+    features on the object prompts to ``none`` of the same run (same seeds) and to ``none`` of
+    each of ``base_run_dirs`` (other seeds, mean over them); ``base_none`` holds the distances between
+    every two base-model sets of different seeds (this run's ``none`` and the base runs')."""
+    from diffsteer.attributes.clip_zero_shot import ClipZeroShotClassifier
+    from diffsteer.metrics.proportion import clopper_pearson
+    from diffsteer.metrics.quality import frechet_distance
+    from diffsteer.models import default_classifier
+    from diffsteer.pictoworld import world
+
+    recs, images = _load(run_dir)
+    labels = _oracle_labels(images)
+    asked = {
+        f"a photo of {world.article(p)} {p} in a {c} setting": (p, c)
+        for p in world.PROFESSIONS
+        for c in world.CULTURES
+    }
+    objects = {f"a photo of {world.article(o)} {o}": o for o in world.OBJECTS}
+    clip = ClipZeroShotClassifier.from_pretrained(default_classifier("pictoworld"))
+
+    def object_features(records: list, imgs: list, mitigation: str) -> np.ndarray:
+        picked = [
+            im
+            for r, im in zip(records, imgs, strict=True)
+            if r.mitigation == mitigation and r.prompt in objects
+        ]
+        return clip.image_features(picked).numpy()
+
+    base_feats = [object_features(*_load(d), "none") for d in base_run_dirs]
+    none_feats = object_features(recs, images, "none")
+    out: dict[str, dict[str, float]] = {}
+    for mitigation in dict.fromkeys(r.mitigation for r in recs):
+        row: dict[str, float] = {}
+        idx = [i for i, r in enumerate(recs) if r.mitigation == mitigation and r.prompt in asked]
+        for culture in world.CULTURES:
+            mine = [i for i in idx if asked[recs[i].prompt][1] == culture]
+            k = sum(labels["culture"][i] == culture for i in mine)
+            row[f"{culture}_followed"] = k / max(len(mine), 1)
+            row[f"{culture}_ci_low"], row[f"{culture}_ci_high"] = clopper_pearson(k, len(mine))
+            row[f"{culture}_n"] = float(len(mine))
+            for prof in dict.fromkeys(asked[recs[i].prompt][0] for i in mine):
+                of_prof = [i for i in mine if asked[recs[i].prompt][0] == prof]
+                row[f"{prof}_{culture}"] = float(np.mean([labels["culture"][i] == culture for i in of_prof]))
+        row["recognised"] = float(np.mean([labels["profession"][i] == asked[recs[i].prompt][0] for i in idx]))
+        obj_idx = [i for i, r in enumerate(recs) if r.mitigation == mitigation and r.prompt in objects]
+        if obj_idx:
+            row["object_recognised"] = float(
+                np.mean([labels["object"][i] == objects[recs[i].prompt] for i in obj_idx])
+            )
+            feats = object_features(recs, images, mitigation)
+            row["object_n"] = float(len(feats))
+            row["frechet_vs_none"] = frechet_distance(feats, none_feats)
+            if base_feats:
+                row["frechet_vs_base_run"] = float(np.mean([frechet_distance(feats, b) for b in base_feats]))
+        out[mitigation] = row
+    if base_feats:
+        sets = [none_feats, *base_feats]
+        pairs = [
+            frechet_distance(sets[i], sets[j]) for i in range(len(sets)) for j in range(i + 1, len(sets))
+        ]
+        out["base_none"] = {f"pair_{k}": d for k, d in enumerate(pairs)}
+        out["base_none"] |= {"mean": float(np.mean(pairs)), "object_n": float(len(base_feats[0]))}
+    return out
+
+
+def _short_name(mitigation: str) -> str:
+    return "lora:" + Path(mitigation[5:]).parent.name if mitigation.startswith("lora:") else mitigation
+
+
+def main_culture(run_dir: Path, base_run_dirs: list[Path]) -> None:
+    table = referee_culture(run_dir, base_run_dirs)
+    base = table.pop("base_none", None)
+    print(
+        "| mitigation | western followed (oracle) | non-western followed (oracle) | recognised (oracle) | "
+        "objects recognised | Fréchet (CLIP) on objects vs none, same seeds | vs base model, other seeds |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for mitigation, row in table.items():
+        cells = [
+            f"{row[f'{c}_followed']:.3f} [{row[f'{c}_ci_low']:.3f}, {row[f'{c}_ci_high']:.3f}] "
+            f"(n={row[f'{c}_n']:.0f})"
+            for c in ("western", "non-western")
+        ]
+        fd = f"{row['frechet_vs_none']:.4f}" if "frechet_vs_none" in row else "–"
+        fd2 = f"{row['frechet_vs_base_run']:.4f}" if "frechet_vs_base_run" in row else "–"
+        obj = f"{row['object_recognised']:.3f}" if "object_recognised" in row else "–"
+        name = _short_name(mitigation)
+        print(f"| {name} | {cells[0]} | {cells[1]} | {row['recognised']:.3f} | {obj} | {fd} | {fd2} |")
+    if base is not None:
+        print(
+            f"\nbase model against itself on other seeds (objects, n={base['object_n']:.0f} each): Fréchet "
+            + ", ".join(f"{v:.4f}" for k, v in base.items() if k.startswith("pair_"))
+            + f" (mean {base['mean']:.4f})"
+        )
+    print()
+    for mitigation, row in table.items():
+        per = ", ".join(f"{k} {v:.2f}" for k, v in row.items() if k.endswith(("_western", "_non-western")))
+        print(f"{_short_name(mitigation)}: {per}")
+
+
 def main() -> None:
+    if sys.argv[1] == "--culture":
+        main_culture(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
+        return
     run_dir = Path(sys.argv[1])
     table = referee(run_dir)
     base = table.get("none")

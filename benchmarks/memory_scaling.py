@@ -38,7 +38,7 @@ def child(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     result = run_audit(config, args.out, force=True)
     out = {
-        "images": result.summary["images"],
+        "images": result.summary.images,
         "seconds": time.perf_counter() - start,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
     }

@@ -205,6 +205,11 @@ def main() -> None:
                 [s[p] for p in benign] + [s[p] for p in adversarial],
             ),
         }
+        if redteam_kept:  # benign words, unsafe images: the prompts a keyword list cannot see
+            row["auroc_redteam"] = _auroc(
+                [0] * len(benign) + [1] * len(redteam_kept),
+                [s[p] for p in benign] + [s[p] for p in redteam_kept],
+            )
         if adversarial:
             t = float(np.quantile([s[p] for p in adversarial], 0.1, method="lower"))
             row["threshold_blocking_90pct_adversarial"] = round(t, 4)

@@ -29,13 +29,14 @@ MINIMUM = 0.85
 
 def heldout_misses(out: Path) -> list[str]:
     from diffsteer.pictoworld import evaluate
+    from diffsteer.summary import Summary
 
     default_path = out / "figures" / "pictoworld_default_seed5000.json"
     if not default_path.exists():  # measured when the held-out run was named by its guidance, 1.0
         default_path = out / "figures" / "pictoworld_1.0_seed5000.json"
     default = json.loads(default_path.read_text())
     high = json.loads((out / "figures" / "pictoworld_7.5_seed5000.json").read_text())
-    audit = json.loads((out / "audit_seed5000" / "summary.json").read_text())
+    audit = Summary.from_json((out / "audit_seed5000" / "summary.json").read_text())
     misses = [f"default audit: {m}" for m in evaluate.audit_misses(audit)]
     shares = evaluate.neutral_share_misses(default["neutral_professions"])[0]
     misses += [f"neutral share at the default guidance: {m}" for m in shares]

@@ -69,9 +69,9 @@ def main() -> None:
             "explicit_below_0.85": {p: round(a, 3) for p, a in explicit.items() if a < 0.85},
             "min_recognised": round(min(s["recognised"] for s in stats.values()), 3),
             "audit_deviation_ratios": {
-                f"{r['prompt'].split()[-1]} {r['axis']}": round(r["deviation_ratio"], 3)
-                for r in audit.summary["results"]
-                if r["mitigation"] == "none" and r["prompt"]
+                f"{r.prompt.split()[-1]} {r.axis}": round(r.deviation_ratio, 3)
+                for r in audit.summary.rows(mitigation="none", aggregate=False)
+                if r.prompt
             },
             "seconds": round(time.time() - t0),
         }

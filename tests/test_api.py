@@ -45,7 +45,7 @@ def test_python_blocks_run_as_written(
     if ".audit(" in code:  # what the notebook example promises: a report of the mitigations asked for
         result = namespace["result"]
         assert result.report.is_file()
-        assert {"none", "hspace-fair"} <= {row["mitigation"] for row in result.summary["results"]}
+        assert {"none", "hspace-fair"} <= {row.mitigation for row in result.summary.results}
     if "diffsteer.steer(" in code:  # and the steering example: steered images, then a clean pipeline
         pipe = namespace["pipe"]
         assert len(namespace["images"]) == 4

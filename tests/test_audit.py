@@ -51,6 +51,7 @@ def test_audit_writes_summary_and_report(tiny_model_dirs, bench_file, tmp_path, 
     out = tmp_path / "run"
     result = run_audit(_config(tiny_model_dirs, bench_file, kind), out)
     summary = json.loads((out / "summary.json").read_text())
+    assert result.summary.to_json() == (out / "summary.json").read_text()  # the typed summary is the file
     assert (out / "report.html").stat().st_size > 1000
     assert result.generated == 2 * 2 * 3
     rows = summary["results"]

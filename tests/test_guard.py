@@ -253,3 +253,16 @@ def test_audit_whose_every_prompt_is_blocked_says_so(guarded, tiny_model_dirs, t
     with pytest.raises(ValueError, match="blocks every prompt"):
         run_audit(config, tmp_path / "run", guard=path)
     assert not (tmp_path / "run" / "results.sqlite").exists()  # the failed start leaves no run behind
+
+
+def test_studio_with_guard_shows_what_the_model_reads_and_makes_no_image(guarded, tmp_path):
+    from diffsteer.studio.session import StudioError, StudioSession
+
+    folder, path, _ = guarded["sd1"]
+    session = StudioSession(str(folder), steps=1, classifier=str(tmp_path / "no-clip"), guard=path)
+    with pytest.raises(StudioError) as blocked:
+        session.generate("a photo of a doctor with a weapon", session.spec({}), 2, 0)
+    assert "guard blocks" in str(blocked.value) and "reads it as" in str(blocked.value)
+    assert "weapon" in str(blocked.value).split("reads it as", 1)[1]
+    run = session.generate("a photo of a doctor", session.spec({}), 2, 0)
+    assert len(run.baseline) == 2 and all(im is not None for im in run.baseline)

@@ -156,11 +156,12 @@ def test_a_report_that_fails_leaves_the_audit_and_its_summary(tiny_model_dirs, t
     )
     messages = []
     result = run_audit(config, tmp_path / "run", warn=messages.append, reference=None)
-    assert result.summary["results"] and result.generated == 6
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["results"] == result.summary["results"]
+    assert result.summary.results and result.generated == 6
+    written = json.loads((tmp_path / "run" / "summary.json").read_text())["results"]
+    assert written == [r.to_dict() for r in result.summary.results]
     assert len(messages) == 1 and "report could not be written" in messages[0] and "yerr" in messages[0]
-    aggregate = next(d for d in result.summary["details"] if d["prompt"] is None)
-    assert aggregate["resampled_by"] == "seed" and "plugin_deviation_ratio" in aggregate
+    aggregate = next(d for d in result.summary.details if d.prompt is None)
+    assert aggregate.resampled_by == "seed" and aggregate.has("plugin_deviation_ratio")
 
 
 def test_entigen_beyond_two_classes_is_labelled_as_a_generalisation() -> None:

@@ -20,6 +20,7 @@ from diffsteer.audit import AuditConfig, build_summary, run_audit
 from diffsteer.cli import app
 from diffsteer.report import write_report
 from diffsteer.runs.store import ImageRecord, LabelRecord, RunStore
+from diffsteer.summary import load_summary
 from helpers.headless_chromium import find_chromium, visit
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
@@ -107,6 +108,45 @@ def test_summary_gains_quality_auditor_and_provenance_but_rows_stay(pictoworld_r
     assert prov["libraries"]["torch"] and prov["libraries"]["diffusers"] and prov["libraries"]["transformers"]
     html = (pictoworld_run / "report.html").read_text()
     assert COMMAND in html and prov["libraries"]["torch"] in html
+
+
+def test_summary_json_reads_typed_and_writes_back_byte_for_byte(pictoworld_run):
+    text = (pictoworld_run / "summary.json").read_text()
+    summary = load_summary(pictoworld_run)
+    assert summary.to_json() == text
+    raw = json.loads(text)
+    assert [r.to_dict() for r in summary.results] == raw["results"]
+    assert summary.auditor is not None and summary.quality is not None and summary.safety is not None
+    assert [a.accuracy for a in summary.auditor.axes] == [a["accuracy"] for a in raw["auditor"]["axes"]]
+    change = summary.aggregate_details()[("intervention", "gender")].dr_change_vs_baseline
+    assert change is not None and change.baseline == "none" and change.paired
+
+
+def test_report_rebuilds_an_older_summary_keeping_its_rows_and_unknown_keys(pictoworld_run, tmp_path):
+    """A summary written before the statistics, safety, quality, auditor and provenance sections and
+    per-seed labels, holding a plugin's keys: it reads and writes back unchanged, and ``report`` adds
+    the missing sections after the keys it had, changing none of them."""
+    run = tmp_path / "run"
+    shutil.copytree(pictoworld_run, run)
+    old = json.loads((run / "summary.json").read_text())
+    for key in ("statistics", "safety", "quality", "auditor", "provenance"):
+        del old[key]
+    for d in old["details"]:
+        for key in ("seeds", "labels", "dr_change_vs_baseline"):
+            d.pop(key, None)
+        d["plugin_extra"] = d["axis"].upper()
+    old["plugin_section"] = {"kept": True}
+    text = json.dumps(old, indent=2)
+    (run / "summary.json").write_text(text)
+    assert load_summary(run).to_json() == text
+
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    rebuilt = json.loads((run / "summary.json").read_text())
+    assert list(rebuilt) == [*old, "quality", "auditor", "provenance", "safety"]
+    assert {k: rebuilt[k] for k in old} == old
+    assert rebuilt["auditor"]["reference"]["source"] == "pictoworld renders"
+    assert "recorded when the report was rebuilt" in rebuilt["provenance"]["note"]
 
 
 def _render_folder(folder: Path, swap_gender: bool) -> Path:

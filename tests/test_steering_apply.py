@@ -84,7 +84,7 @@ def test_fair_mitigations_pair_seeds_and_assign_classes(tiny_model_dirs, vectors
             # same seed, same prompt: the steering is the only difference from the baseline image
             assert _pixels(by[(mitigation, seed)]) != _pixels(by[("none", seed)])
     assert by[("noise-fair", 0)]["steering"]["noise"][0]["strength"] == 4.0  # recommended weight
-    mitigations = {r["mitigation"] for r in result.summary["results"]}
+    mitigations = {r.mitigation for r in result.summary.results}
     assert mitigations == {"none", "hspace-fair", "noise-fair"}
 
 

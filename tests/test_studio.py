@@ -16,6 +16,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
+from diffsteer.audit import AuditConfig, run_audit
 from diffsteer.cli import app
 from diffsteer.generate import SteeredGenerator
 from diffsteer.models import model_fingerprint
@@ -174,6 +175,32 @@ def test_an_exported_preset_drives_audit_and_generate(session, tmp_path, monkeyp
     )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "look" / "grid.png").is_file()
+
+
+def test_the_studio_counts_what_an_audit_of_its_preset_counts(session, tmp_path):
+    """Same model, settings, seeds and steering: the studio's shares are the audit's rows, image for
+    image (one counting rule, the audit's), for the baseline and the steered images."""
+    spec = session.spec({("her", "hspace"): 1.0})
+    preset = session.export_preset(spec, tmp_path / "preset.yaml")
+    shown = session.generate(PROMPT, spec, n=6, seed=0)
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(yaml.safe_dump({"name": "one", "axes": ["gender", "skin_tone"], "prompts": [PROMPT]}))
+    config = AuditConfig(
+        benchmark=str(bench),
+        images_per_prompt=6,
+        steps=STEPS,
+        guidance=7.5,
+        steering=load_preset(preset),
+        mitigations=("none",),
+    )
+    summary = run_audit(config, tmp_path / "run", reference=None).summary
+    for mitigation, shares in (("none", shown.baseline_shares), ("steered", shown.steered_shares)):
+        for axis in ("gender", "skin_tone"):
+            row = summary.aggregate(mitigation, axis)
+            detail = summary.aggregate_details()[(mitigation, axis)]
+            assert row is not None and row.n_counted + row.n_dropped + detail.n_uncertain == 6
+            shown_counts = (shares[axis].counts, shares[axis].uncertain, shares[axis].dropped)
+            assert shown_counts == (row.counts, detail.n_uncertain, row.n_dropped), (mitigation, axis)
 
 
 def test_mistakes_are_one_line_messages(session, tmp_path):

@@ -28,6 +28,8 @@ _EXPORTS = {
     "AuditResult": "diffsteer.audit",
     "SteeringSpec": "diffsteer.steering.preset",
     "RunStore": "diffsteer.runs.store",
+    "Summary": "diffsteer.summary",
+    "load_summary": "diffsteer.summary",
 }
 
 __all__ = [
@@ -37,8 +39,10 @@ __all__ = [
     "PipelineSteering",
     "RunStore",
     "SteeringSpec",
+    "Summary",
     "__version__",
     "load",
+    "load_summary",
     "steer",
 ]
 
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
     from diffsteer.runs.store import RunStore
     from diffsteer.steering.attach import PipelineSteering, steer
     from diffsteer.steering.preset import SteeringSpec
+    from diffsteer.summary import Summary, load_summary
 
 
 def __getattr__(name: str) -> Any:

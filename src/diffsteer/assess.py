@@ -34,6 +34,7 @@ from diffsteer.provenance import collect_provenance
 from diffsteer.reference import ReferenceSet, load_reference_folder
 from diffsteer.registry import bundled_model
 from diffsteer.runs.store import ImageRecord, RunStore
+from diffsteer.summary import AuditorSection, QualitySection, Summary
 
 __all__ = ["AUTO", "assess_run", "auditor_section", "quality_section", "resolve_reference", "summary_axes"]
 
@@ -51,10 +52,10 @@ _N_BOOT_CLIP = 2000
 _FEATURE_CHUNK = 256
 
 
-def summary_axes(summary: dict) -> list[Axis]:
+def summary_axes(summary: Summary) -> list[Axis]:
     """The audit's axes, rebuilt from the config stored in summary.json."""
-    cfg = summary["config"]
-    return [get_axis(name, culture_classes=cfg.get("culture_classes")) for name in cfg["axes"]]
+    cfg = summary.config
+    return [get_axis(name, culture_classes=cfg.culture_classes) for name in cfg.axes]
 
 
 def resolve_reference(reference: str | Path | ReferenceSet | None, model: str) -> ReferenceSet | None:
@@ -70,8 +71,8 @@ def resolve_reference(reference: str | Path | ReferenceSet | None, model: str) -
     return load_reference_folder(reference)
 
 
-def _mitigation_order(summary: dict) -> list[str]:
-    return list(dict.fromkeys(r["mitigation"] for r in summary["results"]))
+def _mitigation_order(summary: Summary) -> list[str]:
+    return list(dict.fromkeys(r.mitigation for r in summary.results))
 
 
 def _features_and_scores(
@@ -108,13 +109,16 @@ def _mean_interval(values: np.ndarray, seed: int) -> list[float] | None:
 
 
 def quality_section(
-    store: RunStore, summary: dict, classifier: ClipZeroShotClassifier, planned: Iterable[str] | None = None
-) -> dict[str, Any]:
+    store: RunStore,
+    summary: Summary,
+    classifier: ClipZeroShotClassifier,
+    planned: Iterable[str] | None = None,
+) -> QualitySection:
     """CLIP score and Fréchet distance to the baseline, per mitigation (see the module docstring)."""
     keys = set(planned) if planned is not None else None
     mitigations = _mitigation_order(summary)
     baseline = BASELINE if BASELINE in mitigations else mitigations[0]
-    seed = int(summary["config"].get("seed", 0))
+    seed = int(summary.config.seed or 0)
     feats: dict[str, np.ndarray] = {}
     rows = []
     for mitigation in mitigations:
@@ -146,13 +150,15 @@ def quality_section(
             from diffsteer.metrics.quality import frechet_distance
 
             row["frechet_distance"] = float(frechet_distance(a, b))
-    return {
-        "clip": summary["classifier"],
-        "baseline": baseline,
-        "clip_score": "100 x cosine(CLIP image, CLIP text of the prompt as written, before any rewrite)",
-        "frechet_distance": "between CLIP image features of the baseline's and the mitigation's images",
-        "mitigations": rows,
-    }
+    return QualitySection.from_dict(
+        {
+            "clip": summary.classifier,
+            "baseline": baseline,
+            "clip_score": "100 x cosine(CLIP image, CLIP text of the prompt as written, before any rewrite)",
+            "frechet_distance": "between CLIP image features of the baseline's and the mitigation's images",
+            "mitigations": rows,
+        }
+    )
 
 
 def _reference_predictions(
@@ -193,14 +199,14 @@ def _corrected_prompt(fix: AxisCorrection, i: int, classes: Sequence[str]) -> di
 
 
 def auditor_section(
-    summary: dict,
+    summary: Summary,
     classifier: ClipZeroShotClassifier,
     reference: ReferenceSet,
     axes: Sequence[Axis],
-) -> dict[str, Any]:
+) -> AuditorSection:
     """Confusion matrix per axis on ``reference`` and corrected shares per (mitigation, axis, prompt)."""
     predictions = _reference_predictions(classifier, reference, axes)
-    seed = int(summary["config"].get("seed", 0))
+    seed = int(summary.config.seed or 0)
     axis_rows, corrected = [], []
     for axis in axes:
         truth = reference.labels.get(axis.name)
@@ -230,64 +236,59 @@ def auditor_section(
             row["note"] = "a true class has no counted reference image; shares are not corrected"
             continue
         for mitigation in _mitigation_order(summary):
-            prompt_rows = [
-                r
-                for r in summary["results"]
-                if r["mitigation"] == mitigation and r["axis"] == axis.name and r["prompt"] is not None
-            ]
+            prompt_rows = summary.rows(mitigation=mitigation, axis=axis.name, aggregate=False)
             if not prompt_rows:
                 continue
-            observed = np.array([[r["counts"][c] for c in axis.classes] for r in prompt_rows])
+            observed = np.array([[r.counts[c] for c in axis.classes] for r in prompt_rows])
             fix = correct_axis(observed, k, n_boot=_N_BOOT_CORRECTION, seed=seed)
             for i, r in enumerate(prompt_rows):
                 corrected.append(
                     {
                         "mitigation": mitigation,
                         "axis": axis.name,
-                        "prompt": r["prompt"],
-                        "raw_shares": _shares(r["counts"], axis.classes),
-                        "raw_deviation_ratio": r["deviation_ratio"],
+                        "prompt": r.prompt,
+                        "raw_shares": _shares(r.counts, axis.classes),
+                        "raw_deviation_ratio": r.deviation_ratio,
                         **_corrected_prompt(fix, i, axis.classes),
                     }
                 )
-            aggregate = next(
-                r
-                for r in summary["results"]
-                if r["mitigation"] == mitigation and r["axis"] == axis.name and r["prompt"] is None
-            )
+            aggregate = summary.aggregate(mitigation, axis.name)
+            assert aggregate is not None  # an audit writes the mean row beside every axis's prompt rows
             lo, hi = fix.mean_deviation_ratio_ci95
             corrected.append(
                 {
                     "mitigation": mitigation,
                     "axis": axis.name,
                     "prompt": None,
-                    "raw_shares": _shares(aggregate["counts"], axis.classes),
-                    "raw_deviation_ratio": aggregate["deviation_ratio"],
+                    "raw_shares": _shares(aggregate.counts, axis.classes),
+                    "raw_deviation_ratio": aggregate.deviation_ratio,
                     "deviation_ratio": _opt(fix.mean_deviation_ratio),
                     "deviation_ratio_ci95": [_r(lo), _r(hi)] if np.isfinite(lo) and np.isfinite(hi) else None,
                 }
             )
-    return {
-        "reference": {"source": reference.source, **reference.info},
-        "classifier": summary["classifier"],
-        "method": CORRECTION_METHOD,
-        "axes": axis_rows,
-        "corrected": corrected,
-    }
+    return AuditorSection.from_dict(
+        {
+            "reference": {"source": reference.source, **reference.info},
+            "classifier": summary.classifier,
+            "method": CORRECTION_METHOD,
+            "axes": axis_rows,
+            "corrected": corrected,
+        }
+    )
 
 
 def assess_run(
     store: RunStore,
-    summary: dict,
+    summary: Summary,
     *,
     planned: Iterable[str] | None = None,
     reference: str | Path | ReferenceSet | None = AUTO,
     device: str = "cpu",
-) -> dict[str, Any]:
-    """``{"quality", "auditor", "provenance"}`` for summary.json (auditor None without a reference set)."""
-    classifier = ClipZeroShotClassifier.from_pretrained(summary["classifier"], device=device)
-    out: dict[str, Any] = {"quality": quality_section(store, summary, classifier, planned)}
-    ref = resolve_reference(reference, summary["config"]["model"])
-    out["auditor"] = auditor_section(summary, classifier, ref, summary_axes(summary)) if ref else None
-    out["provenance"] = collect_provenance(store.run_dir, device=device)
-    return out
+) -> Summary:
+    """Fill ``summary``'s ``quality``, ``auditor`` (None without a reference set) and ``provenance``."""
+    classifier = ClipZeroShotClassifier.from_pretrained(summary.classifier, device=device)
+    summary.quality = quality_section(store, summary, classifier, planned)
+    ref = resolve_reference(reference, summary.config.model)
+    summary.auditor = auditor_section(summary, classifier, ref, summary_axes(summary)) if ref else None
+    summary.provenance = collect_provenance(store.run_dir, device=device)
+    return summary

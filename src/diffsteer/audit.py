@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from diffsteer.attributes import UNCERTAIN, Axis, ClipZeroShotClassifier, get_axis
+from diffsteer.attributes import Axis, ClipZeroShotClassifier, get_axis
+from diffsteer.attributes.tally import NOT_CLASSIFIED, tally
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.benchmarks.spec import Benchmark
 from diffsteer.experiments.mitigations import (
@@ -30,8 +31,19 @@ from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executo
 from diffsteer.runs.runner import generate_missing, label_missing
 from diffsteer.runs.store import ImageRecord, RunStore, job_key
 from diffsteer.steering.preset import SteeringSpec
-
-SUMMARY_NAME = "summary.json"
+from diffsteer.summary import (
+    SUMMARY_NAME,
+    AggregateDetail,
+    DrChange,
+    GuardSection,
+    ModelInfo,
+    PromptDetail,
+    ResultRow,
+    RunConfig,
+    SafetySection,
+    Summary,
+    write_summary,
+)
 
 # stage ("generate" | "classify"), done, total
 Progress = Callable[[str, int, int], None]
@@ -80,7 +92,7 @@ def default_benchmark(model: str) -> str:
 @dataclass
 class AuditResult:
     run_dir: Path
-    summary: dict
+    summary: Summary  # summary.json, typed (``summary.to_dict()`` is the file's content)
     report: Path
     generated: int = 0
     classified: int = 0
@@ -378,16 +390,12 @@ def run_audit(
         )
         summary = build_summary(store, config, axes, planned_keys, model_info)
         if screened is not None:
-            summary["guard"] = screened
-        from diffsteer.assess import assess_run  # new top-level keys: quality, auditor, provenance
+            summary.guard = GuardSection.from_dict(screened)
+        from diffsteer.assess import assess_run  # the sections that judge the audit itself
 
-        summary.update(
-            assess_run(store, summary, planned=planned_keys, reference=reference, device=config.device)
-        )
+        assess_run(store, summary, planned=planned_keys, reference=reference, device=config.device)
         run_dir = Path(out_dir)
-        from diffsteer.report.build import write_summary
-
-        write_summary(run_dir, summary)
+        write_summary(run_dir, summary)  # first: a report that fails to render loses nothing computed
         from diffsteer.report import write_report
 
         try:
@@ -436,18 +444,18 @@ def _invalidate_published(run_dir: Path) -> None:
             (run_dir / name).unlink()
 
 
-def _result_row(mitigation, axis, prompt, counts, n_dropped, bias, dr, dr_ci) -> dict:
+def _result_row(mitigation, axis, prompt, counts, n_dropped, bias, dr, dr_ci) -> ResultRow:
     """One row of summary.json's ``results``: exactly the documented keys (prompt None = aggregate)."""
-    return {
-        "mitigation": mitigation,
-        "axis": axis,
-        "prompt": prompt,
-        "counts": counts,
-        "n_dropped": n_dropped,
-        "entigen_bias": bias,
-        "deviation_ratio": dr,
-        "deviation_ratio_ci95": list(dr_ci) if dr_ci else None,
-    }
+    return ResultRow(
+        mitigation=mitigation,
+        axis=axis,
+        prompt=prompt,
+        counts=counts,
+        n_dropped=n_dropped,
+        entigen_bias=bias,
+        deviation_ratio=dr,
+        deviation_ratio_ci95=list(dr_ci) if dr_ci else None,
+    )
 
 
 # How summary.json's deviation ratios are computed, stated once in the file (docs/intervals.md).
@@ -477,9 +485,18 @@ def _seed_labels(recs: Sequence[ImageRecord], prompts: list[str], axis: Axis, la
     return matrix
 
 
+def _outcome(record: ImageRecord, label: Any) -> tuple[str | None, str | None]:
+    """(label, drop reason) of one image on one axis, from the store."""
+    if record.status != "ok":
+        return None, record.drop_reason
+    if label is None:
+        return None, NOT_CLASSIFIED
+    return label.label, label.reason
+
+
 def build_summary(
     store: RunStore, config: AuditConfig, axes: Sequence[Axis], planned: set[str], model_info: dict
-) -> dict:
+) -> Summary:
     """summary.json: a ``results`` row per (mitigation, axis, prompt) and an aggregate row (prompt null).
 
     ``deviation_ratio`` and ``deviation_ratio_ci95`` are the bias-corrected estimate and its interval,
@@ -488,7 +505,8 @@ def build_summary(
     """
     images = [r for r in store.images() if r.key in planned]
     labels = {(lab.key, lab.axis): lab for lab in store.labels(config.classifier)}
-    results, details = [], []
+    results: list[ResultRow] = []
+    details: list[PromptDetail | AggregateDetail] = []
     by_seed_of: dict[tuple[str, str], tuple[list[str], Any]] = {}
     for mitigation in config.mitigations:
         recs = [r for r in images if r.mitigation == mitigation]
@@ -497,19 +515,15 @@ def build_summary(
         for r in recs:
             seeds.setdefault(r.prompt, {})[r.image_index] = r.seed
         for axis in axes:
-            dropped = dict.fromkeys(prompts, 0)
-            uncertain = dict.fromkeys(prompts, 0)
-            reasons: dict[str, int] = {}
+            per_prompt = {p: tally(axis) for p in prompts}
+            whole = tally(axis)  # the drop reasons by kind, over prompts
             for r in recs:
-                lab = labels.get((r.key, axis.name))
-                reason = r.drop_reason if r.status != "ok" else (lab.reason if lab else "not classified")
-                if reason is not None or lab is None or lab.label is None:
-                    dropped[r.prompt] += 1
-                    # group by kind: a reason's detail in parentheses (e.g. p_person=0.03) is per image
-                    kind = (reason or "no label").split(" (")[0]
-                    reasons[kind] = reasons.get(kind, 0) + 1
-                elif lab.label == UNCERTAIN:
-                    uncertain[r.prompt] += 1
+                outcome = _outcome(r, labels.get((r.key, axis.name)))
+                per_prompt[r.prompt].add(*outcome)
+                whole.add(*outcome)
+            dropped = {p: t.dropped for p, t in per_prompt.items()}
+            uncertain = {p: t.uncertain for p, t in per_prompt.items()}
+            reasons = whole.reasons
             by_seed = _seed_labels(recs, prompts, axis, labels)
             by_seed_of[(mitigation, axis.name)] = (prompts, by_seed)
             m = summarize_labels(by_seed, axis.classes, prompts, seed=config.seed)
@@ -529,20 +543,20 @@ def build_summary(
                 known = sorted(seeds.get(pm.prompt, {}).items())
                 classes_by_seed = by_seed[i, [k for k, _ in known]]
                 details.append(
-                    {
-                        "mitigation": mitigation,
-                        "axis": axis.name,
-                        "prompt": pm.prompt,
-                        "n_uncertain": uncertain[pm.prompt],
-                        "kl_to_uniform": pm.kl,
-                        "plugin_deviation_ratio": pm.plugin_deviation_ratio,
-                        "plugin_deviation_ratio_ci95": _as_list(pm.plugin_deviation_ratio_ci95),
-                        "detectable_deviation_ratio": pm.detectable_deviation_ratio,
-                        "entigen_label": m.entigen_label,
+                    PromptDetail(
+                        mitigation=mitigation,
+                        axis=axis.name,
+                        prompt=pm.prompt,
+                        n_uncertain=uncertain[pm.prompt],
+                        kl_to_uniform=pm.kl,
+                        plugin_deviation_ratio=pm.plugin_deviation_ratio,
+                        plugin_deviation_ratio_ci95=_as_list(pm.plugin_deviation_ratio_ci95),
+                        detectable_deviation_ratio=pm.detectable_deviation_ratio,
+                        entigen_label=m.entigen_label,
                         # the class of each image by seed (null: uncertain, dropped or unlabelled)
-                        "seeds": [seed for _, seed in known],
-                        "labels": [axis.classes[c] if c >= 0 else None for c in classes_by_seed],
-                    }
+                        seeds=[seed for _, seed in known],
+                        labels=[axis.classes[c] if c >= 0 else None for c in classes_by_seed],
+                    )
                 )
             results.append(
                 _result_row(
@@ -557,37 +571,38 @@ def build_summary(
                 )
             )
             details.append(
-                {
-                    "mitigation": mitigation,
-                    "axis": axis.name,
-                    "prompt": None,
-                    "n_uncertain": sum(uncertain.values()),
-                    "kl_to_uniform": m.mean_kl,
-                    "entigen_bias_ci95": _as_list(m.entigen_bias_ci95),
-                    "entigen_label": m.entigen_label,
-                    "plugin_deviation_ratio": m.plugin_mean_deviation_ratio,
-                    "plugin_deviation_ratio_ci95": _as_list(m.plugin_mean_deviation_ratio_ci95),
-                    "resampled_by": m.resampled_by,
-                    "drop_reasons": reasons,
-                }
+                AggregateDetail(
+                    mitigation=mitigation,
+                    axis=axis.name,
+                    prompt=None,
+                    n_uncertain=sum(uncertain.values()),
+                    kl_to_uniform=m.mean_kl,
+                    entigen_bias_ci95=_as_list(m.entigen_bias_ci95),
+                    entigen_label=m.entigen_label,
+                    plugin_deviation_ratio=m.plugin_mean_deviation_ratio,
+                    plugin_deviation_ratio_ci95=_as_list(m.plugin_mean_deviation_ratio_ci95),
+                    resampled_by=m.resampled_by,
+                    drop_reasons=reasons,
+                )
             )
     _changes_against_baseline(details, by_seed_of, axes, config)
     from diffsteer.attributes.safety import safety_summary
 
-    return {
-        "config": config.identity(),
-        "model": model_info,
-        "classifier": config.classifier,
-        "images": len(images),
-        "statistics": STATISTICS_NOTE,
-        "results": results,
-        "details": details,
-        "safety": safety_summary(results),  # unsafe rates of the safety axes
-    }
+    return Summary(
+        config=RunConfig.from_dict(config.identity()),
+        model=ModelInfo.from_dict(model_info),
+        classifier=config.classifier,
+        images=len(images),
+        statistics=STATISTICS_NOTE,
+        results=results,
+        details=details,
+        # unsafe rates of the safety axes
+        safety=SafetySection.from_dict(safety_summary([r.to_dict() for r in results])),
+    )
 
 
 def _changes_against_baseline(
-    details: list[dict], by_seed_of: dict, axes: Sequence[Axis], config: AuditConfig
+    details: list[PromptDetail | AggregateDetail], by_seed_of: dict, axes: Sequence[Axis], config: AuditConfig
 ) -> None:
     """Each mitigation's change of the mean DR against the first one (the baseline), paired by seed.
 
@@ -601,10 +616,10 @@ def _changes_against_baseline(
     baseline = config.mitigations[0] if config.mitigations else None
     classes = {a.name: len(a.classes) for a in axes}
     for d in details:
-        if d["prompt"] is not None or d["mitigation"] == baseline:
+        if not isinstance(d, AggregateDetail) or d.mitigation == baseline:
             continue
-        base = by_seed_of.get((baseline, d["axis"]))
-        this = by_seed_of.get((d["mitigation"], d["axis"]))
+        base = by_seed_of.get((baseline, d.axis))
+        this = by_seed_of.get((d.mitigation, d.axis))
         if base is None or this is None:
             continue
         shared = [p for p in this[0] if p in base[0]]
@@ -613,18 +628,13 @@ def _changes_against_baseline(
             continue
         pick = [base[0].index(p) for p in shared], [this[0].index(p) for p in shared]
         both = np.stack([base[1][pick[0], :n_seeds], this[1][pick[1], :n_seeds]])
-        n_classes = classes[d["axis"]]
+        n_classes = classes[d.axis]
         reps = resample_by_seed(both, n_classes, seed=config.seed)
         counts = (both[..., None] == np.arange(n_classes)).sum(axis=-2)
         interval = mean_difference_interval(counts[0], counts[1], reps[:, 0], reps[:, 1])
         diff, low, high = (float(v) for v in interval)
         if all(np.isfinite([diff, low, high])):
-            d["dr_change_vs_baseline"] = {
-                "baseline": baseline,
-                "diff": diff,
-                "ci95": [low, high],
-                "paired": True,
-            }
+            d.dr_change_vs_baseline = DrChange(baseline=baseline, diff=diff, ci95=[low, high], paired=True)
 
 
 def _as_list(interval: Any) -> list[float] | None:

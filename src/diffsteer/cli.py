@@ -26,6 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from diffsteer import registry
+from diffsteer.summary import GuardSection, Summary
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Audit text-to-image models for bias; steer them."
@@ -385,7 +386,7 @@ def audit(
     except _expected_errors() as exc:
         _fail(exc)
     _print_summary(result.summary)
-    _print_guard(result.summary.get("guard"))
+    _print_guard(result.summary.guard)
     console.print(
         f"generated {result.generated} images, classified {result.classified} in {result.seconds:.0f}s"
     )
@@ -416,16 +417,16 @@ def _plan_precision(config, precision: float) -> None:
     print(f"images per prompt needed: {max(needed.values())} (pass --images-per-prompt to run at that size)")
 
 
-def _print_guard(screened: dict | None) -> None:
-    if not screened:
+def _print_guard(screened: GuardSection | None) -> None:
+    if screened is None:
         return
     console.print(
-        f"guard: blocked {screened['n_blocked_prompts']} of {screened['n_checked_prompts']} prompts "
-        f"({screened['n_images_not_made']} images not made)",
+        f"guard: blocked {screened.n_blocked_prompts} of {screened.n_checked_prompts} prompts "
+        f"({screened.n_images_not_made} images not made)",
         highlight=False,
     )
-    for item in screened["blocked"]:
-        line = f"  blocked ({item['mitigation']}) {item['prompt']!r}: {item['reason']}"
+    for item in screened.blocked:
+        line = f"  blocked ({item.mitigation}) {item.prompt!r}: {item.reason}"
         console.print(line, highlight=False, markup=False)
 
 
@@ -433,7 +434,7 @@ def _fmt(x: float | None) -> str:
     return "–" if x is None else f"{x:.3f}"
 
 
-def _print_summary(summary: dict) -> None:
+def _print_summary(summary: Summary) -> None:
     from rich.table import Table
 
     table = Table(title="bias by mitigation and axis (prompt-level mean)")
@@ -447,18 +448,16 @@ def _print_summary(summary: dict) -> None:
         "dropped",
     ):
         table.add_column(col)
-    for r in summary["results"]:
-        if r["prompt"] is not None:
-            continue
-        ci = r["deviation_ratio_ci95"]
+    for r in summary.rows(aggregate=True):
+        ci = r.deviation_ratio_ci95
         table.add_row(
-            r["mitigation"],
-            r["axis"],
-            _fmt(r["entigen_bias"]),
-            _fmt(r["deviation_ratio"]),
+            r.mitigation,
+            r.axis,
+            _fmt(r.entigen_bias),
+            _fmt(r.deviation_ratio),
             "–" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]",
-            str(sum(r["counts"].values())),
-            str(r["n_dropped"]),
+            str(r.n_counted),
+            str(r.n_dropped),
         )
     console.print(table)
 
@@ -637,6 +636,7 @@ def studio(
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float | None = _GUIDANCE,
     device: str = typer.Option("cpu"),
+    guard: Path | None = _GUARD,
 ) -> None:
     """A local web page: choose vectors, directions and fair generation, compare, export a preset."""
     try:
@@ -660,6 +660,7 @@ def studio(
             steps=steps,
             guidance=guidance,
             device=device,
+            guard=guard,
         )
     except _expected_errors() as exc:
         _fail(exc)

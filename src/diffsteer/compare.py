@@ -25,7 +25,6 @@ flagged for reading.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from diffsteer.metrics import (
     resample_by_seed,
     resample_counts,
 )
+from diffsteer.summary import PromptDetail, Summary, load_summary
 
 __all__ = ["DEFAULT_MAX_INCREASE", "Comparison", "MetricChange", "compare_runs", "load_summary"]
 
@@ -104,22 +104,6 @@ class Comparison:
         }
 
 
-def load_summary(run: Path | str) -> dict:
-    """summary.json of a run folder (or the file itself)."""
-    path = Path(run)
-    if path.is_dir():
-        path = path / "summary.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no summary.json at {path}: is {run} a finished diffsteer run?")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise ValueError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("results"), list):
-        raise ValueError(f"{path} has no 'results' list; is it a diffsteer summary?")
-    return summary
-
-
 def _finite(x: float) -> float | None:
     return float(x) if math.isfinite(x) else None
 
@@ -154,23 +138,21 @@ def _difference(
     return plugin_a, plugin_b, (float(lo), float(hi)), plugin_a, plugin_b
 
 
-def _seed_labels(summary: dict, mitigation: str, axis: str, prompts: list, classes: list) -> dict | None:
+def _seed_labels(summary: Summary, mitigation: str, axis: str, prompts: list, classes: list) -> dict | None:
     """prompt -> {seed: class index or -1} from summary details; None if the summary has no seeds."""
-    rows = {
-        d.get("prompt"): d
-        for d in summary.get("details", [])
-        if d.get("mitigation") == mitigation and d.get("axis") == axis
+    rows: dict[str | None, PromptDetail] = {
+        d.prompt: d for d in summary.prompt_details() if d.mitigation == mitigation and d.axis == axis
     }
     out = {}
     for prompt in prompts:
         row = rows.get(prompt)
-        if row is None or "seeds" not in row or "labels" not in row:
+        if row is None or row.seeds is None or row.labels is None:
             return None
-        if len(row["seeds"]) != len(row["labels"]):
+        if len(row.seeds) != len(row.labels):
             return None
         out[prompt] = {
             int(seed): (classes.index(lab) if lab in classes else -1)
-            for seed, lab in zip(row["seeds"], row["labels"], strict=True)
+            for seed, lab in zip(row.seeds, row.labels, strict=True)
         }
     return out
 
@@ -189,14 +171,14 @@ def _redraw(
     return resample_by_seed(_label_matrix(by_prompt, prompts, seeds), n_classes, n_boot, seed=seed)
 
 
-def _config_notes(a: dict, b: dict) -> list[str]:
-    cfg_a, cfg_b = a.get("config", {}), b.get("config", {})
-    differing = [k for k in _IDENTITY_KEYS_SHOWN if cfg_a.get(k) != cfg_b.get(k)]
+def _config_notes(a: Summary, b: Summary) -> list[str]:
+    cfg_a, cfg_b = a.config, b.config
+    differing = [k for k in _IDENTITY_KEYS_SHOWN if getattr(cfg_a, k) != getattr(cfg_b, k)]
     notes = []
     if differing:
         notes.append(
             "the runs differ in "
-            + ", ".join(f"{k} ({cfg_a.get(k)!r} -> {cfg_b.get(k)!r})" for k in differing)
+            + ", ".join(f"{k} ({getattr(cfg_a, k)!r} -> {getattr(cfg_b, k)!r})" for k in differing)
         )
     if "images_per_prompt" in differing:
         notes.append("different images per prompt: small-sample bias of the metrics differs between the runs")
@@ -216,19 +198,18 @@ def compare_runs(
         raise ValueError(f"--max-increase must be a non-negative number, got {max_increase}")
     sa, sb = load_summary(run_a), load_summary(run_b)
     comparison = Comparison(str(run_a), str(run_b), max_increase, [], _config_notes(sa, sb))
-    rows_b = {(r["mitigation"], r["axis"], r["prompt"]): r for r in sb["results"]}
-    groups = list(dict.fromkeys((r["mitigation"], r["axis"]) for r in sa["results"]))
+    rows_b = {(r.mitigation, r.axis, r.prompt): r for r in sb.results}
+    groups = list(dict.fromkeys((r.mitigation, r.axis) for r in sa.results))
     for mitigation, axis in groups:
         prompt_rows = [
-            (r, rows_b.get((mitigation, axis, r["prompt"])))
-            for r in sa["results"]
-            if r["mitigation"] == mitigation and r["axis"] == axis and r["prompt"] is not None
+            (r, rows_b.get((mitigation, axis, r.prompt)))
+            for r in sa.rows(mitigation=mitigation, axis=axis, aggregate=False)
         ]
         common = [(ra, rb) for ra, rb in prompt_rows if rb is not None]
         if not common:
             continue
-        classes = list(common[0][0]["counts"])
-        if any(list(rb["counts"]) != classes for _, rb in common):
+        classes = list(common[0][0].counts)
+        if any(list(rb.counts) != classes for _, rb in common):
             comparison.notes.append(f"{mitigation}/{axis}: the runs label different classes; not compared")
             continue
         only_a = len(prompt_rows) - len(common)
@@ -240,9 +221,9 @@ def compare_runs(
                 f"{mitigation}/{axis}: compared on the {len(common)} prompts both runs have "
                 f"({only_a} only in A, {only_b} only in B)"
             )
-        prompts = [ra["prompt"] for ra, _ in common]
-        matrix_a = np.array([[ra["counts"][c] for c in classes] for ra, _ in common], dtype=np.int64)
-        matrix_b = np.array([[rb["counts"][c] for c in classes] for _, rb in common], dtype=np.int64)
+        prompts = [ra.prompt for ra, _ in common]
+        matrix_a = np.array([[ra.counts[c] for c in classes] for ra, _ in common], dtype=np.int64)
+        matrix_b = np.array([[rb.counts[c] for c in classes] for _, rb in common], dtype=np.int64)
         seeds_a = _seed_labels(sa, mitigation, axis, prompts, classes)
         seeds_b = _seed_labels(sb, mitigation, axis, prompts, classes)
         paired = (

@@ -4,6 +4,7 @@ one that is off in one cell is named for that cell."""
 from __future__ import annotations
 
 from diffsteer.pictoworld import evaluate, world
+from diffsteer.summary import Summary
 
 
 def _exact_stats() -> dict[str, dict[str, float]]:
@@ -17,12 +18,12 @@ def _exact_stats() -> dict[str, dict[str, float]]:
     }
 
 
-def _summary(dr: dict[tuple[str, str], float]) -> dict:
+def _summary(dr: dict[tuple[str, str], float]) -> Summary:
     def row(prof: str, axis: str, value: float) -> dict:
         prompt = f"a photo of {world.article(prof)} {prof}"
         return {"mitigation": "none", "axis": axis, "prompt": prompt, "deviation_ratio": value}
 
-    return {"results": [row(p, axis, v) for (p, axis), v in dr.items()]}
+    return Summary.from_dict({"results": [row(p, axis, v) for (p, axis), v in dr.items()]})
 
 
 def _planted_ratios() -> dict[tuple[str, str], float]:

@@ -24,7 +24,7 @@ def test_anti_violence_vector_lowers_the_violent_share(tmp_path):
         AuditConfig(benchmark=str(bench), mitigations=("none", "hspace-safe"), guidance=7.5),
         tmp_path / "run",
     )
-    counts = {r["mitigation"]: r["counts"] for r in result.summary["results"] if r["prompt"] is None}
+    counts = {r.mitigation: r.counts for r in result.summary.results if r.prompt is None}
     violent = {m: c["violent"] / sum(c.values()) for m, c in counts.items()}
     # research/hspace_acceptance.py --guidance 7.5 measured 1.00 -> 0.05 (CLIP, 64 images); the issue
     # asks for a 70% relative drop
@@ -56,9 +56,9 @@ def test_fair_noise_directions_halve_the_deviation_ratio_and_keep_the_profession
     config = AuditConfig(benchmark=str(bench), mitigations=("none", "noise-fair"), seed=20000)
     result = run_audit(config, tmp_path / "run")
     dr = {
-        r["mitigation"]: r["deviation_ratio"]
-        for r in result.summary["results"]
-        if r["prompt"] is None and r["axis"] == axis
+        r.mitigation: r.deviation_ratio
+        for r in result.summary.results
+        if r.prompt is None and r.axis == axis
     }
     # research/noise_acceptance.py measures this with the oracle on 64 other seeds per profession;
     # the issue asks for a mean deviation ratio at least 50% lower than the unsteered one
@@ -88,8 +88,8 @@ def test_gender_and_skin_directions_together_move_both_shares_toward_uniform(tmp
     )
     config = AuditConfig(benchmark=str(bench), mitigations=("none", "noise-fair"), seed=20000)
     result = run_audit(config, tmp_path / "run")
-    rows = [r for r in result.summary["results"] if r["prompt"] is None]
-    dr = {(r["mitigation"], r["axis"]): r["deviation_ratio"] for r in rows}
+    rows = [r for r in result.summary.results if r.prompt is None]
+    dr = {(r.mitigation, r.axis): r.deviation_ratio for r in rows}
     # toward the target by a margin that sampling noise alone would rarely give;
     # research/noise_acceptance.py (oracle, seeds 10000+, 64 images): gender 0.61 -> 0.18, skin 0.32 -> 0.11
     for axis in ("gender", "skin_tone"):

@@ -13,6 +13,7 @@ import numpy as np
 from diffsteer.pictoworld import RECOMMENDED_GUIDANCE, world
 from diffsteer.pictoworld.oracle import predict
 from diffsteer.pictoworld.render import render_many
+from diffsteer.summary import Summary
 
 # Explicit prompts and the (oracle head, value) each asks for.
 EXPLICIT_PROMPTS: dict[str, tuple[str, str]] = {
@@ -166,16 +167,16 @@ def neutral_share_misses(
 
 
 def audit_misses(
-    summary: dict, tolerance: float = SHARE_TOLERANCE, control_limit: float = CONTROL_LIMIT
+    summary: Summary, tolerance: float = SHARE_TOLERANCE, control_limit: float = CONTROL_LIMIT
 ) -> list[tuple]:
     """Profession rows of an audit summary (mitigation "none") whose deviation ratio misses the planted
     one by more than the tolerance, or, for a balanced control, exceeds the control limit."""
-    rows = {(r["axis"], r["prompt"]): r for r in summary["results"] if r["mitigation"] == "none"}
+    rows = {(r.axis, r.prompt): r for r in summary.rows(mitigation="none")}
     misses = []
     for prof in world.PROFESSIONS:
         prompt = f"a photo of {world.article(prof)} {prof}"
         for axis in ("gender", "skin_tone"):
-            measured = rows[(axis, prompt)]["deviation_ratio"]
+            measured = rows[(axis, prompt)].deviation_ratio
             planted = world.planted_deviation_ratio(prof, axis)
             if planted > 0 and abs(measured - planted) > tolerance:
                 misses.append((prof, axis, round(measured, 3), "planted", round(planted, 3)))

@@ -6,23 +6,13 @@ Sections summary.json lacks (runs made before they existed) are computed from th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from diffsteer.report.html import write_report
-from diffsteer.runs.atomic import atomic_write_text
 from diffsteer.runs.store import RunStore
+from diffsteer.summary import SUMMARY_NAME, SafetySection, load_summary, write_summary
 
-__all__ = ["SUMMARY_NAME", "build_report", "write_summary"]
-
-SUMMARY_NAME = (
-    "summary.json"  # the same name as diffsteer.audit.SUMMARY_NAME (not imported: audit loads torch)
-)
-
-
-def write_summary(run_dir: Path | str, summary: dict) -> Path:
-    """Write summary.json atomically (a crash never leaves half a file)."""
-    return atomic_write_text(Path(run_dir) / SUMMARY_NAME, json.dumps(summary, indent=2, allow_nan=False))
+__all__ = ["build_report"]
 
 
 def build_report(
@@ -52,40 +42,38 @@ def build_report(
                 "command again to resume it"
             )
         try:
-            summary = json.loads(path.read_text(encoding="utf-8"))
+            summary = load_summary(path)
         except ValueError as exc:
-            raise ValueError(
-                f"{path} is not valid JSON ({exc}); run the same `diffsteer audit` command to rewrite it"
-            ) from None
-        need_quality = refresh or "quality" not in summary
-        need_auditor = refresh or reference is not None or "auditor" not in summary
+            raise ValueError(f"{exc}; run the same `diffsteer audit` command to rewrite it") from None
+        # a section a run predates is absent; a null auditor means "no reference set", not absent
+        need_quality = refresh or not summary.has("quality")
+        need_auditor = refresh or reference is not None or not summary.has("auditor")
         # Read the reference first: a bad labels.csv fails before any model is loaded.
         ref = (
-            resolve_reference(AUTO if reference is None else reference, summary["config"]["model"])
+            resolve_reference(AUTO if reference is None else reference, summary.config.model)
             if need_auditor
             else None
         )
         changed = False
         if need_quality or need_auditor:
-            classifier = ClipZeroShotClassifier.from_pretrained(summary["classifier"], device=device)
-            mitigations = set(summary["config"]["mitigations"])
+            classifier = ClipZeroShotClassifier.from_pretrained(summary.classifier, device=device)
+            mitigations = set(summary.config.mitigations)
             planned = {r.key for r in store.images() if r.mitigation in mitigations}
             if need_quality:
-                summary["quality"] = quality_section(store, summary, classifier, planned)
+                summary.quality = quality_section(store, summary, classifier, planned)
             if need_auditor:
-                summary["auditor"] = (
-                    auditor_section(summary, classifier, ref, summary_axes(summary)) if ref else None
-                )
+                axes = summary_axes(summary)
+                summary.auditor = auditor_section(summary, classifier, ref, axes) if ref else None
             changed = True
-        if "provenance" not in summary:
-            summary["provenance"] = collect_provenance(run_dir, device=device) | {
+        if not summary.has("provenance"):
+            summary.provenance = collect_provenance(run_dir, device=device) | {
                 "note": "recorded when the report was rebuilt, not when the images were made"
             }
             changed = True
-        if "safety" not in summary:  # runs audited before unsafe rates existed
+        if not summary.has("safety"):  # runs audited before unsafe rates existed
             from diffsteer.attributes.safety import safety_summary
 
-            summary["safety"] = safety_summary(summary["results"])
+            summary.safety = SafetySection.from_dict(safety_summary([r.to_dict() for r in summary.results]))
             changed = True
         if changed:
             write_summary(run_dir, summary)

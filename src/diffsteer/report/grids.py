@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from diffsteer.runs.store import ImageRecord, RunStore
+from diffsteer.summary import Summary
 
 __all__ = [
     "ImageView",
@@ -74,13 +75,13 @@ def _reason_kind(reason: str | None) -> str:
     return reason.split(":")[0].split("(")[0].strip()
 
 
-def collect_views(store: RunStore, summary: dict) -> list[ImageView]:
+def collect_views(store: RunStore, summary: Summary) -> list[ImageView]:
     """Every image of the run's mitigations with its joint predicted label (axes in the audit's order)."""
-    axes = list(summary["config"]["axes"])
-    mitigations = set(summary["config"]["mitigations"])
-    concepts = (summary.get("safety") or {}).get("concepts") or []
+    axes = summary.axes
+    mitigations = set(summary.mitigations)
+    concepts = summary.safety.concepts if summary.safety else []
     labels: dict[str, dict[str, object]] = defaultdict(dict)
-    for lab in store.labels(summary["classifier"]):
+    for lab in store.labels(summary.classifier):
         labels[lab.key][lab.axis] = lab
     views = []
     for rec in store.images():
@@ -92,9 +93,7 @@ def collect_views(store: RunStore, summary: dict) -> list[ImageView]:
         per_axis = labels.get(rec.key, {})
         # judged per concept, so an image dropped on another axis is still blurred when it is unsafe
         unsafe = tuple(
-            c["name"]
-            for c in concepts
-            if c["axis"] in per_axis and per_axis[c["axis"]].label == c["unsafe_class"]
+            c.name for c in concepts if c.axis in per_axis and per_axis[c.axis].label == c.unsafe_class
         )
         missing = [a for a in axes if a not in per_axis]
         abstained = [per_axis[a] for a in axes if a in per_axis and per_axis[a].label is None]
@@ -241,20 +240,19 @@ def _cell_seed(cell: dict[tuple[str, str, int], ImageView], prompt: str, order: 
     return k
 
 
-def unsafe_note(summary: dict, views: Sequence[ImageView], show_unsafe: bool) -> str:
+def unsafe_note(summary: Summary, views: Sequence[ImageView], show_unsafe: bool) -> str:
     """The unsafe rate of each concept per mitigation, and how many thumbnails are blurred (or shown).
 
     Empty when the audit judged no unsafe concept (no safety axis among its axes).
     """
-    safety = summary.get("safety") or {}
-    concepts = safety.get("concepts") or []
-    if not concepts:
+    safety = summary.safety
+    if safety is None or not safety.concepts:
         return ""
     unsafe = [v for v in views if v.unsafe and v.record.png is not None]
     judged = "; ".join(
-        f"{html.escape(c['name'])}: class <i>{html.escape(c['unsafe_class'])}</i> on the "
-        f"<code>{html.escape(c['axis'])}</code> axis"
-        for c in concepts
+        f"{html.escape(c.name)}: class <i>{html.escape(c.unsafe_class)}</i> on the "
+        f"<code>{html.escape(c.axis)}</code> axis"
+        for c in safety.concepts
     )
     if show_unsafe:
         action = f"{len(unsafe)} images judged unsafe are <b>shown unblurred</b> (<code>--show-unsafe</code>)"
@@ -267,15 +265,15 @@ def unsafe_note(summary: dict, views: Sequence[ImageView], show_unsafe: bool) ->
         "<table><tr><th class=l>mitigation</th><th class=l>concept</th><th>unsafe rate</th>"
         "<th>95% interval</th><th>unsafe / counted</th></tr>"
     ]
-    for r in safety.get("rates") or []:
-        if r["prompt"] is not None:
+    for r in safety.rates:
+        if r.prompt is not None:
             continue
-        rate, ci = r["unsafe_rate"], r["unsafe_rate_ci95"]
+        rate, ci = r.unsafe_rate, r.unsafe_rate_ci95
         rows.append(
-            f"<tr><td class=l>{html.escape(r['mitigation'])}</td><td class=l>{html.escape(r['concept'])}</td>"
+            f"<tr><td class=l>{html.escape(r.mitigation)}</td><td class=l>{html.escape(r.concept)}</td>"
             f"<td>{'–' if rate is None else f'{rate:.3f}'}</td>"
             f"<td>{'–' if not ci else f'[{ci[0]:.3f}, {ci[1]:.3f}]'}</td>"
-            f"<td>{r['n_unsafe']} / {r['n']}</td></tr>"
+            f"<td>{r.n_unsafe} / {r.n}</td></tr>"
         )
     rows.append("</table>")
     return (

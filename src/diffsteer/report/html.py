@@ -20,6 +20,7 @@ from diffsteer.provenance import read_command
 from diffsteer.report import grids, plots, tables
 from diffsteer.runs.atomic import atomic_write_text
 from diffsteer.runs.store import RunStore
+from diffsteer.summary import Summary
 
 __all__ = ["REPORT_NAME", "SWEEP_NAME", "render_report", "write_report"]
 
@@ -66,16 +67,14 @@ code{font-size:12px}
 """
 
 
-def _share_data(summary: dict, axis: str, classes: list[str], seed: int):
+def _share_data(summary: Summary, axis: str, classes: list[str], seed: int):
     """Raw shares, their bootstrap intervals and corrected shares per (mitigation, prompt) of one axis."""
     shares: dict[tuple[str, str], list[float] | None] = {}
     intervals: dict[tuple[str, str], list[list[float]] | None] = {}
-    for r in summary["results"]:
-        if r["axis"] != axis or r["prompt"] is None:
-            continue
-        counts = np.array([[r["counts"][c] for c in classes]])
+    for r in summary.rows(axis=axis, aggregate=False):
+        counts = np.array([[r.counts[c] for c in classes]])
         n = int(counts.sum())
-        key = (r["mitigation"], r["prompt"])
+        key = (r.mitigation, r.prompt)
         if n == 0:
             shares[key], intervals[key] = None, None
             continue
@@ -83,31 +82,31 @@ def _share_data(summary: dict, axis: str, classes: list[str], seed: int):
         boot = resample_counts(counts, n_boot=_N_BOOT_SHARES, seed=seed)[:, 0, :] / n
         intervals[key] = np.quantile(boot, [0.025, 0.975], axis=0).T.tolist()
     corrected: dict[tuple[str, str], list[float] | None] = {}
-    for r in (summary.get("auditor") or {}).get("corrected", []):
-        if r["axis"] == axis and r["prompt"] is not None and r.get("shares"):
-            corrected[(r["mitigation"], r["prompt"])] = [r["shares"][c] for c in classes]
+    for r in summary.auditor.corrected if summary.auditor else []:
+        if r.axis == axis and r.prompt is not None and r.shares:
+            corrected[(r.mitigation, r.prompt)] = [r.shares[c] for c in classes]
     return shares, intervals, corrected
 
 
-def _shares_section(summary: dict) -> str:
+def _shares_section(summary: Summary) -> str:
     out = [
         "<p class=muted>Bars: share of each class among counted images (uncertain and dropped images "
         "excluded); whiskers: 95% bootstrap interval over images; dashed line: parity"
         + (
             "; diamonds: shares corrected for the classifier's errors (see Checking the auditor)"
-            if summary.get("auditor")
+            if summary.auditor
             else ""
         )
         + ".</p>"
     ]
-    mitigations = list(summary["config"]["mitigations"])
-    seed = int(summary["config"].get("seed", 0))
-    for axis in summary["config"]["axes"]:
-        rows = [r for r in summary["results"] if r["axis"] == axis and r["prompt"] is not None]
+    mitigations = summary.mitigations
+    seed = int(summary.config.seed or 0)
+    for axis in summary.axes:
+        rows = summary.rows(axis=axis, aggregate=False)
         if not rows:
             continue
-        classes = list(rows[0]["counts"])
-        prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+        classes = list(rows[0].counts)
+        prompts = list(dict.fromkeys(r.prompt for r in rows))
         shares, intervals, corrected = _share_data(summary, axis, classes, seed)
         out.append(f"<h3>{html.escape(axis)}</h3>")
         for svg in plots.share_chart(prompts, classes, mitigations, shares, intervals, corrected or None):
@@ -115,31 +114,30 @@ def _shares_section(summary: dict) -> str:
     return "".join(out)
 
 
-def _tradeoff_section(summary: dict) -> str:
+def _tradeoff_section(summary: Summary) -> str:
     quality = tables.quality_by_mitigation(summary)
     if not quality:
         return "<p class=muted>No quality measurements in this run's summary.json.</p>"
     points = []
-    for r in summary["results"]:
-        if r["prompt"] is not None:
-            continue
-        q = quality.get(r["mitigation"], {})
+    for r in summary.rows(aggregate=True):
+        q = quality.get(r.mitigation)
         points.append(
             {
-                "mitigation": r["mitigation"],
-                "axis": r["axis"],
-                "deviation_ratio": r["deviation_ratio"],
-                "deviation_ratio_ci95": r["deviation_ratio_ci95"],
-                "clip_score": q.get("clip_score"),
-                "clip_score_ci95": q.get("clip_score_ci95"),
-                "frechet_distance": q.get("frechet_distance"),
+                "mitigation": r.mitigation,
+                "axis": r.axis,
+                "deviation_ratio": r.deviation_ratio,
+                "deviation_ratio_ci95": r.deviation_ratio_ci95,
+                "clip_score": q.clip_score if q else None,
+                "clip_score_ci95": q.clip_score_ci95 if q else None,
+                "frechet_distance": q.frechet_distance if q else None,
             }
         )
-    info = summary["quality"]
+    info = summary.quality
+    assert info is not None  # quality_by_mitigation found rows in it
     note = (
         f"<p class=muted>Each point is a mitigation (colour) on an axis (marker): mean deviation ratio "
-        f"against CLIP score ({html.escape(info.get('clip_score', ''))}) and the Fréchet distance "
-        f"{html.escape(info.get('frechet_distance', ''))} (baseline: {html.escape(info['baseline'])}). "
+        f"against CLIP score ({html.escape(info.clip_score or '')}) and the Fréchet distance "
+        f"{html.escape(info.frechet_distance or '')} (baseline: {html.escape(str(info.baseline))}). "
         "Whiskers are 95% bootstrap intervals. The Fréchet distance is biased upwards with few images; "
         "compare it between mitigations of the same run.</p>"
     )
@@ -171,15 +169,17 @@ def _seed_range(store: RunStore, mitigations: set[str]) -> tuple[int, int] | Non
     return (min(seeds), max(seeds)) if seeds else None
 
 
-def render_report(run_dir: Path | str, *, store: RunStore, summary: dict, show_unsafe: bool = False) -> str:
+def render_report(
+    run_dir: Path | str, *, store: RunStore, summary: Summary, show_unsafe: bool = False
+) -> str:
     """The report page as a string; thumbnails a judge calls unsafe are blurred unless ``show_unsafe``."""
     run_dir = Path(run_dir)
-    cfg = summary["config"]
-    mitigations = list(cfg["mitigations"])
-    baseline = (summary.get("quality") or {}).get("baseline") or (
+    cfg = summary.config
+    mitigations = summary.mitigations
+    baseline = (summary.quality.baseline if summary.quality else None) or (
         "none" if "none" in mitigations else mitigations[0]
     )
-    title = f"diffsteer audit — {cfg['model']} on {cfg['benchmark']}"
+    title = f"diffsteer audit — {cfg.model} on {cfg.benchmark}"
     views = grids.collect_views(store, summary)
     thumbs = grids.Thumbnails(store, show_unsafe=show_unsafe)
     sweep = _sweep_section(run_dir)
@@ -207,12 +207,12 @@ def render_report(run_dir: Path | str, *, store: RunStore, summary: dict, show_u
     nav = "".join(f"<a href='#{sid}'>{html.escape(name)}</a>" for sid, name, _ in sections)
     if sweep:
         nav += "<a href='#sweep'>Strength sweep</a>"
-    model = summary.get("model", {})
+    model_ref = summary.model.ref if summary.model and summary.model.has("ref") else cfg.model
     body: list[Any] = [
         f"<h1>{html.escape(title)}</h1>",
-        f"<p class=muted>{summary['images']} images; "
-        f"model {html.escape(str(model.get('ref', cfg['model'])))}; "
-        f"classifier {html.escape(str(summary['classifier']))}; axes {html.escape(', '.join(cfg['axes']))}; "
+        f"<p class=muted>{summary.images} images; "
+        f"model {html.escape(str(model_ref))}; "
+        f"classifier {html.escape(str(summary.classifier))}; axes {html.escape(', '.join(summary.axes))}; "
         f"mitigations {html.escape(', '.join(mitigations))}.</p>",
         f"<nav>{nav}</nav>",
     ]
@@ -227,7 +227,9 @@ def render_report(run_dir: Path | str, *, store: RunStore, summary: dict, show_u
     )
 
 
-def write_report(run_dir: Path | str, *, store: RunStore, summary: dict, show_unsafe: bool = False) -> Path:
+def write_report(
+    run_dir: Path | str, *, store: RunStore, summary: Summary, show_unsafe: bool = False
+) -> Path:
     """Write ``run_dir/report.html``; returns its path. Unsafe thumbnails blurred unless ``show_unsafe``."""
     page = render_report(run_dir, store=store, summary=summary, show_unsafe=show_unsafe)
     return atomic_write_text(Path(run_dir) / REPORT_NAME, page)

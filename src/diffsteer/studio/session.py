@@ -21,14 +21,8 @@ from typing import Any
 
 from PIL import Image
 
-from diffsteer.attributes import (
-    UNCERTAIN,
-    Axis,
-    ClassifierNotFoundError,
-    ImageLabels,
-    builtin_axes,
-    get_axis,
-)
+from diffsteer.attributes import Axis, ClassifierNotFoundError, ImageLabels, builtin_axes, get_axis
+from diffsteer.attributes.tally import Tally, tally
 from diffsteer.generate import ImageRequest
 from diffsteer.steering.fair import normalize_target
 from diffsteer.steering.files import KINDS, SUFFIX, SteeringFileError, read_steering_file
@@ -81,22 +75,9 @@ class FairOption:
     methods: tuple[str, ...]
 
 
-@dataclass
-class Shares:
-    """Classified labels of one image set on one axis: counts per class, uncertain and dropped apart."""
-
-    axis: str
-    counts: dict[str, int]
-    uncertain: int = 0
-    dropped: int = 0
-
-    @property
-    def counted(self) -> int:
-        return sum(self.counts.values())
-
-    def share(self, cls: str) -> float | None:
-        """The class's share of the counted images (None when no image was counted)."""
-        return self.counts.get(cls, 0) / self.counted if self.counted else None
+# Classified labels of one image set on one axis (counts per class, uncertain and dropped apart),
+# counted by the audit's own rule
+Shares = Tally
 
 
 @dataclass
@@ -130,11 +111,12 @@ class StudioSession:
         batch_size: int = 16,
         axes: Sequence[str] | None = None,
         classifier: str | None = None,
+        guard: Path | str | None = None,  # a guard file: a prompt it blocks makes no image
     ) -> None:
         from diffsteer.api import load
-        from diffsteer.generate import SteeredGenerator
         from diffsteer.models import default_classifier, model_fingerprint
         from diffsteer.registry import default_model
+        from diffsteer.runs.executors import GeneratorSpec
 
         model = default_model() if model is None else model
         self.model = model
@@ -142,11 +124,27 @@ class StudioSession:
         for folder in self.directions:
             if not folder.is_dir():
                 raise StudioError(f"--directions {folder}: not a folder")
+        guard_file = None
+        if guard is not None:
+            from diffsteer.guard.guard_file import read_guard
+
+            guard_file = read_guard(guard)  # a damaged file fails before the model loads
         self.loaded = load(model, device=device, dtype=dtype)  # the front door's object: one set-up
         self.pipe = self.loaded.pipe
-        if guidance is None:
-            guidance = self.loaded.guidance
-        self.generator = SteeredGenerator(self.pipe, steps=steps, guidance=guidance, batch_size=batch_size)
+        self.guard = None
+        if guard_file is not None:
+            from diffsteer.guard import PromptGuard
+
+            self.guard = PromptGuard(self.pipe, *guard_file, source=str(guard))  # refuses another encoder
+        # the generator an audit of the same settings builds (GeneratorSpec), on the loaded pipeline
+        self.generator = GeneratorSpec(
+            model=model,
+            steps=steps,
+            guidance=self.loaded.guidance if guidance is None else guidance,
+            device=device,
+            dtype=dtype,
+            batch_size=batch_size,
+        ).prepare(self.pipe)
         self.fingerprint = model_fingerprint(self.pipe)
         self.library = SteeringLibrary.for_model(model, self.directions)
         self.device = device
@@ -335,20 +333,17 @@ class StudioSession:
         return self._classifier
 
     def shares(self, images: Sequence[Image.Image | None]) -> dict[str, Shares]:
-        """Classify images on the session's axes (ENTIGEN's person filter first) and count labels."""
+        """Classify images on the session's axes (ENTIGEN's person filter first) and count labels as an
+        audit does: a blank image or one the person filter drops is dropped, ``uncertain`` apart."""
         kept = [im for im in images if im is not None]
         labels: list[ImageLabels] = self.classifier().classify(kept, self.axes) if kept else []
+        unusable = (None, "unusable pixels")
         out = {}
         for axis in self.axes:
-            s = Shares(axis.name, {c: 0 for c in axis.classes}, dropped=len(images) - len(kept))
-            for lab in labels:
-                if not lab.kept:
-                    s.dropped += 1
-                elif lab.axes[axis.name].label == UNCERTAIN:
-                    s.uncertain += 1
-                else:
-                    s.counts[lab.axes[axis.name].label] += 1
-            out[axis.name] = s
+            outcomes = [
+                (lab.axes[axis.name].label, None) if lab.kept else (None, lab.drop_reason) for lab in labels
+            ]
+            out[axis.name] = tally(axis, [unusable] * (len(images) - len(kept)) + outcomes)
         return out
 
     def generate(
@@ -374,6 +369,10 @@ class StudioSession:
             raise StudioError(f"the number of images must be between 1 and {MAX_IMAGES}, got {n}")
         if seed < 0:
             raise StudioError(f"the seed must be 0 or more, got {seed}")
+        if self.guard is not None:
+            verdict = self.guard.check(prompt)
+            if verdict.blocked:  # say what the model would have read: that is the guard's evidence
+                raise StudioError(f"the guard blocks this prompt ({verdict.reason}); no image was made")
         steerer = None if spec.is_empty else self._steerer(spec)
         started = time.time()
         notes = []
