@@ -130,6 +130,7 @@ def plot(runs: list[dict[str, Any]], window: int, base: list[float] | None, path
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    plt.rcParams["svg.hashsalt"] = "finetune_kl_sweep"  # stable ids: the same runs give the same SVG
     paired = min(len(r["history"]) for r in runs)
     coefs = {m: sorted({r["recipe"]["kl_coef"] for r in runs if r["recipe"]["method"] == m}) for m in COLOURS}
     fig, ax = plt.subplots(figsize=(7.2, 4.6))
