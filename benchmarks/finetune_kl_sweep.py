@@ -328,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     args.method = args.method or ["dpok", "sft"]
     args.kl_coef = args.kl_coef or [0.01, 0.1, 1.0]
     folders = list(args.runs)
+    for folder in folders:
+        if not (folder / "history.json").exists() or not (folder / "recipe.json").exists():
+            parser.error(f"{folder}: not a finetune run folder (history.json and recipe.json)")
     if args.train:
         folders += train(args)
     if not folders:
