@@ -7,7 +7,6 @@ images already made are not made again, labels already computed are not computed
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -29,7 +28,7 @@ from diffsteer.metrics import summarize_labels
 from diffsteer.registry import bundled_model, default_model
 from diffsteer.runs.executors import GeneratorSpec, check_executor, make_executor
 from diffsteer.runs.runner import generate_missing, label_missing
-from diffsteer.runs.store import ImageRecord, RunStore, job_key
+from diffsteer.runs.store import ImageRecord, RunStore, check_out_dir, job_key
 from diffsteer.steering.preset import SteeringSpec
 from diffsteer.summary import (
     SUMMARY_NAME,
@@ -192,22 +191,6 @@ def _check_named_steering_files(config: AuditConfig) -> None:
     for kind in ("hspace", "noise", "text"):
         for item in getattr(config.steering, kind):
             steering_loader(kind)(library.find(item.name, kind))
-
-
-def check_out_dir(out_dir: Path | str) -> None:
-    """Refuse a run folder that is a file or cannot be written (read-only, no permission)."""
-    path = Path(out_dir).expanduser()
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path} is a file; choose a folder")
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ValueError(f"--out {path}: {existing} is a file, so no folder can be made under it")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(
-            f"--out {path}: {existing} is not writable (read-only or no permission); choose another folder"
-        )
 
 
 def build_steerers(config: AuditConfig, generator: Any, fingerprint: str) -> dict[str, Any]:

@@ -161,9 +161,9 @@ def _in_vocabulary(text: str, words: set[str]) -> bool:
 def check_config(config: RedteamConfig, out_dir: Path | str) -> None:
     """Every input that can be wrong, checked before the model loads; errors name the parameter."""
     from diffsteer.attributes.safety import get_concept
-    from diffsteer.audit import check_out_dir
     from diffsteer.models import check_device, check_dtype, check_model
     from diffsteer.runs.executors import check_executor
+    from diffsteer.runs.store import check_out_dir
 
     config.settings().check()
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:

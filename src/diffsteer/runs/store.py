@@ -53,6 +53,7 @@ __all__ = [
     "RunConfigMismatch",
     "RunInUseError",
     "RunStore",
+    "check_out_dir",
     "job_key",
 ]
 
@@ -927,3 +928,19 @@ def _write_csv(path: Path, columns: dict[str, list[Any]], n_rows: int) -> None:
         writer.writerow(names)
         for i in range(n_rows):
             writer.writerow(columns[name][i] for name in names)
+
+
+def check_out_dir(out_dir: Path | str) -> None:
+    """Refuse a run folder that is a file or cannot be written (read-only, no permission)."""
+    path = Path(out_dir).expanduser()
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file; choose a folder")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"--out {path}: {existing} is a file, so no folder can be made under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"--out {path}: {existing} is not writable (read-only or no permission); choose another folder"
+        )
