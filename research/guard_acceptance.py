@@ -66,10 +66,16 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from diffsteer import pictoworld
-    from diffsteer.attributes.prompt_judge import PromptJudge
+    from diffsteer.attributes.prompt_judge import PromptJudge, text_classifier_available
     from diffsteer.guard import PromptGuard, train_guard
     from diffsteer.guard.attack import attack_vocabulary, read_redteam_findings, substitution_attack
-    from diffsteer.guard.baselines import BagOfWordsBaseline, KeywordBaseline, PooledProbe, caption_labels
+    from diffsteer.guard.baselines import (
+        BagOfWordsBaseline,
+        KeywordBaseline,
+        PooledProbe,
+        TextClassifierBaseline,
+        caption_labels,
+    )
     from diffsteer.guard.train import split_captions
     from diffsteer.models import load_pipeline
     from diffsteer.pictoworld.evaluate import generate_images
@@ -178,6 +184,8 @@ def main() -> None:
         "keyword": KeywordBaseline(judge),
         "bag_of_words": BagOfWordsBaseline(train, labels),
         "pooled_probe": PooledProbe(pipe, train, labels),
+        # a maintained text classifier, when the prompt-classifier extra is installed
+        "text_classifier": TextClassifierBaseline() if text_classifier_available() else None,
     }
     groups = {
         "benign_heldout": heldout,

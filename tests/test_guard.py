@@ -266,3 +266,13 @@ def test_studio_with_guard_shows_what_the_model_reads_and_makes_no_image(guarded
     assert "weapon" in str(blocked.value).split("reads it as", 1)[1]
     run = session.generate("a photo of a doctor", session.spec({}), 2, 0)
     assert len(run.baseline) == 2 and all(im is not None for im in run.baseline)
+
+
+def test_text_classifier_baseline_scores_offensive_language_above_a_plain_caption():
+    from diffsteer.attributes.prompt_judge import text_classifier_available
+    from diffsteer.guard.baselines import TextClassifierBaseline
+
+    if not text_classifier_available():
+        pytest.skip("the prompt-classifier extra is not installed")
+    plain, rude = TextClassifierBaseline().scores(["a photo of a doctor", "shut up you stupid idiot"])
+    assert rude > 0.5 > plain

@@ -2,6 +2,9 @@
 
 * ``KeywordBaseline``: the prompt judge's phrase lists on the prompt itself (score 0 or 1).
 * ``BagOfWordsBaseline``: a logistic regression over word counts, trained on the guard's captions.
+* ``TextClassifierBaseline``: a maintained offensive-language classifier (alt-profanity-check, the
+  prompt-classifier extra) on the prompt, untrained on the guard's captions: what a real deployment
+  could use off the shelf.
 * ``PooledProbe``: a logistic regression on the text encoder's pooled embedding (SDXL's pooled
   output; on SD 1.x/2.x the hidden state at the first end token, which is what CLIP pools), trained
   on the same captions: a discriminative guard reading the same input as the generative one.
@@ -21,7 +24,14 @@ import numpy as np
 from diffsteer.attributes.prompt_judge import PromptJudge
 from diffsteer.guard.embeddings import encode_conditions
 
-__all__ = ["BagOfWordsBaseline", "KeywordBaseline", "PooledProbe", "caption_labels", "pooled_embeddings"]
+__all__ = [
+    "BagOfWordsBaseline",
+    "KeywordBaseline",
+    "PooledProbe",
+    "TextClassifierBaseline",
+    "caption_labels",
+    "pooled_embeddings",
+]
 
 
 def caption_labels(captions: Sequence[str], judge: PromptJudge | None = None) -> np.ndarray:
@@ -43,6 +53,22 @@ class KeywordBaseline:
 
     def scores(self, prompts: Sequence[str]) -> np.ndarray:
         return np.array([float(v.is_unsafe) for v in self.judge.judge_many(list(prompts))])
+
+
+class TextClassifierBaseline:
+    name = "alt-profanity-check on the prompt"
+
+    def __init__(self) -> None:
+        from diffsteer.attributes.prompt_judge import text_classifier_available
+
+        if not text_classifier_available():
+            hint = "pip install 'diffsteer[prompt-classifier]'"
+            raise ImportError(f"the text-classifier baseline needs alt-profanity-check: {hint}")
+
+    def scores(self, prompts: Sequence[str]) -> np.ndarray:
+        from profanity_check import predict_prob
+
+        return np.asarray(predict_prob(list(prompts)), dtype=float)
 
 
 class BagOfWordsBaseline:
