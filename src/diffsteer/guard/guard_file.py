@@ -61,18 +61,10 @@ def save_guard(path: Path | str, decoder: CaptionDecoder, metadata: dict[str, An
 
 def read_guard(path: Path | str) -> tuple[CaptionDecoder, dict[str, Any]]:
     """The decoder (in eval mode) and the decoded metadata; one-line GuardFileError on any failure."""
-    from safetensors import SafetensorError, safe_open
-    from safetensors.torch import load_file
+    from diffsteer.steering.files import read_safetensors
 
     path = Path(path)
-    if not path.is_file():
-        raise GuardFileError(f"guard file not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            raw = dict(handle.metadata() or {})
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise GuardFileError(f"{path} is not a readable safetensors file ({exc})") from None
+    tensors, raw = read_safetensors(path, GuardFileError, f"guard file not found: {path}")
     if raw.get("diffsteer_kind") != GUARD_KIND:
         raise GuardFileError(f"{path} is not a diffsteer guard file (diffsteer_kind is not 'guard')")
     metadata: dict[str, Any] = dict(raw)

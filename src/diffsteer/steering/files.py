@@ -54,22 +54,33 @@ def save_steering_file(path: Path | str, tensors: dict[str, torch.Tensor], metad
     return path
 
 
-def read_steering_file(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a steering file: (tensors, raw string metadata). One-line errors for every failure."""
-    from safetensors import SafetensorError
+def read_safetensors(
+    path: Path | str, error: type[Exception], missing: str, *, with_tensors: bool = True
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, str]]:
+    """(tensors, raw string metadata) of a safetensors file, never unpickling anything.
+
+    Every failure is one line raised as ``error``: ``missing`` when there is no file, else why the
+    file cannot be read. ``with_tensors=False`` reads only the header (tensors None).
+    """
+    from safetensors import SafetensorError, safe_open
     from safetensors.torch import load_file
 
     path = Path(path)
     if not path.is_file():
-        raise SteeringFileError(f"steering file not found: {path}")
+        raise error(missing)
     try:
-        from safetensors import safe_open
-
         with safe_open(str(path), framework="pt") as handle:
             metadata = dict(handle.metadata() or {})
-        tensors = load_file(str(path))
+        tensors = load_file(str(path)) if with_tensors else None
     except (SafetensorError, OSError, ValueError) as exc:
-        raise SteeringFileError(f"{path} is not a readable safetensors file ({exc})") from None
+        raise error(f"{path} is not a readable safetensors file ({exc})") from None
+    return tensors, metadata
+
+
+def read_steering_file(path: Path | str) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Read a steering file: (tensors, raw string metadata). One-line errors for every failure."""
+    path = Path(path)
+    tensors, metadata = read_safetensors(path, SteeringFileError, f"steering file not found: {path}")
     kind = metadata.get("diffsteer_kind")
     if kind not in KINDS:
         raise SteeringFileError(f"{path} is not a diffsteer steering file (no diffsteer_kind)")

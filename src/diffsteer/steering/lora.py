@@ -139,16 +139,11 @@ def adapter_file(folder: Path | str) -> Path:
 
 def read_adapter_metadata(folder: Path | str) -> dict[str, str]:
     """The string metadata of a diffsteer LoRA folder (or its weights file); one-line errors."""
-    from safetensors import SafetensorError, safe_open
+    from diffsteer.steering.files import read_safetensors
 
     path = adapter_file(folder)
-    if not path.is_file():
-        raise AdapterFileError(f"LoRA adapter not found: {path} (expected a folder holding {WEIGHT_NAME})")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = dict(handle.metadata() or {})
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise AdapterFileError(f"{path} is not a readable safetensors file ({exc})") from None
+    missing = f"LoRA adapter not found: {path} (expected a folder holding {WEIGHT_NAME})"
+    _, metadata = read_safetensors(path, AdapterFileError, missing, with_tensors=False)
     if metadata.get("diffsteer_kind") != ADAPTER_KIND:
         raise AdapterFileError(f"{path} is not a diffsteer LoRA adapter (no diffsteer_kind=lora metadata)")
     return metadata
