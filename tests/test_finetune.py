@@ -3,6 +3,7 @@ model it was not trained on; the audit and generate carry it per image."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -29,7 +30,14 @@ from diffsteer.experiments.rewards import CallableReward, FairnessReward, Traini
 from diffsteer.generate import ImageRequest
 from diffsteer.models import load_pipeline
 from diffsteer.runs.executors import GeneratorSpec
-from diffsteer.steering.lora import WEIGHT_NAME, AdapterMismatchError, load_adapter, require_peft
+from diffsteer.steering.lora import (
+    CURVE_KEY,
+    WEIGHT_NAME,
+    AdapterMismatchError,
+    load_adapter,
+    require_peft,
+)
+from diffsteer.summary import load_summary
 from diffsteer.testing import tiny_sd_pipeline
 
 STEPS = 3
@@ -293,6 +301,75 @@ def test_audit_compares_the_adapter_with_the_base_model_on_the_same_seeds(
     # loading an adapter leaves the base model's images untouched, byte for byte
     assert pngs(tmp_path / "alone", "none") == pngs(tmp_path / "both", "none")
     assert pngs(tmp_path / "both", "none") != pngs(tmp_path / "both", f"lora:{adapter}")
+
+
+def _without_curve(adapter, folder):
+    """A copy of ``adapter`` as saved before adapters carried their training curve."""
+    from safetensors.torch import load_file, save_file
+
+    folder.mkdir(parents=True)
+    with safe_open(str(adapter / WEIGHT_NAME), framework="pt") as handle:
+        meta = dict(handle.metadata())
+    assert json.loads(meta.pop(CURVE_KEY))  # a new adapter has one; the copy drops it
+    save_file(load_file(str(adapter / WEIGHT_NAME)), str(folder / WEIGHT_NAME), metadata=meta)
+    return folder
+
+
+def test_finetune_records_its_reward_kl_curve_in_the_adapter_and_draws_it(adapters):
+    for result in adapters.values():
+        with safe_open(str(result.adapter / WEIGHT_NAME), framework="pt") as handle:
+            curve = json.loads(handle.metadata()[CURVE_KEY])
+        assert [(u["iteration"], u["reward"], u["kl"]) for u in curve] == [
+            (h["iteration"], pytest.approx(h["reward"], abs=1e-6), pytest.approx(h["kl"], abs=1e-6))
+            for h in result.history
+        ]
+        assert result.curve == result.out_dir / "curve.svg" and result.curve.read_text().startswith("<svg")
+
+
+def test_audit_report_charts_each_adapters_reward_against_kl(
+    adapters, tiny_model_dirs, write_benchmark, tmp_path
+):
+    dpok, sft = adapters[("sd1", "dpok")], adapters[("sd1", "sft")]
+    # an adapter saved before adapters carried their curve: read from its run folder's history.json
+    # when that run made it, else shown without a curve
+    moved = _without_curve(sft.adapter, tmp_path / "old_run" / "adapter")
+    (tmp_path / "old_run" / "history.json").write_text((sft.out_dir / "history.json").read_text())
+    (tmp_path / "old_run" / "recipe.json").write_text((sft.out_dir / "recipe.json").read_text())
+    bare = _without_curve(dpok.adapter, tmp_path / "bare")
+    mitigations = ("none", f"lora:{dpok.adapter}", f"lora:{sft.adapter}", f"lora:{moved}", f"lora:{bare}")
+    config = AuditConfig(
+        model=str(tiny_model_dirs["sd1"]),
+        benchmark=str(write_benchmark(images_per_prompt=2)),
+        classifier=str(tiny_model_dirs["clip"]),
+        steps=2,
+        batch_size=4,
+        mitigations=mitigations,
+    )
+    result = run_audit(config, tmp_path / "audit")
+
+    section = load_summary(tmp_path / "audit").finetune
+    assert section is not None
+    curves = {c.mitigation: c for c in section.adapters}
+    assert list(curves) == list(mitigations[1:])
+    for name, trained in ((mitigations[1], dpok), (mitigations[2], sft), (mitigations[3], sft)):
+        curve = curves[name]
+        assert curve.method == json.loads((trained.out_dir / "recipe.json").read_text())["method"]
+        assert [u["kl"] for u in curve.updates] == pytest.approx([h["kl"] for h in trained.history], abs=1e-6)
+        assert curve.end_kl == pytest.approx(trained.history[-1]["kl"], abs=1e-6)  # update 1 has KL 0
+    assert "history.json" in curves[mitigations[3]].source
+    assert curves[mitigations[4]].updates == [] and "no training history" in curves[mitigations[4]].note
+
+    page = result.report.read_text()
+    assert "id=finetune" in page and "Fine-tunes: training reward against KL" in page
+    chart = page[page.index("id=finetune") :]
+    chart = chart[chart.index("<svg") : chart.index("</svg>")]
+    # the chart's legend names the three adapters that have a curve (by run folder), not the bare one
+    assert chart.count("DPOK, kl 0.1") == 1 and chart.count("SFT, kl 0.1") == 2
+    assert "bare" not in chart
+
+    without = run_audit(dataclasses.replace(config, mitigations=("none",)), tmp_path / "plain")
+    assert "id=finetune" not in without.report.read_text()
+    assert "finetune" not in json.loads((tmp_path / "plain" / "summary.json").read_text())
 
 
 def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tmp_path):

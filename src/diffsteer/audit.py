@@ -374,6 +374,11 @@ def run_audit(
         summary = build_summary(store, config, axes, planned_keys, model_info)
         if screened is not None:
             summary.guard = GuardSection.from_dict(screened)
+        from diffsteer.experiments.finetune import finetune_section
+
+        curves = finetune_section(config.mitigations)  # LoRA adapters' reward-KL curves
+        if curves is not None:  # (an audit without adapters keeps summary.json as it was)
+            summary.finetune = curves
         from diffsteer.assess import assess_run  # the sections that judge the audit itself
 
         assess_run(store, summary, planned=planned_keys, reference=reference, device=config.device)

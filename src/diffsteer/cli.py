@@ -1312,6 +1312,8 @@ def finetune(
     except (*_expected_errors(), ImportError) as exc:
         _fail(exc)
     print(f"wrote {result.adapter} (pipe.load_lora_weights(folder), --lora or --mitigation lora:FOLDER)")
+    if result.curve is not None:  # the adapter's metadata carries it too: an audit's report charts it
+        print(f"training curve (reward against KL, per update): {result.curve}")
 
 
 # Command groups that plugins add (e.g. ``diffsteer pictoworld train``), after the core's own commands.

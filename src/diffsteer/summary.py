@@ -22,11 +22,13 @@ from diffsteer.runs.atomic import atomic_write_text
 
 __all__ = [
     "SUMMARY_NAME",
+    "AdapterCurve",
     "AggregateDetail",
     "AuditorAxis",
     "AuditorSection",
     "CorrectedShares",
     "DrChange",
+    "FinetuneSection",
     "ModelInfo",
     "PromptDetail",
     "QualityRow",
@@ -370,6 +372,37 @@ class GuardSection(_Record):
     blocked: list[GuardBlock] = _key(record=GuardBlock, many=True, default=[])
 
 
+@dataclass
+class AdapterCurve(_Record):
+    """A ``lora:FOLDER`` mitigation's training: its reward and KL to the frozen model per update.
+
+    ``updates`` is empty when the adapter recorded none (``note`` says so). Both axes are noisy from
+    update to update (each update samples new seeds), hence the running means.
+    """
+
+    mitigation: str = _key()
+    method: str | None = _key()
+    reward: str | None = _key()  # the reward's name, and its axes or concept
+    kl_coef: float | None = _key()
+    learning_rate: float | None = _key()
+    updates: list[dict[str, float]] = _key(default=[])  # [{iteration, reward, kl}]
+    window: int | None = _key()  # updates per running mean
+    running_mean: list[dict[str, float]] = _key(default=[])  # [{iteration, reward, kl}] over ``window``
+    end_kl: float | None = _key()  # the last running mean: the means over the last ``window`` updates
+    end_reward: float | None = _key()
+    source: str | None = _key()  # where the curve was read
+    note: str | None = _key(null=False)
+
+
+@dataclass
+class FinetuneSection(_Record):
+    """``finetune``: present when an audit compares LoRA fine-tunes; one curve per adapter."""
+
+    reward: str | None = _key()  # what the training reward is (a sentence)
+    kl: str | None = _key()  # what the KL is (a sentence)
+    adapters: list[AdapterCurve] = _key(record=AdapterCurve, many=True, default=[])
+
+
 # --- the whole file ----------------------------------------------------------------------------------
 
 
@@ -388,6 +421,7 @@ class Summary(_Record):
     )
     safety: SafetySection | None = _key(record=SafetySection, null=False)
     guard: GuardSection | None = _key(record=GuardSection, null=False)
+    finetune: FinetuneSection | None = _key(record=FinetuneSection, null=False)  # LoRA mitigations only
     quality: QualitySection | None = _key(record=QualitySection, null=False)
     auditor: AuditorSection | None = _key(record=AuditorSection, null=False)  # set None: no reference set
     provenance: dict[str, Any] | None = _key(null=False)

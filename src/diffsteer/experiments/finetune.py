@@ -36,6 +36,7 @@ from PIL import Image
 
 from diffsteer.experiments.rewards import Reward, TrainingPrompt
 from diffsteer.runs.atomic import atomic_write_bytes, atomic_write_text
+from diffsteer.summary import AdapterCurve, FinetuneSection
 
 METHODS = ("dpok", "sft")
 MIN_SIGMA_SHARE = 0.1  # see StochasticDDIM.policy_steps
@@ -43,6 +44,8 @@ RECIPE_FILE = "recipe.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
 HISTORY_FILE = "history.json"
 ADAPTER_DIR = "adapter"
+CURVE_FILE = "curve.svg"  # the run's training reward against its KL, drawn when the run ends
+CURVE_WINDOW = 5  # updates per running mean of a curve; its end point is the last ("the last 5 updates")
 
 # progress(done, total, stats): stats holds the iteration's mean reward, KL and loss
 FinetuneProgress = Callable[[int, int, dict[str, float]], None]
@@ -119,6 +122,7 @@ class FinetuneResult:
     adapter: Path
     history: list[dict[str, float]]
     out_dir: Path
+    curve: Path | None = None  # the training reward against the KL, per update (an SVG chart)
 
 
 # --------------------------------------------------------------------------------------- sampler
@@ -424,6 +428,19 @@ def _check_recipe(out: Path, recipe_json: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ train
+def training_curve_points(history: Sequence[dict[str, float]]) -> list[dict[str, float]]:
+    """The per-update training reward and KL to the frozen model, compact enough for the adapter's
+    metadata (a few kB for hundreds of updates), so the adapter carries its own reward-KL curve."""
+    return [
+        {
+            "iteration": int(row["iteration"]),
+            "reward": round(float(row["reward"]), 6),
+            "kl": round(float(row["kl"]), 6),
+        }
+        for row in history
+    ]
+
+
 def finetune(
     generator: Any,
     reward: Reward,
@@ -438,6 +455,7 @@ def finetune(
     recipe's (its pipeline gets the trainable adapter). The adapter lands in ``out_dir/adapter``.
     """
     from diffsteer.steering.lora import (
+        CURVE_KEY,
         add_lora,
         base_model_metadata,
         lora_parameters,
@@ -512,11 +530,97 @@ def finetune(
         "recipe": recipe_json,
         **base,
         "final": history[-1] if history else {},
+        CURVE_KEY: training_curve_points(history),
     }
     adapter = out / ADAPTER_DIR
     save_adapter(pipe, adapter, metadata)
     atomic_write_text(out / HISTORY_FILE, json.dumps(history, indent=2))
-    return FinetuneResult(adapter=adapter, history=history, out_dir=out)
+    curve = _write_curve(out, adapter_curve(f"lora:{adapter}", adapter))
+    return FinetuneResult(adapter=adapter, history=history, out_dir=out, curve=curve)
+
+
+# ---------------------------------------------------------------------------------- reward-KL curves
+REWARD_NOTE = (
+    "the training reward: the batch's mean reward per update, as each adapter's own reward judge scored "
+    "the images it sampled (the model's CLIP, not an oracle)"
+)
+KL_NOTE = (
+    "the KL of the adapter's sampler to the frozen model's, summed over the denoising trajectory, on "
+    "the update's own batch"
+)
+
+
+def _reward_label(reward: dict[str, Any]) -> str:
+    """``alignment (culture)``, ``fairness (gender)``, ``safety (violence)``, or a callable's name."""
+    name = str(reward.get("name", "?"))
+    if isinstance(reward.get("axes"), dict):
+        return f"{name} ({', '.join(reward['axes'])})"
+    if reward.get("axis"):
+        return f"{name} ({reward['axis']})"
+    return name
+
+
+def adapter_curve(mitigation: str, folder: Path | str) -> AdapterCurve:
+    """The reward-KL curve an adapter recorded, as the audit summary carries it (empty with a note
+    for an adapter that recorded none)."""
+    from diffsteer.steering.lora import read_adapter_metadata, read_training_curve
+
+    metadata = read_adapter_metadata(folder)
+    recipe = json.loads(metadata.get("recipe", "{}"))
+    read = read_training_curve(folder)
+    curve = AdapterCurve(
+        mitigation=mitigation,
+        method=metadata.get("method"),
+        reward=_reward_label(json.loads(metadata.get("reward", "{}"))),
+        kl_coef=recipe.get("kl_coef"),
+        learning_rate=recipe.get("learning_rate"),
+    )
+    if read is None:
+        curve.note = "the adapter records no training history (saved before adapters carried one)"
+        return curve
+    updates, curve.source = read
+    curve.updates = updates
+    curve.window = CURVE_WINDOW
+    curve.running_mean = running_means(updates, CURVE_WINDOW)
+    if curve.running_mean:
+        curve.end_kl, curve.end_reward = curve.running_mean[-1]["kl"], curve.running_mean[-1]["reward"]
+    return curve
+
+
+def running_means(updates: Sequence[dict[str, float]], window: int) -> list[dict[str, float]]:
+    """Per update, the mean reward and KL of it and the ``window - 1`` before it. The first update
+    (KL 0: the adapter starts at the base model) is left out, so each mean is of a trained adapter."""
+    trained = [u for u in updates if u["kl"] > 0]
+    out = []
+    for i, update in enumerate(trained):
+        chunk = trained[max(0, i - window + 1) : i + 1]
+        out.append(
+            {
+                "iteration": update["iteration"],
+                "reward": sum(u["reward"] for u in chunk) / len(chunk),
+                "kl": sum(u["kl"] for u in chunk) / len(chunk),
+            }
+        )
+    return out
+
+
+def finetune_section(mitigations: Sequence[str]) -> FinetuneSection | None:
+    """summary.json's ``finetune`` section: one curve per ``lora:FOLDER`` mitigation; None without one."""
+    from diffsteer.experiments.mitigations import is_lora_mitigation, lora_folder
+
+    curves = [adapter_curve(m, lora_folder(m)) for m in mitigations if is_lora_mitigation(m)]
+    if not curves:
+        return None
+    return FinetuneSection(reward=REWARD_NOTE, kl=KL_NOTE, adapters=curves)
+
+
+def _write_curve(out: Path, curve: AdapterCurve) -> Path | None:
+    """The run's own reward-KL chart, beside its history (the report draws the same chart)."""
+    from diffsteer.report.finetune import reward_kl_chart
+
+    if not curve.updates:
+        return None
+    return atomic_write_text(out / CURVE_FILE, reward_kl_chart([curve]))
 
 
 # ------------------------------------------------------------------------------------ entry point

@@ -1,9 +1,10 @@
 """Assemble report.html: one self-contained file (no network, no script) from summary.json and the store.
 
 Sections: overview, class shares per prompt (bars with bootstrap intervals, corrected shares when
-the auditor was checked), the auditor's own error, the quality trade-off, strength sweeps (when the
-run folder has ``sweep.json``), image grids grouped by predicted class, paired grids across
-mitigations on the same seeds, and provenance.
+the auditor was checked), the auditor's own error, the quality trade-off, the fine-tunes' reward-KL
+curves (when LoRA adapters were compared), strength sweeps (when the run folder has ``sweep.json``),
+image grids grouped by predicted class, paired grids across mitigations on the same seeds, and
+provenance.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 
 from diffsteer.metrics import resample_counts
 from diffsteer.provenance import read_command
-from diffsteer.report import grids, plots, tables
+from diffsteer.report import finetune, grids, plots, tables
 from diffsteer.runs.atomic import atomic_write_text
 from diffsteer.runs.store import RunStore
 from diffsteer.summary import Summary
@@ -188,6 +189,7 @@ def render_report(
         ("shares", "Class shares per prompt", _shares_section(summary)),
         ("auditor", "Checking the auditor", tables.auditor_tables(summary)),
         ("tradeoff", "Fairness and quality trade-off", _tradeoff_section(summary)),
+        ("finetune", "Fine-tunes: training reward against KL", finetune.finetune_html(summary)),
         (
             "grids",
             "Images by predicted class",
@@ -204,6 +206,7 @@ def render_report(
             tables.provenance_table(summary, _seed_range(store, set(mitigations)), read_command(run_dir)),
         ),
     ]
+    sections = [s for s in sections if s[0] != "finetune" or s[2]]  # only when LoRA adapters were compared
     nav = "".join(f"<a href='#{sid}'>{html.escape(name)}</a>" for sid, name, _ in sections)
     if sweep:
         nav += "<a href='#sweep'>Strength sweep</a>"

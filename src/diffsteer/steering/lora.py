@@ -23,6 +23,9 @@ WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_
 ADAPTER_KIND = "lora"
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, as diffusers' examples
 PEFT_HINT = "LoRA fine-tuning needs peft: pip install 'diffsteer[finetune]'"
+CURVE_KEY = "training_curve"  # metadata: the training's reward and KL per update, [{iteration, reward, kl}]
+RUN_RECIPE_FILE = "recipe.json"  # what the run folder around an adapter holds (experiments/finetune.py)
+RUN_HISTORY_FILE = "history.json"
 
 
 class AdapterFileError(ValueError):
@@ -250,3 +253,27 @@ def use_adapter(pipe: Any, name: str | None) -> None:
     else:
         pipe.enable_lora()
         pipe.set_adapters([name])
+
+
+def read_training_curve(folder: Path | str) -> tuple[list[dict[str, float]], str] | None:
+    """The adapter's training reward and KL per update, and where they were read; None if unrecorded.
+
+    Adapters record the curve in their metadata. Those saved before they did are still read from the
+    ``history.json`` of the run folder around them, but only when that folder's recipe is the adapter's
+    and its last update is the adapter's last (so a history of another run is never shown as this one's).
+    """
+    metadata = read_adapter_metadata(folder)
+    if CURVE_KEY in metadata:
+        return json.loads(metadata[CURVE_KEY]), "the adapter's metadata"
+    run = adapter_file(folder).parent.parent
+    try:
+        recipe = json.loads((run / RUN_RECIPE_FILE).read_text(encoding="utf-8"))
+        history = json.loads((run / RUN_HISTORY_FILE).read_text(encoding="utf-8"))
+        recorded_recipe = json.loads(metadata.get("recipe", "null"))
+        recorded_final = json.loads(metadata.get("final", "null"))
+    except (OSError, ValueError):
+        return None
+    if not history or recipe != recorded_recipe or history[-1] != recorded_final:
+        return None
+    points = [{"iteration": int(h["iteration"]), "reward": h["reward"], "kl": h["kl"]} for h in history]
+    return points, f"{run / RUN_HISTORY_FILE} (the run that saved the adapter)"
