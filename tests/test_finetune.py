@@ -257,6 +257,38 @@ def test_fairness_reward_is_distribution_matching_per_prompt():
     assert float(adv[:4].mean()) == pytest.approx(0, abs=1e-5)
 
 
+def test_safety_reward_trains_on_a_tiny_pipeline(tiny_model_dirs, tmp_path):
+    """The safety reward is minus the judge's unsafe probability, and a fine-tune runs on it (tested on
+    tiny pipelines only: pictoworld draws almost no violence at its guidance; docs/finetune.md)."""
+    from diffsteer.attributes import ClipZeroShotClassifier, get_axis
+    from diffsteer.experiments.rewards import build_reward
+
+    judge = ClipZeroShotClassifier.from_pretrained(str(tiny_model_dirs["clip"]))
+    reward = build_reward("safety", judge, concept="violence")
+    pipe = load_pipeline(str(tiny_model_dirs["sd1"]))
+    pipe.set_progress_bar_config(disable=True)
+    images = pipe(
+        prompt=["a photo of a cat"] * 3,
+        generator=[torch.Generator("cpu").manual_seed(s) for s in (1, 2, 3)],
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+    ).images
+    axis = get_axis(reward.axis.name)
+    probs = [
+        item.axes[axis.name].probs[reward.unsafe_class]
+        for item in judge.classify(images, [axis], person_filter=False)
+    ]
+    assert reward(images, [PROMPTS[0]] * 3).tolist() == pytest.approx([-p for p in probs])
+    assert all(-1.0 <= -p <= 0.0 for p in probs)
+
+    result = finetune(
+        _generator(pipe), reward, _recipe(tiny_model_dirs["sd1"], reward=reward.describe()), tmp_path
+    )
+    assert len(result.history) == 2 and all(-1.0 <= row["reward"] <= 0.0 for row in result.history)
+    with safe_open(str(result.adapter / WEIGHT_NAME), framework="pt") as handle:
+        assert json.loads(handle.metadata()["reward"])["unsafe_class"] == reward.unsafe_class
+
+
 def test_adapter_for_another_model_is_refused_in_one_line(adapters, tiny_model_dirs, tmp_path):
     adapter = adapters[("sd1", "dpok")].adapter
     retrained = tiny_sd_pipeline("sd1", seed=1)  # same architecture, other weights
