@@ -452,3 +452,17 @@ def test_missing_peft_names_the_extra(monkeypatch, tmp_path):
         require_peft()
     done = runner.invoke(app, ["finetune", "--prompt", "a photo", "--out", str(tmp_path / "f")])
     assert done.exit_code == 2 and "diffsteer[finetune]" in done.output
+
+
+def test_finetune_command_says_where_its_curve_is(tiny_model_dirs, tmp_path):
+    out = tmp_path / "run"
+    done = runner.invoke(
+        app,
+        ["finetune", "--model", str(tiny_model_dirs["sd1"]), "--classifier", str(tiny_model_dirs["clip"]),
+         "--prompt", "a photo of a cat", "--reward", "test_finetune:brightness", "--iterations", "2",
+         "--prompts-per-iteration", "1", "--images-per-prompt", "2", "--steps", str(STEPS),
+         "--guidance", str(GUIDANCE), "--out", str(out)],
+    )  # fmt: skip
+    assert done.exit_code == 0, done.output
+    line = next(ln for ln in done.output.splitlines() if ln.startswith("training curve"))
+    assert line.endswith(str(out / "curve.svg")) and (out / "curve.svg").read_text().startswith("<svg")
