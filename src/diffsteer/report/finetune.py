@@ -54,13 +54,14 @@ def _label(curve: AdapterCurve) -> str:
 
 def reward_kl_chart(curves: Sequence[AdapterCurve]) -> str:
     """One SVG chart: per adapter, its training reward against its KL at each update (faint points)
-    and as running means (the line), ending at the mean of its last updates (the large marker);
-    "" when no adapter recorded a curve."""
+    and as running means (the line; dotted for a learning rate below the largest shown), ending at
+    the mean of its last updates (the large marker); "" when no adapter recorded a curve."""
     from matplotlib.figure import Figure
 
     drawn = sorted((c for c in curves if c.running_mean), key=lambda c: (c.method or "", c.kl_coef or 0.0))
     if not drawn:
         return ""
+    top_rate = max((c.learning_rate or 0.0) for c in drawn)
     fig = Figure(figsize=(7.2, 4.6))
     ax = fig.add_subplot()
     for curve in drawn:
@@ -74,7 +75,7 @@ def reward_kl_chart(curves: Sequence[AdapterCurve]) -> str:
         ax.plot(
             [u["kl"] for u in curve.running_mean],
             [u["reward"] for u in curve.running_mean],
-            "-",
+            "-" if (curve.learning_rate or 0.0) >= top_rate else ":",  # dotted: a smaller learning rate
             color=colour,
             linewidth=1.5,
             label=_label(curve),
@@ -99,7 +100,7 @@ def reward_kl_chart(curves: Sequence[AdapterCurve]) -> str:
         fontsize=9,
     )
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.17), ncol=1, frameon=False)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=1, frameon=False)
     fig.tight_layout()
     return _svg(fig)
 
@@ -132,7 +133,8 @@ def finetune_html(summary: Summary) -> str:
             f"<td class=l>{html.escape(c.reward or '–')}</td><td>{_number(c.kl_coef, 'g')}</td>"
             f"<td>{_number(c.learning_rate, 'g')}</td><td>{len(c.updates)}</td>"
             f"<td>{_number(c.end_kl, '.3g')}</td><td>{_number(c.end_reward, '.4f')}</td>"
-            f"<td class='l wrap'>{html.escape(c.source or c.note or '–')}</td></tr>"
+            f"<td class='l wrap' style='overflow-wrap:anywhere;min-width:14em'>"
+            f"{html.escape(c.source or c.note or '–')}</td></tr>"
         )
     table = f"<table>{''.join(rows)}</table>"
     body = (
