@@ -37,7 +37,7 @@ from diffsteer.steering.lora import (
     load_adapter,
     require_peft,
 )
-from diffsteer.summary import load_summary
+from diffsteer.summary import Summary, load_summary
 from diffsteer.testing import tiny_sd_pipeline
 
 STEPS = 3
@@ -379,6 +379,8 @@ def test_audit_report_charts_each_adapters_reward_against_kl(
     )
     result = run_audit(config, tmp_path / "audit")
 
+    text = (tmp_path / "audit" / "summary.json").read_text()
+    assert Summary.from_json(text).to_json() == text  # the new section reads and writes back unchanged
     section = load_summary(tmp_path / "audit").finetune
     assert section is not None
     curves = {c.mitigation: c for c in section.adapters}

@@ -264,16 +264,22 @@ def read_training_curve(folder: Path | str) -> tuple[list[dict[str, float]], str
     """
     metadata = read_adapter_metadata(folder)
     if CURVE_KEY in metadata:
-        return json.loads(metadata[CURVE_KEY]), "the adapter's metadata"
+        try:
+            return json.loads(metadata[CURVE_KEY]), "the adapter's metadata"
+        except ValueError:
+            return None
     run = adapter_file(folder).parent.parent
     try:
         recipe = json.loads((run / RUN_RECIPE_FILE).read_text(encoding="utf-8"))
         history = json.loads((run / RUN_HISTORY_FILE).read_text(encoding="utf-8"))
         recorded_recipe = json.loads(metadata.get("recipe", "null"))
         recorded_final = json.loads(metadata.get("final", "null"))
-    except (OSError, ValueError):
+        if not history or recipe != recorded_recipe or history[-1] != recorded_final:
+            return None
+        points = [
+            {"iteration": int(h["iteration"]), "reward": float(h["reward"]), "kl": float(h["kl"])}
+            for h in history
+        ]
+    except (OSError, ValueError, KeyError, TypeError):  # no run folder there, or not one of ours
         return None
-    if not history or recipe != recorded_recipe or history[-1] != recorded_final:
-        return None
-    points = [{"iteration": int(h["iteration"]), "reward": h["reward"], "kl": h["kl"]} for h in history]
     return points, f"{run / RUN_HISTORY_FILE} (the run that saved the adapter)"
