@@ -16,11 +16,11 @@ from statistics import NormalDist
 import numpy as np
 
 from diffsteer.metrics.bootstrap import resample_by_seed, seed_counts
+from diffsteer.metrics.difference import mean_difference_interval
 from diffsteer.metrics.intervals import (
     debiased_deviation_ratio,
     deviation_ratio_interval,
     mean_deviation_ratio_interval,
-    mean_difference_interval,
 )
 
 __all__ = ["CellResult", "simulate_cell", "simulate_labels", "simulate_paired_difference"]
