@@ -1,23 +1,25 @@
 """The interval of a change in mean DR between two runs (``diffsteer compare``, the report's change
 against the baseline), paired by seed when the runs share their seeds.
 
-The spread of the difference of the two runs' mean plug-in DRs comes from redraws of their seeds:
-made together (the same seed indices: paired) they cancel the noise the seeds add to both runs; made
-apart (unpaired) they do not. Each run's mean plug-in is centred on its mean DR plus each prompt's
-small-sample bias, which is known exactly for any share vector (binomial sums; a fixed-seed Monte Carlo
-for 3+ classes); the interval subtracts the smallest and largest bias allowed by each prompt's 99% share
-box, in the direction that widens it. Prompts near balance may lean either way, so they all follow one
-common class, in whichever direction gives the larger variance; the redraws give only the design effect,
-which multiplies the binomial variance at shares moved z^2/2 images toward balance (Agresti-Coull).
+Each run's mean plug-in DR is centred on its mean DR plus each prompt's small-sample bias, which is
+known exactly for any share vector (binomial sums; a fixed-seed Monte Carlo for 3+ classes). The
+interval is a normal interval of the difference of the two mean plug-ins minus the smallest and largest
+difference of bias allowed by each prompt's 99% share box (the direction that widens it), so it keeps
+its coverage at and near balance. Its spread comes from the sampling model of the mean's test
+(:mod:`diffsteer.metrics.intervals`) at the runs' estimated shares: exact binomial counts per prompt,
+tied across all prompts of both runs by the correlations their redraws show. Redraws made together (the
+same seed indices: paired) show how B's prompts move with A's, so the noise the shared seeds add to
+both cancels; redraws made apart (unpaired) show no link. A prompt near balance leans with its run's
+pooled shares, which on shared seeds is the way the other run leans too.
 
-This is the method issue 22 first merged; the mean of one run moved to a test inversion
-(:mod:`diffsteer.metrics.intervals`), the difference has not (docs/intervals.md says why).
+Why not the mean's test inversion: a test of one difference leaves the two runs' levels free, and at
+levels far from the estimates (one run at 0, the other skewed) the difference of shared-seed runs is
+so spread out that implausible differences pass; the bias box needs no such nuisance (docs/intervals.md).
 """
 
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -27,10 +29,13 @@ from numpy.typing import ArrayLike
 from diffsteer.metrics.intervals import (
     LEVEL,
     _check_level,
+    _config_shares,
+    _null_draws,
     _plugin_dr,
+    _prepare,
+    _seed_noise,
     _z,
     debiased_deviation_ratio,
-    deviation_ratio_interval,
     share_box,
 )
 
@@ -137,97 +142,46 @@ def _mean_over_valid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
 
 @dataclass
 class _MeanParts:
-    """What the mean's interval is built from, for one or many audits (leading dimensions)."""
+    """One run's mean plug-in and the bounds of its bias (leading dimensions: independent audits)."""
 
-    valid: np.ndarray  # (..., P) prompts with images
-    weights: np.ndarray  # (..., P) each prompt's weight in the mean (1 / prompts with images; 0 if empty)
     point: np.ndarray  # mean of the per-prompt debiased estimates
     observed: np.ndarray  # mean plug-in
-    oriented: np.ndarray  # (B, ..., P) each redraw's deviation of the observed leading class, signed
-    sure: np.ndarray  # (..., P) whether a prompt's interval excludes 0 (its leading class is known)
-    variance_observed: np.ndarray  # (..., P) binomial variance of the oriented deviation at the estimate
-    variance_adjusted: np.ndarray  # (..., P) the same at Agresti-Coull shares (see _mean_spread)
     bias_min: np.ndarray  # mean over prompts of the smallest bias inside each prompt's box
     bias_max: np.ndarray
 
 
-def _mean_parts(counts_pc: ArrayLike, replicates: ArrayLike) -> _MeanParts:
+def _mean_parts(counts_pc: ArrayLike) -> _MeanParts:
     counts = np.asarray(counts_pc, dtype=np.float64)
-    reps = np.asarray(replicates, dtype=np.float64)
-    n_classes = counts.shape[-1]
-    scale = n_classes / (n_classes - 1)
     valid = counts.sum(axis=-1) > 0
-    n = counts.sum(axis=-1)
-    single_low, _ = deviation_ratio_interval(counts)
-    sure = np.nan_to_num(single_low) > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shares = counts / n[..., None]
-        deviation = np.nan_to_num(shares - 1.0 / n_classes)
-        # A prompt whose interval excludes 0 moves with its own leading class. One near balance may lean
-        # either way, and the seeds push every prompt toward the same classes, so all of those follow
-        # one common class: the leading class of the audit's pooled counts.
-        pooled = counts.sum(axis=-2, keepdims=True)
-        common = np.abs(pooled / pooled.sum(axis=-1, keepdims=True) - 1.0 / n_classes).argmax(axis=-1)
-        lead = np.where(sure, np.abs(deviation).argmax(axis=-1), common)  # (..., P)
-        lead_share = np.take_along_axis(np.nan_to_num(shares), lead[..., None], axis=-1)[..., 0]
-        sign = np.where(sure & (lead_share < 1.0 / n_classes), -1.0, 1.0)
-        rep_n = reps.sum(axis=-1)
-        rep_lead = np.take_along_axis(reps, np.broadcast_to(lead[None, ..., None], (*reps.shape[:-1], 1)), -1)
-        oriented = np.where(rep_n > 0, sign * (rep_lead[..., 0] / rep_n - 1.0 / n_classes) * scale, np.nan)
-        z2 = _z(LEVEL, 2) ** 2
-        adjusted = (lead_share * n + z2 / 2) / (n + z2)
-        variance_observed = np.where(valid, scale**2 * lead_share * (1 - lead_share) / np.maximum(n, 1), 0.0)
-        variance_adjusted = np.where(valid, scale**2 * adjusted * (1 - adjusted) / np.maximum(n, 1), 0.0)
-    n_valid = valid.sum(axis=-1, keepdims=True)
     bias_min, bias_max = _bias_range(counts)
     return _MeanParts(
-        valid=valid,
-        weights=np.where(valid, 1.0 / np.maximum(n_valid, 1), 0.0),
         point=_mean_over_valid(debiased_deviation_ratio(counts), valid),
         observed=_mean_over_valid(_plugin_dr(counts), valid),
-        oriented=oriented,
-        sure=sure,
-        variance_observed=variance_observed,
-        variance_adjusted=variance_adjusted,
         bias_min=_mean_over_valid(bias_min, valid),
         bias_max=_mean_over_valid(bias_max, valid),
     )
 
 
-def _mean_spread(parts: list[tuple[_MeanParts, float]]) -> np.ndarray:
-    """Standard deviation of a signed sum of mean plug-ins (sign +1 / -1 per run), from the redraws.
+def _difference_spread(
+    counts_a: ArrayLike, counts_b: ArrayLike, replicates_a: ArrayLike, replicates_b: ArrayLike
+) -> np.ndarray:
+    """Standard deviation of the difference of the two runs' mean plug-ins, at their estimated shares.
 
-    Each prompt's plug-in moves with the deviation of its leading class, so the mean's variance is the
-    weighted sum of the covariances of those deviations across the redraws (prompts share seeds, so
-    they covary). Prompts near balance all follow one common class (see :func:`_mean_parts`), taken in
-    whichever direction relative to the clearly skewed prompts gives the larger variance.
-    Like a Wald interval, a redraw variance is too small when one class is rare; as Agresti and Coull's
-    interval does for a share, the redraws supply only the design effect (their variance over the
-    binomial one at the observed shares), which multiplies the binomial variance at shares moved
-    z^2/2 images toward 1/2.
+    The same sampling model as the mean's test (:mod:`diffsteer.metrics.intervals`): each prompt's
+    counts exactly binomial at its estimated shares, all prompts of both runs tied by the correlations
+    the joint redraws show. A prompt near balance leans with its run's pooled shares, which on shared
+    seeds is the way the other run's prompts lean too, so the seeds' noise cancels as it does.
     """
-    oriented = np.concatenate([p.oriented for p, _ in parts], axis=-1)  # (B, ..., Q)
-    weights = np.concatenate([p.weights * sign for p, sign in parts], axis=-1)  # (..., Q)
-    sure = np.concatenate([p.sure for p, _ in parts], axis=-1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a prompt without images has no redraw mean
-        centred = np.nan_to_num(oriented - np.nanmean(oriented, axis=0, keepdims=True))
-    weighted = centred * weights[None]
-    cov = np.einsum("b...p,b...q->...pq", weighted, weighted) / max(oriented.shape[0] - 1, 1)
-    # prompts near balance follow one common class, whose direction relative to the others is unknown:
-    # the larger variance of the two
-    flip = np.where(sure, 1.0, -1.0)
-    variance = np.maximum(
-        cov.sum(axis=(-2, -1)), (cov * flip[..., :, None] * flip[..., None, :]).sum(axis=(-2, -1))
-    )
-    binomial = sum((p.weights**2 * p.variance_observed).sum(axis=-1) for p, _ in parts)
-    adjusted = sum((p.weights**2 * p.variance_adjusted).sum(axis=-1) for p, _ in parts)
-    # every image of every prompt in one class: no variance to compare with, so the largest design
-    # effect a mean of Q prompts can have (all prompts moving as one), Q
-    prompts = sum(p.valid.sum(axis=-1) for p, _ in parts)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        design = np.where(binomial > 0, variance / binomial, prompts)
-    return np.sqrt(np.maximum(design, 0.0) * adjusted)
+    a = _prepare(counts_a, replicates_a)
+    b = _prepare(counts_b, replicates_b)
+    if a.n.shape[-1] == 0 or b.n.shape[-1] == 0:  # a run without prompts: nothing to compare
+        return np.full(a.point.shape, np.nan)
+    noise = _seed_noise([a, b], cautious=False)
+    shares = [
+        _config_shares(a, a.point[None], a.offsets, a.lean),
+        _config_shares(b, b.point[None], b.offsets, b.lean),
+    ]
+    return _null_draws([a, b], [-1.0, 1.0], shares, noise, plugin=True)[0].std(axis=-1)
 
 
 def mean_difference_interval(
@@ -244,10 +198,10 @@ def mean_difference_interval(
     is bounded as for the mean, and the bounds enter in the direction that widens the interval.
     """
     _check_level(level)
-    a = _mean_parts(counts_a, replicates_a)
-    b = _mean_parts(counts_b, replicates_b)
+    a = _mean_parts(counts_a)
+    b = _mean_parts(counts_b)
     z = _z(level, 2)
-    spread = _mean_spread([(a, -1.0), (b, 1.0)])
+    spread = _difference_spread(counts_a, counts_b, replicates_a, replicates_b)
     difference = b.observed - a.observed
     expected_low, expected_high = difference - z * spread, difference + z * spread
     low = np.maximum(expected_low - (b.bias_max - a.bias_min), -1.0)

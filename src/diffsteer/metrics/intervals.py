@@ -150,6 +150,8 @@ def debiased_deviation_ratio(counts: ArrayLike) -> np.ndarray:
 # interval is reproducible and every candidate mean is tested against the same draws).
 NULL_DRAWS = 500
 _NULL_SEED = 22
+# How many standard errors the mean correlation between prompts is raised by (see _seed_noise).
+CORRELATION_CAUTION = 0.5
 # Tests per end of the test inversion (see _invert), the first ones halving the bracket.
 _INVERSION_STEPS = 10
 _BISECTION_FIRST = 4
@@ -210,11 +212,9 @@ def _prepare(counts_pc: ArrayLike, replicates: ArrayLike) -> _Run:
     sure = np.nan_to_num(deviation_ratio_interval(counts)[0]) > 0
     direction = np.where(sure[..., None], shares, fallback) - 1.0 / n_classes
     lean = direction / _plugin_dr(direction + 1.0 / n_classes)[..., None]
-    # only the leading class deviates (by 1 - 1/C at DR 1), the others share its deviation evenly
-    top = np.abs(lean).argmax(axis=-1)[..., None]
-    sign = np.sign(np.take_along_axis(lean, top, axis=-1))
-    lead_mask = np.arange(n_classes) == top
-    lean_even = sign * np.where(lead_mask, 1.0 - 1.0 / n_classes, -1.0 / n_classes)
+    # only the most favoured class deviates (by 1 - 1/C at DR 1), the others share its deviation evenly
+    lead_mask = np.arange(n_classes) == lean.argmax(axis=-1)[..., None]
+    lean_even = np.where(lead_mask, 1.0 - 1.0 / n_classes, -1.0 / n_classes)
     # How far apart the prompts' true DRs are, empirical-Bayes style: the spread of the estimates over
     # the prompts, less the part their sampling noise explains, as a share of it. Identical prompts get
     # offsets near 0, clearly different ones keep theirs. The noise is the binomial variance of each
@@ -276,7 +276,7 @@ def _seed_noise(runs: list[_Run], cautious: bool) -> np.ndarray:
     sign widens the mean's spread. Empirical Bayes: the pairs are pulled toward their mean correlation
     by the share of their spread that sampling noise, (1 - r^2)^2 / (S - 1), explains. The mean itself
     is uncertain too; with ``cautious`` (the mean of one run, where more correlation only widens) it is
-    taken one standard error higher, which at 8-16 seeds is what keeps the spread from being too small.
+    taken half a standard error higher, which at 8-16 seeds keeps the spread from being too small.
     """
     reps = np.concatenate([r.replicate_shares for r in runs], axis=-2)  # (B, ..., Q, C)
     n_classes = reps.shape[-1]
@@ -302,9 +302,11 @@ def _seed_noise(runs: list[_Run], cautious: bool) -> np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         keep = np.where(spread > 0, np.clip(1.0 - noise_var / spread, 0.0, 1.0), 0.0)
     if cautious:
-        # pairs' errors are independent when the prompts are and move together as the prompts do
-        standard_error = np.sqrt(noise_var * (1.0 / (pairs / 2) + np.abs(mean_corr)))
-        mean_corr = np.where(known > 0, np.minimum(mean_corr + standard_error, 1.0), mean_corr)
+        # half a standard error of the mean of independent pairs (calibrated by simulation: at 8 seeds
+        # a whole one makes the interval wider than it needs to be, none leaves it too narrow)
+        standard_error = np.sqrt(noise_var / (pairs / 2))
+        raised = np.minimum(mean_corr + CORRELATION_CAUTION * standard_error, 1.0)
+        mean_corr = np.where(known > 0, raised, mean_corr)
     corr = mean_corr[..., None, None] + keep[..., None, None] * (corr - mean_corr[..., None, None])
     corr = np.clip(np.where(both, corr, mean_corr[..., None, None]), -1.0, 1.0)
     idx = np.arange(q)
@@ -348,12 +350,12 @@ def _binomial_quantile(z: np.ndarray, n: np.ndarray, share: np.ndarray) -> np.nd
         count = count + up - down
 
 
-def _null_quantiles(
-    runs: list[_Run], signs: list[float], shares: list[np.ndarray], noise: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """2.5% and 97.5% points of the signed sum of the runs' mean estimates, ``(K, ...)`` each, when the
-    true shares are ``shares`` (one ``(K, ..., P, C)`` per run) and the seeds correlate prompts as
-    ``noise`` does.
+def _null_draws(
+    runs: list[_Run], signs: list[float], shares: list[np.ndarray], noise: np.ndarray, plugin: bool = False
+) -> np.ndarray:
+    """Draws ``(K, ..., G)`` of the signed sum of the runs' mean estimates (``plugin``: mean plug-in DRs)
+    when the true shares are ``shares`` (one ``(K, ..., P, C)`` per run) and the seeds correlate
+    prompts as ``noise`` does.
 
     Each prompt's class counts are exactly binomial at the true shares; they are tied together by a
     Gaussian copula: within a prompt as a multinomial's counts covary, across prompts as the seeds
@@ -377,12 +379,18 @@ def _null_quantiles(
     counts = _binomial_quantile(z, n, config)
     size = n[..., None, :, None]
     p = counts / np.maximum(size, 1)
-    variance = np.where(size > 1, p * (1 - p) / np.maximum(size - 1, 1), 0.0)
+    variance = 0.0 if plugin else np.where(size > 1, p * (1 - p) / np.maximum(size - 1, 1), 0.0)
     squared = np.maximum((p - 1.0 / n_classes) ** 2 - variance, 0.0)
     estimate = np.sqrt(squared.max(axis=-1)) * n_classes / (n_classes - 1)  # (K, ..., G, Q)
-    values = (estimate * weights[..., None, :]).sum(axis=-1)
+    return (estimate * weights[..., None, :]).sum(axis=-1)
+
+
+def _null_quantiles(
+    runs: list[_Run], signs: list[float], shares: list[np.ndarray], noise: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """2.5% and 97.5% points, ``(K, ...)`` each, of :func:`_null_draws` of the estimates."""
     tail = (1.0 - LEVEL) / 2
-    low, high = np.quantile(values, [tail, 1.0 - tail], axis=-1)
+    low, high = np.quantile(_null_draws(runs, signs, shares, noise), [tail, 1.0 - tail], axis=-1)
     return low, high
 
 
