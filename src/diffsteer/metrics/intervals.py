@@ -18,15 +18,22 @@ unbiased estimate, (p^_c - 1/C)^2 - p^_c (1 - p^_c) / (N - 1); the estimate is t
 (negative ones clipped to 0), so a fair prompt usually gets 0 and a clear skew keeps its plug-in value
 minus a little. It is kept inside its interval (a clip that only bites at N of a few images).
 
-Mean over prompts (:func:`mean_deviation_ratio_interval`): the mean plug-in DR is centred on the mean
-of each prompt's *expected* plug-in, which is the mean DR plus each prompt's small-sample bias. The
-interval is (a) a normal interval of the mean plug-in's expectation, whose spread comes from redraws by
-seed when the seeds are known (one redraw picks seed indices with replacement and keeps every prompt of
-a seed together, because image k of every prompt starts from the same noise; see :func:`_mean_spread`),
-minus (b) the smallest and largest mean bias that share vectors inside each prompt's 99% box allow. The
-bias is computed exactly for the sample size (binomial, or a fixed-seed Monte Carlo for 3+ classes), so
-the interval includes 0 for a fair model and narrows to about the plain spread where every prompt is
-clearly skewed (bias near 0). Simulated coverage, per cell: benchmarks/RESULTS.md, docs/intervals.md.
+Mean over prompts (:func:`mean_deviation_ratio_interval`): the estimate is the mean of the per-prompt
+estimates, and the interval holds every mean DR m that a test of "the mean DR is m" accepts at 95%: the
+estimate lies between the 2.5% and 97.5% points of its own sampling distribution at prompts whose DRs
+average m. That distribution is simulated (1,000 fixed draws) with each prompt's counts exactly
+binomial (multinomial for 3+ classes) at its true shares, and the prompts tied together by a Gaussian
+copula whose correlations are those of the prompts' shares over the redraws by seed (image k of every
+prompt starts from the same noise, so a fair audit's prompts all lean the same way on the same seeds).
+Because the test at m = 0 is a test of exact balance, 0 is inside the interval for a fair model 97.5%
+of the time, with no boundary problem; far from balance the interval is about a normal one. Which
+prompts carry which part of m is a nuisance: the low end uses the estimates' spread shrunk toward equal
+(empirical Bayes), the high end an even spread, the least favourable one (the estimate's expectation is
+convex in a prompt's DR), with only the favoured class deviating for 3+ classes. The correlations are
+noisy at 8-16 seeds and that noise only ever widens the spread at balance, so they are shrunk toward
+their mean (empirical Bayes), and the mean is raised by half a standard error. Simulated coverage, per
+cell: benchmarks/RESULTS.md, docs/intervals.md. The interval of a difference between two runs is in
+:mod:`diffsteer.metrics.difference`.
 """
 
 from __future__ import annotations
