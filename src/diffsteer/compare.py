@@ -14,9 +14,9 @@ the runs' estimated shares tied by the correlations their 2,000 redraws show, mi
 run's small-sample bias (docs/intervals.md). **Paired when the seeds match**: two runs of the same
 seeds share each image's starting noise, so one redraw picks seed indices once and takes both runs'
 images of those seeds, and the noise the seeds add to both cancels; the interval is narrower than
-redrawing the runs apart. Only when the runs' seeds differ (or a summary predates per-seed labels) are the runs redrawn
-independently, and a note says so. The ENTIGEN bias uses the same redraws, as a percentile interval
-of the plug-in difference.
+redrawing the runs apart. Only when the runs' seeds differ (or a summary predates per-seed labels)
+are the runs redrawn independently, and a note says so. The ENTIGEN bias uses the same redraws, as a
+percentile interval of the plug-in difference.
 
 Only the aggregate rows (prompt null: the mean deviation ratio and the ENTIGEN bias over the
 prompts the two runs share) gate the exit status: with hundreds of prompts, some per-prompt
