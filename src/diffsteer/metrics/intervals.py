@@ -21,7 +21,7 @@ minus a little. It is kept inside its interval (a clip that only bites at N of a
 Mean over prompts (:func:`mean_deviation_ratio_interval`): the estimate is the mean of the per-prompt
 estimates, and the interval holds every mean DR m that a test of "the mean DR is m" accepts at 95%: the
 estimate lies between the 2.5% and 97.5% points of its own sampling distribution at prompts whose DRs
-average m. That distribution is simulated (1,000 fixed draws) with each prompt's counts exactly
+average m. That distribution is simulated (500 fixed draws) with each prompt's counts exactly
 binomial (multinomial for 3+ classes) at its true shares, and the prompts tied together by a Gaussian
 copula whose correlations are those of the prompts' shares over the redraws by seed (image k of every
 prompt starts from the same noise, so a fair audit's prompts all lean the same way on the same seeds).
