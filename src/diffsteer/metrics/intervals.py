@@ -21,8 +21,9 @@ minus a little. It is kept inside its interval (a clip that only bites at N of a
 Mean over prompts (:func:`mean_deviation_ratio_interval`): the estimate is the mean of the per-prompt
 estimates, and the interval holds every mean DR m that a test of "the mean DR is m" accepts at 95%: the
 estimate lies between the 2.5% and 97.5% points of its own sampling distribution at prompts whose DRs
-average m. That distribution is simulated (500 fixed draws) with each prompt's counts exactly
-binomial (multinomial for 3+ classes) at its true shares, and the prompts tied together by a Gaussian
+average m. That distribution is simulated (500 fixed draws) with each prompt's class counts exactly
+binomial at its true shares (for 3+ classes tied within the prompt as a multinomial's covary), and the
+prompts tied together by a Gaussian
 copula whose correlations are those of the prompts' shares over the redraws by seed (image k of every
 prompt starts from the same noise, so a fair audit's prompts all lean the same way on the same seeds).
 Because the test at m = 0 is a test of exact balance, 0 is inside the interval for a fair model 97.5%
@@ -250,9 +251,9 @@ def _prepare(counts_pc: ArrayLike, replicates: ArrayLike) -> _Run:
 def _config_shares(run: _Run, mean: np.ndarray, offsets: np.ndarray, lean: np.ndarray) -> np.ndarray:
     """Share vectors ``(K, ..., P, C)`` of prompts whose DRs average ``mean`` ``(K, ...)``.
 
-    The prompts' DRs are the estimates shifted (then kept in 0..1) to that mean, after their spread was
-    shrunk as in :func:`_prepare`: the configuration nearest to what the audit saw that has the tested
-    mean. Each prompt deviates in the direction its shares do.
+    The prompts' DRs are ``offsets`` (the estimates' deviations from their mean, shrunk as in
+    :func:`_prepare`, or 0 for an even spread) shifted, then kept in 0..1, to that mean; each prompt's
+    shares deviate along ``lean`` (``(..., P, C)``, or ``(K, ..., P, C)``, scaled to DR 1).
     """
     low = np.full(mean.shape, -1.0)
     high = np.full(mean.shape, 2.0)
