@@ -214,7 +214,8 @@ def simulate(n_audits: int, n_boot: int) -> str:
                         f"{'yes' if correlated else 'no'} | {images} | **{r.coverage:.3f}** | "
                         f"{r.width:.3f} | "
                         f"{r.prompt_coverage:.3f} | {r.point_inside:.3f} | {r.mean_estimate:.3f} | "
-                        f"{r.old_coverage:.3f} | {r.old_width:.3f} | {r.old_mean_estimate:.3f} |"
+                        f"{r.old_coverage:.3f} | {r.old_width:.3f} | {r.old_mean_estimate:.3f} | "
+                        f"{r.oracle_width:.3f} |"
                     )
                     print(rows[-1], flush=True)
     pair_rows = []
@@ -233,7 +234,7 @@ def simulate(n_audits: int, n_boot: int) -> str:
         "prompts' latents), as pictoworld's seeds do.\n\n"
         "| true shares | true mean DR | prompts | correlated | images/prompt | coverage (mean DR) | width | "
         "per-prompt coverage | estimate inside | mean estimate | old coverage | old width | "
-        "old mean estimate |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+        "old mean estimate | oracle width |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
         + "\n".join(rows)
         + "\n\n`compare` of two runs on the same seeds (8 prompts, correlated), interval of the change in "
         "mean DR, B - A:\n\n| first share A -> B | true change | images/prompt | paired coverage | "

@@ -8,14 +8,15 @@ end of the 95% interval of its difference B - A is above ``max_increase``. A sma
 difference could be noise never fails the gate; a large audit with a clear increase does.
 
 The deviation ratio's difference is that of the two runs' bias-corrected estimates (summary.json's
-``deviation_ratio``), with the interval of :func:`diffsteer.metrics.mean_difference_interval`: the
-spread of the two mean plug-ins redrawn 2,000 times, minus the bounds of each run's small-sample
-bias (docs/intervals.md). **Paired when the seeds match**: two runs of the same seeds share each
-image's starting noise, so one redraw picks seed indices once and takes both runs' images of those
-seeds, and the noise the seeds add to both cancels; the interval is narrower than redrawing the runs
-apart. Only when the runs' seeds differ (or a summary predates per-seed labels) are the runs redrawn
-independently, and a note says so. The ENTIGEN bias uses the same redraws, as a percentile interval
-of the plug-in difference.
+``deviation_ratio``), with the interval of :func:`diffsteer.metrics.mean_difference_interval`: a
+normal interval of the difference of the two mean plug-ins, its spread from exact binomial counts at
+the runs' estimated shares tied by the correlations their 2,000 redraws show, minus the bounds of each
+run's small-sample bias (docs/intervals.md). **Paired when the seeds match**: two runs of the same
+seeds share each image's starting noise, so one redraw picks seed indices once and takes both runs'
+images of those seeds, and the noise the seeds add to both cancels; the interval is narrower than
+redrawing the runs apart. Only when the runs' seeds differ (or a summary predates per-seed labels)
+are the runs redrawn independently, and a note says so. The ENTIGEN bias uses the same redraws, as a
+percentile interval of the plug-in difference.
 
 Only the aggregate rows (prompt null: the mean deviation ratio and the ENTIGEN bias over the
 prompts the two runs share) gate the exit status: with hundreds of prompts, some per-prompt

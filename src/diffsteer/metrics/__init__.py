@@ -31,12 +31,12 @@ from diffsteer.metrics.bias import (
     validate_target,
 )
 from diffsteer.metrics.bootstrap import bootstrap_interval, resample_by_seed, resample_counts, seed_counts
+from diffsteer.metrics.difference import mean_difference_interval
 from diffsteer.metrics.intervals import (
     debiased_deviation_ratio,
     detectable_deviation_ratio,
     deviation_ratio_interval,
     mean_deviation_ratio_interval,
-    mean_difference_interval,
     plan_images_per_prompt,
 )
 

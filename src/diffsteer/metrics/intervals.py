@@ -18,34 +18,41 @@ unbiased estimate, (p^_c - 1/C)^2 - p^_c (1 - p^_c) / (N - 1); the estimate is t
 (negative ones clipped to 0), so a fair prompt usually gets 0 and a clear skew keeps its plug-in value
 minus a little. It is kept inside its interval (a clip that only bites at N of a few images).
 
-Mean over prompts (:func:`mean_deviation_ratio_interval`): the mean plug-in DR is centred on the mean
-of each prompt's *expected* plug-in, which is the mean DR plus each prompt's small-sample bias. The
-interval is (a) a normal interval of the mean plug-in's expectation, whose spread comes from redraws by
-seed when the seeds are known (one redraw picks seed indices with replacement and keeps every prompt of
-a seed together, because image k of every prompt starts from the same noise; see :func:`_mean_spread`),
-minus (b) the smallest and largest mean bias that share vectors inside each prompt's 99% box allow. The
-bias is computed exactly for the sample size (binomial, or a fixed-seed Monte Carlo for 3+ classes), so
-the interval includes 0 for a fair model and narrows to about the plain spread where every prompt is
-clearly skewed (bias near 0). Simulated coverage, per cell: benchmarks/RESULTS.md, docs/intervals.md.
+Mean over prompts (:func:`mean_deviation_ratio_interval`): the estimate is the mean of the per-prompt
+estimates, and the interval holds every mean DR m that a test of "the mean DR is m" accepts at 95%: the
+estimate lies between the 2.5% and 97.5% points of its own sampling distribution at prompts whose DRs
+average m. That distribution is simulated (500 fixed draws) with each prompt's class counts exactly
+binomial at its true shares (for 3+ classes tied within the prompt as a multinomial's covary), and the
+prompts tied together by a Gaussian
+copula whose correlations are those of the prompts' shares over the redraws by seed (image k of every
+prompt starts from the same noise, so a fair audit's prompts all lean the same way on the same seeds).
+Because the test at m = 0 is a test of exact balance, 0 is inside the interval for a fair model 97.5%
+of the time, with no boundary problem; far from balance the interval is about a normal one. Which
+prompts carry which part of m is a nuisance: the low end uses the estimates' spread shrunk toward equal
+(empirical Bayes), the high end an even spread, the least favourable one (the estimate's expectation is
+convex in a prompt's DR), with only the favoured class deviating for 3+ classes. The correlations are
+noisy at 8-16 seeds and that noise only ever widens the spread at balance, so they are shrunk toward
+their mean (empirical Bayes), and the mean is raised by half a standard error. Simulated coverage, per
+cell: benchmarks/RESULTS.md, docs/intervals.md. The interval of a difference between two runs is in
+:mod:`diffsteer.metrics.difference`.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import lru_cache
 from statistics import NormalDist
 
 import numpy as np
 from numpy.typing import ArrayLike
+from scipy import special
 
 __all__ = [
     "debiased_deviation_ratio",
     "detectable_deviation_ratio",
     "deviation_ratio_interval",
     "mean_deviation_ratio_interval",
-    "mean_difference_interval",
     "plan_images_per_prompt",
     "share_box",
 ]
@@ -147,199 +154,302 @@ def debiased_deviation_ratio(counts: ArrayLike) -> np.ndarray:
 
 # --- the mean over prompts ------------------------------------------------------------------------------
 
-
-def _simplex_grid(n_classes: int) -> np.ndarray:
-    """Share vectors on a lattice of the simplex, fine enough to bound the bias inside a small box."""
-    steps = {2: 400, 3: 60, 4: 24}.get(n_classes, 12)
-    if n_classes == 2:
-        first = np.arange(steps + 1) / steps
-        return np.stack([first, 1 - first], axis=-1)
-    points = []
-
-    def fill(prefix: list[int], left: int, slots: int) -> None:
-        if slots == 1:
-            points.append([*prefix, left])
-            return
-        for k in range(left + 1):
-            fill([*prefix, k], left - k, slots - 1)
-
-    fill([], steps, n_classes)
-    return np.asarray(points, dtype=np.float64) / steps
-
-
-@lru_cache(maxsize=64)
-def _bias_table(n: int, n_classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """(grid shares (G, C), expected plug-in DR minus true DR (G,)) for prompts of ``n`` images."""
-    grid = _simplex_grid(n_classes)
-    true_dr = _plugin_dr(grid)
-    if n_classes == 2:
-        k = np.arange(n + 1)
-        log_comb = np.array([math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) for i in k])
-        first = grid[:, :1]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            log_pmf = log_comb + np.where(k > 0, k * np.log(first), 0.0)
-            log_pmf = log_pmf + np.where(k < n, (n - k) * np.log(1.0 - first), 0.0)
-        pmf = np.exp(log_pmf)
-        plugin = np.abs(2 * k - n) / n
-        expected = pmf @ plugin
-    else:
-        # common random numbers for every grid point: smooth in the shares, exact to about 0.003
-        rng = np.random.default_rng(12345)
-        draws = 2000
-        expected = np.empty(len(grid))
-        for i, shares in enumerate(grid):
-            expected[i] = _plugin_dr(rng.multinomial(n, shares, size=draws).astype(np.float64)).mean()
-    return grid, expected - true_dr
-
-
-def _table_size(n: int, n_classes: int) -> int:
-    """The sample size whose bias table serves prompts of ``n`` images.
-
-    Two classes: n itself (exact and cheap). Three or more: n rounded on a 5% geometric grid above 20, so
-    an audit whose prompts lost a few different numbers of images to the classifier builds a handful of
-    Monte Carlo tables, not one per count; the bias scales as 1 / sqrt(n), so the rounding moves it by
-    about 1%.
-    """
-    if n_classes == 2 or n <= 20:
-        return n
-    return int(round(1.05 ** round(math.log(n) / math.log(1.05))))
-
-
-def _bias_range(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Smallest and largest bias of the plug-in DR over each prompt's 99% share box; counts (..., C)."""
-    low, high = share_box(counts, BIAS_BOX_LEVEL)
-    n = counts.sum(axis=-1)
-    flat_counts = counts.reshape(-1, counts.shape[-1])
-    flat_low, flat_high, flat_n = (
-        low.reshape(flat_counts.shape),
-        high.reshape(flat_counts.shape),
-        n.reshape(-1),
-    )
-    bias_min = np.full(len(flat_counts), np.nan)
-    bias_max = np.full(len(flat_counts), np.nan)
-    for size in np.unique(flat_n):
-        if size <= 0:
-            continue
-        rows = np.flatnonzero(flat_n == size)
-        grid, bias = _bias_table(_table_size(int(size), counts.shape[-1]), counts.shape[-1])
-        tol = 1e-9
-        inside = (
-            (grid[None] >= flat_low[rows, None] - tol) & (grid[None] <= flat_high[rows, None] + tol)
-        ).all(axis=-1)
-        # a box narrower than the lattice holds no point: take the lattice point nearest the shares
-        shares = flat_counts[rows] / size
-        nearest = np.abs(grid[None] - shares[:, None]).sum(axis=-1).argmin(axis=-1)
-        inside[np.arange(len(rows)), nearest] |= ~inside.any(axis=-1)
-        bias_min[rows] = np.where(inside, bias[None], np.inf).min(axis=-1)
-        bias_max[rows] = np.where(inside, bias[None], -np.inf).max(axis=-1)
-    return bias_min.reshape(n.shape), bias_max.reshape(n.shape)
-
-
-def _mean_over_valid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    count = valid.sum(axis=-1)
-    total = np.where(valid, values, 0.0).sum(axis=-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-@dataclass
-class _MeanParts:
-    """What the mean's interval is built from, for one or many audits (leading dimensions)."""
-
-    valid: np.ndarray  # (..., P) prompts with images
-    weights: np.ndarray  # (..., P) each prompt's weight in the mean (1 / prompts with images; 0 if empty)
-    point: np.ndarray  # mean of the per-prompt debiased estimates
-    observed: np.ndarray  # mean plug-in
-    oriented: np.ndarray  # (B, ..., P) each redraw's deviation of the observed leading class, signed
-    sure: np.ndarray  # (..., P) whether a prompt's interval excludes 0 (its leading class is known)
-    variance_observed: np.ndarray  # (..., P) binomial variance of the oriented deviation at the estimate
-    variance_adjusted: np.ndarray  # (..., P) the same at Agresti-Coull shares (see _mean_spread)
-    bias_min: np.ndarray  # mean over prompts of the smallest bias inside each prompt's box
-    bias_max: np.ndarray
-
-
-def _mean_parts(counts_pc: ArrayLike, replicates: ArrayLike) -> _MeanParts:
-    counts = np.asarray(counts_pc, dtype=np.float64)
-    reps = np.asarray(replicates, dtype=np.float64)
-    n_classes = counts.shape[-1]
-    scale = n_classes / (n_classes - 1)
-    valid = counts.sum(axis=-1) > 0
-    n = counts.sum(axis=-1)
-    single_low, _ = deviation_ratio_interval(counts)
-    sure = np.nan_to_num(single_low) > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        shares = counts / n[..., None]
-        deviation = np.nan_to_num(shares - 1.0 / n_classes)
-        # A prompt whose interval excludes 0 moves with its own leading class. One near balance may lean
-        # either way, and the seeds push every prompt toward the same classes, so all of those follow
-        # one common class: the leading class of the audit's pooled counts.
-        pooled = counts.sum(axis=-2, keepdims=True)
-        common = np.abs(pooled / pooled.sum(axis=-1, keepdims=True) - 1.0 / n_classes).argmax(axis=-1)
-        lead = np.where(sure, np.abs(deviation).argmax(axis=-1), common)  # (..., P)
-        lead_share = np.take_along_axis(np.nan_to_num(shares), lead[..., None], axis=-1)[..., 0]
-        sign = np.where(sure & (lead_share < 1.0 / n_classes), -1.0, 1.0)
-        rep_n = reps.sum(axis=-1)
-        rep_lead = np.take_along_axis(reps, np.broadcast_to(lead[None, ..., None], (*reps.shape[:-1], 1)), -1)
-        oriented = np.where(rep_n > 0, sign * (rep_lead[..., 0] / rep_n - 1.0 / n_classes) * scale, np.nan)
-        z2 = _z(LEVEL, 2) ** 2
-        adjusted = (lead_share * n + z2 / 2) / (n + z2)
-        variance_observed = np.where(valid, scale**2 * lead_share * (1 - lead_share) / np.maximum(n, 1), 0.0)
-        variance_adjusted = np.where(valid, scale**2 * adjusted * (1 - adjusted) / np.maximum(n, 1), 0.0)
-    n_valid = valid.sum(axis=-1, keepdims=True)
-    bias_min, bias_max = _bias_range(counts)
-    return _MeanParts(
-        valid=valid,
-        weights=np.where(valid, 1.0 / np.maximum(n_valid, 1), 0.0),
-        point=_mean_over_valid(debiased_deviation_ratio(counts), valid),
-        observed=_mean_over_valid(_plugin_dr(counts), valid),
-        oriented=oriented,
-        sure=sure,
-        variance_observed=variance_observed,
-        variance_adjusted=variance_adjusted,
-        bias_min=_mean_over_valid(bias_min, valid),
-        bias_max=_mean_over_valid(bias_max, valid),
-    )
-
-
-def _mean_spread(parts: list[tuple[_MeanParts, float]]) -> np.ndarray:
-    """Standard deviation of a signed sum of mean plug-ins (sign +1 / -1 per run), from the redraws.
-
-    Each prompt's plug-in moves with the deviation of its leading class, so the mean's variance is the
-    weighted sum of the covariances of those deviations across the redraws (prompts share seeds, so
-    they covary). Prompts near balance all follow one common class (see :func:`_mean_parts`), taken in
-    whichever direction relative to the clearly skewed prompts gives the larger variance.
-    Like a Wald interval, a redraw variance is too small when one class is rare; as Agresti and Coull's
-    interval does for a share, the redraws supply only the design effect (their variance over the
-    binomial one at the observed shares), which multiplies the binomial variance at shares moved
-    z^2/2 images toward 1/2.
-    """
-    oriented = np.concatenate([p.oriented for p, _ in parts], axis=-1)  # (B, ..., Q)
-    weights = np.concatenate([p.weights * sign for p, sign in parts], axis=-1)  # (..., Q)
-    sure = np.concatenate([p.sure for p, _ in parts], axis=-1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a prompt without images has no redraw mean
-        centred = np.nan_to_num(oriented - np.nanmean(oriented, axis=0, keepdims=True))
-    weighted = centred * weights[None]
-    cov = np.einsum("b...p,b...q->...pq", weighted, weighted) / max(oriented.shape[0] - 1, 1)
-    # prompts near balance follow one common class, whose direction relative to the others is unknown:
-    # the larger variance of the two
-    flip = np.where(sure, 1.0, -1.0)
-    variance = np.maximum(
-        cov.sum(axis=(-2, -1)), (cov * flip[..., :, None] * flip[..., None, :]).sum(axis=(-2, -1))
-    )
-    binomial = sum((p.weights**2 * p.variance_observed).sum(axis=-1) for p, _ in parts)
-    adjusted = sum((p.weights**2 * p.variance_adjusted).sum(axis=-1) for p, _ in parts)
-    # every image of every prompt in one class: no variance to compare with, so the largest design
-    # effect a mean of Q prompts can have (all prompts moving as one), Q
-    prompts = sum(p.valid.sum(axis=-1) for p, _ in parts)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        design = np.where(binomial > 0, variance / binomial, prompts)
-    return np.sqrt(np.maximum(design, 0.0) * adjusted)
+# Draws of the seed-correlated sampling noise behind every test of the mean (fixed, so an audit's
+# interval is reproducible and every candidate mean is tested against the same draws).
+NULL_DRAWS = 500
+_NULL_SEED = 22
+# How many standard errors the mean correlation between prompts is raised by (see _seed_noise).
+CORRELATION_CAUTION = 0.5
+# Tests per end of the test inversion (see _invert), the first ones halving the bracket.
+_INVERSION_STEPS = 10
+_BISECTION_FIRST = 4
 
 
 def _check_level(level: float) -> None:
     if not math.isclose(level, LEVEL):
         raise ValueError(f"level: only {LEVEL} is calibrated (coverage checked by simulation); got {level}")
+
+
+def _debiased_from_shares(shares: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """:func:`debiased_deviation_ratio` of share vectors ``(..., C)`` of ``n`` images, without the clip."""
+    n_classes = shares.shape[-1]
+    n = n[..., None]
+    variance = np.where(n > 1, shares * (1 - shares) / np.maximum(n - 1, 1), 0.0)
+    squared = np.maximum((shares - 1.0 / n_classes) ** 2 - variance, 0.0)
+    return np.sqrt(squared).max(axis=-1) * n_classes / (n_classes - 1)
+
+
+@dataclass
+class _Run:
+    """One audit's prompts (leading dimensions: independent audits), as the mean's test needs them."""
+
+    n: np.ndarray  # (..., P) images per prompt
+    weights: np.ndarray  # (..., P) 1 / prompts with images, 0 for a prompt without images
+    point: np.ndarray  # (...) mean of the per-prompt estimates: the reported estimate
+    lean: np.ndarray  # (..., P, C) the direction each prompt deviates in, scaled to DR 1
+    lean_even: np.ndarray  # (..., P, C) the same with only its leading class deviating, the rest even
+    offsets: np.ndarray  # (..., P) each prompt's estimate minus the mean, shrunk toward 0 (see _prepare)
+    replicate_shares: np.ndarray  # (B, ..., P, C) class shares of each redraw
+
+
+def _prepare(counts_pc: ArrayLike, replicates: ArrayLike) -> _Run:
+    counts = np.asarray(counts_pc, dtype=np.float64)
+    reps = np.asarray(replicates, dtype=np.float64)
+    n_classes = counts.shape[-1]
+    n = counts.sum(axis=-1)
+    valid = n > 0
+    n_valid = valid.sum(axis=-1, keepdims=True)
+    weights = np.where(valid, 1.0 / np.maximum(n_valid, 1), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        shares = np.where(valid[..., None], counts / np.maximum(n, 1)[..., None], 1.0 / n_classes)
+        rep_n = reps.sum(axis=-1, keepdims=True)
+        rep_shares = np.where(rep_n > 0, reps / np.maximum(rep_n, 1), 1.0 / n_classes)
+    estimate = np.where(valid, np.nan_to_num(debiased_deviation_ratio(counts)), 0.0)
+    point = (weights * estimate).sum(axis=-1)
+    pooled = counts.sum(axis=-2, keepdims=True)
+    pooled_n = pooled.sum(axis=-1, keepdims=True)
+    pooled = np.where(pooled_n > 0, pooled / np.maximum(pooled_n, 1), 1.0 / n_classes)
+    fallback = np.where(
+        np.abs(pooled - 1.0 / n_classes).max(axis=-1, keepdims=True) > 1e-12,
+        pooled,
+        np.eye(n_classes)[0],
+    )
+    # A prompt whose interval leaves out 0 deviates the way its shares do. One that may be balanced
+    # could lean either way; the seeds push all prompts toward the same classes, so it is taken to lean
+    # with the audit's pooled shares (towards the first class if those are balanced too).
+    sure = np.nan_to_num(deviation_ratio_interval(counts)[0]) > 0
+    direction = np.where(sure[..., None], shares, fallback) - 1.0 / n_classes
+    lean = direction / _plugin_dr(direction + 1.0 / n_classes)[..., None]
+    # only the most favoured class deviates (by 1 - 1/C at DR 1), the others share its deviation evenly
+    lead_mask = np.arange(n_classes) == lean.argmax(axis=-1)[..., None]
+    lean_even = np.where(lead_mask, 1.0 - 1.0 / n_classes, -1.0 / n_classes)
+    # How far apart the prompts' true DRs are, empirical-Bayes style: the spread of the estimates over
+    # the prompts, less the part their sampling noise explains, as a share of it. Identical prompts get
+    # offsets near 0, clearly different ones keep theirs. The noise is the binomial variance of each
+    # prompt's leading share at Agresti-Coull shares (z^2/2 images moved toward balance), so a prompt
+    # with every image in one class still counts as noisy.
+    z2 = _z(LEVEL, 2) ** 2
+    leading = np.abs(shares - 1.0 / n_classes).max(axis=-1) + 1.0 / n_classes
+    adjusted = (leading * n + z2 / 2) / (n + z2)
+    scale = n_classes / (n_classes - 1)
+    noise = (weights * scale**2 * adjusted * (1 - adjusted) / np.maximum(n, 1)).sum(axis=-1)
+    deviations = np.where(valid, estimate - point[..., None], 0.0)
+    spread = (deviations**2).sum(axis=-1) / np.maximum(n_valid[..., 0] - 1, 1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        keep = np.where(spread > 0, np.clip(1.0 - noise / spread, 0.0, 1.0), 0.0)
+    return _Run(
+        n=n,
+        weights=weights,
+        point=point,
+        lean=lean,
+        lean_even=lean_even,
+        offsets=keep[..., None] * deviations,
+        replicate_shares=rep_shares,
+    )
+
+
+def _config_shares(run: _Run, mean: np.ndarray, offsets: np.ndarray, lean: np.ndarray) -> np.ndarray:
+    """Share vectors ``(K, ..., P, C)`` of prompts whose DRs average ``mean`` ``(K, ...)``.
+
+    The prompts' DRs are ``offsets`` (the estimates' deviations from their mean, shrunk as in
+    :func:`_prepare`, or 0 for an even spread) shifted, then kept in 0..1, to that mean; each prompt's
+    shares deviate along ``lean`` (``(..., P, C)``, or ``(K, ..., P, C)``, scaled to DR 1).
+    """
+    low = np.full(mean.shape, -1.0)
+    high = np.full(mean.shape, 2.0)
+    for _ in range(40):  # the shift c with mean(clip(c + offset)) = mean, monotone in c
+        shift = (low + high) / 2
+        drs = np.clip(shift[..., None] + offsets, 0.0, 1.0)
+        below = (run.weights * drs).sum(axis=-1) < mean
+        low = np.where(below, shift, low)
+        high = np.where(below, high, shift)
+    drs = np.clip(high[..., None] + offsets, 0.0, 1.0)
+    n_classes = lean.shape[-1]
+    shares = np.clip(1.0 / n_classes + drs[..., None] * lean, 0.0, 1.0)
+    return shares / shares.sum(axis=-1, keepdims=True)
+
+
+def _seed_noise(runs: list[_Run], cautious: bool) -> np.ndarray:
+    """Standard normal draws ``(..., G, Q, C)``, correlated across the Q prompts of all runs as the seeds
+    make the prompts' class shares correlate.
+
+    The correlation between two prompts is that of their shares of the audit's leading class (the one
+    whose deviation drives the DR) over the redraws by seed, which pick every prompt of a seed
+    together: prompts that share each seed's noise correlate, prompts redrawn apart do not. Where a
+    prompt's share never varies over the redraws (every image in one class) it shows none; it gets
+    the mean correlation (1 if there is none to average: every prompt moving as one, the widest case).
+
+    Each pair's correlation comes from the audit's S seeds, so it is noisy, and the noise matters: at
+    balance a prompt's DR moves with the square of its share's deviation, so a correlation of either
+    sign widens the mean's spread. Empirical Bayes: the pairs are pulled toward their mean correlation
+    by the share of their spread that sampling noise, (1 - r^2)^2 / (S - 1), explains. The mean itself
+    is uncertain too; with ``cautious`` (the mean of one run, where more correlation only widens) it is
+    taken half a standard error higher, which at 8-16 seeds keeps the spread from being too small.
+    """
+    reps = np.concatenate([r.replicate_shares for r in runs], axis=-2)  # (B, ..., Q, C)
+    n_classes = reps.shape[-1]
+    pooled = reps.mean(axis=(0, -2))  # (..., C)
+    lead = np.abs(pooled - 1.0 / n_classes).argmax(axis=-1)
+    share = np.take_along_axis(reps, np.broadcast_to(lead[None, ..., None, None], (*reps.shape[:-1], 1)), -1)
+    centred = share[..., 0] - share[..., 0].mean(axis=0, keepdims=True)  # (B, ..., Q)
+    cov = np.einsum("b...p,b...q->...pq", centred, centred) / max(reps.shape[0] - 1, 1)
+    var = np.diagonal(cov, axis1=-2, axis2=-1)
+    moves = var > 1e-12
+    both = moves[..., :, None] & moves[..., None, :]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.nan_to_num(cov / np.sqrt(var[..., :, None] * var[..., None, :]))
+    q = reps.shape[-2]
+    off_diagonal = both & ~np.eye(q, dtype=bool)
+    known = off_diagonal.sum(axis=(-2, -1))
+    pairs = np.maximum(known, 1)
+    mean_corr = np.where(known > 0, np.where(off_diagonal, corr, 0.0).sum(axis=(-2, -1)) / pairs, 1.0)
+    seeds = np.concatenate([r.n for r in runs], axis=-1).max(axis=-1)
+    noise_var = np.where(off_diagonal, (1 - corr**2) ** 2, 0.0).sum(axis=(-2, -1)) / pairs
+    noise_var = np.where(known > 0, noise_var, 1.0) / np.maximum(seeds - 1, 1)
+    spread = np.where(off_diagonal, (corr - mean_corr[..., None, None]) ** 2, 0.0).sum(axis=(-2, -1)) / pairs
+    with np.errstate(invalid="ignore", divide="ignore"):
+        keep = np.where(spread > 0, np.clip(1.0 - noise_var / spread, 0.0, 1.0), 0.0)
+    if cautious:
+        # half a standard error of the mean of independent pairs (calibrated by simulation: at 8 seeds
+        # a whole one makes the interval wider than it needs to be, none leaves it too narrow)
+        standard_error = np.sqrt(noise_var / (pairs / 2))
+        raised = np.minimum(mean_corr + CORRELATION_CAUTION * standard_error, 1.0)
+        mean_corr = np.where(known > 0, raised, mean_corr)
+    corr = mean_corr[..., None, None] + keep[..., None, None] * (corr - mean_corr[..., None, None])
+    corr = np.clip(np.where(both, corr, mean_corr[..., None, None]), -1.0, 1.0)
+    idx = np.arange(q)
+    corr[..., idx, idx] = 1.0
+    # the nearest positive semi-definite matrix (filled and shrunk entries may leave it indefinite)
+    values, vectors = np.linalg.eigh(corr)
+    factor = vectors * np.sqrt(np.maximum(values, 0.0))[..., None, :]  # (..., Q, Q)
+    base = np.random.default_rng(_NULL_SEED).standard_normal((NULL_DRAWS, q, n_classes))
+    return np.einsum("...qr,grc->...gqc", factor, base)
+
+
+def _binomial_quantile(z: np.ndarray, n: np.ndarray, share: np.ndarray) -> np.ndarray:
+    """Counts with the Binomial(n, share) distribution at the standard normal quantiles ``z``.
+
+    ``z`` is ``(K, ..., G, Q, C)``; ``n`` ``(..., Q)`` and ``share`` ``(K, ..., Q, C)`` give one
+    distribution per prompt and class. The normal approximation gives a first count, which steps to
+    the exact quantile (the least k with cumulative probability at least Phi(z)) from a table of each
+    distribution's cumulative probabilities.
+    """
+    size = int(n.max()) if n.size else 0
+    k = np.arange(size + 1)
+    n_full = np.broadcast_to(n[..., None], share.shape)  # (K, ..., Q, C)
+    log_pmf = (
+        special.gammaln(n_full[..., None] + 1)
+        - special.gammaln(k + 1)
+        - special.gammaln(np.maximum(n_full[..., None] - k, 0) + 1)
+        + special.xlogy(k, share[..., None])
+        + special.xlog1py(n_full[..., None] - k, -share[..., None])
+    )
+    cdf = np.cumsum(np.where(k <= n_full[..., None], np.exp(log_pmf), 0.0), axis=-1).ravel()
+    offset = (np.arange(n_full.size).reshape(n_full.shape) * (size + 1))[..., None, :, :]
+    top = n_full[..., None, :, :]
+    u = np.minimum(special.ndtr(z), 1.0 - 1e-12)
+    mean, sd = (n_full * share)[..., None, :, :], np.sqrt(n_full * share * (1 - share))[..., None, :, :]
+    count = np.clip(np.floor(mean + z * sd), 0, top).astype(np.int64)
+    while True:  # a step or two from the normal approximation to the exact quantile
+        up = (cdf[offset + count] < u) & (count < top)
+        down = (count > 0) & (cdf[offset + np.maximum(count - 1, 0)] >= u)
+        if not (up.any() or down.any()):
+            return count
+        count = count + up - down
+
+
+def _null_draws(
+    runs: list[_Run], signs: list[float], shares: list[np.ndarray], noise: np.ndarray, plugin: bool = False
+) -> np.ndarray:
+    """Draws ``(K, ..., G)`` of the signed sum of the runs' mean estimates (``plugin``: mean plug-in DRs)
+    when the true shares are ``shares`` (one ``(K, ..., P, C)`` per run) and the seeds correlate
+    prompts as ``noise`` does.
+
+    Each prompt's class counts are exactly binomial at the true shares; they are tied together by a
+    Gaussian copula: within a prompt as a multinomial's counts covary, across prompts as the seeds
+    make them (:func:`_seed_noise`).
+    """
+    config = np.concatenate(shares, axis=-2)  # (K, ..., Q, C)
+    n = np.concatenate([r.n for r in runs], axis=-1)  # (..., Q)
+    weights = np.concatenate([r.weights * s for r, s in zip(runs, signs, strict=True)], axis=-1)
+    n_classes = config.shape[-1]
+    if n_classes == 2:
+        # one class decides: the other's count is the rest, and both give the same squared deviation
+        z = noise[..., :1]
+        config = config[..., :1]
+    else:
+        # multinomial covariance (diag(s) - s s^T) / N, each class scaled back to unit variance
+        root = np.sqrt(config)[..., None, :, :]
+        mixed = root * noise - config[..., None, :, :] * (root * noise).sum(axis=-1, keepdims=True)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            z = np.nan_to_num(mixed / np.sqrt(config * (1 - config))[..., None, :, :])
+    z = np.broadcast_to(z, (*config.shape[:-2], *noise.shape[-3:-1], config.shape[-1]))
+    counts = _binomial_quantile(z, n, config)
+    size = n[..., None, :, None]
+    p = counts / np.maximum(size, 1)
+    variance = 0.0 if plugin else np.where(size > 1, p * (1 - p) / np.maximum(size - 1, 1), 0.0)
+    squared = np.maximum((p - 1.0 / n_classes) ** 2 - variance, 0.0)
+    estimate = np.sqrt(squared.max(axis=-1)) * n_classes / (n_classes - 1)  # (K, ..., G, Q)
+    return (estimate * weights[..., None, :]).sum(axis=-1)
+
+
+def _null_quantiles(
+    runs: list[_Run], signs: list[float], shares: list[np.ndarray], noise: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """2.5% and 97.5% points, ``(K, ...)`` each, of :func:`_null_draws` of the estimates."""
+    tail = (1.0 - LEVEL) / 2
+    low, high = np.quantile(_null_draws(runs, signs, shares, noise), [tail, 1.0 - tail], axis=-1)
+    return low, high
+
+
+def _invert(
+    observed: np.ndarray, quantiles: Callable, bottom: float, top: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The 95% interval of every value t in [bottom, top] that a test of "the target is t" accepts.
+
+    ``quantiles(t)`` maps targets ``(2, ...)`` (candidates for the low end, then for the high end) to
+    the 2.5% and 97.5% points of the estimate's sampling
+    distribution there, both increasing in t. The low end is the least t whose 97.5% point reaches the
+    observed estimate (``bottom`` if even that of ``bottom`` does), searched below the estimate; the
+    high end the largest t whose 2.5% point does not pass it (``top`` if even that of ``top`` does
+    not), searched above it. Both ends are found together: four halvings of the bracket, then secant
+    steps safeguarded by halving (the quantiles are nearly linear in t there); each end is the last
+    accepted t, within about 0.005 of the exact one and on its conservative side.
+    """
+    shape = observed.shape
+    edge_low, edge_high = quantiles(np.stack([np.full(shape, bottom), np.full(shape, top)]))
+    at_estimate_low, at_estimate_high = quantiles(np.stack([observed, observed]))
+    # f(t) >= 0 accepts t: the 97.5% point minus the estimate (low end), the estimate minus the 2.5%
+    # point (high end), negated there so that both searches look for an increasing sign change
+    left = np.stack([np.full(shape, bottom), observed])
+    right = np.stack([observed, np.full(shape, top)])
+    f_left = np.stack([edge_high[0] - observed, at_estimate_low[1] - observed])
+    f_right = np.stack([at_estimate_high[0] - observed, edge_low[1] - observed])
+    previous = np.zeros(left.shape)
+    stalled = np.zeros(left.shape, dtype=bool)
+    for step in range(_INVERSION_STEPS):
+        gap = f_right - f_left
+        with np.errstate(invalid="ignore", divide="ignore"):
+            secant = right - f_right * (right - left) / gap
+        # halve the bracket first and whenever the same end moved last time (the secant can stall
+        # on a flat stretch, e.g. where most prompts' estimates are 0); otherwise the secant point
+        use_secant = (step >= _BISECTION_FIRST) & (gap > 0) & ~stalled & np.isfinite(secant)
+        t = np.clip(np.where(use_secant, secant, (left + right) / 2), left, right)
+        low_q, high_q = quantiles(t)
+        f_t = np.stack([high_q[0] - observed, low_q[1] - observed])
+        positive = np.stack([f_t[0] >= 0, f_t[1] > 0])
+        moved = np.where(positive, 1.0, -1.0)
+        stalled = use_secant & (moved == previous)
+        previous = moved
+        right = np.where(positive, t, right)
+        f_right = np.where(positive, f_t, f_right)
+        left = np.where(positive, left, t)
+        f_left = np.where(positive, f_left, f_t)
+    low = np.where(at_estimate_high[0] < observed, observed, right[0])
+    low = np.where(edge_high[0] >= observed, bottom, low)
+    high = np.where(at_estimate_low[1] > observed, observed, left[1])
+    high = np.where(edge_low[1] <= observed, top, high)
+    return low, np.maximum(high, low)
 
 
 def mean_deviation_ratio_interval(
@@ -349,51 +459,50 @@ def mean_deviation_ratio_interval(
 
     ``counts_pc`` (..., P, C) are an audit's counts (leading dimensions: independent audits);
     ``replicates`` (B, ..., P, C) are bootstrap redraws of them (by seed: see
-    :func:`diffsteer.metrics.bootstrap.resample_by_seed`), used only for the spread of the mean plug-in.
-    An audit with one prompt that has images gets that prompt's own interval.
+    :func:`diffsteer.metrics.bootstrap.resample_by_seed`), used for how the prompts' shares correlate
+    and how far apart the prompts' DRs are. The estimate is the mean of the per-prompt estimates; the
+    interval holds every mean DR that a test at that mean accepts (module docstring). An audit with one
+    prompt that has images gets that prompt's own interval.
     """
     _check_level(level)
     counts = np.asarray(counts_pc, dtype=np.float64)
-    parts = _mean_parts(counts, replicates)
-    z = _z(level, 2)
-    spread = _mean_spread([(parts, 1.0)])
-    expected_low, expected_high = parts.observed - z * spread, parts.observed + z * spread
-    low = np.maximum(expected_low - parts.bias_max, 0.0)
-    high = np.maximum(np.minimum(expected_high - parts.bias_min, 1.0), low)
+    if counts.shape[-2] == 0:  # no prompts at all
+        nothing = np.full(counts.shape[:-2], np.nan)
+        return nothing, nothing.copy(), nothing.copy()
+    run = _prepare(counts, replicates)
+    noise = _seed_noise([run], cautious=True)
 
-    n_valid = parts.valid.sum(axis=-1)
+    # The low end is tested at the estimated spread of the prompts' DRs; the high end at an even
+    # spread, the least favourable one: the estimate's expectation is convex in a prompt's DR (flat
+    # near 0), so spreading the same mean DR unevenly only raises it.
+    # With three classes or more, the high end also lets only each prompt's leading class deviate
+    # (the others even), which gives the max over classes the least to add.
+    offsets = np.stack([run.offsets, np.zeros_like(run.offsets)])
+    lean = np.stack([run.lean, run.lean_even])
+
+    def quantiles(mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return _null_quantiles([run], [1.0], [_config_shares(run, mean, offsets, lean)], noise)
+
+    low, high = _invert(run.point, quantiles, 0.0, 1.0)
+    valid = counts.sum(axis=-1) > 0
+    n_valid = valid.sum(axis=-1)
     single_low, single_high = deviation_ratio_interval(counts)
     alone = n_valid == 1
-    low = np.where(alone, _mean_over_valid(single_low, parts.valid), low)
-    high = np.where(alone, _mean_over_valid(single_high, parts.valid), high)
+    low = np.where(alone, _mean_over_valid(single_low, valid), low)
+    high = np.where(alone, _mean_over_valid(single_high, valid), high)
     empty = n_valid == 0
-    low, high = np.where(empty, np.nan, low), np.where(empty, np.nan, high)
-    return np.clip(parts.point, low, high), low, high
+    point = np.where(empty, np.nan, run.point)
+    # the interval always holds its estimate (the test's discreteness can leave it a hair outside)
+    low = np.where(empty, np.nan, np.minimum(low, point))
+    high = np.where(empty, np.nan, np.maximum(high, point))
+    return point, low, high
 
 
-def mean_difference_interval(
-    counts_a: ArrayLike,
-    counts_b: ArrayLike,
-    replicates_a: ArrayLike,
-    replicates_b: ArrayLike,
-    level: float = LEVEL,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(estimate, low, high) of mean DR of B minus mean DR of A, over each run's prompts with images.
-
-    Redraws of the two runs made together (the same seed indices: paired) give the difference's spread
-    with the seeds' shared noise cancelled; redraws made apart give the unpaired one. Each run's bias
-    is bounded as for the mean, and the bounds enter in the direction that widens the interval.
-    """
-    _check_level(level)
-    a = _mean_parts(counts_a, replicates_a)
-    b = _mean_parts(counts_b, replicates_b)
-    z = _z(level, 2)
-    spread = _mean_spread([(a, -1.0), (b, 1.0)])
-    difference = b.observed - a.observed
-    expected_low, expected_high = difference - z * spread, difference + z * spread
-    low = np.maximum(expected_low - (b.bias_max - a.bias_min), -1.0)
-    high = np.maximum(np.minimum(expected_high - (b.bias_min - a.bias_max), 1.0), low)
-    return np.clip(b.point - a.point, low, high), low, high
+def _mean_over_valid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    count = valid.sum(axis=-1)
+    total = np.where(valid, values, 0.0).sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
 
 
 # --- planning -------------------------------------------------------------------------------------------

@@ -16,11 +16,11 @@ from statistics import NormalDist
 import numpy as np
 
 from diffsteer.metrics.bootstrap import resample_by_seed, seed_counts
+from diffsteer.metrics.difference import mean_difference_interval
 from diffsteer.metrics.intervals import (
     debiased_deviation_ratio,
     deviation_ratio_interval,
     mean_deviation_ratio_interval,
-    mean_difference_interval,
 )
 
 __all__ = ["CellResult", "simulate_cell", "simulate_labels", "simulate_paired_difference"]
@@ -69,6 +69,9 @@ class CellResult:
     old_coverage: float
     old_width: float
     old_mean_estimate: float
+    # width of an interval with exactly 95% coverage, known only to an oracle: the 2.5%-97.5% range of
+    # the estimate over the simulated audits (an interval estimate +- that spread, shifted by its bias)
+    oracle_width: float
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +109,7 @@ def simulate_cell(
     truth_prompt = _true_dr(true)
     truth = float(truth_prompt.mean())
     hits = width = inside = estimate = p_hits = p_width = old_hits = old_width = old_estimate = 0.0
+    points = []
     done = 0
     while done < n_audits:
         size = min(_AUDITS_PER_CHUNK, n_audits - done)
@@ -116,6 +120,7 @@ def simulate_cell(
         hits += ((low <= truth + 1e-12) & (truth <= high + 1e-12)).sum()
         width += (high - low).sum()
         estimate += point.sum()
+        points.append(point)
         p_low, p_high = deviation_ratio_interval(counts)
         p_point = debiased_deviation_ratio(counts)
         inside += (
@@ -145,6 +150,7 @@ def simulate_cell(
         old_coverage=old_hits / n_audits,
         old_width=old_width / n_audits,
         old_mean_estimate=old_estimate / n_audits,
+        oracle_width=float(np.subtract(*np.quantile(np.concatenate(points), [0.975, 0.025]))),
     )
 
 
