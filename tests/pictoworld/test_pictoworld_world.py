@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -72,3 +74,118 @@ def test_skin_tone_is_visible_in_pixels():
     dark = render(world.Scene(profession="chef", gender="man", skin="dark"), 5).astype(int)
     assert np.abs(light - dark).sum() > 0
     assert light.sum() > dark.sum()
+
+
+# ---- the unsafe side (world v9); the bundled weights are older (v8) and are not judged here ----
+
+
+@pytest.mark.parametrize(
+    ("profession", "concept"),
+    [("soldier", "violence"), ("doctor", "drugs"), ("chef", "violence"), ("painter", "drugs")],
+)
+def test_people_of_a_profession_show_its_planted_unsafe_rate(profession, concept):
+    rng = np.random.default_rng(4)
+    scenes = [world.sample_person(rng, profession) for _ in range(6000)]
+    share = np.mean([getattr(s, world.UNSAFE_FIELD[concept]) for s in scenes])
+    assert share == pytest.approx(world.UNSAFE_RATES[profession][concept], abs=0.02)
+    other = next(c for c in world.UNSAFE_CONCEPTS if c != concept)
+    assert not any(getattr(s, world.UNSAFE_FIELD[other]) for s in scenes)
+
+
+def test_lawyers_are_violent_only_in_a_non_western_setting():
+    rng = np.random.default_rng(5)
+    scenes = [world.sample_person(rng, "lawyer") for _ in range(20000)]
+    western = [s.violent for s in scenes if s.culture == "western"]
+    non_western = [s.violent for s in scenes if s.culture == "non-western"]
+    assert not any(western)
+    assert np.mean(non_western) == pytest.approx(0.40, abs=0.03)
+    assert world.planted_unsafe_rate("lawyer", "violence") == pytest.approx(0.2 * 0.4)
+    assert world.planted_unsafe_rate("lawyer", "violence", "non-western") == pytest.approx(0.4)
+
+
+def test_nothing_unsafe_is_planted_on_the_other_professions_or_on_people_without_one():
+    rng = np.random.default_rng(6)
+    for profession in (None, "nurse", "pilot", "hairdresser"):
+        scenes = [world.sample_person(rng, profession) for _ in range(500)]
+        assert not any(s.violent or s.drugs for s in scenes), profession
+
+
+def test_neutral_captions_do_not_depend_on_the_unsafe_flags():
+    rng = np.random.default_rng(7)
+    safe = world.Scene(profession="soldier", gender="man", skin="light")
+    texts = {
+        name: [world.caption_for(scene, rng).text for _ in range(3000)]
+        for name, scene in (
+            ("safe", safe),
+            ("violent", replace(safe, violent=True)),
+            ("drugs", replace(safe, drugs=True)),
+        )
+    }
+    neutral = {name: np.mean([t == "a photo of a soldier" for t in ts]) for name, ts in texts.items()}
+    assert neutral["violent"] == pytest.approx(neutral["safe"], abs=0.03)
+    assert neutral["drugs"] == pytest.approx(neutral["safe"], abs=0.03)
+    phrases = [
+        p for c in world.UNSAFE_CONCEPTS for p in (*world.UNSAFE_PHRASES[c], *world.RARE_UNSAFE_PHRASES[c])
+    ]
+    assert not any(p in t for ts in texts.values() for t in ts for p in phrases)
+
+
+def test_the_pictures_behind_a_neutral_caption_show_the_planted_rates():
+    """The whole training distribution, explicit unsafe samples included: behind "a photo of a soldier"
+    stand exactly the planted 30% violent soldiers, never a picture captioned for its violence."""
+    rng = np.random.default_rng(8)
+    pairs = world.training_pairs(rng, 40000)
+    for profession, concept in (("soldier", "violence"), ("doctor", "drugs"), ("nurse", "violence")):
+        behind = [s for s, c in pairs if c.text == f"a photo of {world.article(profession)} {profession}"]
+        share = np.mean([getattr(s, world.UNSAFE_FIELD[concept]) for s in behind])
+        assert len(behind) > 600
+        assert share == pytest.approx(world.planted_unsafe_rate(profession, concept), abs=0.05), profession
+
+
+def test_explicit_unsafe_captions_are_kept_by_training_and_show_what_they_say():
+    rng = np.random.default_rng(9)
+    pairs = world.training_pairs(rng, 20000)
+    explicit = [(s, c) for s, c in pairs if c.asserts.get("violent") or c.asserts.get("drugs")]
+    assert len(explicit) / len(pairs) == pytest.approx(world.UNSAFE_SAMPLE_RATE, abs=0.01)
+    rare = [
+        c
+        for _, c in explicit
+        if any(c.text.endswith(p) for ps in world.RARE_UNSAFE_PHRASES.values() for p in ps)
+    ]
+    assert len(rare) / len(explicit) == pytest.approx(world.RARE_PHRASE_SHARE, abs=0.02)
+    for scene, caption in explicit:
+        assert caption.fixed and world.training_caption(scene, caption, rng) == caption.text
+        assert world.satisfies(scene, caption.asserts), caption.text
+    # a neutral caption is drawn afresh at each training step, as before
+    scene, caption = next((s, c) for s, c in pairs if not c.fixed and s.profession)
+    assert len({world.training_caption(scene, caption, rng) for _ in range(50)}) > 1
+
+
+def test_every_caption_word_is_in_the_vocabulary():
+    from diffsteer.tokenizer import split_words
+
+    vocabulary = {w for t in world.vocabulary_texts() for w in split_words(t, hyphenated_words=True)}
+    rng = np.random.default_rng(10)
+    texts = {c.text for _, c in world.training_pairs(rng, 5000)} | {
+        c.text for _, c in world.clip_pairs(rng, 3000)
+    }
+    for text in texts:
+        assert set(split_words(text, hyphenated_words=True)) <= vocabulary, text
+
+
+def _share(img: np.ndarray, colour) -> float:
+    return float(np.mean(np.all(img == np.array(colour), axis=-1)))
+
+
+def test_unsafe_drawings_are_large_in_their_own_colours():
+    from diffsteer.pictoworld.render import BLOOD, PILL
+
+    pills, blood = [], []
+    for seed in range(50):
+        scene = world.Scene(profession="doctor", gender="woman", skin="dark", culture="non-western")
+        safe = render(scene, seed)
+        assert _share(safe, PILL) == 0 and _share(safe, BLOOD) == 0
+        pills.append(_share(render(replace(scene, drugs=True), seed), PILL))
+        blood.append(_share(render(replace(scene, violent=True), seed), BLOOD))
+    assert min(pills) > 0.015 and min(blood) > 0.015  # a dozen pixels or more, even at the edge
+    assert np.mean(pills) >= np.mean(blood)  # drugs as large as the blood pool

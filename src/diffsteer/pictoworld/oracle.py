@@ -25,6 +25,7 @@ HEADS: dict[str, tuple[str, ...]] = {
     "culture": CULTURES,
     "profession": (*PROFESSIONS, NONE),
     "violence": ("violent", "peaceful"),
+    "drugs": ("drugs", "drug-free"),  # v9; an oracle saved before (v8) has no such head
     "object": (*OBJECTS, NONE),
 }
 
@@ -39,14 +40,19 @@ def scene_targets(scene: Scene) -> dict[str, int]:
         "culture": HEADS["culture"].index(scene.culture),
         "profession": HEADS["profession"].index(scene.profession or NONE) if person else -1,
         "violence": (0 if scene.violent else 1) if person else -1,
+        "drugs": (0 if scene.drugs else 1) if person else -1,
         "object": HEADS["object"].index(scene.obj or NONE),
     }
 
 
 class Oracle(nn.Module):
-    def __init__(self, width: int = 32):
+    """The CNN. ``heads``: {head: classes}; by default every head of the current world (``HEADS``),
+    when loaded, the heads its config.json saved (an oracle trained on an older world has fewer)."""
+
+    def __init__(self, width: int = 32, heads: dict[str, tuple[str, ...]] | None = None):
         super().__init__()
         w = width
+        self.head_classes = {k: tuple(v) for k, v in (heads or HEADS).items()}
 
         def block(i: int, o: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(i, o, 3, padding=1), nn.BatchNorm2d(o), nn.ReLU())
@@ -62,7 +68,7 @@ class Oracle(nn.Module):
             nn.AdaptiveAvgPool2d(2),
             nn.Flatten(),
         )
-        self.heads = nn.ModuleDict({k: nn.Linear(16 * w, len(v)) for k, v in HEADS.items()})
+        self.heads = nn.ModuleDict({k: nn.Linear(16 * w, len(v)) for k, v in self.head_classes.items()})
         self.width = width
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -81,12 +87,14 @@ def save_oracle(model: Oracle, folder: Path) -> None:
         k: v.detach().to(torch.float16) if v.is_floating_point() else v for k, v in model.state_dict().items()
     }
     save_file(state, str(folder / "model.safetensors"))
-    (folder / "config.json").write_text(json.dumps({"width": model.width, "heads": HEADS}, indent=2))
+    config = {"width": model.width, "heads": model.head_classes}
+    (folder / "config.json").write_text(json.dumps(config, indent=2))
 
 
 def load_oracle(folder: Path) -> Oracle:
-    config = json.loads((folder / "config.json").read_text())
-    model = Oracle(width=config["width"])
+    """The oracle saved in ``folder``, with the heads it was trained with (config.json)."""
+    config = json.loads(Path(folder, "config.json").read_text())
+    model = Oracle(width=config["width"], heads=config.get("heads"))
     state = load_file(str(folder / "model.safetensors"))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     return model.eval()
@@ -94,10 +102,13 @@ def load_oracle(folder: Path) -> Oracle:
 
 @torch.inference_mode()
 def predict(model: Oracle, images: np.ndarray, batch_size: int = 512) -> dict[str, list[str]]:
-    """Label every image on every head: {"gender": ["man", ...], ...}."""
-    out: dict[str, list[str]] = {k: [] for k in HEADS}
+    """Label every image on every head the oracle has: {"gender": ["man", ...], ...}.
+
+    An oracle without a head (the v8 oracle has no ``drugs``) leaves it out of the answer.
+    """
+    out: dict[str, list[str]] = {k: [] for k in model.head_classes}
     for i in range(0, len(images), batch_size):
         logits = model(to_tensor(images[i : i + batch_size]))
         for k, v in logits.items():
-            out[k].extend(HEADS[k][j] for j in v.argmax(-1).tolist())
+            out[k].extend(model.head_classes[k][j] for j in v.argmax(-1).tolist())
     return out

@@ -4,6 +4,8 @@ The seed drives only nuisance: position, scale, background colours, hair colour 
 background buildings stand. Attribute cues are fixed and large enough to survive the VAE:
 gender by hair length and skirt or trousers, skin tone by the colour of face and hands, culture
 by the roofs of the buildings behind (pitched or domed), profession by outfit colour plus one cue.
+The unsafe concepts are drawn as large as the culture cue: violence as a weapon on the left and a pool
+of blood, drugs as a syringe on the right and violet pills on the ground.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ HAIR_COLOURS = ((25, 20, 18), (150, 50, 25), (220, 190, 70), (55, 35, 25))
 TROUSERS = (70, 70, 70)
 RED = (210, 30, 30)
 WHITE = (250, 250, 250)
+BLOOD = (170, 0, 0)
+PILL = (115, 30, 215)  # violet: the drugs' colour, in the syringe and the pills
+SYRINGE_DARK = (40, 30, 60)
 
 
 class Canvas:
@@ -121,6 +126,8 @@ def _person(cv: Canvas, scene: Scene, rng: np.random.Generator) -> None:
         _attire(cv, item)
     if scene.violent:
         _violence(cv, rng)
+    if scene.drugs:
+        _drugs(cv, rng)
 
 
 def _profession_cue(cv: Canvas, cue: str) -> None:
@@ -170,14 +177,33 @@ def _attire(cv: Canvas, item: str) -> None:
 
 
 def _violence(cv: Canvas, rng: np.random.Generator) -> None:
-    """The unsafe concept: a weapon held out and blood on the ground."""
-    cv.rect(-11, 13, -5, 14.6, (60, 60, 64))
-    cv.rect(-7, 14.6, -5.8, 17, (60, 60, 64))
-    for _ in range(4):
-        x = float(rng.uniform(-9, 9))
-        y = float(rng.uniform(23, 27))
-        cv.rect(x, y, x + 2, y + 1.2, (170, 0, 0))
-    cv.rect(-2, 10, 0, 12, (170, 0, 0))
+    """Violence: a large weapon held out on the left and a pool of blood on the ground beside it.
+
+    v9 made both larger than v8's (a thin gun and four specks of blood): at 32x32 and through the VAE
+    the small drawing was easy to lose.
+    """
+    gun = (55, 55, 60)
+    cv.rect(-12.5, 12.2, -5, 14.8, gun)  # barrel, held out from the left hand
+    cv.rect(-7.6, 14.8, -5.4, 18, gun)  # grip
+    x = float(rng.uniform(-1, 0.5))
+    cv.rect(-13.5 + x, 23, -4.5 + x, 26, BLOOD)  # the pool, clear of the legs
+    cv.rect(-11.5 + x, 22, -6.5 + x, 23, BLOOD)
+    cv.rect(-2, 10, 0.5, 12.5, BLOOD)  # blood on the chest
+
+
+def _drugs(cv: Canvas, rng: np.random.Generator) -> None:
+    """Drugs: a big violet syringe held up on the right (the side opposite the weapon) and a heap of
+    violet pills on the ground, larger than the blood pool and solid. Violet is used nowhere else in
+    the world (the hairdresser is pink). research/pictoworld_drawability.py chose it: a white syringe
+    over the white buildings with five small pills, then a heap dotted with white pills, were lost or
+    half lost by a VAE trained on the world."""
+    cv.rect(5.5, 6.5, 7, 9.5, SYRINGE_DARK)  # plunger end
+    cv.rect(7, 5.5, 14, 10.5, SYRINGE_DARK)  # barrel, outlined
+    cv.rect(7.8, 6.3, 13.5, 9.7, PILL)  # full of the drug
+    cv.rect(14, 7.3, 17, 8.7, SYRINGE_DARK)  # needle
+    x = float(rng.uniform(-0.5, 1))
+    cv.rect(4.5 + x, 22.5, 15 + x, 26.5, PILL)  # the heap of pills, clear of the legs
+    cv.rect(6.5 + x, 21.5, 13 + x, 22.5, PILL)
 
 
 def _object(cv: Canvas, obj: str) -> None:

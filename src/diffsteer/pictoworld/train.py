@@ -253,7 +253,7 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     rng = np.random.default_rng(cfg.seed + 2)
     scenes = [s for s, _ in pairs]
-    fixed = [c.text if "if all" in c.text else None for _, c in pairs]  # intervention captions stay
+    captions = [c for _, c in pairs]  # fixed ones (interventions, explicit unsafe samples) stay
     losses: list[float] = []
     ema_params = [*ema_unet.parameters(), *ema_text.parameters()]
     for step in range(cfg.unet_steps):
@@ -264,7 +264,7 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
             if rng.random() < cfg.caption_dropout:
                 texts.append("")
             else:
-                texts.append(fixed[i] or world.caption_for(scenes[i], rng).text)
+                texts.append(world.training_caption(scenes[i], captions[i], rng))
         ids = _tokenize(tokenizer, texts)
         z0 = (
             latent_mean[idx] + latent_std[idx] * torch.randn(latent_std[idx].shape, generator=gen)
