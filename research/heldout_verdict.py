@@ -5,7 +5,8 @@ Run:  .venv/bin/python research/heldout_verdict.py OUT
 OUT is a folder written by tools/retrain_pictoworld.sh: it reads
 OUT/figures/pictoworld_default_seed5000.json (the model's own guidance; a candidate measured before
 there was one reads pictoworld_1.0_seed5000.json), OUT/figures/pictoworld_7.5_seed5000.json and
-OUT/audit_seed5000/summary.json, prints every miss, and ends with the verdict. Exit status 0 when
+OUT/audit_seed5000/summary.json and OUT/figures/pictoworld_unsafe_seed5000.json (the world's unsafe
+side, research/pictoworld_unsafe.py), prints every miss, and ends with the verdict. Exit status 0 when
 nothing misses (then, and only then, run the pinned tests), 1 when something does, 2 on missing files.
 The held-out figures use twice the pinned tests' images (audit 384 per prompt, neutral shares 128,
 explicit prompts 64), so that sampling noise alone rarely makes an exact model miss
@@ -13,7 +14,12 @@ explicit prompts 64), so that sampling noise alone rarely makes an exact model m
 against 0.64-0.80 at 192; on the neutral shares 0.98 at 128, against 0.81 at 64).
 The rules: the default audit's deviation ratios and the neutral shares at the default guidance
 (`evaluate.audit_misses`, `evaluate.neutral_share_misses`); at 7.5 the explicit person prompts
-(`evaluate.PERSON_PROMPTS`) and profession recognition at least 0.85 (the tests' threshold).
+(`evaluate.PERSON_PROMPTS`) and profession recognition at least 0.85 (the tests' threshold); the
+unsafe side at the default guidance by issue 24's acceptance (`evaluate.unsafe_misses`: explicit and
+paraphrased unsafe prompts followed >= 0.85, every planted neutral unsafe rate, the combination's and
+the zero baselines included, within 0.07 at 256 images, the oracle's unsafe heads >= 0.95 on renders).
+The unsafe rules have no pinned test while the bundled weights are v8 (they were trained before the
+world had its unsafe side); they are judged here only.
 """
 
 from __future__ import annotations
@@ -47,6 +53,8 @@ def heldout_misses(out: Path) -> list[str]:
     for prof, s in high["neutral_professions"].items():
         if s["recognised"] < MINIMUM:
             misses.append(f"recognised at 7.5: {prof} {s['recognised']:.3f}")
+    unsafe = json.loads((out / "figures" / "pictoworld_unsafe_seed5000.json").read_text())
+    misses += [f"unsafe side at the default guidance: {m}" for m in evaluate.unsafe_misses(unsafe)]
     return misses
 
 

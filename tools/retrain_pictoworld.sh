@@ -9,7 +9,7 @@
 # Trains with the working tree's world, renderer and schedule (about an hour on 2 CPU cores), then
 # REPLACES the bundled weights in the working tree with the candidate's, re-learns the bundled
 # steering files, runs the three acceptance benchmarks (--no-record: figures go to OUT/figures/),
-# the pictoworld one and the default audit again on seeds 5000+ (*seed5000*), the verdict on those
+# the pictoworld one, the unsafe side and the default audit again on seeds 5000+ (*seed5000*), the verdict on those
 # seeds by the tests' own rules (heldout_verdict.py), and the tests. Among several seeds' candidates,
 # choose on the held-out verdict, fixed in advance; the tests' seeds stay held out. Adopt only if the
 # verdict has no miss and then every test passes unchanged; otherwise undo with
@@ -56,6 +56,10 @@ for g in default 7.5; do
   $PY research/pictoworld_acceptance.py --seed 5000 "${guidance[@]}" --n-explicit 64 --n-neutral 128 --no-record \
     --json-out "$F/pictoworld_${g}_seed5000.json" > "$F/pictoworld_${g}_seed5000.txt" 2>&1
 done
+# the world's unsafe side (issue 24): explicit and paraphrased unsafe prompts, planted neutral rates at
+# 256 images each, the oracle's unsafe heads on renders; judged by heldout_verdict.py
+$PY research/pictoworld_unsafe.py "$W" --seed 5000 --n-explicit 64 --n-neutral 256 \
+  --json-out "$F/pictoworld_unsafe_seed5000.json" > "$F/pictoworld_unsafe_seed5000.txt" 2>&1
 rm -rf "$OUT/audit_seed5000"
 # 384 images per prompt, not the default 192: on one default-sized audit an exact model still misses
 # somewhere in a third of runs (benchmarks/audit_rule_power.py); at 384, in under a tenth
