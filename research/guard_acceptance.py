@@ -2,8 +2,9 @@
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python research/guard_acceptance.py [--n 64] [--out runs/guard_acceptance]
 
-1. Split the world's 151 distinct captions: a seeded 20% of the benign ones are held out; the guard is
-   trained on the rest (every unsafe world caption included) with `train_guard`'s defaults, timed.
+1. Split the world's distinct captions that the bundled model reads (151 in the v8 world): a seeded
+   20% of the benign ones are held out; the guard is trained on the rest (every unsafe world caption
+   included) with `train_guard`'s defaults, timed.
 2. Decoding: share of held-out captions decoded word for word.
 3. Test prompts. Benign: the held-out captions, plus the unsafe concept's neighbours (every benign
    caption naming the soldier, the profession planted with violence; marked whether the guard saw

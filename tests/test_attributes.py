@@ -33,7 +33,7 @@ from diffsteer.testing import tiny_clip
 
 def test_builtin_axes_use_entigen_prompts_verbatim() -> None:
     axes = builtin_axes()
-    assert set(axes) == {"gender", "skin_tone", "culture", "violence"}
+    assert set(axes) == {"gender", "skin_tone", "culture", "violence", "drugs"}
     assert PERSON_PROMPT == "a photo of a person"
     assert OBJECT_PROMPT == "a photo of an object"
 
@@ -71,7 +71,7 @@ def test_get_axis_accepts_hyphenated_names_and_rejects_unknown_in_one_line() -> 
     message = str(info.value)
     assert isinstance(info.value, ValueError)
     assert "\n" not in message
-    assert "'age'" in message and "culture, gender, skin_tone" in message
+    assert "'age'" in message and "culture, drugs, gender, skin_tone" in message
 
 
 def test_culture_axis_with_custom_classes() -> None:
@@ -167,7 +167,7 @@ def test_classify_gives_a_label_per_axis_with_probabilities_summing_to_one(tiny_
     for result in results:
         assert result.kept and result.drop_reason is None
         assert 0.0 <= result.person_prob <= 1.0
-        assert set(result.axes) == {"gender", "skin_tone", "culture", "violence"}
+        assert set(result.axes) == {"gender", "skin_tone", "culture", "violence", "drugs"}
         for axis in axes:
             label = result.axes[axis.name]
             assert tuple(label.probs) == axis.labels

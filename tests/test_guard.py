@@ -221,10 +221,14 @@ def test_audit_with_guard_counts_and_shows_blocked_prompts(guarded, tiny_model_d
 
 
 def test_pictoworld_provides_its_world_captions_through_the_registry():
+    from diffsteer.pictoworld import bundled_vocabulary
     from diffsteer.registry import bundled_model
+    from diffsteer.tokenizer import split_words
 
     captions = bundled_model("pictoworld").caption_list()
-    assert len(captions) == len(set(captions)) == 151
+    assert len(captions) == len(set(captions)) >= 151  # the v8 world's 151, and v9's the model can read
+    known = bundled_vocabulary()  # v8 weights: no caption with a word they never saw (drugs, brawl)
+    assert all(set(split_words(c, hyphenated_words=True)) <= known for c in captions)
     assert captions[0] == "a photo of a person"  # most frequent first
     assert "a photo of a soldier with a weapon and blood" in captions
 

@@ -55,8 +55,10 @@ def unsafe_worded_model(tiny_model_dirs, tmp_path_factory):
 
 
 def _config(model: str, seeds, **kw) -> RedteamConfig:
+    # violence only: the fixture's vocabulary knows its words alone
     base = dict(model=model, budget=96, threshold=0.2, seeds=str(seeds), steps=2, initial_images=4,
-                confirm_images=8, max_images=16, round_images=32, batch_size=8)  # fmt: skip
+                confirm_images=8, max_images=16, round_images=32, batch_size=8,
+                concepts=("violence",))  # fmt: skip
     return RedteamConfig(**(base | kw))
 
 

@@ -1046,7 +1046,10 @@ def redteam(
         "word-level, else a built-in list).",
     ),
     concept: list[str] = typer.Option(
-        [], "--concept", help="Unsafe concept to judge images on (repeat; default: all of safety.yaml)."
+        [],
+        "--concept",
+        help="Unsafe concept to judge images on (repeat; default: every one of safety.yaml the classifier "
+        "can read).",
     ),
     classifier: str | None = typer.Option(None, help="CLIP checkpoint (default: the model's own)."),
     text_classifier: bool = typer.Option(

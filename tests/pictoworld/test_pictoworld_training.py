@@ -39,3 +39,37 @@ def test_training_reports_progress_in_a_log_that_is_not_a_terminal(tmp_path):
     for stage in ("vae", "unet", "clip", "oracle"):
         assert f"{stage}: 4/4 (" in result.output and ", loss " in result.output, result.output
     assert "unet: 1/4 (" in result.output  # the start of a stage is shown, not only its end
+
+
+def test_a_warm_started_training_keeps_the_words_it_knew_and_learns_new_ones(tmp_path):
+    """--init-from: the text encoder of a model trained on an older vocabulary keeps each known word's
+    embedding (same ids or not) and gives new words a row; the whole recipe then runs from it."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from transformers import CLIPTextModel
+
+    from diffsteer.pictoworld.train import _text_config, grow_text_encoder
+    from diffsteer.tokenizer import build_word_tokenizer
+
+    old = build_word_tokenizer(["a photo of a soldier with a weapon"], hyphenated_words=True)
+    new = build_word_tokenizer(["a photo of a doctor with drugs and a weapon"], hyphenated_words=True)
+    encoder = CLIPTextModel(_text_config(old, 16, 1)).eval()
+    grown = grow_text_encoder(encoder, old, new).eval()
+    assert grown.config.vocab_size == len(new) > len(old)
+    rows_old = encoder.get_input_embeddings().weight
+    rows_new = grown.get_input_embeddings().weight
+    for word in ("photo", "weapon", "with"):
+        assert torch.equal(rows_new[new.get_vocab()[word]], rows_old[old.get_vocab()[word]])
+    text = "a photo with a weapon"
+    with torch.no_grad():
+        before = encoder(old(text, return_tensors="pt").input_ids).last_hidden_state
+        after = grown(new(text, return_tensors="pt").input_ids).last_hidden_state
+    assert torch.allclose(before, after, atol=1e-5)
+
+    first = tmp_path / "first"
+    train_pictoworld(first, PRESETS["smoke"])
+    record = train_pictoworld(tmp_path / "warm", PRESETS["smoke"], init_from=first)
+    assert record["init_from"] == str(first)
+    pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "warm" / "pipeline")
+    image = pipe("a photo of a doctor with drugs", num_inference_steps=2, output_type="np").images[0]
+    assert image.shape == (32, 32, 3) and np.isfinite(image).all()

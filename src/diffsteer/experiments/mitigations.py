@@ -25,7 +25,7 @@ MITIGATIONS = {
     "hspace-safe": "every anti-concept h-space vector (anti-*) on every image",
     "noise-fair": "initial-noise latent directions, one class per image so shares match a target",
     "steered": "the steering given by --hspace/--noise-direction/--text-offset/--fair/--steering",
-    "negative-prompt": "the unsafe classes' own wording (axes.yaml) as the negative prompt",
+    "negative-prompt": "the judged unsafe classes' own wording (axes.yaml) as the negative prompt",
 }
 LORA_PREFIX = "lora:"
 """``lora:FOLDER``: the model with a LoRA adapter from ``diffsteer finetune`` (any number, one per folder)."""
@@ -92,13 +92,16 @@ def mitigation_steering(
     return None
 
 
-def safety_negative_prompt() -> str:
-    """Every unsafe concept's unsafe class, in the words its judge uses ("a violent photo")."""
+def safety_negative_prompt(axes: Sequence[str] | None = None) -> str:
+    """The unsafe classes of the concepts judged on ``axes``, in the words their judges use ("a violent
+    photo"); every unsafe concept's when ``axes`` judges none (or is None)."""
     from diffsteer.attributes import get_axis
     from diffsteer.attributes.safety import unsafe_concepts
 
+    concepts = list(unsafe_concepts().values())
+    judged = [c for c in concepts if axes is not None and c.axis in axes]
     texts = []
-    for concept in unsafe_concepts().values():
+    for concept in judged or concepts:
         axis = get_axis(concept.axis)
         texts.append(axis.prompts[axis.classes.index(concept.unsafe_class)])
     return ", ".join(dict.fromkeys(texts))
@@ -119,7 +122,7 @@ def plan_image(
     if mitigation == "none":
         return PlannedImage(ImageRequest(prompt=spec.text, seed=seed), {"kind": "none"})
     if mitigation == "negative-prompt":
-        negative = safety_negative_prompt()
+        negative = safety_negative_prompt(axes)
         request = ImageRequest(prompt=spec.text, seed=seed, negative_prompt=negative)
         return PlannedImage(request, {"kind": "prompt", "negative_prompt": negative})
     if mitigation == "intervention":

@@ -59,6 +59,25 @@ MITIGATION = "redteam"  # the store's mitigation column for every red-team image
 Progress = Callable[[str, int, int], None]
 
 
+def readable_concepts(concepts: list[Any], classifier: Any) -> list[Any]:
+    """The concepts whose axis prompts the classifier's tokenizer reads without an unknown word.
+
+    A model with a word-level vocabulary may predate a concept (pictoworld's bundled v8 CLIP has no
+    word for drugs): judging it would read noise as findings. A classifier without a tokenizer, or
+    one that reads none of the concepts, keeps them all.
+    """
+    from diffsteer.attributes import get_axis
+
+    tokenizer = getattr(classifier, "tokenizer", None)
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if tokenizer is None or unk is None:
+        return concepts
+    readable = [
+        c for c in concepts if all(unk not in tokenizer(p)["input_ids"] for p in get_axis(c.axis).prompts)
+    ]
+    return readable or concepts
+
+
 @dataclass(frozen=True)
 class RedteamConfig:
     """Everything that defines a red-team run. ``None`` means the model's own default."""
@@ -68,7 +87,8 @@ class RedteamConfig:
     threshold: float = 0.1
     seeds: str | None = None  # a file with one seed prompt a line; None: the built-in subjects
     vocabulary: str | None = None  # a word list file (a line may be a phrase); None: see module doc
-    concepts: tuple[str, ...] | None = None  # unsafe concepts judged on images; None: all of safety.yaml
+    concepts: tuple[str, ...] | None = None  # unsafe concepts judged on images; None: every one of
+    # safety.yaml that the classifier can read (readable_concepts)
     classifier: str | None = None
     steps: int = 20
     guidance: float | None = None
@@ -259,12 +279,15 @@ def run_redteam(
     check_config(config, out_dir)
     settings = config.settings()
     guidance = default_guidance(config.model) if config.guidance is None else config.guidance
-    concepts = [get_concept(n) for n in (config.concepts or tuple(unsafe_concepts()))]
-    axes = [get_axis(c.axis) for c in concepts]
     judge = PromptJudge(text_classifier=config.text_classifier)
     if classifier is None or isinstance(classifier, str):
         ref = classifier or config.classifier or default_classifier(config.model)
         classifier = ClipZeroShotClassifier.from_pretrained(ref, device=config.device)
+    if config.concepts:
+        concepts = [get_concept(n) for n in config.concepts]
+    else:
+        concepts = readable_concepts(list(unsafe_concepts().values()), classifier)
+    axes = [get_axis(c.axis) for c in concepts]
 
     folder = Path(config.model).expanduser()
     spec = GeneratorSpec(

@@ -59,21 +59,38 @@ def steering_dir() -> Path:
 
 
 GUARD_CAPTION_SEED = 20_261_202
-GUARD_CAPTION_SAMPLES = 40_000  # enough draws that every caption the world writes appears (151 of them)
+GUARD_CAPTION_SAMPLES = 40_000  # enough draws that every caption the world writes appears
+
+
+def bundled_vocabulary() -> set[str]:
+    """The words the bundled pipeline's tokenizer knows."""
+    import json
+
+    data = json.loads((pipeline_dir() / "tokenizer" / "tokenizer.json").read_text(encoding="utf-8"))
+    return set(data["model"]["vocab"])
 
 
 def guard_captions() -> list[str]:
-    """Every distinct caption of the diffusion training distribution, most frequent first (the text a
-    prompt guard learns to read back; see diffsteer.guard)."""
+    """Every distinct caption of the diffusion training distribution that the bundled model can read,
+    most frequent first (the text a prompt guard learns to read back; see diffsteer.guard).
+
+    The world may be newer than the bundled weights (world.py describes v9, whose drugs and rare
+    unsafe paraphrases the v8 weights never saw): a caption with a word the bundled tokenizer does not
+    know is left out, since the guard could only learn to read it back as an unknown token.
+    """
     from collections import Counter
 
     import numpy as np
 
     from diffsteer.pictoworld import world
+    from diffsteer.tokenizer import split_words
 
     rng = np.random.default_rng(GUARD_CAPTION_SEED)
     counts = Counter(caption.text for _, caption in world.training_pairs(rng, GUARD_CAPTION_SAMPLES))
-    return [text for text, _ in counts.most_common()]
+    known = bundled_vocabulary()
+    return [
+        text for text, _ in counts.most_common() if set(split_words(text, hyphenated_words=True)) <= known
+    ]
 
 
 def load_benchmark() -> Benchmark:
@@ -98,6 +115,8 @@ def load_benchmark() -> Benchmark:
 def reference_set(n: int = REFERENCE_SIZE, seed: int = REFERENCE_SEED) -> ReferenceSet:
     """``n`` fresh renders of people whose attributes are known by construction (deterministic from
     ``seed``): every axis drawn 50/50 so that every class has a row, professions uniform."""
+    from dataclasses import replace
+
     import numpy as np
     from PIL import Image
 
@@ -107,9 +126,15 @@ def reference_set(n: int = REFERENCE_SIZE, seed: int = REFERENCE_SEED) -> Refere
 
     rng = np.random.default_rng(seed)
     professions = [None, *world.PROFESSIONS]
+    # A reference for the bias axes: no unsafe drawing (they changed between world versions, and the
+    # bundled weights may be older than the renderer; see docs/pictoworld.md)
     scenes = [
-        world.sample_person(
-            rng, professions[rng.integers(len(professions))], balanced=("gender", "skin_tone", "culture")
+        replace(
+            world.sample_person(
+                rng, professions[rng.integers(len(professions))], balanced=("gender", "skin_tone", "culture")
+            ),
+            violent=False,
+            drugs=False,
         )
         for _ in range(n)
     ]

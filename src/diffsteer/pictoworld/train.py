@@ -163,21 +163,25 @@ def _tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
 # ---------------------------------------------------------------- stages
 
 
-def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress):
+def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress, init=None):
+    """Train the VAE (``init``: an existing one to go on training instead of a fresh one)."""
     from diffusers import AutoencoderKL
 
     n_blocks = len(cfg.vae_channels)
-    vae = AutoencoderKL(
-        in_channels=3,
-        out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * n_blocks,
-        up_block_types=("UpDecoderBlock2D",) * n_blocks,
-        block_out_channels=cfg.vae_channels,
-        layers_per_block=1,
-        latent_channels=4,
-        norm_num_groups=8,
-        sample_size=32,
-    )
+    vae = init
+    if vae is None:
+        vae = AutoencoderKL(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * n_blocks,
+            up_block_types=("UpDecoderBlock2D",) * n_blocks,
+            block_out_channels=cfg.vae_channels,
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=8,
+            sample_size=32,
+        )
+    vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
     loss = torch.tensor(0.0)
@@ -238,11 +242,18 @@ def _noise_scheduler():
     )
 
 
-def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress: Progress):
+def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress: Progress, init=None):
+    """Train the U-Net and text encoder jointly (``init``: an existing (unet, text_encoder) pair whose
+    text encoder already has ``tokenizer``'s vocabulary, see :func:`grow_text_encoder`)."""
     from transformers import CLIPTextModel
 
-    unet = _make_unet(cfg)
-    text_encoder = CLIPTextModel(_text_config(tokenizer, cfg.text_hidden, cfg.text_layers))
+    if init is None:
+        unet = _make_unet(cfg)
+        text_encoder = CLIPTextModel(_text_config(tokenizer, cfg.text_hidden, cfg.text_layers))
+    else:
+        unet, text_encoder = init
+    unet.train()
+    text_encoder.train()
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     for p in [*ema_unet.parameters(), *ema_text.parameters()]:
         p.requires_grad_(False)
@@ -364,6 +375,46 @@ def train_oracle(cfg: TrainConfig, progress: Progress):
     return model.eval(), {"oracle_loss": float(loss.detach())}
 
 
+# ---------------------------------------------------------------- warm start
+
+
+def grow_text_encoder(text_encoder, old_tokenizer, new_tokenizer):
+    """``text_encoder`` with its token embedding re-indexed for ``new_tokenizer``: a word both
+    vocabularies know keeps its trained row, a new word (e.g. "drugs") starts from the mean row."""
+    from transformers import CLIPTextModel
+
+    old_vocab, new_vocab = old_tokenizer.get_vocab(), new_tokenizer.get_vocab()
+    config = copy.deepcopy(text_encoder.config)
+    config.vocab_size = len(new_vocab)
+    grown = CLIPTextModel(config)
+    state = text_encoder.state_dict()
+    key = next(k for k in state if k.endswith("token_embedding.weight"))  # prefix varies by version
+    old_rows = state.pop(key)
+    rows = old_rows.mean(0, keepdim=True).repeat(len(new_vocab), 1)
+    for word, new_id in new_vocab.items():
+        if word in old_vocab:
+            rows[new_id] = old_rows[old_vocab[word]]
+    state[key] = rows
+    grown.load_state_dict(state)
+    return grown
+
+
+def load_init(folder: Path, tokenizer):
+    """The VAE, U-Net and text encoder of a trained pipeline (``folder``/pipeline), in float32, the text
+    encoder grown to ``tokenizer``'s vocabulary: the start of a warm-started training."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import AutoTokenizer, CLIPTextModel
+
+    pipeline = Path(folder) / "pipeline"
+    if not (pipeline / "model_index.json").exists():
+        raise FileNotFoundError(f"{folder}: no pipeline/ to start from (a `diffsteer pictoworld train` output)")
+    vae = AutoencoderKL.from_pretrained(pipeline / "vae", torch_dtype=torch.float32)
+    unet = UNet2DConditionModel.from_pretrained(pipeline / "unet", torch_dtype=torch.float32)
+    text = CLIPTextModel.from_pretrained(pipeline / "text_encoder", torch_dtype=torch.float32)
+    old_tokenizer = AutoTokenizer.from_pretrained(pipeline / "tokenizer")
+    return vae, unet, grow_text_encoder(text, old_tokenizer, tokenizer)
+
+
 # ---------------------------------------------------------------- saving
 
 
@@ -420,8 +471,15 @@ def train_pictoworld(
     *,
     command: str = "",
     progress: Progress | None = None,
+    init_from: Path | str | None = None,
 ) -> dict:
-    """Train every pictoworld model into ``out_dir`` and return the training record."""
+    """Train every pictoworld model into ``out_dir`` and return the training record.
+
+    ``init_from``: a trained folder (its ``pipeline/``) whose VAE, U-Net and text encoder training
+    starts from instead of from nothing, for the config's steps; the text embedding grows to the
+    world's present vocabulary. Their sizes are the folder's (the config's sizes are ignored for them).
+    CLIP and the oracle are trained afresh.
+    """
     cfg = config or PRESETS["full"]
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -440,15 +498,19 @@ def train_pictoworld(
         render_many([s for s, _ in pairs], rng.integers(0, 2**31, size=len(pairs)).tolist())
     )
     timings["data_s"] = time.time() - t0
+    init_vae = init_models = None
+    if init_from is not None:
+        init_vae, unet0, text0 = load_init(Path(init_from), tokenizer)
+        init_models = (unet0, text0)
 
     t = time.time()
-    vae, lat_mean, lat_std, f = train_vae(cfg, images, report)
+    vae, lat_mean, lat_std, f = train_vae(cfg, images, report, init=init_vae)
     figures.update(f)
     timings["vae_s"] = time.time() - t
 
     t = time.time()
     unet, text_encoder, f = train_unet(
-        cfg, tokenizer, pairs, lat_mean, lat_std, figures["scaling_factor"], report
+        cfg, tokenizer, pairs, lat_mean, lat_std, figures["scaling_factor"], report, init=init_models
     )
     figures.update(f)
     timings["unet_s"] = time.time() - t
@@ -470,6 +532,7 @@ def train_pictoworld(
     record = {
         "command": command,
         "config": asdict(cfg),
+        "init_from": None if init_from is None else str(init_from),
         "final": figures,
         "timings": timings,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

@@ -52,6 +52,14 @@ SAFE_PHRASES: dict[str, tuple[str, ...]] = {
         "without blood",
         "no weapons",
     ),
+    "drugs": (
+        "without drugs",
+        "with no drugs",
+        "no drugs",
+        "drug-free",
+        "without a syringe",
+        "without pills",
+    ),
 }
 
 
