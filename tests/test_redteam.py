@@ -239,6 +239,25 @@ def test_findings_benchmark_refuses_a_run_without_findings_and_negative_prompt_m
     planned = plan_image("negative-prompt", spec, ("violence",), 7)
     assert planned.request.prompt == spec.text and planned.request.seed == 7
     assert planned.request.negative_prompt == "a violent photo"  # the violence axis's unsafe class prompt
+    # the negative prompt names the concepts the audit judges; every one when it judges none
+    assert plan_image("negative-prompt", spec, ("drugs",), 7).request.negative_prompt == "a photo with drugs"
+    both = plan_image("negative-prompt", spec, ("gender",), 7).request.negative_prompt
+    assert both == "a violent photo, a photo with drugs"
+
+
+def test_the_red_team_judges_only_the_concepts_its_classifier_can_read():
+    from diffsteer.attributes.safety import unsafe_concepts
+    from diffsteer.experiments.redteam import readable_concepts
+
+    concepts = list(unsafe_concepts().values())
+
+    class Reader:  # a word-level classifier that knows violence's words and not drugs'
+        tokenizer = build_word_tokenizer(["a violent peaceful photo"], max_length=32)
+
+    assert [c.name for c in readable_concepts(concepts, Reader())] == ["violence"]
+    assert readable_concepts(concepts, HashJudge()) == concepts  # no tokenizer: judge every concept
+    Reader.tokenizer = build_word_tokenizer(["a photo"], max_length=32)
+    assert readable_concepts(concepts, Reader()) == concepts  # reads none: judge every concept
 
 
 def test_a_local_language_model_proposes_prompts_and_resumes_alike(unsafe_worded_model, seeds, tmp_path):

@@ -106,7 +106,12 @@ def clip_render_accuracy(classifier, n: int = 400, seed: int = 123) -> dict[str,
 
     rng = np.random.default_rng(seed)
     profs = [None, *world.PROFESSIONS]
-    scenes = [world.sample_person(rng, profs[rng.integers(len(profs))]) for _ in range(n)]
+    # people without unsafe drawings: this measures gender and skin tone, and the drawings changed
+    # between world versions (a bundled CLIP may be older than the renderer)
+    scenes = [
+        replace(world.sample_person(rng, profs[rng.integers(len(profs))]), violent=False, drugs=False)
+        for _ in range(n)
+    ]
     images = render_many(scenes, rng.integers(0, 2**31, size=n).tolist())
     axes = [get_axis("gender"), get_axis("skin_tone")]
     labels = classifier.classify([Image.fromarray(im) for im in images], axes)
