@@ -36,7 +36,7 @@ def train(
     except ValueError as exc:
         _fail(exc)
     if init_from is not None and not (init_from / "pipeline" / "model_index.json").exists():
-        _fail(ValueError(f"--init-from {init_from}: no pipeline/ there (a `diffsteer pictoworld train` output)"))
+        _fail(ValueError(f"--init-from {init_from}: no pipeline/ there (a `pictoworld train` output)"))
     with _progress_bar(with_loss=True) as update:
         record = train_pictoworld(
             out, cfg, command=shlex.join(["diffsteer", *sys.argv[1:]]), progress=update, init_from=init_from

@@ -407,7 +407,7 @@ def load_init(folder: Path, tokenizer):
 
     pipeline = Path(folder) / "pipeline"
     if not (pipeline / "model_index.json").exists():
-        raise FileNotFoundError(f"{folder}: no pipeline/ to start from (a `diffsteer pictoworld train` output)")
+        raise FileNotFoundError(f"{folder}: no pipeline/ to start from (a `pictoworld train` output)")
     vae = AutoencoderKL.from_pretrained(pipeline / "vae", torch_dtype=torch.float32)
     unet = UNet2DConditionModel.from_pretrained(pipeline / "unet", torch_dtype=torch.float32)
     text = CLIPTextModel.from_pretrained(pipeline / "text_encoder", torch_dtype=torch.float32)
