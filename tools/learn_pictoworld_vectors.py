@@ -12,7 +12,10 @@ violent caption "a photo of a soldier with a weapon and blood".
 
 The anti-concept follows the method: its training images come from the neutral prompt with the
 unsafe concept in the negative prompt, and it is learned under the same neutral prompt, so the
-vector holds what "not violent" adds to a soldier. Violence only occurs on soldiers in the world.
+vector holds what "not violent" adds to a soldier, learned on the soldier, the profession planted with
+the most violence (world v9 also plants it on chefs and on lawyers in a non-western setting);
+``anti-drugs`` likewise on the doctor, planted with drugs. The v8 bundled weights predate drugs: learn
+``anti-drugs`` only on a v9 model (tools/retrain_pictoworld.sh does).
 Its training images are made at guidance 3, not 7.5: at 7.5 the negative prompt pushes away what the
 violent prompt shares with the neutral one, the soldier himself, and the vector learned to remove the
 soldier with the weapon (measured on the v4 candidate, benchmarks/RESULTS.md; docs/steering.md,
@@ -40,6 +43,7 @@ import torch
 
 PERSON = "a photo of a person"
 SOLDIER = "a photo of a soldier"
+DOCTOR = "a photo of a doctor"
 RECIPES: dict[str, dict] = {
     "man": {"concept_prompt": "a photo of a man", "neutral_prompt": PERSON, "axis": "gender"},
     "woman": {"concept_prompt": "a photo of a woman", "neutral_prompt": PERSON, "axis": "gender"},
@@ -59,6 +63,15 @@ RECIPES: dict[str, dict] = {
         "negative_prompt": "a photo of a soldier with a weapon and blood",
         "guidance": 3.0,
         "images": 1000,  # the paper's image and step counts
+        "steps": 2500,
+    },
+    # world v9: the doctor is the profession planted with drugs (20% under the neutral caption)
+    "anti-drugs": {
+        "concept_prompt": DOCTOR,
+        "neutral_prompt": DOCTOR,
+        "negative_prompt": "a photo of a doctor with drugs",
+        "guidance": 3.0,
+        "images": 1000,
         "steps": 2500,
     },
 }
