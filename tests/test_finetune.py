@@ -512,3 +512,19 @@ def test_finetune_command_says_where_its_curve_is(tiny_model_dirs, tmp_path):
     assert done.exit_code == 0, done.output
     line = next(ln for ln in done.output.splitlines() if ln.startswith("training curve"))
     assert line.endswith(str(out / "curve.svg")) and (out / "curve.svg").read_text().startswith("<svg")
+
+
+def test_finetune_command_takes_the_lora_scope(tiny_model_dirs, tmp_path):
+    args = ["finetune", "--model", str(tiny_model_dirs["sd1"]), "--classifier", str(tiny_model_dirs["clip"]),
+            "--prompt", "a photo of a cat", "--reward", "test_finetune:brightness", "--iterations", "1",
+            "--prompts-per-iteration", "1", "--images-per-prompt", "2", "--steps", str(STEPS),
+            "--guidance", str(GUIDANCE)]  # fmt: skip
+    bad = runner.invoke(app, [*args, "--lora-scope", "text", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "lora_scope 'text'" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "bad" / "recipe.json").exists()
+    out = tmp_path / "run"
+    done = runner.invoke(app, [*args, "--lora-scope", "cross-attention", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert json.loads((out / "recipe.json").read_text())["lora_scope"] == "cross-attention"
+    with safe_open(str(out / "adapter" / WEIGHT_NAME), "pt") as handle:
+        assert all(".attn2.to_k." in k or ".attn2.to_v." in k for k in handle.keys())
