@@ -130,6 +130,7 @@ def evaluate(out: Path) -> str:
             if not names:
                 continue
             hits_prompt = cells_prompt = hits_agg = cells_agg = inside = old_prompt = old_agg = 0
+            agg_below = agg_above = 0  # aggregate intervals wholly below / above the large-sample value
             held_out = []
             for name in names:
                 for axis, classes in AXES.items():
@@ -166,12 +167,15 @@ def evaluate(out: Path) -> str:
                     lo, hi = m.mean_deviation_ratio_ci95
                     cells_agg += 1
                     hits_agg += bool(lo <= float(true_dr.mean()) <= hi)
+                    agg_below += bool(hi < float(true_dr.mean()))
+                    agg_above += bool(lo > float(true_dr.mean()))
                     olo, ohi = old.plugin_mean_deviation_ratio_ci95
                     old_agg += bool(olo <= float(true_dr.mean()) <= ohi)
             lines.append(
                 f"| {source_truth} | {size} | {len(names)} | {min(held_out):.0f} | "
                 f"{hits_prompt / cells_prompt:.3f} ({hits_prompt}/{cells_prompt}) | "
-                f"{hits_agg / cells_agg:.3f} ({hits_agg}/{cells_agg}) | {inside / cells_prompt:.3f} | "
+                f"{hits_agg / cells_agg:.3f} ({hits_agg}/{cells_agg}) | {agg_below} / {agg_above} | "
+                f"{inside / cells_prompt:.3f} | "
                 f"{old_prompt / cells_prompt:.3f} | {old_agg / cells_agg:.3f} |"
             )
     n_truth = sum(1 for n in labels if n.startswith("truth-"))
@@ -182,8 +186,9 @@ def evaluate(out: Path) -> str:
         f"Blocks finished: {len(audits)} audits ({per_size} images per prompt), {n_truth} truth blocks of "
         f"{TRUTH_BLOCK} images per prompt; 8 professions x 2 axes per audit.\n\n"
         "| truth labels | images/prompt | audits | held-out images/prompt (min) | per-prompt coverage | "
-        "aggregate coverage | estimate inside | old per-prompt coverage | old aggregate coverage |\n"
-        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines)
+        "aggregate coverage | aggregate below / above the truth | estimate inside | "
+        "old per-prompt coverage | old aggregate coverage |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines)
     )
     print(text)
     return text
