@@ -1,13 +1,15 @@
 """Do the audit's 95% deviation-ratio intervals contain the truth as often as they claim? (issue 22)
 
 Run:
-  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coverage.py simulate [--audits 1000] [--write-results]
+  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coverage.py simulate [--audits 1000] [--grid mixed]
+      [--write-results]
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coverage.py generate --out runs/coverage   (long, resumes)
   .venv/bin/python benchmarks/coverage.py evaluate --out runs/coverage [--write-results]
 
 ``simulate`` (item 3a): simulated audits with known shares (diffsteer.metrics.simulation): two classes at
 true shares 0.5-0.9 and three-class cases, 8-192 images per prompt, 1 or 8 prompts, prompts independent
-or sharing each seed's noise; coverage and mean width of the new intervals next to the old ones
+or sharing each seed's noise, and audits whose prompts differ as pictoworld's professions do (``--grid
+mixed`` runs only those); coverage and mean width of the new intervals next to the old ones
 (percentile bootstrap of the plug-in, images redrawn per prompt), and compare's paired and unpaired
 intervals of a difference between two runs on the same seeds.
 
@@ -128,6 +130,7 @@ def evaluate(out: Path) -> str:
             if not names:
                 continue
             hits_prompt = cells_prompt = hits_agg = cells_agg = inside = old_prompt = old_agg = 0
+            agg_below = agg_above = 0  # aggregate intervals wholly below / above the large-sample value
             held_out = []
             for name in names:
                 for axis, classes in AXES.items():
@@ -164,12 +167,15 @@ def evaluate(out: Path) -> str:
                     lo, hi = m.mean_deviation_ratio_ci95
                     cells_agg += 1
                     hits_agg += bool(lo <= float(true_dr.mean()) <= hi)
+                    agg_below += bool(hi < float(true_dr.mean()))
+                    agg_above += bool(lo > float(true_dr.mean()))
                     olo, ohi = old.plugin_mean_deviation_ratio_ci95
                     old_agg += bool(olo <= float(true_dr.mean()) <= ohi)
             lines.append(
                 f"| {source_truth} | {size} | {len(names)} | {min(held_out):.0f} | "
                 f"{hits_prompt / cells_prompt:.3f} ({hits_prompt}/{cells_prompt}) | "
-                f"{hits_agg / cells_agg:.3f} ({hits_agg}/{cells_agg}) | {inside / cells_prompt:.3f} | "
+                f"{hits_agg / cells_agg:.3f} ({hits_agg}/{cells_agg}) | {agg_below} / {agg_above} | "
+                f"{inside / cells_prompt:.3f} | "
                 f"{old_prompt / cells_prompt:.3f} | {old_agg / cells_agg:.3f} |"
             )
     n_truth = sum(1 for n in labels if n.startswith("truth-"))
@@ -180,8 +186,9 @@ def evaluate(out: Path) -> str:
         f"Blocks finished: {len(audits)} audits ({per_size} images per prompt), {n_truth} truth blocks of "
         f"{TRUTH_BLOCK} images per prompt; 8 professions x 2 axes per audit.\n\n"
         "| truth labels | images/prompt | audits | held-out images/prompt (min) | per-prompt coverage | "
-        "aggregate coverage | estimate inside | old per-prompt coverage | old aggregate coverage |\n"
-        "|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines)
+        "aggregate coverage | aggregate below / above the truth | estimate inside | "
+        "old per-prompt coverage | old aggregate coverage |\n"
+        "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(lines)
     )
     print(text)
     return text
@@ -194,53 +201,84 @@ THREE_CLASS = ((0.4, 0.35, 0.25), (0.6, 0.2, 0.2))
 IMAGES = (8, 16, 64, 192)
 PROMPTS = (1, 8)
 PAIRS = (((0.7, 0.3), (0.6, 0.4)), ((0.5, 0.5), (0.5, 0.5)), ((0.9, 0.1), (0.55, 0.45)))
+# Audits whose prompts differ, as pictoworld's do: the planted first-class shares of the eight
+# professions (doctor, nurse, pilot, soldier, hairdresser, lawyer, chef, painter) on gender and skin tone.
+# On gender the skewed prompts lean both ways (nurse and hairdresser towards women).
+MIXED = {
+    "pictoworld gender": (0.85, 0.15, 0.85, 0.90, 0.20, 0.50, 0.50, 0.50),
+    "pictoworld skin tone": (0.50, 0.50, 0.80, 0.50, 0.25, 0.85, 0.50, 0.50),
+}
+MIXED_IMAGES = (16, 32, 64)
+_COLUMNS = (
+    "| true shares | true mean DR | prompts | correlated | images/prompt | coverage (mean DR) | "
+    "interval below / above the truth | width | per-prompt coverage | estimate inside | mean estimate | "
+    "old coverage | old width | old mean estimate | oracle width |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
+)
 
 
-def simulate(n_audits: int, n_boot: int) -> str:
+def _cell_row(name: str, r) -> str:
+    return (
+        f"| {name} | {r.true_mean_dr:.2f} | {r.prompts} | {'yes' if r.correlated else 'no'} | {r.images} | "
+        f"**{r.coverage:.3f}** | {r.below:.3f} / {r.above:.3f} | {r.width:.3f} | {r.prompt_coverage:.3f} | "
+        f"{r.point_inside:.3f} | {r.mean_estimate:.3f} | {r.old_coverage:.3f} | {r.old_width:.3f} | "
+        f"{r.old_mean_estimate:.3f} | {r.oracle_width:.3f} |"
+    )
+
+
+def simulate(n_audits: int, n_boot: int, grid: str = "all") -> str:
     from diffsteer.metrics.simulation import simulate_cell, simulate_paired_difference
 
-    cells = [((s, 1 - s)) for s in TWO_CLASS] + list(THREE_CLASS)
-    rows = []
     started = time.time()
-    for shares in cells:
-        for prompts in PROMPTS:
-            for correlated in (False, True) if prompts > 1 else (False,):
-                for images in IMAGES:
-                    r = simulate_cell(
-                        shares, prompts, images, correlated, n_audits, n_boot, seed=images + prompts
-                    )
-                    rows.append(
-                        f"| {'/'.join(f'{x:g}' for x in shares)} | {r.true_mean_dr:.2f} | {prompts} | "
-                        f"{'yes' if correlated else 'no'} | {images} | **{r.coverage:.3f}** | "
-                        f"{r.width:.3f} | "
-                        f"{r.prompt_coverage:.3f} | {r.point_inside:.3f} | {r.mean_estimate:.3f} | "
-                        f"{r.old_coverage:.3f} | {r.old_width:.3f} | {r.old_mean_estimate:.3f} | "
-                        f"{r.oracle_width:.3f} |"
-                    )
-                    print(rows[-1], flush=True)
-    pair_rows = []
-    for a, b in PAIRS:
-        for images in (16, 64):
-            r = simulate_paired_difference(a, b, 8, images, n_audits, n_boot, seed=images)
-            pair_rows.append(
-                f"| {a[0]:g} -> {b[0]:g} | {r['true_difference']:+.2f} | {images} | "
-                f"**{r['paired_coverage']:.3f}** | {r['paired_width']:.3f} | "
-                f"{r['unpaired_coverage']:.3f} | {r['unpaired_width']:.3f} |"
-            )
-            print(pair_rows[-1], flush=True)
-    return (
-        f"{n_audits} simulated audits per cell, {n_boot} redraws each; {time.time() - started:.0f} s on one "
-        "core. Correlated: every prompt's label on a seed shares a latent normal (correlation 0.9 between "
-        "prompts' latents), as pictoworld's seeds do.\n\n"
-        "| true shares | true mean DR | prompts | correlated | images/prompt | coverage (mean DR) | width | "
-        "per-prompt coverage | estimate inside | mean estimate | old coverage | old width | "
-        "old mean estimate | oracle width |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n"
-        + "\n".join(rows)
-        + "\n\n`compare` of two runs on the same seeds (8 prompts, correlated), interval of the change in "
-        "mean DR, B - A:\n\n| first share A -> B | true change | images/prompt | paired coverage | "
-        "paired width | unpaired coverage | unpaired width |\n|---|---|---|---|---|---|---|\n"
-        + "\n".join(pair_rows)
+    header = (
+        f"{n_audits} simulated audits per cell, {n_boot} redraws each. Correlated: every prompt's label on "
+        "a seed shares a latent normal (correlation 0.9 between prompts' latents), as pictoworld's seeds do."
+        "\n\n"
     )
+    parts = []
+    if grid == "all":
+        rows = []
+        for shares in [(s, 1 - s) for s in TWO_CLASS] + list(THREE_CLASS):
+            for prompts in PROMPTS:
+                for correlated in (False, True) if prompts > 1 else (False,):
+                    for images in IMAGES:
+                        r = simulate_cell(
+                            shares, prompts, images, correlated, n_audits, n_boot, seed=images + prompts
+                        )
+                        rows.append(_cell_row("/".join(f"{x:g}" for x in shares), r))
+                        print(rows[-1], flush=True)
+        parts.append(_COLUMNS + "\n".join(rows))
+    rows = []
+    for name, first in MIXED.items():
+        table = tuple((s, 1 - s) for s in first)
+        for correlated in (False, True):
+            for images in MIXED_IMAGES:
+                r = simulate_cell(table, len(table), images, correlated, n_audits, n_boot, seed=images + 1)
+                rows.append(_cell_row(name, r))
+                print(rows[-1], flush=True)
+    parts.append(
+        "Prompts that differ (pictoworld's planted shares, " + "; ".join(
+            f"{name}: first-class shares {'/'.join(f'{x:g}' for x in first)}" for name, first in MIXED.items()
+        ) + "):\n\n" + _COLUMNS + "\n".join(rows)
+    )
+    if grid == "all":
+        pair_rows = []
+        for a, b in PAIRS:
+            for images in (16, 64):
+                r = simulate_paired_difference(a, b, 8, images, n_audits, n_boot, seed=images)
+                pair_rows.append(
+                    f"| {a[0]:g} -> {b[0]:g} | {r['true_difference']:+.2f} | {images} | "
+                    f"**{r['paired_coverage']:.3f}** | {r['paired_width']:.3f} | "
+                    f"{r['unpaired_coverage']:.3f} | {r['unpaired_width']:.3f} |"
+                )
+                print(pair_rows[-1], flush=True)
+        parts.append(
+            "`compare` of two runs on the same seeds (8 prompts, correlated), interval of the change in "
+            "mean DR, B - A:\n\n| first share A -> B | true change | images/prompt | paired coverage | "
+            "paired width | unpaired coverage | unpaired width |\n|---|---|---|---|---|---|---|\n"
+            + "\n".join(pair_rows)
+        )
+    return header.replace("each.", f"each; {time.time() - started:.0f} s on one core.") + "\n\n".join(parts)
 
 
 def _append_results(title: str, command: str, body: str) -> None:
@@ -258,13 +296,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--audits", type=int, default=1000, help="simulated audits per cell")
     parser.add_argument("--boot", type=int, default=1000, help="redraws per simulated audit")
     parser.add_argument("--write-results", action="store_true", help="append the table to RESULTS.md")
+    parser.add_argument(
+        "--grid", choices=("all", "mixed"), default="all",
+        help="simulate: the whole grid, or only the audits whose prompts differ (minutes, not half an hour)",
+    )
     args = parser.parse_args(argv)
     command = "python benchmarks/coverage.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.mode == "generate":
         generate(args.out, args.rounds, args.extra_truth)
         return 0
     if args.mode == "simulate":
-        body, title = simulate(args.audits, args.boot), "coverage of the DR intervals, simulated (issue 22)"
+        body = simulate(args.audits, args.boot, args.grid)
+        title = "coverage of the DR intervals, simulated (issue 22)"
     else:
         body, title = evaluate(args.out), "coverage of the DR intervals on pictoworld (issue 22)"
     if args.mode == "simulate":

@@ -103,6 +103,27 @@ def test_adapter_loads_in_plain_diffusers_and_equals_diffsteer_generate(
     adapters, tiny_model_dirs, tmp_path, kind, method
 ):
     result = adapters[(kind, method)]
+    meta, keys = _trained_adapter(result, tiny_model_dirs[kind], method)
+    assert meta["lora_scope"] == "all"  # the default: every attention projection, self and cross
+    assert any(".attn1.to_q." in k for k in keys) and any(".attn2.to_out.0." in k for k in keys)
+    _loads_in_plain_diffusers_as_in_diffsteer(result, tiny_model_dirs[kind], tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+def test_cross_attention_adapter_changes_only_the_text_keys_and_values_and_loads_in_plain_diffusers(
+    tiny_model_dirs, tmp_path, kind
+):
+    result = _train(tiny_model_dirs[kind], tmp_path / "run", method="sft", lora_scope="cross-attention")
+    meta, keys = _trained_adapter(result, tiny_model_dirs[kind], "sft")
+    assert meta["lora_scope"] == "cross-attention"
+    assert json.loads(meta["recipe"])["lora_scope"] == "cross-attention"
+    assert keys and all(".attn2.to_k.lora" in k or ".attn2.to_v.lora" in k for k in keys), keys
+    assert any(".attn2.to_k." in k for k in keys) and any(".attn2.to_v." in k for k in keys)
+    _loads_in_plain_diffusers_as_in_diffsteer(result, tiny_model_dirs[kind], tmp_path)
+
+
+def _trained_adapter(result, model_dir, method):
+    """The adapter file's metadata and tensor names, after checking the two updates it had."""
     assert len(result.history) == 2
     assert all(math.isfinite(row["reward"]) and math.isfinite(row["kl"]) for row in result.history)
     assert result.history[-1]["kl"] > 0  # after one update the adapter is away from the frozen model
@@ -111,11 +132,16 @@ def test_adapter_loads_in_plain_diffusers_and_equals_diffsteer_generate(
         meta = handle.metadata()
         keys = list(handle.keys())
     assert meta["method"] == method and json.loads(meta["recipe"])["kl_coef"] == 0.1
-    assert meta["base_model"] == str(tiny_model_dirs[kind]) and meta["fingerprint"]
+    assert meta["base_model"] == str(model_dir) and meta["fingerprint"]
     assert all(k.startswith("unet.") and "lora" in k for k in keys)
+    return meta, keys
 
+
+def _loads_in_plain_diffusers_as_in_diffsteer(result, model_dir, tmp_path):
+    """Plain diffusers' load_lora_weights changes the images; diffsteer's generate --lora gives the same."""
+    kind_dir = str(model_dir)
     prompt, seeds = "a photo of a cat", [5, 6]
-    plain = load_pipeline(str(tiny_model_dirs[kind]))
+    plain = load_pipeline(kind_dir)
     plain.set_progress_bar_config(disable=True)
     base = plain(
         prompt=[prompt] * 2,
@@ -138,7 +164,7 @@ def test_adapter_loads_in_plain_diffusers_and_equals_diffsteer_generate(
     paths = generate_preview(
         prompt,
         tmp_path / "look",
-        model=str(tiny_model_dirs[kind]),
+        model=kind_dir,
         n=2,
         seed=5,
         steps=STEPS,
@@ -434,6 +460,22 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tm
             assert torch.allclose(a.get_tensor(key), b.get_tensor(key), atol=1e-6), key
     with pytest.raises(FinetuneError, match="another recipe"):
         _train(model, tmp_path / "cut", iterations=3, kl_coef=0.5)
+    with pytest.raises(FinetuneError, match="lora_scope"):
+        _train(model, tmp_path / "cut", iterations=3, lora_scope="cross-attention")
+
+
+def test_run_folder_from_before_the_lora_scope_option_still_resumes(tiny_model_dirs, tmp_path):
+    """A recipe.json written before --lora-scope existed (no such key) is the default scope's recipe."""
+    model = tiny_model_dirs["sd1"]
+    first = _train(model, tmp_path / "run", iterations=2)
+    recipe_file = tmp_path / "run" / "recipe.json"
+    old = json.loads(recipe_file.read_text())
+    del old["lora_scope"]
+    recipe_file.write_text(json.dumps(old))
+    again = _train(model, tmp_path / "run", iterations=2)  # resumes from its checkpoint: no new update
+    assert again.history == first.history
+    with pytest.raises(FinetuneError, match="lora_scope"):
+        _train(model, tmp_path / "run", iterations=2, lora_scope="cross-attention")
 
 
 def test_bad_recipes_and_prompts_fail_in_one_line_naming_the_parameter():
@@ -443,6 +485,8 @@ def test_bad_recipes_and_prompts_fail_in_one_line_naming_the_parameter():
         _recipe("m", method="ppo").check()
     with pytest.raises(FinetuneError, match="eta"):
         _recipe("m", eta=0.0).check()
+    with pytest.raises(FinetuneError, match="lora_scope 'text'.*all or cross-attention"):
+        _recipe("m", lora_scope="text").check()
     assert parse_prompt("a photo of a nurse::culture=non-western").attributes == {"culture": "non-western"}
     with pytest.raises(FinetuneError, match="--prompt"):
         parse_prompt("a photo::culture")
@@ -468,3 +512,19 @@ def test_finetune_command_says_where_its_curve_is(tiny_model_dirs, tmp_path):
     assert done.exit_code == 0, done.output
     line = next(ln for ln in done.output.splitlines() if ln.startswith("training curve"))
     assert line.endswith(str(out / "curve.svg")) and (out / "curve.svg").read_text().startswith("<svg")
+
+
+def test_finetune_command_takes_the_lora_scope(tiny_model_dirs, tmp_path):
+    args = ["finetune", "--model", str(tiny_model_dirs["sd1"]), "--classifier", str(tiny_model_dirs["clip"]),
+            "--prompt", "a photo of a cat", "--reward", "test_finetune:brightness", "--iterations", "1",
+            "--prompts-per-iteration", "1", "--images-per-prompt", "2", "--steps", str(STEPS),
+            "--guidance", str(GUIDANCE)]  # fmt: skip
+    bad = runner.invoke(app, [*args, "--lora-scope", "text", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "lora_scope 'text'" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "bad" / "recipe.json").exists()
+    out = tmp_path / "run"
+    done = runner.invoke(app, [*args, "--lora-scope", "cross-attention", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert json.loads((out / "recipe.json").read_text())["lora_scope"] == "cross-attention"
+    with safe_open(str(out / "adapter" / WEIGHT_NAME), "pt") as handle:
+        assert all(".attn2.to_k." in k or ".attn2.to_v." in k for k in handle.keys())

@@ -43,7 +43,8 @@ def test_the_estimate_is_corrected_downwards_and_kept_inside_its_interval() -> N
 
 
 # A seeded, fast version of benchmarks/coverage.py's grid: two classes near and far from balance, three
-# classes, one prompt and eight, prompts independent and sharing each seed's noise (correlation 0.9).
+# classes, one prompt and eight, prompts independent and sharing each seed's noise (correlation 0.9),
+# and one audit whose prompts differ.
 GRID = [
     ((0.5, 0.5), 16, 8, True),
     ((0.5, 0.5), 64, 8, False),
@@ -56,6 +57,8 @@ GRID = [
     ((0.9, 0.1), 64, 1, False),
     ((0.4, 0.35, 0.25), 16, 8, True),
     ((1 / 3, 1 / 3, 1 / 3), 64, 8, False),
+    # prompts that differ: pictoworld's planted gender shares, five skewed both ways and three balanced
+    (tuple((s, 1 - s) for s in (0.85, 0.15, 0.85, 0.9, 0.2, 0.5, 0.5, 0.5)), 32, 8, True),
 ]
 
 

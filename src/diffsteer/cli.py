@@ -1262,6 +1262,11 @@ def finetune(
     guidance: float | None = _GUIDANCE,
     eta: float = typer.Option(1.0, help="DDIM eta of the stochastic sampler (0 < eta <= 1)."),
     rank: int = typer.Option(4, help="LoRA rank on the U-Net's attention projections."),
+    lora_scope: str = typer.Option(
+        "all",
+        help="all: every attention projection (self and cross) | cross-attention: only the cross-attention's "
+        "key and value projections (attn2.to_k, attn2.to_v), which act on the text tokens alone.",
+    ),
     learning_rate: float = typer.Option(3e-4),
     kl_coef: float = typer.Option(0.01, help="Weight of the KL to the frozen model."),
     timesteps_per_sample: int | None = typer.Option(None, help="Denoising steps per trajectory in the loss."),
@@ -1304,6 +1309,7 @@ def finetune(
             guidance=guidance,
             eta=eta,
             rank=rank,
+            lora_scope=lora_scope,
             learning_rate=learning_rate,
             kl_coef=kl_coef,
             timesteps_per_sample=timesteps_per_sample,

@@ -36,9 +36,13 @@ from PIL import Image
 
 from diffsteer.experiments.rewards import Reward, TrainingPrompt
 from diffsteer.runs.atomic import atomic_write_bytes, atomic_write_text
+from diffsteer.steering.lora import LORA_SCOPES
 from diffsteer.summary import AdapterCurve, FinetuneSection
 
 METHODS = ("dpok", "sft")
+# Recipe fields added after run folders were first written, at the value that was the behaviour before:
+# an older recipe.json without them is the same recipe (so its run still resumes).
+ADDED_FIELDS: dict[str, Any] = {"lora_scope": "all"}
 MIN_SIGMA_SHARE = 0.1  # see StochasticDDIM.policy_steps
 RECIPE_FILE = "recipe.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -70,6 +74,7 @@ class FinetuneRecipe:
     guidance: float = 7.5
     eta: float = 1.0
     rank: int = 4
+    lora_scope: str = "all"  # which projections the adapter changes (steering.lora.LORA_SCOPES)
     learning_rate: float = 3e-4
     kl_coef: float = 0.01
     timesteps_per_sample: int | None = None  # None: every step of the trajectory enters the loss
@@ -82,6 +87,8 @@ class FinetuneRecipe:
         """One-line errors naming the parameter, before any model is loaded."""
         if self.method not in METHODS:
             raise FinetuneError(f"method {self.method!r}: choose {' or '.join(METHODS)}")
+        if self.lora_scope not in LORA_SCOPES:
+            raise FinetuneError(f"lora_scope {self.lora_scope!r}: choose {' or '.join(LORA_SCOPES)}")
         if not self.prompts:
             raise FinetuneError("prompts: give at least one training prompt")
         positive = {
@@ -418,7 +425,7 @@ def _check_recipe(out: Path, recipe_json: dict[str, Any]) -> None:
     if not path.exists():
         atomic_write_text(path, json.dumps(recipe_json, indent=2, sort_keys=True))
         return
-    recorded = json.loads(path.read_text())
+    recorded = {**ADDED_FIELDS, **json.loads(path.read_text())}
     if recorded != recipe_json:
         differs = sorted(k for k in set(recorded) | set(recipe_json) if recorded.get(k) != recipe_json.get(k))
         raise FinetuneError(
@@ -478,7 +485,7 @@ def finetune(
     _check_recipe(out, recipe_json)
 
     torch.manual_seed(recipe.seed)  # the adapter's initial A matrices
-    add_lora(pipe.unet, rank=recipe.rank)
+    add_lora(pipe.unet, rank=recipe.rank, scope=recipe.lora_scope)
     params = lora_parameters(pipe.unet)
     optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=0.0)
     sampler = StochasticDDIM(pipe.scheduler.config, recipe.steps, recipe.eta)
@@ -527,6 +534,7 @@ def finetune(
     metadata = {
         "method": recipe.method,
         "reward": recipe.reward,
+        "lora_scope": recipe.lora_scope,
         "recipe": recipe_json,
         **base,
         "final": history[-1] if history else {},
@@ -685,6 +693,7 @@ def run_finetune(
     guidance: float | None = None,
     eta: float = 1.0,
     rank: int = 4,
+    lora_scope: str = "all",
     learning_rate: float = 3e-4,
     kl_coef: float = 0.01,
     timesteps_per_sample: int | None = None,
@@ -717,6 +726,7 @@ def run_finetune(
         guidance=guidance,
         eta=eta,
         rank=rank,
+        lora_scope=lora_scope,
         learning_rate=learning_rate,
         kl_coef=kl_coef,
         timesteps_per_sample=timesteps_per_sample,

@@ -29,10 +29,11 @@ prompt starts from the same noise, so a fair audit's prompts all lean the same w
 Because the test at m = 0 is a test of exact balance, 0 is inside the interval for a fair model 97.5%
 of the time, with no boundary problem; far from balance the interval is about a normal one. Which
 prompts carry which part of m is a nuisance: the low end uses the estimates' spread shrunk toward equal
-(empirical Bayes), the high end an even spread, the least favourable one (the estimate's expectation is
-convex in a prompt's DR), with only the favoured class deviating for 3+ classes. The correlations are
-noisy at 8-16 seeds and that noise only ever widens the spread at balance, so they are shrunk toward
-their mean (empirical Bayes), and the mean is raised by half a standard error. Simulated coverage, per
+(empirical Bayes), with prompts that may be balanced placed at 0, the high end an even spread, the least
+favourable one (the estimate's expectation is convex in a prompt's DR), with only the favoured class
+deviating for 3+ classes. The correlations are noisy at 8-16 seeds and that noise matters, so they are
+shrunk toward what one latent factor per seed gives prompts of their shares (empirical Bayes), whose
+average is raised by half a standard error. Simulated coverage, per
 cell: benchmarks/RESULTS.md, docs/intervals.md. The interval of a difference between two runs is in
 :mod:`diffsteer.metrics.difference`.
 """
@@ -163,6 +164,7 @@ CORRELATION_CAUTION = 0.5
 # Tests per end of the test inversion (see _invert), the first ones halving the bracket.
 _INVERSION_STEPS = 10
 _BISECTION_FIRST = 4
+_LEGENDRE = np.polynomial.legendre.leggauss(16)
 
 
 def _check_level(level: float) -> None:
@@ -189,6 +191,7 @@ class _Run:
     lean: np.ndarray  # (..., P, C) the direction each prompt deviates in, scaled to DR 1
     lean_even: np.ndarray  # (..., P, C) the same with only its leading class deviating, the rest even
     offsets: np.ndarray  # (..., P) each prompt's estimate minus the mean, shrunk toward 0 (see _prepare)
+    low_end_offsets: np.ndarray  # (..., P) the same with possibly balanced prompts at 0 (see _prepare)
     replicate_shares: np.ndarray  # (B, ..., P, C) class shares of each redraw
 
 
@@ -237,6 +240,12 @@ def _prepare(counts_pc: ArrayLike, replicates: ArrayLike) -> _Run:
     spread = (deviations**2).sum(axis=-1) / np.maximum(n_valid[..., 0] - 1, 1)
     with np.errstate(invalid="ignore", divide="ignore"):
         keep = np.where(spread > 0, np.clip(1.0 - noise / spread, 0.0, 1.0), 0.0)
+    # Where the prompts differ, the mean's low end places each at its estimate, except a prompt that may be
+    # balanced, which it places at 0: such an estimate is biased up, and the estimate's expectation is
+    # flat near 0, so DR lent to a possibly balanced prompt would make the tested mean look smaller than
+    # it is and push the low end up past the truth (pictoworld's gender: 5 skewed, 3 balanced).
+    placed = np.where(valid & sure, estimate, 0.0)
+    placed = np.where(valid, placed - (weights * placed).sum(axis=-1, keepdims=True), 0.0)
     return _Run(
         n=n,
         weights=weights,
@@ -244,6 +253,7 @@ def _prepare(counts_pc: ArrayLike, replicates: ArrayLike) -> _Run:
         lean=lean,
         lean_even=lean_even,
         offsets=keep[..., None] * deviations,
+        low_end_offsets=keep[..., None] * placed,
         replicate_shares=rep_shares,
     )
 
@@ -269,6 +279,49 @@ def _config_shares(run: _Run, mean: np.ndarray, offsets: np.ndarray, lean: np.nd
     return shares / shares.sum(axis=-1, keepdims=True)
 
 
+def _implied_correlation(threshold: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """Correlations ``(..., Q, Q)`` of the indicators {X_p < h_p} of Q standard normals that share one
+    factor (every pair correlates ``rho``, shape ``(...)``); ``threshold`` ``(..., Q)`` holds the h_p.
+
+    Plackett's identity: the derivative of P(X < h, Y < k) in the correlation is the bivariate normal
+    density at (h, k), so the indicators' covariance is that density integrated from 0 to rho
+    (Gauss-Legendre, 16 nodes: exact to about 1e-6 for |rho| < 0.999).
+    """
+    nodes, weights = _LEGENDRE
+    h = threshold[..., :, None, None]
+    k = threshold[..., None, :, None]
+    r = rho[..., None, None, None] * (nodes + 1) / 2
+    one_less = 1 - r * r
+    density = np.exp(-(h * h - 2 * r * h * k + k * k) / (2 * one_less)) / (2 * np.pi * np.sqrt(one_less))
+    covariance = rho[..., None, None] / 2 * (density * weights).sum(axis=-1)
+    p = special.ndtr(threshold)
+    sd = np.sqrt(p * (1 - p))
+    return covariance / (sd[..., :, None] * sd[..., None, :])
+
+
+def _one_factor_target(shares: np.ndarray, n: np.ndarray, goal: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """The correlations ``(..., Q, Q)`` that one latent factor per seed gives prompts of these leading-class
+    ``shares`` ``(..., Q)``, its strength chosen so that they average ``goal`` ``(...)`` over ``pairs``.
+
+    A seed's noise pushes every prompt the same way, but how far a prompt's share follows depends on
+    its shares: two balanced prompts correlate more than a 0.85 and a 0.15 one under the same factor
+    (0.71 against 0.18 at a latent correlation of 0.9). Shares are Agresti-Coull adjusted (z^2/2 images
+    moved toward balance), so a prompt with every image in one class still gets a correlation.
+    """
+    z2 = _z(LEVEL, 2) ** 2
+    threshold = special.ndtri((shares * n + z2 / 2) / (n + z2))
+    count = np.maximum(pairs.sum(axis=(-2, -1)), 1)
+    low = np.full(goal.shape, -0.99)
+    high = np.full(goal.shape, 0.999)
+    for _ in range(30):  # the average implied correlation grows with the factor's strength
+        rho = (low + high) / 2
+        average = np.where(pairs, _implied_correlation(threshold, rho), 0.0).sum(axis=(-2, -1)) / count
+        below = average < goal
+        low = np.where(below, rho, low)
+        high = np.where(below, high, rho)
+    return _implied_correlation(threshold, high)
+
+
 def _seed_noise(runs: list[_Run], cautious: bool) -> np.ndarray:
     """Standard normal draws ``(..., G, Q, C)``, correlated across the Q prompts of all runs as the seeds
     make the prompts' class shares correlate.
@@ -276,22 +329,28 @@ def _seed_noise(runs: list[_Run], cautious: bool) -> np.ndarray:
     The correlation between two prompts is that of their shares of the audit's leading class (the one
     whose deviation drives the DR) over the redraws by seed, which pick every prompt of a seed
     together: prompts that share each seed's noise correlate, prompts redrawn apart do not. Where a
-    prompt's share never varies over the redraws (every image in one class) it shows none; it gets
-    the mean correlation (1 if there is none to average: every prompt moving as one, the widest case).
+    prompt's share never varies over the redraws (every image in one class) it shows none and gets
+    the target below (1 if no pair varies: every prompt moving as one, the widest case).
 
     Each pair's correlation comes from the audit's S seeds, so it is noisy, and the noise matters: at
     balance a prompt's DR moves with the square of its share's deviation, so a correlation of either
-    sign widens the mean's spread. Empirical Bayes: the pairs are pulled toward their mean correlation
-    by the share of their spread that sampling noise, (1 - r^2)^2 / (S - 1), explains. The mean itself
-    is uncertain too; with ``cautious`` (the mean of one run, where more correlation only widens) it is
-    taken half a standard error higher, which at 8-16 seeds keeps the spread from being too small.
+    sign widens the mean's spread, and one too low leaves the mean's upper tail too short. Empirical
+    Bayes: the pairs are pulled toward a target by the share of their spread about it that sampling
+    noise, (1 - r^2)^2 / (S - 1), explains. For one run the target is what one latent factor per seed
+    gives prompts of their shares (:func:`_one_factor_target`), so that a skewed prompt and a balanced
+    one are not pulled toward the correlation of two balanced ones; for the joint redraws of two runs
+    (a difference), which may be paired or not, it is the pairs' mean correlation. The target's level is
+    uncertain too; with ``cautious`` (the mean of one run, where more correlation only widens) its
+    average is taken half a standard error above the pairs' mean, which at 8-16 seeds keeps the spread
+    from being too small.
     """
     reps = np.concatenate([r.replicate_shares for r in runs], axis=-2)  # (B, ..., Q, C)
     n_classes = reps.shape[-1]
     pooled = reps.mean(axis=(0, -2))  # (..., C)
     lead = np.abs(pooled - 1.0 / n_classes).argmax(axis=-1)
     share = np.take_along_axis(reps, np.broadcast_to(lead[None, ..., None, None], (*reps.shape[:-1], 1)), -1)
-    centred = share[..., 0] - share[..., 0].mean(axis=0, keepdims=True)  # (B, ..., Q)
+    share = share[..., 0]  # (B, ..., Q)
+    centred = share - share.mean(axis=0, keepdims=True)
     cov = np.einsum("b...p,b...q->...pq", centred, centred) / max(reps.shape[0] - 1, 1)
     var = np.diagonal(cov, axis1=-2, axis2=-1)
     moves = var > 1e-12
@@ -303,20 +362,27 @@ def _seed_noise(runs: list[_Run], cautious: bool) -> np.ndarray:
     known = off_diagonal.sum(axis=(-2, -1))
     pairs = np.maximum(known, 1)
     mean_corr = np.where(known > 0, np.where(off_diagonal, corr, 0.0).sum(axis=(-2, -1)) / pairs, 1.0)
-    seeds = np.concatenate([r.n for r in runs], axis=-1).max(axis=-1)
+    n = np.concatenate([r.n for r in runs], axis=-1)
+    seeds = n.max(axis=-1)
     noise_var = np.where(off_diagonal, (1 - corr**2) ** 2, 0.0).sum(axis=(-2, -1)) / pairs
     noise_var = np.where(known > 0, noise_var, 1.0) / np.maximum(seeds - 1, 1)
-    spread = np.where(off_diagonal, (corr - mean_corr[..., None, None]) ** 2, 0.0).sum(axis=(-2, -1)) / pairs
-    with np.errstate(invalid="ignore", divide="ignore"):
-        keep = np.where(spread > 0, np.clip(1.0 - noise_var / spread, 0.0, 1.0), 0.0)
+    goal = mean_corr
     if cautious:
         # half a standard error of the mean of independent pairs (calibrated by simulation: at 8 seeds
         # a whole one makes the interval wider than it needs to be, none leaves it too narrow)
         standard_error = np.sqrt(noise_var / (pairs / 2))
         raised = np.minimum(mean_corr + CORRELATION_CAUTION * standard_error, 1.0)
-        mean_corr = np.where(known > 0, raised, mean_corr)
-    corr = mean_corr[..., None, None] + keep[..., None, None] * (corr - mean_corr[..., None, None])
-    corr = np.clip(np.where(both, corr, mean_corr[..., None, None]), -1.0, 1.0)
+        goal = np.where(known > 0, raised, mean_corr)
+    if len(runs) == 1:
+        averaged_over = np.where((known > 0)[..., None, None], off_diagonal, ~np.eye(q, dtype=bool))
+        target = _one_factor_target(share.mean(axis=0), n, goal, averaged_over)
+    else:
+        target = np.broadcast_to(goal[..., None, None], corr.shape)
+    residual = np.where(off_diagonal, corr - target, 0.0)
+    spread = (residual**2).sum(axis=(-2, -1)) / pairs
+    with np.errstate(invalid="ignore", divide="ignore"):
+        keep = np.where(spread > 0, np.clip(1.0 - noise_var / spread, 0.0, 1.0), 0.0)
+    corr = np.clip(np.where(both, target + keep[..., None, None] * residual, target), -1.0, 1.0)
     idx = np.arange(q)
     corr[..., idx, idx] = 1.0
     # the nearest positive semi-definite matrix (filled and shrunk entries may leave it indefinite)
@@ -472,12 +538,13 @@ def mean_deviation_ratio_interval(
     run = _prepare(counts, replicates)
     noise = _seed_noise([run], cautious=True)
 
-    # The low end is tested at the estimated spread of the prompts' DRs; the high end at an even
-    # spread, the least favourable one: the estimate's expectation is convex in a prompt's DR (flat
-    # near 0), so spreading the same mean DR unevenly only raises it.
+    # The low end is tested at the estimated spread of the prompts' DRs (possibly balanced ones at 0,
+    # see _prepare); the high end at an even spread, the least favourable one: the estimate's
+    # expectation is convex in a prompt's DR (flat near 0), so spreading the same mean DR unevenly
+    # only raises it.
     # With three classes or more, the high end also lets only each prompt's leading class deviate
     # (the others even), which gives the max over classes the least to add.
-    offsets = np.stack([run.offsets, np.zeros_like(run.offsets)])
+    offsets = np.stack([run.low_end_offsets, np.zeros_like(run.offsets)])
     lean = np.stack([run.lean, run.lean_even])
 
     def quantiles(mean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -54,13 +54,15 @@ class CellResult:
     """Coverage and mean width of the new and of the old (plug-in, percentile) 95% intervals."""
 
     classes: int
-    shares: tuple[float, ...]
+    shares: tuple[float, ...] | tuple[tuple[float, ...], ...]  # one row for all prompts, or one per prompt
     prompts: int
     images: int
     correlated: bool
     audits: int
     true_mean_dr: float
     coverage: float  # mean DR over prompts (the aggregate row)
+    below: float  # share of audits whose mean-DR interval lies wholly below the truth
+    above: float  # ... wholly above it (an equal-tailed interval misses about 2.5% each way)
     width: float
     point_inside: float  # share of audits whose estimate lies inside its interval (prompts and mean)
     mean_estimate: float
@@ -94,7 +96,7 @@ def _plugin_dr(counts: np.ndarray) -> np.ndarray:
 
 
 def simulate_cell(
-    shares: tuple[float, ...],
+    shares: tuple[float, ...] | tuple[tuple[float, ...], ...],
     n_prompts: int,
     n_images: int,
     correlated: bool,
@@ -102,13 +104,21 @@ def simulate_cell(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> CellResult:
-    """Run ``n_audits`` simulated audits of P prompts with the same true ``shares``; score the intervals."""
+    """Run ``n_audits`` simulated audits of P prompts; score the intervals.
+
+    ``shares`` is one row of class shares that every prompt has, or a table of one row per prompt
+    (P rows): an audit whose prompts differ, e.g. some skewed and some balanced as on pictoworld.
+    """
     rng = np.random.default_rng(seed)
-    true = np.tile(np.asarray(shares, dtype=np.float64), (n_prompts, 1))
+    table = np.asarray(shares, dtype=np.float64)
+    if table.ndim == 2 and table.shape[0] != n_prompts:
+        raise ValueError(f"shares has {table.shape[0]} rows for {n_prompts} prompts")
+    true = table if table.ndim == 2 else np.tile(table, (n_prompts, 1))
     n_classes = true.shape[-1]
     truth_prompt = _true_dr(true)
     truth = float(truth_prompt.mean())
-    hits = width = inside = estimate = p_hits = p_width = old_hits = old_width = old_estimate = 0.0
+    hits = below = above = width = inside = estimate = 0.0
+    p_hits = p_width = old_hits = old_width = old_estimate = 0.0
     points = []
     done = 0
     while done < n_audits:
@@ -118,6 +128,8 @@ def simulate_cell(
         replicates = resample_by_seed(labels, n_classes, n_boot, seed=int(rng.integers(2**31)))
         point, low, high = mean_deviation_ratio_interval(counts, replicates)
         hits += ((low <= truth + 1e-12) & (truth <= high + 1e-12)).sum()
+        below += (high < truth - 1e-12).sum()
+        above += (low > truth + 1e-12).sum()
         width += (high - low).sum()
         estimate += point.sum()
         points.append(point)
@@ -135,13 +147,19 @@ def simulate_cell(
         done += size
     return CellResult(
         classes=n_classes,
-        shares=tuple(float(s) for s in shares),
+        shares=(
+            tuple(tuple(float(x) for x in row) for row in table)
+            if table.ndim == 2
+            else tuple(float(x) for x in table)
+        ),
         prompts=n_prompts,
         images=n_images,
         correlated=correlated,
         audits=n_audits,
         true_mean_dr=truth,
         coverage=hits / n_audits,
+        below=below / n_audits,
+        above=above / n_audits,
         width=width / n_audits,
         point_inside=inside / n_audits,
         mean_estimate=estimate / n_audits,

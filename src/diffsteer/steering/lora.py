@@ -22,6 +22,13 @@ import torch
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' LORA_WEIGHT_NAME_SAFE
 ADAPTER_KIND = "lora"
 TARGET_MODULES = ("to_q", "to_k", "to_v", "to_out.0")  # the attention projections, as diffusers' examples
+# What an adapter may change (``--lora-scope``): every attention projection (self- and cross-attention),
+# or only the cross-attention's key and value projections, which act on the text tokens alone (diffusers
+# names a transformer block's cross-attention ``attn2``, on SD1, SDXL and the bundled models alike).
+LORA_SCOPES: dict[str, tuple[str, ...]] = {
+    "all": TARGET_MODULES,
+    "cross-attention": ("attn2.to_k", "attn2.to_v"),
+}
 PEFT_HINT = "LoRA fine-tuning needs peft: pip install 'diffsteer[finetune]'"
 CURVE_KEY = "training_curve"  # metadata: the training's reward and KL per update, [{iteration, reward, kl}]
 RUN_RECIPE_FILE = "recipe.json"  # what the run folder around an adapter holds (experiments/finetune.py)
@@ -44,8 +51,16 @@ def require_peft() -> None:
         raise ImportError(PEFT_HINT) from None
 
 
-def add_lora(unet: torch.nn.Module, *, rank: int, adapter_name: str = "default") -> None:
-    """Add a trainable LoRA adapter (rank ``rank``, alpha = rank) to the U-Net's attention projections.
+def check_scope(scope: str) -> tuple[str, ...]:
+    """The module names (peft matches them as dotted suffixes) of a ``--lora-scope``; one-line error."""
+    if scope not in LORA_SCOPES:
+        raise ValueError(f"lora scope {scope!r}: choose {' or '.join(LORA_SCOPES)}")
+    return LORA_SCOPES[scope]
+
+
+def add_lora(unet: torch.nn.Module, *, rank: int, scope: str = "all", adapter_name: str = "default") -> None:
+    """Add a trainable LoRA adapter (rank ``rank``, alpha = rank) to the U-Net's attention projections
+    that ``scope`` names (:data:`LORA_SCOPES`).
 
     Only the LoRA matrices require gradients afterwards. ``init_lora_weights="gaussian"`` leaves B = 0,
     so the adapted U-Net starts exactly at the base model.
@@ -53,11 +68,12 @@ def add_lora(unet: torch.nn.Module, *, rank: int, adapter_name: str = "default")
     require_peft()
     from peft import LoraConfig
 
+    targets = check_scope(scope)
     if rank < 1:
         raise ValueError(f"rank must be at least 1, got {rank}")
     unet.requires_grad_(False)
     config = LoraConfig(
-        r=int(rank), lora_alpha=int(rank), init_lora_weights="gaussian", target_modules=list(TARGET_MODULES)
+        r=int(rank), lora_alpha=int(rank), init_lora_weights="gaussian", target_modules=list(targets)
     )
     unet.add_adapter(config, adapter_name=adapter_name)
 
