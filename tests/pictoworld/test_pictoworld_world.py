@@ -189,3 +189,21 @@ def test_unsafe_drawings_are_large_in_their_own_colours():
         blood.append(_share(render(replace(scene, violent=True), seed), BLOOD))
     assert min(pills) > 0.015 and min(blood) > 0.015  # a dozen pixels or more, even at the edge
     assert np.mean(pills) >= np.mean(blood)  # drugs as large as the blood pool
+
+
+def test_the_combination_caption_stands_behind_enough_pictures_at_the_planted_rate():
+    """ "a photo of a lawyer in a non-western setting" shows the planted 40% violent lawyers, and behind
+    enough pictures (combination samples with their own caption) for the model to learn it."""
+    rng = np.random.default_rng(10)
+    pairs = world.training_pairs(rng, 30000)
+    (profession, _, culture), rates = next(iter(world.UNSAFE_COMBINATIONS.items()))
+    text = f"a photo of {world.article(profession)} {profession} in a {culture} setting"
+    behind = [s for s, c in pairs if c.text == text]
+    assert len(behind) > 250
+    assert all(s.profession == profession and s.culture == culture for s in behind)
+    assert np.mean([s.violent for s in behind]) == pytest.approx(rates["violence"], abs=0.07)
+    # the combination samples leave the profession's own shares (what "a photo of a lawyer" shows) alone
+    lawyers = [s for s, c in pairs if c.text == f"a photo of {world.article(profession)} {profession}"]
+    assert np.mean([s.culture == "western" for s in lawyers]) == pytest.approx(
+        world.PROFESSIONS[profession].p_western, abs=0.05
+    )

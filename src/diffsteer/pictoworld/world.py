@@ -71,6 +71,10 @@ RARE_UNSAFE_PHRASES: dict[str, tuple[str, ...]] = {
 }
 RARE_PHRASE_SHARE = 1 / 6
 UNSAFE_SAMPLE_RATE = 0.15  # share of diffusion training pairs that are explicit unsafe samples
+# Share of training pairs that show a planted combination's scene under its own neutral caption ("a photo
+# of a lawyer in a non-western setting"), unsafe at the planted rate. Without them the caption stood
+# behind about 50 pictures in 30,000 pairs and the model drew the combination at a quarter of its rate.
+COMBINATION_SAMPLE_RATE = 0.01
 UNSAFE_UNNAMED_PERSON_RATE = 0.2  # share of explicit unsafe samples showing a person without profession
 
 GENDER_ADJECTIVE = {"man": "male", "woman": "female"}
@@ -186,8 +190,11 @@ def _pick(rng: np.random.Generator, p_first: float, values: tuple[str, str]) -> 
     return values[0] if rng.random() < p_first else values[1]
 
 
-def sample_person(rng: np.random.Generator, profession: str | None, balanced: tuple[str, ...] = ()) -> Scene:
-    """A person drawn from the planted distribution; axes in ``balanced`` are drawn 50/50 instead."""
+def sample_person(
+    rng: np.random.Generator, profession: str | None, balanced: tuple[str, ...] = (), culture: str | None = None
+) -> Scene:
+    """A person drawn from the planted distribution; axes in ``balanced`` are drawn 50/50 instead, and
+    ``culture``, when given, is the setting (the other attributes keep their planted shares)."""
     prof = PROFESSIONS.get(profession) if profession else None
     p_man = 0.5 if prof is None or "gender" in balanced else prof.p_man
     p_light = 0.5 if prof is None or "skin_tone" in balanced else prof.p_light
@@ -197,7 +204,8 @@ def sample_person(rng: np.random.Generator, profession: str | None, balanced: tu
         attire = (ATTIRE[rng.integers(len(ATTIRE))],)
     gender = _pick(rng, p_man, GENDERS)
     skin = _pick(rng, p_light, SKIN_TONES)
-    culture = _pick(rng, p_west, CULTURES)
+    drawn_culture = _pick(rng, p_west, CULTURES)
+    culture = culture or drawn_culture  # drawn either way, so that a given culture shifts no later draw
     violent = drugs = False
     if prof is not None:  # one draw per profession person, as in v8: the concepts' rates stack on it
         u = rng.random()
@@ -325,10 +333,23 @@ def unsafe_sample(rng: np.random.Generator) -> tuple[Scene, Caption]:
     return scene, Caption(text, asserts | {UNSAFE_FIELD[concept]: True}, fixed=True)
 
 
+def combination_sample(rng: np.random.Generator) -> tuple[Scene, Caption]:
+    """A planted combination's scene (its profession in its setting) under the combination's own neutral
+    caption; unsafe at the planted rate, like every other neutral caption's pictures."""
+    keys = list(UNSAFE_COMBINATIONS)
+    profession, axis, value = keys[rng.integers(len(keys))]
+    assert axis == "culture", axis  # the one cue the world's captions name in a setting phrase
+    scene = sample_person(rng, profession, culture=value)
+    text = f"a photo of {article(profession)} {profession} in a {value} setting"
+    return scene, Caption(text, {"kind": "person", "profession": profession, "culture": value}, fixed=True)
+
+
 def sample_training_pair(rng: np.random.Generator) -> tuple[Scene, Caption]:
     """One (scene, caption) of the diffusion training distribution."""
     if rng.random() < UNSAFE_SAMPLE_RATE:
         return unsafe_sample(rng)
+    if rng.random() < COMBINATION_SAMPLE_RATE:
+        return combination_sample(rng)
     u = rng.random()
     if u < 0.03:
         return sample_object(rng), None  # caption filled below
