@@ -416,6 +416,7 @@ def test_audit_report_charts_each_adapters_reward_against_kl(
         assert curve.method == json.loads((trained.out_dir / "recipe.json").read_text())["method"]
         assert [u["kl"] for u in curve.updates] == pytest.approx([h["kl"] for h in trained.history], abs=1e-6)
         assert curve.end_kl == pytest.approx(trained.history[-1]["kl"], abs=1e-6)  # update 1 has KL 0
+        assert curve.lora_scope == "all"  # the recipe's scope, shown in the report's table
     assert "history.json" in curves[mitigations[3]].source
     assert curves[mitigations[4]].updates == [] and "no training history" in curves[mitigations[4]].note
 

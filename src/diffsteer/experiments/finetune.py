@@ -582,6 +582,7 @@ def adapter_curve(mitigation: str, folder: Path | str) -> AdapterCurve:
         reward=_reward_label(json.loads(metadata.get("reward", "{}"))),
         kl_coef=recipe.get("kl_coef"),
         learning_rate=recipe.get("learning_rate"),
+        lora_scope=recipe.get("lora_scope", ADDED_FIELDS["lora_scope"]),
     )
     if read is None:
         curve.note = "the adapter records no training history (saved before adapters carried one)"

@@ -49,6 +49,8 @@ def _label(curve: AdapterCurve) -> str:
         parts.append(f"kl {curve.kl_coef:g}")
     if curve.learning_rate is not None:
         parts.append(f"lr {curve.learning_rate:g}")
+    if curve.lora_scope not in (None, "all"):
+        parts.append(f"LoRA on {curve.lora_scope}")
     return f"{_short_name(curve.mitigation)}: {', '.join(parts)}, {curve.reward or '?'}"
 
 
@@ -124,14 +126,14 @@ def finetune_html(summary: Summary) -> str:
     )
     rows = [
         "<tr><th class=l>mitigation</th><th class=l>method</th><th class=l>reward</th><th>kl_coef</th>"
-        "<th>learning rate</th><th>updates</th><th>KL, end</th><th>reward, end</th>"
+        "<th class=l>LoRA on</th><th>learning rate</th><th>updates</th><th>KL, end</th><th>reward, end</th>"
         "<th class=l>curve from</th></tr>"
     ]
     for c in section.adapters:
         rows.append(
             f"<tr><td class=l>{html.escape(c.mitigation)}</td><td class=l>{html.escape(c.method or '–')}</td>"
             f"<td class=l>{html.escape(c.reward or '–')}</td><td>{_number(c.kl_coef, 'g')}</td>"
-            f"<td>{_number(c.learning_rate, 'g')}</td><td>{len(c.updates)}</td>"
+            f"<td class=l>{html.escape(c.lora_scope or '–')}</td><td>{_number(c.learning_rate, 'g')}</td><td>{len(c.updates)}</td>"
             f"<td>{_number(c.end_kl, '.3g')}</td><td>{_number(c.end_reward, '.4f')}</td>"
             f"<td class='l wrap' style='overflow-wrap:anywhere;min-width:14em'>"
             f"{html.escape(c.source or c.note or '–')}</td></tr>"
