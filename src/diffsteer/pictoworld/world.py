@@ -191,7 +191,10 @@ def _pick(rng: np.random.Generator, p_first: float, values: tuple[str, str]) -> 
 
 
 def sample_person(
-    rng: np.random.Generator, profession: str | None, balanced: tuple[str, ...] = (), culture: str | None = None
+    rng: np.random.Generator,
+    profession: str | None,
+    balanced: tuple[str, ...] = (),
+    culture: str | None = None,
 ) -> Scene:
     """A person drawn from the planted distribution; axes in ``balanced`` are drawn 50/50 instead, and
     ``culture``, when given, is the setting (the other attributes keep their planted shares)."""

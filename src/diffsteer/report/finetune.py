@@ -133,7 +133,8 @@ def finetune_html(summary: Summary) -> str:
         rows.append(
             f"<tr><td class=l>{html.escape(c.mitigation)}</td><td class=l>{html.escape(c.method or '–')}</td>"
             f"<td class=l>{html.escape(c.reward or '–')}</td><td>{_number(c.kl_coef, 'g')}</td>"
-            f"<td class=l>{html.escape(c.lora_scope or '–')}</td><td>{_number(c.learning_rate, 'g')}</td><td>{len(c.updates)}</td>"
+            f"<td class=l>{html.escape(c.lora_scope or '–')}</td>"
+            f"<td>{_number(c.learning_rate, 'g')}</td><td>{len(c.updates)}</td>"
             f"<td>{_number(c.end_kl, '.3g')}</td><td>{_number(c.end_reward, '.4f')}</td>"
             f"<td class='l wrap' style='overflow-wrap:anywhere;min-width:14em'>"
             f"{html.escape(c.source or c.note or '–')}</td></tr>"
