@@ -14,11 +14,16 @@ from diffsteer.attributes import AxisLabel, ImageLabels
 from diffsteer.attributes.prompt_judge import PromptJudge
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.cli import app
-from diffsteer.experiments.prompt_search import SearchSettings, wilson_interval
-from diffsteer.experiments.redteam import RedteamConfig, run_redteam
+from diffsteer.experiments.prompt_search import (
+    SearchSettings,
+    content_words,
+    template_prompts,
+    wilson_interval,
+)
+from diffsteer.experiments.redteam import RedteamConfig, builtin_seeds, run_redteam, tokenizer_words
 from diffsteer.experiments.redteam_simulation import default_space, run_random, run_search
 from diffsteer.models import load_pipeline
-from diffsteer.runs.store import RunStore
+from diffsteer.runs.store import RunConfigMismatch, RunStore
 from diffsteer.testing import TEST_VOCABULARY
 from diffsteer.tokenizer import build_word_tokenizer
 
@@ -137,6 +142,33 @@ def test_findings_are_benign_and_refused_prompts_get_no_image(unsafe_worded_mode
     assert bench.axes == ("violence",)
 
 
+def test_random_strategy_draws_only_from_the_seeds_by_phrases_space(unsafe_worded_model, seeds, tmp_path):
+    model, pipe = unsafe_worded_model
+    result = run_redteam(
+        _config(model, seeds, strategy="random"), tmp_path / "random", pipe=pipe, classifier=HashJudge()
+    )
+    data = result.data
+    rows = [*data["findings"], *data["candidates"]]
+    seed_prompts = [r["prompt"] for r in rows if r["operation"] == "seed"]
+    drawn = {r["prompt"] for r in rows if r["operation"] != "seed"}
+    assert data["strategy"] == "random" and all(r["operation"] in ("seed", "random") for r in rows)
+    # the tiny model's words allow few phrases: the budget outlasts the space, and random search has
+    # then tried every benign prompt of it, and nothing else
+    known = set(tokenizer_words(pipe.tokenizer))
+    phrases = [p for p in builtin_seeds()[1] if all(w in known for w in p.split())]
+    judge = PromptJudge(text_classifier=False)
+    space = [p for p in template_prompts(seed_prompts, phrases) if not judge.judge(p).is_unsafe]
+    assert data["stopped"] == "no new prompts" and data["images"] < 96
+    assert drawn <= set(space) - set(seed_prompts) and len(drawn) >= 3
+    # left out only what the search never spends on: a finding with more words
+    found = [set(content_words(f["prompt"])) for f in data["findings"]]
+    for prompt in set(space) - set(seed_prompts) - drawn:
+        assert any(f <= set(content_words(prompt)) for f in found), prompt
+    # a search run in the same folder is another run: refused, not mixed with the random one
+    with pytest.raises(RunConfigMismatch, match="strategy"):
+        run_redteam(_config(model, seeds), tmp_path / "random", pipe=pipe, classifier=HashJudge())
+
+
 def test_cli_bad_inputs_exit_2_with_one_line_before_any_work(tiny_model_dirs, tmp_path):
     base = ["redteam", "--model", str(tiny_model_dirs["sd1"]), "--classifier", str(tiny_model_dirs["clip"]),
             "--steps", "2"]  # fmt: skip
@@ -147,6 +179,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_before_any_work(tiny_model_dirs, tm
         (["--max-images", "8"], "--confirm-images (16) must be at most --max-images (8)"),
         (["--concept", "nudity"], "unknown unsafe concept 'nudity'"),
         (["--model", str(tmp_path / "no-model")], "no-model"),
+        (["--strategy", "greedy"], "--strategy 'greedy': choose search or random"),
     ]
     for i, (args, expected) in enumerate(cases):
         out = tmp_path / f"run{i}"

@@ -1058,6 +1058,11 @@ def redteam(
     proposer_lm: Path | None = typer.Option(
         None, help="Folder of a local causal language model (safetensors) that also proposes prompts."
     ),
+    strategy: str = typer.Option(
+        "search",
+        help="search | random: random draws prompts uniformly from the seeds x phrases space, with the "
+        "search's image allocation (a baseline for the search).",
+    ),
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float | None = _GUIDANCE,
     seed: int = typer.Option(0, help="Image k of every prompt uses seed+k; also seeds the search."),
@@ -1086,7 +1091,7 @@ def redteam(
         confirm_images=confirm_images, max_images=max_images, round_images=round_images,
         text_classifier=True if text_classifier else False, device=device, dtype=dtype,
         batch_size=batch_size, executor=executor, ray_address=ray_address,
-        proposer_lm=None if proposer_lm is None else str(proposer_lm),
+        proposer_lm=None if proposer_lm is None else str(proposer_lm), strategy=strategy,
     )  # fmt: skip
     from diffsteer.attributes.prompt_judge import TextClassifierMissingError
     from diffsteer.attributes.safety import UnknownConceptError
@@ -1096,7 +1101,7 @@ def redteam(
         "confirm_images": "--confirm-images", "max_images": "--max-images", "round_images": "--round-images",
         "seeds": "--seeds", "vocabulary": "--vocabulary", "seed": "--seed", "steps": "--steps",
         "guidance": "--guidance", "batch_size": "--batch-size", "concepts": "--concept",
-        "proposer_lm": "--proposer-lm",
+        "proposer_lm": "--proposer-lm", "strategy": "--strategy",
     }  # fmt: skip
     try:
         with _progress_bar() as update:

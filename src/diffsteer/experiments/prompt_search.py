@@ -274,6 +274,36 @@ class PromptMutator:
         return " ".join(words), op
 
 
+def template_prompts(seeds: Sequence[str], phrases: Sequence[str]) -> list[str]:
+    """The space one edit away from the seeds: every seed alone and with each phrase appended. What
+    random search draws from, and what an exhaustive sweep would cover."""
+    out = [" ".join(words_of(s)) for s in seeds]
+    out += [" ".join([*words_of(s), *words_of(p)]) for s in seeds for p in phrases]
+    return list(dict.fromkeys(out))
+
+
+class RandomTemplates:
+    """A proposer that ignores its parent and draws a prompt of a fixed space uniformly, without
+    replacement: random search, allocated by the same rounds as the search (the baseline that tells
+    what the proposals add). A replayed search makes the same calls, so it draws the same prompts."""
+
+    def __init__(self, prompts: Sequence[str]) -> None:
+        if not prompts:
+            raise ValueError("random search needs at least one prompt to draw from")
+        self.left = list(dict.fromkeys(prompts))
+
+    def _draw(self, fallback: str, rng: random.Random) -> tuple[str, str]:
+        if not self.left:  # the space is spent: an already tried prompt, which the search skips
+            return fallback, "random"
+        return self.left.pop(rng.randrange(len(self.left))), "random"
+
+    def mutate(self, parent: str, other: str | None, rng: random.Random) -> tuple[str, str]:
+        return self._draw(parent, rng)
+
+    def recombine(self, seed: str, rng: random.Random) -> tuple[str, str]:
+        return self._draw(seed, rng)
+
+
 # ------------------------------------------------------------------------------------------------
 # One round
 

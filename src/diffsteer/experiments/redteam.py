@@ -37,9 +37,11 @@ import yaml
 from diffsteer.experiments.prompt_search import (
     Arm,
     PromptMutator,
+    RandomTemplates,
     SearchSettings,
     SearchState,
     plan_round,
+    template_prompts,
     wilson_interval,
     words_of,
 )
@@ -78,6 +80,11 @@ def readable_concepts(concepts: list[Any], classifier: Any) -> list[Any]:
     return readable or concepts
 
 
+# "search": proposals near what looked unsafe; "random": prompts of the seeds x phrases space drawn
+# uniformly, images allocated by the same rounds (a baseline for what the proposals add)
+STRATEGIES = ("search", "random")
+
+
 @dataclass(frozen=True)
 class RedteamConfig:
     """Everything that defines a red-team run. ``None`` means the model's own default."""
@@ -99,6 +106,7 @@ class RedteamConfig:
     round_images: int = 64
     text_classifier: bool | None = False  # the prompt judge's optional alt-profanity-check
     proposer_lm: str | None = None  # a local causal language model folder that also proposes prompts
+    strategy: str = "search"  # "random": new prompts drawn uniformly from the seeds x phrases space
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int | None = None
@@ -202,7 +210,11 @@ def check_config(config: RedteamConfig, out_dir: Path | str) -> None:
         read_word_list(config.seeds, "seeds")
     if config.vocabulary is not None:
         read_word_list(config.vocabulary, "vocabulary")
+    if config.strategy not in STRATEGIES:
+        raise ValueError(f"strategy {config.strategy!r}: choose {' or '.join(STRATEGIES)}")
     if config.proposer_lm is not None:
+        if config.strategy == "random":
+            raise ValueError("proposer_lm: random search proposes no prompts; leave it out or use the search")
         _weights_digest(config.proposer_lm)
     check_dtype(config.dtype)
     check_device(config.device)
@@ -336,7 +348,9 @@ def run_redteam(
     if not any(v.is_unsafe is False for v in judge.judge_many(seeds)):
         raise ValueError("seeds: the prompt judge refuses every seed prompt; give benign seed prompts")
     mutator: Any = PromptMutator(words, phrases)
-    if config.proposer_lm is not None:
+    if config.strategy == "random":
+        mutator = RandomTemplates(template_prompts(seeds, phrases))
+    elif config.proposer_lm is not None:
         from diffsteer.experiments.prompt_search import LanguageModelProposer
 
         mutator = LanguageModelProposer(config.proposer_lm, mutator)
@@ -362,6 +376,8 @@ def run_redteam(
         "vocabulary": _digest([*words, "|", *phrases]),
         "prompt_judge": "phrases+alt-profanity-check" if judge.uses_text_classifier else "phrases",
         "proposer_lm": None if config.proposer_lm is None else _weights_digest(config.proposer_lm),
+        # a random-search run is another run; a search run's identity stays what it was before
+        **({"strategy": config.strategy} if config.strategy != "search" else {}),
         # the budget is left out: a rerun with a larger one continues this search
         "search": {k: v for k, v in asdict(settings).items() if k != "budget"},
     }
@@ -420,6 +436,7 @@ def run_redteam(
             model=describe_model(pipe, config.model) | {"ref": config.model},
             vocabulary={"source": vocabulary_source, "words": len(words), "phrases": len(phrases)},
             seed_prompts=len(seeds),
+            strategy=config.strategy,
             stopped=stopped,
             audit_command=_audit_command(config, guidance, run_dir),
             seconds=round(time.time() - started, 1),

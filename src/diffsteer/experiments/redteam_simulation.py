@@ -31,6 +31,7 @@ from typing import Any
 
 from diffsteer.experiments.prompt_search import (
     PromptMutator,
+    RandomTemplates,
     SearchSettings,
     SearchState,
     plan_round,
@@ -188,19 +189,6 @@ def run_search(space: SimulatedSpace, settings: SearchSettings, image_seed: int 
     return result
 
 
-class _RandomTemplates:
-    """A 'mutator' that ignores its parent and draws an untried template prompt uniformly."""
-
-    def __init__(self, prompts: Sequence[str]) -> None:
-        self.prompts = list(prompts)
-
-    def mutate(self, parent: str, other: str | None, rng: random.Random) -> tuple[str, str]:
-        return rng.choice(self.prompts), "random"
-
-    def recombine(self, seed: str, rng: random.Random) -> tuple[str, str]:
-        return rng.choice(self.prompts), "random"
-
-
 def run_random_adaptive(
     space: SimulatedSpace, settings: SearchSettings, image_seed: int = 0
 ) -> dict[str, Any]:
@@ -208,7 +196,7 @@ def run_random_adaptive(
     prompts = space.template_prompts()
     rng = random.Random(f"random-seeds:{settings.seed}")
     seeds = rng.sample(prompts, len(space.subjects))
-    state = _run(space, settings, image_seed, seeds, _RandomTemplates(prompts))
+    state = _run(space, settings, image_seed, seeds, RandomTemplates(prompts))
     return _score(
         space, [a.prompt for a in state.findings()], settings.threshold, state.spent, state.first_finding_at
     )
