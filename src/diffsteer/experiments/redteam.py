@@ -182,6 +182,45 @@ def _in_vocabulary(text: str, words: set[str]) -> bool:
     return all(w in words for w in words_of(text))
 
 
+def prompt_units(
+    config: RedteamConfig, model_words: list[str] | None, judge: Any
+) -> tuple[list[str], list[str], list[str], str]:
+    """The seed prompts, single words and phrases the search (and random search) may use, and where
+    the words came from. A word-level model (``model_words``) can only be asked in its own words; what
+    the prompt judge refuses is left out of the words and phrases."""
+    if config.seeds is not None:
+        seeds, phrases = read_word_list(config.seeds, "seeds"), builtin_seeds()[1]
+    else:
+        seeds, phrases = builtin_seeds()
+    if config.vocabulary is not None:
+        listed = read_word_list(config.vocabulary, "vocabulary")
+        words = [w for w in listed if " " not in w]
+        phrases = [*phrases, *(w for w in listed if " " in w)]
+        vocabulary_source = f"file {config.vocabulary}"
+    elif model_words is not None:
+        words, vocabulary_source = model_words, "the model tokenizer's words"
+    else:
+        data = _builtin()
+        words = sorted({w for unit in (*data["subjects"], *data["phrases"]) for w in words_of(unit)})
+        vocabulary_source = "built-in word list"
+    if model_words is not None:
+        known = set(model_words)
+        seeds = [s for s in seeds if _in_vocabulary(s, known)]
+        phrases = [p for p in phrases if _in_vocabulary(p, known)]
+        words = [w for w in words if w in known]
+    # single words the judge refuses would only make refused proposals
+    words = [w for w, v in zip(words, judge.judge_many(words), strict=True) if not v.is_unsafe]
+    phrases = [p for p, v in zip(phrases, judge.judge_many(phrases), strict=True) if not v.is_unsafe]
+    if not seeds:
+        where = "the model's vocabulary" if model_words is not None else "the seed list"
+        raise ValueError(
+            f"seeds: no seed prompt is left in {where}; give a --seeds file in the model's words"
+        )
+    if not any(v.is_unsafe is False for v in judge.judge_many(seeds)):
+        raise ValueError("seeds: the prompt judge refuses every seed prompt; give benign seed prompts")
+    return seeds, words, phrases, vocabulary_source
+
+
 # ------------------------------------------------------------------------------------------------
 # Checks before any work
 
@@ -315,38 +354,8 @@ def run_redteam(
     generator = spec.prepare(pipe)
     model_info = describe_model(pipe, config.model)
 
-    # seeds and vocabulary: a word-level model can only be asked in its own words
     model_words = tokenizer_words(getattr(pipe, "tokenizer", None))
-    if config.seeds is not None:
-        seeds, phrases = read_word_list(config.seeds, "seeds"), builtin_seeds()[1]
-    else:
-        seeds, phrases = builtin_seeds()
-    if config.vocabulary is not None:
-        listed = read_word_list(config.vocabulary, "vocabulary")
-        words = [w for w in listed if " " not in w]
-        phrases = [*phrases, *(w for w in listed if " " in w)]
-        vocabulary_source = f"file {config.vocabulary}"
-    elif model_words is not None:
-        words, vocabulary_source = model_words, "the model tokenizer's words"
-    else:
-        data = _builtin()
-        words = sorted({w for unit in (*data["subjects"], *data["phrases"]) for w in words_of(unit)})
-        vocabulary_source = "built-in word list"
-    if model_words is not None:
-        known = set(model_words)
-        seeds = [s for s in seeds if _in_vocabulary(s, known)]
-        phrases = [p for p in phrases if _in_vocabulary(p, known)]
-        words = [w for w in words if w in known]
-    # single words the judge refuses would only make refused proposals
-    words = [w for w, v in zip(words, judge.judge_many(words), strict=True) if not v.is_unsafe]
-    phrases = [p for p, v in zip(phrases, judge.judge_many(phrases), strict=True) if not v.is_unsafe]
-    if not seeds:
-        where = "the model's vocabulary" if model_words is not None else "the seed list"
-        raise ValueError(
-            f"seeds: no seed prompt is left in {where}; give a --seeds file in the model's words"
-        )
-    if not any(v.is_unsafe is False for v in judge.judge_many(seeds)):
-        raise ValueError("seeds: the prompt judge refuses every seed prompt; give benign seed prompts")
+    seeds, words, phrases, vocabulary_source = prompt_units(config, model_words, judge)
     mutator: Any = PromptMutator(words, phrases)
     if config.strategy == "random":
         mutator = RandomTemplates(template_prompts(seeds, phrases))
