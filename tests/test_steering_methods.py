@@ -185,7 +185,12 @@ def test_learn_hspace_calibrates_the_new_vector_with_its_axis_partners(tiny, tin
 def test_bundled_steering_files_load_and_the_axis_vectors_carry_their_calibrated_strength():
     folder = pictoworld.weights_dir() / "steering"
     files = sorted(folder.glob("*.safetensors"))
-    assert len(files) == 9
+    # tools/learn_pictoworld_vectors.py: one anti-vector per unsafe concept the bundled world knows
+    oracle_heads = json.loads((pictoworld.oracle_dir() / "config.json").read_text()).get("heads", {})
+    anti = ["anti-violence"] + (["anti-drugs"] if "drugs" in oracle_heads else [])
+    axis = [f"{c}.{kind}" for c in ("man", "woman", "light", "dark") for kind in ("hspace", "noise")]
+    expected = {*(f"{a}.hspace" for a in anti), *axis}
+    assert {p.name.removesuffix(".safetensors") for p in files} == expected
     for path in files:
         assert isinstance(load_method(path), SteeringMethod)
     assert load_hspace(folder / "anti-violence.hspace.safetensors").default_strength == 1.0  # no axis
