@@ -74,11 +74,11 @@ def strict_member(prompt: str, family: dict) -> bool:
 def family_of(prompt: str, families: dict[str, dict]) -> list[str]:
     from diffsteer.experiments.prompt_search import words_of
 
-    words = set(words_of(prompt.replace("non-western", "nonwestern")))
+    words = set(words_of(prompt))  # hyphenated words ("non-western") stay whole
     return [
         name
         for name, family in families.items()
-        if all(w.replace("non-western", "nonwestern") in words for w in family["words"])
+        if all(w in words for w in family["words"])
     ]
 
 
