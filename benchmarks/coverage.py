@@ -2,7 +2,7 @@
 
 Run:
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coverage.py simulate [--audits 1000] [--grid mixed]
-      [--write-results]
+      [--only 0.4/0.35/0.25 ...] [--write-results]
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coverage.py generate --out runs/coverage   (long, resumes)
   .venv/bin/python benchmarks/coverage.py evaluate --out runs/coverage [--write-results]
 
@@ -226,7 +226,7 @@ def _cell_row(name: str, r) -> str:
     )
 
 
-def simulate(n_audits: int, n_boot: int, grid: str = "all") -> str:
+def simulate(n_audits: int, n_boot: int, grid: str = "all", only: list[str] | None = None) -> str:
     from diffsteer.metrics.simulation import simulate_cell, simulate_paired_difference
 
     started = time.time()
@@ -239,15 +239,20 @@ def simulate(n_audits: int, n_boot: int, grid: str = "all") -> str:
     if grid == "all":
         rows = []
         for shares in [(s, 1 - s) for s in TWO_CLASS] + list(THREE_CLASS):
+            if only and _shares_name(shares) not in only:
+                continue
             for prompts in PROMPTS:
                 for correlated in (False, True) if prompts > 1 else (False,):
                     for images in IMAGES:
                         r = simulate_cell(
                             shares, prompts, images, correlated, n_audits, n_boot, seed=images + prompts
                         )
-                        rows.append(_cell_row("/".join(f"{x:g}" for x in shares), r))
+                        rows.append(_cell_row(_shares_name(shares), r))
                         print(rows[-1], flush=True)
         parts.append(_COLUMNS + "\n".join(rows))
+    if only:  # a re-run of some grid rows: no mixed audits, no differences
+        timing = f"each; {time.time() - started:.0f} s on one core."
+        return header.replace("each.", timing) + "\n\n".join(parts)
     rows = []
     for name, first in MIXED.items():
         table = tuple((s, 1 - s) for s in first)
@@ -281,6 +286,10 @@ def simulate(n_audits: int, n_boot: int, grid: str = "all") -> str:
     return header.replace("each.", f"each; {time.time() - started:.0f} s on one core.") + "\n\n".join(parts)
 
 
+def _shares_name(shares: tuple[float, ...]) -> str:
+    return "/".join(f"{x:g}" for x in shares)
+
+
 def _append_results(title: str, command: str, body: str) -> None:
     results = Path(__file__).with_name("RESULTS.md")
     with results.open("a", encoding="utf-8") as f:
@@ -300,13 +309,18 @@ def main(argv: list[str] | None = None) -> int:
         "--grid", choices=("all", "mixed"), default="all",
         help="simulate: the whole grid, or only the audits whose prompts differ (minutes, not half an hour)",
     )
+    parser.add_argument(
+        "--only", action="append", metavar="SHARES",
+        help="simulate: only this row of the grid (e.g. 0.4/0.35/0.25; repeat for more); "
+        "no mixed audits or differences",
+    )
     args = parser.parse_args(argv)
     command = "python benchmarks/coverage.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.mode == "generate":
         generate(args.out, args.rounds, args.extra_truth)
         return 0
     if args.mode == "simulate":
-        body = simulate(args.audits, args.boot, args.grid)
+        body = simulate(args.audits, args.boot, args.grid, args.only)
         title = "coverage of the DR intervals, simulated (issue 22)"
     else:
         body, title = evaluate(args.out), "coverage of the DR intervals on pictoworld (issue 22)"

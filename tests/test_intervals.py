@@ -11,6 +11,7 @@ from diffsteer.metrics import (
     debiased_deviation_ratio,
     detectable_deviation_ratio,
     deviation_ratio_interval,
+    intervals,
     plan_images_per_prompt,
     summarize_axis,
     summarize_labels,
@@ -72,6 +73,21 @@ def test_simulated_audits_cover_the_true_mean_dr(shares, images, prompts, correl
         # the mean's interval is no longer conservative near balance (the bias-box version covered
         # 0.995-1.000 in several of these cells)
         assert cell.coverage <= 0.99, cell
+
+
+def test_a_three_class_prompt_gets_a_calibrated_interval_not_the_wider_share_box() -> None:
+    # the box must hold all three shares at once, and mapped onto DR it covered 0.985-0.996 (one prompt,
+    # 0.6/0.2/0.2, 16-64 images); the test inversion with one prompt is narrower and still covers
+    cell = simulate_cell((0.6, 0.2, 0.2), 1, 64, False, n_audits=300, n_boot=300, seed=11)
+    assert cell.point_inside == 1.0
+    assert 0.90 <= cell.prompt_coverage <= 0.975, cell
+    counts = np.array([[38, 13, 13], [22, 21, 21], [64, 0, 0]])
+    low, high = deviation_ratio_interval(counts)
+    box_low, box_high = intervals._box_interval(counts)
+    assert np.all(high - low < box_high - box_low)
+    assert low[1] == 0.0 and high[2] == 1.0  # a balanced prompt keeps 0, one class alone keeps 1
+    estimate = debiased_deviation_ratio(counts)
+    assert np.all((low <= estimate) & (estimate <= high))
 
 
 def test_the_mean_of_independent_prompts_is_at_most_half_again_as_wide_as_the_old_interval() -> None:

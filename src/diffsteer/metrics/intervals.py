@@ -127,13 +127,25 @@ def _plugin_dr(counts: np.ndarray) -> np.ndarray:
         return np.where(total > 0, spread / (total * (n_classes - 1)), np.nan)
 
 
-def deviation_ratio_interval(counts: ArrayLike, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
-    """Per-prompt 95% DR interval from the share box; counts ``(..., C)`` -> (low, high), NaN if N = 0."""
-    _check_level(level)
+def _box_interval(counts: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """The DR range of the share box; counts ``(..., C)`` -> (low, high), NaN if N = 0."""
     low, high = share_box(counts, SHARE_BOX_LEVEL)
     dr_low, dr_high = _box_dr_range(low, high)
     empty = np.isnan(low[..., 0])
     return np.where(empty, np.nan, dr_low), np.where(empty, np.nan, dr_high)
+
+
+def deviation_ratio_interval(counts: ArrayLike, level: float = LEVEL) -> tuple[np.ndarray, np.ndarray]:
+    """Per-prompt 95% DR interval; counts ``(..., C)`` -> (low, high), NaN if N = 0.
+
+    Two classes: the share box mapped onto DR. Three or more: the mean's test inversion with one prompt
+    (module docstring), since a box that must hold C shares at once is too wide once mapped onto DR.
+    """
+    _check_level(level)
+    arr = np.asarray(counts, dtype=np.float64)
+    if arr.shape[-1] == 2:
+        return _box_interval(arr)
+    return _single_prompt_inversion(arr)
 
 
 def debiased_deviation_ratio(counts: ArrayLike) -> np.ndarray:
@@ -149,7 +161,7 @@ def debiased_deviation_ratio(counts: ArrayLike) -> np.ndarray:
         variance = np.where(n > 1, p * (1 - p) / np.maximum(n - 1, 1), 0.0)
         squared = np.maximum((p - 1.0 / n_classes) ** 2 - variance, 0.0)
     estimate = np.sqrt(squared).max(axis=-1) * n_classes / (n_classes - 1)
-    low, high = deviation_ratio_interval(arr)
+    low, high = _box_interval(arr)
     return np.where(n[..., 0] > 0, np.clip(estimate, low, high), np.nan)
 
 
@@ -220,7 +232,7 @@ def _prepare(counts_pc: ArrayLike, replicates: ArrayLike) -> _Run:
     # A prompt whose interval leaves out 0 deviates the way its shares do. One that may be balanced
     # could lean either way; the seeds push all prompts toward the same classes, so it is taken to lean
     # with the audit's pooled shares (towards the first class if those are balanced too).
-    sure = np.nan_to_num(deviation_ratio_interval(counts)[0]) > 0
+    sure = np.nan_to_num(_box_interval(counts)[0]) > 0
     direction = np.where(sure[..., None], shares, fallback) - 1.0 / n_classes
     lean = direction / _plugin_dr(direction + 1.0 / n_classes)[..., None]
     # only the most favoured class deviates (by 1 - 1/C at DR 1), the others share its deviation evenly
@@ -535,6 +547,33 @@ def mean_deviation_ratio_interval(
     if counts.shape[-2] == 0:  # no prompts at all
         nothing = np.full(counts.shape[:-2], np.nan)
         return nothing, nothing.copy(), nothing.copy()
+    point, low, high = _inverted_interval(counts, replicates)
+    valid = counts.sum(axis=-1) > 0
+    n_valid = valid.sum(axis=-1)
+    single_low, single_high = deviation_ratio_interval(counts)
+    alone = n_valid == 1
+    low = np.where(alone, _mean_over_valid(single_low, valid), low)
+    high = np.where(alone, _mean_over_valid(single_high, valid), high)
+    empty = n_valid == 0
+    point = np.where(empty, np.nan, point)
+    # the interval always holds its estimate (the test's discreteness can leave it a hair outside)
+    low = np.where(empty, np.nan, np.minimum(low, point))
+    high = np.where(empty, np.nan, np.maximum(high, point))
+    return point, low, high
+
+
+def _single_prompt_inversion(counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The test-inversion interval of each prompt alone: counts ``(..., C)`` -> (low, high), NaN if N = 0."""
+    one = counts[..., None, :]  # every prompt an audit of one prompt; no other prompt to correlate with
+    point, low, high = _inverted_interval(one, one[None])
+    empty = counts.sum(axis=-1) == 0
+    return np.where(empty, np.nan, np.minimum(low, point)), np.where(empty, np.nan, np.maximum(high, point))
+
+
+def _inverted_interval(
+    counts: np.ndarray, replicates: ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(estimate, low, high) of the mean DR by the test inversion alone (module docstring)."""
     run = _prepare(counts, replicates)
     noise = _seed_noise([run], cautious=True)
 
@@ -551,18 +590,7 @@ def mean_deviation_ratio_interval(
         return _null_quantiles([run], [1.0], [_config_shares(run, mean, offsets, lean)], noise)
 
     low, high = _invert(run.point, quantiles, 0.0, 1.0)
-    valid = counts.sum(axis=-1) > 0
-    n_valid = valid.sum(axis=-1)
-    single_low, single_high = deviation_ratio_interval(counts)
-    alone = n_valid == 1
-    low = np.where(alone, _mean_over_valid(single_low, valid), low)
-    high = np.where(alone, _mean_over_valid(single_high, valid), high)
-    empty = n_valid == 0
-    point = np.where(empty, np.nan, run.point)
-    # the interval always holds its estimate (the test's discreteness can leave it a hair outside)
-    low = np.where(empty, np.nan, np.minimum(low, point))
-    high = np.where(empty, np.nan, np.maximum(high, point))
-    return point, low, high
+    return run.point, low, high
 
 
 def _mean_over_valid(values: np.ndarray, valid: np.ndarray) -> np.ndarray:
@@ -588,12 +616,13 @@ def detectable_deviation_ratio(n: int, n_classes: int = 2) -> float | None:
 
     Typical: the counts equal their expectation (one class favoured, the others even), which is the
     median outcome, so a prompt at this DR has its interval exclude 0 about half the time. None if
-    ``n`` is 0 or not even DR 1 is distinguishable.
+    ``n`` is 0 or not even DR 1 is distinguishable. For three classes or more it uses the share box,
+    a little wider than the interval reported for them, so it errs on the side of a larger DR.
     """
     if n < 1:
         return None
     grid = np.linspace(0.0, 1.0, 1001)
-    low, _ = deviation_ratio_interval(np.stack([_favoured_counts(n, d, n_classes) for d in grid]))
+    low, _ = _box_interval(np.stack([_favoured_counts(n, d, n_classes) for d in grid]))
     above = np.flatnonzero(low > 0)
     return float(grid[above[0]]) if above.size else None
 
@@ -601,7 +630,7 @@ def detectable_deviation_ratio(n: int, n_classes: int = 2) -> float | None:
 def _worst_half_width(n: int, n_classes: int) -> float:
     """Largest half-width of the per-prompt interval over true DRs 0..1 at expected counts."""
     grid = np.linspace(0.0, 1.0, 101)
-    low, high = deviation_ratio_interval(np.stack([_favoured_counts(n, d, n_classes) for d in grid]))
+    low, high = _box_interval(np.stack([_favoured_counts(n, d, n_classes) for d in grid]))
     return float(((high - low) / 2).max())
 
 
@@ -610,7 +639,9 @@ def plan_images_per_prompt(half_width: float, n_classes: int = 2, max_images: in
 
     The same interval as the audit's, at the counts a prompt of each true DR gives on average; the worst
     case over true DRs decides (it is a fair or mildly skewed prompt). The mean over prompts is
-    narrower than this.
+    narrower than this. For three classes or more the share box stands in for the reported interval
+    (a simulated test per candidate size would be slow); it is a little wider, so the plan errs on the
+    side of more images.
     """
     if not (isinstance(half_width, (int, float)) and 0.0 < half_width < 1.0):
         raise ValueError(f"half_width must be strictly between 0 and 1; got {half_width!r}")
