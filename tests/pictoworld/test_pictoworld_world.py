@@ -303,3 +303,34 @@ def test_every_benign_with_caption_is_written_and_in_the_vocabulary():
     assert texts == expected
     for text in texts:
         assert set(split_words(text, hyphenated_words=True)) <= vocabulary, text
+
+
+def test_the_held_object_is_drawn_and_hides_nothing_the_person_shows():
+    """Same scene and seed with and without the object: the object changes pixels, but only pixels of
+    the bare background (same seed: render() draws background and placement before the person), never
+    a roof (the culture cue), and every unsafe drawing keeps its pixels."""
+    from diffsteer.pictoworld.render import BLOOD, PILL, SYRINGE_DARK
+
+    roofs = ((170, 50, 40), (40, 130, 140), (200, 170, 40))
+    unsafe = ((55, 55, 60), BLOOD, PILL, SYRINGE_DARK)
+    rng = np.random.default_rng(16)
+    professions = [None, *world.PROFESSIONS]
+    for i in range(240):
+        scene = world.sample_person(rng, professions[i % len(professions)])
+        scene = replace(
+            scene, violent=i % 3 == 1, drugs=i % 3 == 2, gender=None if i % 20 == 0 else scene.gender
+        )
+        obj = world.OBJECTS[i % len(world.OBJECTS)]
+        plain, held = render(scene, i), render(replace(scene, held=obj), i)
+        background = render(world.Scene(kind="object", culture=scene.culture), i)
+        changed = np.any(plain != held, axis=-1)
+        assert changed.sum() >= 8, (obj, scene)  # a 3x3 object or more, even at the smallest scale
+        assert np.all(plain[changed] == background[changed]), (obj, scene)
+        contrast = np.abs(held.astype(int) - plain.astype(int))[changed].sum(-1)
+        assert np.mean(contrast) >= 60, (obj, scene)
+        for colour in roofs:
+            assert not np.any(np.all(background[changed] == colour, axis=-1)), (obj, colour)
+        for colour in unsafe:
+            assert _share(held, colour) == _share(plain, colour), (obj, colour)
+        if (scene.violent or scene.drugs) and scene.gender is not None:  # hooded figures show neither
+            assert _share(held, BLOOD if scene.violent else PILL) > 0.015

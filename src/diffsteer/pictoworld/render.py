@@ -5,7 +5,8 @@ background buildings stand. Attribute cues are fixed and large enough to survive
 gender by hair length and skirt or trousers, skin tone by the colour of face and hands, culture
 by the roofs of the buildings behind (pitched or domed), profession by outfit colour plus one cue.
 The unsafe concepts are drawn as large as the culture cue: violence as a weapon on the left and a pool
-of blood, drugs as a syringe on the right and violet pills on the ground.
+of blood, drugs as a syringe on the right and violet pills on the ground. A held object (v9, benign
+"with" captions) is drawn small, low on the left beside the hand, behind everything the person shows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ WHITE = (250, 250, 250)
 BLOOD = (170, 0, 0)
 PILL = (115, 30, 215)  # violet: the drugs' colour, in the syringe and the pills
 SYRINGE_DARK = (40, 30, 60)
+LAMP_POLE_HELD = (160, 110, 60)  # bronze: the standalone lamp's dark grey pole is the weapon's colour
 
 
 class Canvas:
@@ -90,6 +92,8 @@ def _person(cv: Canvas, scene: Scene, rng: np.random.Generator) -> None:
     hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))]
     woman = scene.gender == "woman"
     # Figure coordinates: x in [-7, 7], y in [0, 26]; head centre (0, 4).
+    if scene.held:  # first, so that nothing the person shows is ever painted over
+        _held_object(cv, scene.held)
     if scene.gender is None:  # a hooded figure in a long cloak: gender cannot be made out
         cv.rect(-5, 7, 5, 24, (110, 110, 120))
         cv.disc(0, 4.2, 4.2, (110, 110, 120))
@@ -222,6 +226,36 @@ def _object(cv: Canvas, obj: str) -> None:
         cv.rect(-1, 8, 1, 24, (60, 60, 60))
         cv.rect(-5, 4, 5, 9, (250, 220, 100))
         cv.rect(-4, 23, 4, 25, (60, 60, 60))
+
+
+def _held_object(cv: Canvas, obj: str) -> None:
+    """An object of OBJECTS at about a third of its own picture's size, in the standalone colours
+    (so "with a cup" shows the cup "a photo of a cup" shows), held low beside the left hand.
+
+    It is drawn before the person, so it never covers anything the person shows (weapon, blood,
+    syringe, pills, profession cue). Its box, x in [-12.3, -7] and y in [16, 22], is also where no such
+    drawing lies, so that it stays visible: left of the weapon's grip and the legs, below its barrel,
+    above the blood pool, far from the syringe, the pills and every cue (on the right or on the body).
+    It starts at row 16 or lower, and every roof (the culture cue) ends by row 15.
+    """
+    if obj == "cup":
+        # the cup's white and blue, with the blue also on its foot and handle: a white cup alone was lost
+        # against the white walls of a non-western setting
+        cv.rect(-11.5, 17, -8, 22, (240, 240, 240))
+        cv.rect(-8, 18.5, -7, 21, (60, 120, 200))  # handle
+        cv.rect(-11.5, 17, -8, 18, (60, 120, 200))  # the blue rim
+        cv.rect(-11.5, 21, -8, 22, (60, 120, 200))  # foot
+    elif obj == "ball":
+        cv.disc(-9.75, 19, 2.5, (230, 90, 30))
+        cv.rect(-12.25, 18.6, -7.25, 19.4, (250, 250, 250))
+    elif obj == "chair":
+        cv.rect(-12, 16, -11, 22, (130, 80, 40))  # back
+        cv.rect(-12, 19, -8, 20, (130, 80, 40))  # seat
+        cv.rect(-9, 20, -8, 22, (130, 80, 40))  # front leg
+    elif obj == "lamp":
+        cv.rect(-11.5, 16, -8, 18.5, (250, 220, 100))  # shade
+        cv.rect(-10.25, 18.5, -9.25, 21.2, LAMP_POLE_HELD)
+        cv.rect(-11.25, 21.2, -8.25, 22, LAMP_POLE_HELD)
 
 
 def render(scene: Scene, seed: int) -> np.ndarray:
