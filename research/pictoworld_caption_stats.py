@@ -6,7 +6,10 @@ Draws the training pairs exactly as `diffsteer pictoworld train` does (``world.t
 the training seed), and prints (1) the explicit unsafe captions per concept and phrase, rare
 paraphrases marked, and (2) behind each neutral prompt the audits use, the number of pictures and the
 share showing each unsafe concept, next to the planted rate (world.planted_unsafe_rate). The two must
-agree up to sampling: captions never depend on the unsafe flags.
+agree up to sampling: captions never depend on the unsafe flags. (3) "with": how many captions hold
+the word, benign (a person holding an object, "a photo of a doctor with a cup") and explicit unsafe
+("with a weapon"), and behind each profession's benign "with" captions (all objects together) the
+share showing each concept next to its planted rate, with the binomial standard deviation.
 """
 
 from __future__ import annotations
@@ -50,6 +53,41 @@ def neutral_rates(pairs) -> dict[str, dict]:
     return out
 
 
+def has_with(text: str) -> bool:
+    return " with " in f" {text} "
+
+
+def with_counts(pairs) -> dict[str, int]:
+    """Captions holding the word "with": benign ones (a held object) and explicit unsafe ones."""
+    counts = Counter()
+    for scene, caption in pairs:
+        if not has_with(caption.text):
+            continue
+        unsafe = any(caption.asserts.get(world.UNSAFE_FIELD[c]) for c in world.UNSAFE_CONCEPTS)
+        counts["unsafe" if unsafe else "benign" if scene.held else "other"] += 1
+    return dict(counts)
+
+
+def benign_with_rates(pairs) -> dict[str, dict]:
+    """Behind "a photo of {a} {noun} with {a} {object}" per noun (objects pooled): pictures, the share
+    of each concept, its planted rate (None: unplanted, the person without a named profession)."""
+    out = {}
+    for noun in [*world.PROFESSIONS, "person"]:
+        prefix = f"a photo of {world.article(noun)} {noun} with "
+        scenes = [s for s, c in pairs if s.held and c.text.startswith(prefix)]
+        out[noun] = {
+            "n": len(scenes),
+            "measured": {
+                c: float(np.mean([getattr(s, world.UNSAFE_FIELD[c]) for s in scenes])) if scenes else None
+                for c in world.UNSAFE_CONCEPTS
+            },
+            "planted": {c: world.planted_unsafe_rate(noun, c) for c in world.UNSAFE_CONCEPTS}
+            if noun in world.PROFESSIONS
+            else None,
+        }
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=30_000)
@@ -77,6 +115,34 @@ def main() -> None:
             p = "unplanted" if row["planted"] is None else f"{row['planted'][c]:.3f}"
             cells.append(f"{'–' if m is None else f'{m:.3f}'} ({p})")
         print(f"| {prompt} | {row['n']} | " + " | ".join(cells) + " |")
+
+    withs = with_counts(pairs)
+    n_with = sum(withs.values())
+    print(f'\n"with" in {n_with} captions ({n_with / args.n:.1%} of pairs):\n')
+    print('| "with" captions | pairs | share of pairs | share of "with" captions |')
+    print("|---|---|---|---|")
+    for kind in ("benign", "unsafe", "other"):
+        k = withs.get(kind, 0)
+        print(f"| {kind} | {k} | {k / args.n:.2%} | {k / max(n_with, 1):.1%} |")
+    print(
+        '\n| benign "with" caption | pictures | '
+        + " | ".join(f"{c} (planted, SD)" for c in world.UNSAFE_CONCEPTS)
+        + " |"
+    )
+    print("|---|---|" + "---|" * len(world.UNSAFE_CONCEPTS))
+    for noun, row in benign_with_rates(pairs).items():
+        cells = []
+        for c in world.UNSAFE_CONCEPTS:
+            m = row["measured"][c]
+            if row["planted"] is None:
+                p = "unplanted"
+            else:
+                rate = row["planted"][c]
+                p = f"{rate:.3f}, {np.sqrt(rate * (1 - rate) / max(row['n'], 1)):.3f}"
+            cells.append(f"{'–' if m is None else f'{m:.3f}'} ({p})")
+        print(
+            f"| a photo of {world.article(noun)} {noun} with ... | {row['n']} | " + " | ".join(cells) + " |"
+        )
 
 
 if __name__ == "__main__":

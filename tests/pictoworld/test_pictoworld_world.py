@@ -207,3 +207,130 @@ def test_the_combination_caption_stands_behind_enough_pictures_at_the_planted_ra
     assert np.mean([s.culture == "western" for s in lawyers]) == pytest.approx(
         world.PROFESSIONS[profession].p_western, abs=0.05
     )
+
+
+# ---- benign "with" captions (world v9, issue 24): a person holding an everyday object ----
+
+Z = 4.0  # tolerances are Z binomial standard deviations: a seeded draw outside them is a real change
+
+
+def _binomial_tolerance(p: float, n: int) -> float:
+    return Z * float(np.sqrt(p * (1 - p) / n))
+
+
+def _unsafe_with_share() -> float:
+    """The expected share of training pairs whose explicit unsafe caption contains "with"."""
+    share = 0.0
+    for concept in world.UNSAFE_CONCEPTS:
+        common, rare = world.UNSAFE_PHRASES[concept], world.RARE_UNSAFE_PHRASES[concept]
+        with_common = np.mean([p.startswith("with ") for p in common])
+        with_rare = np.mean([p.startswith("with ") for p in rare])
+        mix = (1 - world.RARE_PHRASE_SHARE) * with_common + world.RARE_PHRASE_SHARE * with_rare
+        share += world.UNSAFE_SAMPLE_RATE * mix / len(world.UNSAFE_CONCEPTS)
+    return share
+
+
+def test_benign_with_pairs_are_planted_at_their_share_and_outnumber_unsafe_with():
+    assert world.HELD_OBJECT_SAMPLE_RATE >= _unsafe_with_share() == pytest.approx(0.1375)
+    n = 40000
+    pairs = world.training_pairs(np.random.default_rng(12), n)
+    held = [(s, c) for s, c in pairs if s.held]
+    p = world.HELD_OBJECT_SAMPLE_RATE
+    assert abs(len(held) / n - p) <= _binomial_tolerance(p, n)
+    for scene, caption in held:
+        assert caption.fixed and caption.text.endswith(f" with {world.article(scene.held)} {scene.held}")
+        assert caption.asserts["held"] == scene.held and world.satisfies(scene, caption.asserts)
+    # a benign "with" caption is only ever written under a picture that shows the object
+    for scene, caption in pairs:
+        if any(caption.text.endswith(f" with {world.article(o)} {o}") for o in world.OBJECTS):
+            assert scene.held is not None, caption.text
+    # the other shares keep their planted values
+    explicit = sum(1 for _, c in pairs if c.asserts.get("violent") or c.asserts.get("drugs"))
+    q = world.UNSAFE_SAMPLE_RATE
+    assert abs(explicit / n - q) <= _binomial_tolerance(q, n)
+
+
+def test_behind_a_benign_with_caption_stand_the_professions_planted_rates():
+    """ "a photo of a doctor with a cup" shows drugs at the doctor's planted 0.20, and the doctor's
+    planted gender share: the caption is an everyday variant of "a photo of a doctor"."""
+    rng = np.random.default_rng(13)
+    samples = [world.held_object_sample(rng) for _ in range(120_000)]
+    for profession in world.PROFESSIONS:
+        prefix = f"a photo of {world.article(profession)} {profession} with "
+        behind = [s for s, c in samples if c.text.startswith(prefix)]
+        n = len(behind)
+        assert n > 5000, profession
+        assert all(s.profession == profession for s in behind)
+        for concept in world.UNSAFE_CONCEPTS:
+            planted = world.planted_unsafe_rate(profession, concept)
+            share = np.mean([getattr(s, world.UNSAFE_FIELD[concept]) for s in behind])
+            assert abs(share - planted) <= _binomial_tolerance(planted, n), (profession, concept, share)
+        p_man = world.PROFESSIONS[profession].p_man
+        share_men = np.mean([s.gender == "man" for s in behind])
+        assert abs(share_men - p_man) <= _binomial_tolerance(p_man, n), profession
+
+
+def test_benign_with_captions_never_depend_on_the_unsafe_flags(monkeypatch):
+    """The same draws with the person forced violent, forced on drugs or forced safe write the same
+    captions: nothing in the caption reads the flags."""
+    real = world.sample_person
+    texts = {}
+    for name, flags in (
+        ("safe", {"violent": False, "drugs": False}),
+        ("violent", {"violent": True, "drugs": False}),
+        ("drugs", {"violent": False, "drugs": True}),
+    ):
+        monkeypatch.setattr(world, "sample_person", lambda rng, p, f=flags: replace(real(rng, p), **f))
+        rng = np.random.default_rng(14)
+        texts[name] = [world.held_object_sample(rng)[1].text for _ in range(3000)]
+    assert texts["violent"] == texts["safe"] and texts["drugs"] == texts["safe"]
+    phrases = [
+        p for c in world.UNSAFE_CONCEPTS for p in (*world.UNSAFE_PHRASES[c], *world.RARE_UNSAFE_PHRASES[c])
+    ]
+    assert not any(p in t for t in texts["safe"] for p in phrases)
+
+
+def test_every_benign_with_caption_is_written_and_in_the_vocabulary():
+    from diffsteer.tokenizer import split_words
+
+    vocabulary = {w for t in world.vocabulary_texts() for w in split_words(t, hyphenated_words=True)}
+    rng = np.random.default_rng(15)
+    texts = {world.held_object_sample(rng)[1].text for _ in range(5000)}
+    nouns = [*world.PROFESSIONS, "person"]
+    expected = {
+        f"a photo of {world.article(n)} {n} with {world.article(o)} {o}" for n in nouns for o in world.OBJECTS
+    }
+    assert texts == expected
+    for text in texts:
+        assert set(split_words(text, hyphenated_words=True)) <= vocabulary, text
+
+
+def test_the_held_object_is_drawn_and_hides_nothing_the_person_shows():
+    """Same scene and seed with and without the object: the object changes pixels, but only pixels of
+    the bare background (same seed: render() draws background and placement before the person), never
+    a roof (the culture cue), and every unsafe drawing keeps its pixels."""
+    from diffsteer.pictoworld.render import BLOOD, PILL, SYRINGE_DARK
+
+    roofs = ((170, 50, 40), (40, 130, 140), (200, 170, 40))
+    unsafe = ((55, 55, 60), BLOOD, PILL, SYRINGE_DARK)
+    rng = np.random.default_rng(16)
+    professions = [None, *world.PROFESSIONS]
+    for i in range(240):
+        scene = world.sample_person(rng, professions[i % len(professions)])
+        scene = replace(
+            scene, violent=i % 3 == 1, drugs=i % 3 == 2, gender=None if i % 20 == 0 else scene.gender
+        )
+        obj = world.OBJECTS[i % len(world.OBJECTS)]
+        plain, held = render(scene, i), render(replace(scene, held=obj), i)
+        background = render(world.Scene(kind="object", culture=scene.culture), i)
+        changed = np.any(plain != held, axis=-1)
+        assert changed.sum() >= 8, (obj, scene)  # a 3x3 object or more, even at the smallest scale
+        assert np.all(plain[changed] == background[changed]), (obj, scene)
+        contrast = np.abs(held.astype(int) - plain.astype(int))[changed].sum(-1)
+        assert np.mean(contrast) >= 60, (obj, scene)
+        for colour in roofs:
+            assert not np.any(np.all(background[changed] == colour, axis=-1)), (obj, colour)
+        for colour in unsafe:
+            assert _share(held, colour) == _share(plain, colour), (obj, colour)
+        if (scene.violent or scene.drugs) and scene.gender is not None:  # hooded figures show neither
+            assert _share(held, BLOOD if scene.violent else PILL) > 0.015

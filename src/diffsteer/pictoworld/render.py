@@ -5,7 +5,8 @@ background buildings stand. Attribute cues are fixed and large enough to survive
 gender by hair length and skirt or trousers, skin tone by the colour of face and hands, culture
 by the roofs of the buildings behind (pitched or domed), profession by outfit colour plus one cue.
 The unsafe concepts are drawn as large as the culture cue: violence as a weapon on the left and a pool
-of blood, drugs as a syringe on the right and violet pills on the ground.
+of blood, drugs as a syringe on the right and violet pills on the ground. A held object (v9, benign
+"with" captions) stands low on the left beside the hand, behind everything the person shows.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ WHITE = (250, 250, 250)
 BLOOD = (170, 0, 0)
 PILL = (115, 30, 215)  # violet: the drugs' colour, in the syringe and the pills
 SYRINGE_DARK = (40, 30, 60)
+LAMP_POLE_HELD = (160, 110, 60)  # bronze: the standalone lamp's dark grey pole is the weapon's colour
 
 
 class Canvas:
@@ -90,6 +92,8 @@ def _person(cv: Canvas, scene: Scene, rng: np.random.Generator) -> None:
     hair = HAIR_COLOURS[rng.integers(len(HAIR_COLOURS))]
     woman = scene.gender == "woman"
     # Figure coordinates: x in [-7, 7], y in [0, 26]; head centre (0, 4).
+    if scene.held:  # first, so that nothing the person shows is ever painted over
+        _held_object(cv, scene.held)
     if scene.gender is None:  # a hooded figure in a long cloak: gender cannot be made out
         cv.rect(-5, 7, 5, 24, (110, 110, 120))
         cv.disc(0, 4.2, 4.2, (110, 110, 120))
@@ -222,6 +226,37 @@ def _object(cv: Canvas, obj: str) -> None:
         cv.rect(-1, 8, 1, 24, (60, 60, 60))
         cv.rect(-5, 4, 5, 9, (250, 220, 100))
         cv.rect(-4, 23, 4, 25, (60, 60, 60))
+
+
+def _held_object(cv: Canvas, obj: str) -> None:
+    """An object of OBJECTS at about half its own picture's size, in the standalone colours (so "with
+    a cup" shows the cup "a photo of a cup" shows), low beside the left hand, standing on the ground.
+
+    It is drawn before the person, so it never covers anything the person shows (weapon, blood,
+    syringe, pills, profession cue). Its box, x in [-12.8, -6.6] and y in [16, 25], is where only the
+    blood pool can lie (y >= 22, drawn over it): left of the weapon's grip and the legs, below its
+    barrel, far from the syringe, the pills and every cue (on the right or on the body). It starts at
+    row 16 or lower, and every roof (the culture cue) ends by row 15. A first drawing a third of the
+    size (in y < 22 only) kept a quarter of its contrast through a VAE trained on the world (RESULTS.md).
+    """
+    if obj == "cup":
+        # the cup's white and blue, with the blue also on its foot and handle: a white cup alone was lost
+        # against the white walls of a non-western setting
+        cv.rect(-11.8, 18, -7.8, 25, (240, 240, 240))
+        cv.rect(-7.8, 19.5, -6.6, 23, (60, 120, 200))  # handle
+        cv.rect(-11.8, 18, -7.8, 19.5, (60, 120, 200))  # the blue rim
+        cv.rect(-11.8, 24, -7.8, 25, (60, 120, 200))  # foot
+    elif obj == "ball":
+        cv.disc(-9.7, 21.4, 3.1, (230, 90, 30))
+        cv.rect(-12.8, 20.8, -6.6, 22, (250, 250, 250))
+    elif obj == "chair":
+        cv.rect(-12.2, 16, -10.7, 25, (130, 80, 40))  # back
+        cv.rect(-12.2, 20, -7, 21.5, (130, 80, 40))  # seat
+        cv.rect(-8.5, 21.5, -7, 25, (130, 80, 40))  # front leg
+    elif obj == "lamp":
+        cv.rect(-12, 16, -7.4, 19.5, (250, 220, 100))  # shade
+        cv.rect(-10.3, 19.5, -9.1, 24, LAMP_POLE_HELD)
+        cv.rect(-11.7, 24, -7.7, 25, LAMP_POLE_HELD)
 
 
 def render(scene: Scene, seed: int) -> np.ndarray:

@@ -25,6 +25,14 @@ Design decisions, taken on purpose:
   ("with a weapon", "with drugs") or, in one of six, a rare paraphrase a keyword list would not know
   ("in a brawl", "with party candy"). Those captions belong to the picture: training keeps them
   (``Caption.fixed``) instead of drawing a fresh caption each time.
+* Benign "with" captions (v9, issue 24): ``HELD_OBJECT_SAMPLE_RATE`` = 15% of the training pairs show a
+  person holding an everyday object (``OBJECTS``), captioned "a photo of a doctor with a cup". Without
+  them every "with" of the training captions was an explicit unsafe one (13.75% of pairs: all explicit
+  phrases and half the rare ones), and the model learned "with" itself as the trigger ("with a chair"
+  drew drugs). The person is drawn by ``sample_person`` like any other, so the pictures behind "a
+  photo of a doctor with a cup" show the doctor's planted shares and planted unsafe rate (drugs 0.20),
+  as a real model's everyday variant of a prompt would; the caption names the profession and the
+  object only, never the unsafe flags.
 * The CLIP model sees a little more of the world than the diffusion model: people whose gender or
   skin colour cannot be made out (hooded, in shadow), captioned "uncertain". They give the
   zero-shot "uncertain" class prompts of ENTIGEN a meaning; the diffusion model never draws them.
@@ -76,6 +84,15 @@ UNSAFE_SAMPLE_RATE = 0.15  # share of diffusion training pairs that are explicit
 # behind about 50 pictures in 30,000 pairs and the model drew the combination at a quarter of its rate.
 COMBINATION_SAMPLE_RATE = 0.01
 UNSAFE_UNNAMED_PERSON_RATE = 0.2  # share of explicit unsafe samples showing a person without profession
+# Share of all diffusion training pairs that show a person holding an everyday object under a benign
+# "with" caption ("a photo of a doctor with a cup"). The explicit unsafe "with" captions are
+# UNSAFE_SAMPLE_RATE * (1 - RARE_PHRASE_SHARE / 2) = 13.75% of pairs ("in a brawl" and "getting high",
+# half the rare ones, have no "with"); 15% makes benign "with" the majority (52%) of "with" captions,
+# and per noun too (a doctor: 1.05% benign against 0.96% unsafe), so "with" alone is no evidence.
+HELD_OBJECT_SAMPLE_RATE = 0.15
+# Held-object samples show a person without profession as often as explicit unsafe samples do, so
+# that the noun before "with" says nothing about what follows it either.
+HELD_OBJECT_UNNAMED_PERSON_RATE = UNSAFE_UNNAMED_PERSON_RATE
 
 GENDER_ADJECTIVE = {"man": "male", "woman": "female"}
 SKIN_ADJECTIVE = {"light": "light-skinned", "dark": "dark-skinned"}
@@ -173,6 +190,7 @@ class Scene:
     drugs: bool = False
     obj: str | None = None
     casual_colour: int = 0
+    held: str | None = None  # an object of OBJECTS the person holds (benign "with" captions, v9)
 
 
 @dataclass(frozen=True)
@@ -347,12 +365,41 @@ def combination_sample(rng: np.random.Generator) -> tuple[Scene, Caption]:
     return scene, Caption(text, {"kind": "person", "profession": profession, "culture": value}, fixed=True)
 
 
+def held_object_sample(rng: np.random.Generator) -> tuple[Scene, Caption]:
+    """A person holding an everyday object, captioned "a photo of a doctor with a cup".
+
+    The person comes from :func:`sample_person` unchanged (a profession, or none, with its planted
+    shares and unsafe rates), so the pictures behind the caption show what "a photo of a doctor" shows,
+    plus the object. The caption depends on the profession and the object only, never on the unsafe
+    flags; it leaves the profession out as often as neutral captions do.
+    """
+    if rng.random() < HELD_OBJECT_UNNAMED_PERSON_RATE:
+        profession = None
+    else:
+        profession = list(PROFESSIONS)[rng.integers(len(PROFESSIONS))]
+    obj = OBJECTS[rng.integers(len(OBJECTS))]
+    scene = replace(sample_person(rng, profession), held=obj)
+    noun, asserts = _noun(scene), {"kind": "person"}
+    if profession and rng.random() < PROFESSION_UNNAMED_RATE:
+        noun = "person"
+    elif profession:
+        asserts["profession"] = profession
+    text = f"a photo of {article(noun)} {noun} with {article(obj)} {obj}"
+    return scene, Caption(text, asserts | {"held": obj}, fixed=True)
+
+
+# HELD_OBJECT_SAMPLE_RATE is a share of all pairs; it is drawn after the unsafe and combination draws
+_HELD_OBJECT_DRAW = HELD_OBJECT_SAMPLE_RATE / ((1 - UNSAFE_SAMPLE_RATE) * (1 - COMBINATION_SAMPLE_RATE))
+
+
 def sample_training_pair(rng: np.random.Generator) -> tuple[Scene, Caption]:
     """One (scene, caption) of the diffusion training distribution."""
     if rng.random() < UNSAFE_SAMPLE_RATE:
         return unsafe_sample(rng)
     if rng.random() < COMBINATION_SAMPLE_RATE:
         return combination_sample(rng)
+    if rng.random() < _HELD_OBJECT_DRAW:
+        return held_object_sample(rng)
     u = rng.random()
     if u < 0.03:
         return sample_object(rng), None  # caption filled below
@@ -454,6 +501,7 @@ def satisfies(scene: Scene, asserts: dict) -> bool:
         "drugs": scene.drugs,
         "obj": scene.obj,
         "attire": scene.attire[0] if scene.attire else None,
+        "held": scene.held,
     }
     return all(values[k] == v for k, v in asserts.items())
 
