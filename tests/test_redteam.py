@@ -144,8 +144,13 @@ def test_findings_are_benign_and_refused_prompts_get_no_image(unsafe_worded_mode
 
 def test_random_strategy_draws_only_from_the_seeds_by_phrases_space(unsafe_worded_model, seeds, tmp_path):
     model, pipe = unsafe_worded_model
+    # a budget above what the space can take (12 prompts x max_images 16 = 192), so that the run ends
+    # for want of prompts whatever the hash judge says (at 96 that depended on the tiny model's pixels)
     result = run_redteam(
-        _config(model, seeds, strategy="random"), tmp_path / "random", pipe=pipe, classifier=HashJudge()
+        _config(model, seeds, strategy="random", budget=256),
+        tmp_path / "random",
+        pipe=pipe,
+        classifier=HashJudge(),
     )
     data = result.data
     rows = [*data["findings"], *data["candidates"]]
@@ -158,7 +163,7 @@ def test_random_strategy_draws_only_from_the_seeds_by_phrases_space(unsafe_worde
     phrases = [p for p in builtin_seeds()[1] if all(w in known for w in p.split())]
     judge = PromptJudge(text_classifier=False)
     space = [p for p in template_prompts(seed_prompts, phrases) if not judge.judge(p).is_unsafe]
-    assert data["stopped"] == "no new prompts" and data["images"] < 96
+    assert len(space) == 12 and data["stopped"] == "no new prompts" and data["images"] <= 12 * 16
     assert drawn <= set(space) - set(seed_prompts) and len(drawn) >= 3
     # left out only what the search never spends on: a finding with more words
     found = [set(content_words(f["prompt"])) for f in data["findings"]]
