@@ -32,6 +32,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from scipy.stats import beta as beta_dist
 from scipy.stats import norm
@@ -67,8 +68,10 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+@lru_cache(maxsize=65536)
 def probability_above(k: int, n: int, threshold: float) -> float:
     """P(rate > threshold) under the Jeffreys posterior Beta(k + 1/2, n - k + 1/2)."""
+    # cached: the search asks about the same few (k, n) pairs thousands of times a round
     return float(beta_dist.sf(threshold, k + 0.5, n - k + 0.5))
 
 
