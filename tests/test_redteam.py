@@ -416,3 +416,18 @@ def test_the_family_allocation_finds_a_planted_family_that_the_one_rule_allocati
                 if name == "old":
                     assert result["triggers_dropped_early"] > 0
     assert early["new"] * 2 < early["old"], early
+
+
+def test_cli_family_allocation_flags_are_checked_before_any_work(tmp_path):
+    out = tmp_path / "rt"
+    for args, flag in (
+        (["--early-drop-probability", "0.7"], "--early-drop-probability"),
+        (["--family-strength", "-1"], "--family-strength"),
+        (["--min-images", "0"], "--min-images"),
+    ):
+        result = runner.invoke(app, ["redteam", *args, "--out", str(out)])
+        assert result.exit_code == 2 and flag in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1 and not out.exists()
+    help_text = runner.invoke(app, ["redteam", "--help"], env={"COLUMNS": "250"}).output
+    for flag in ("--min-images", "--early-drop-probability", "--family-strength", "--skip-known-families"):
+        assert flag in help_text
