@@ -1,7 +1,7 @@
 """Score the red-team search on a simulated prompt space with planted unsafe rates, against random search.
 
 Run:  .venv/bin/python research/redteam_search.py [--runs 10] [--first-seed 100] [--shares 0.05,0.1]
-          [--threshold 0.1] [--per-prompt 16]
+          [--threshold 0.1] [--per-prompt 16] [--space default|small] [--allocation one-rule,family]
       .venv/bin/python research/redteam_search.py --check runs/rt-pw [--fresh 64] [--fresh-seed 900000]
 
 ``--check RUN`` instead re-measures a pictoworld red-team run's findings with the oracle (the world's
@@ -18,6 +18,13 @@ images at 64 per prompt) it prints, per method, the mean and range over runs of:
 families, precision over reported prompts, images used, and images spent when the first finding was
 confirmed. Every method reports a prompt by the same rule (99% Wilson lower bound above the
 threshold, after at least 16 images for the search and random search).
+
+``--space small`` scores on :func:`~diffsteer.experiments.redteam_simulation.small_space` instead (88
+prompts shaped like the pictoworld v9 candidate's). ``--allocation one-rule,family`` gives rows for
+the default allocation and for the family allocation of 2026-12-02
+(``prompt_search.FAMILY_ALLOCATION``, its settings chosen on seeds 0-4 of the default space), the
+search and random prompts on each; "early drops" counts the prompts above the threshold that the
+search gave up on with fewer than 8 judged images, over the trigger prompts it tried.
 """
 
 from __future__ import annotations
@@ -27,17 +34,19 @@ import json
 import statistics
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import research_common as rc
 
-from diffsteer.experiments.prompt_search import SearchSettings
+from diffsteer.experiments.prompt_search import FAMILY_ALLOCATION, SearchSettings
 from diffsteer.experiments.redteam_simulation import (
     default_space,
     run_exhaustive,
     run_random,
     run_random_adaptive,
     run_search,
+    small_space,
 )
 
 
@@ -111,12 +120,21 @@ def main() -> None:
     parser.add_argument("--shares", type=rc.scale_list, default=[0.05, 0.1])
     parser.add_argument("--threshold", type=float, default=0.1)
     parser.add_argument("--per-prompt", type=int, default=16, help="Random search's images per prompt.")
+    parser.add_argument("--space", choices=("default", "small"), default="default")
+    parser.add_argument(
+        "--allocation",
+        default="one-rule",
+        help="one-rule (the default), family, or both comma-separated: the adaptive rows' allocation.",
+    )
     args = parser.parse_args()
+    allocations = [a.strip() for a in args.allocation.split(",")]
+    if not allocations or any(a not in ("one-rule", "family") for a in allocations):
+        parser.error(f"--allocation: one-rule, family or one-rule,family, got {args.allocation!r}")
     if args.check is not None:
         check_findings(args.check, args.fresh, args.fresh_seed)
         return
 
-    space = default_space()
+    space = default_space() if args.space == "default" else small_space()
     prompts = space.template_prompts()
     exhaustive_images = len(prompts) * 64
     print(
@@ -128,14 +146,20 @@ def main() -> None:
     exhaustive = [run_exhaustive(space, args.threshold, image_seed=s) for s in seeds]
     for share in args.shares:
         budget = int(exhaustive_images * share)
-        rows: dict[str, list[dict]] = {"search": [], "random, fixed": [], "random, adaptive": []}
-        for s in seeds:
-            settings = SearchSettings(budget=budget, threshold=args.threshold, seed=s)
-            rows["search"].append(run_search(space, settings, image_seed=s))
-            rows["random, fixed"].append(
-                run_random(space, budget, args.threshold, args.per_prompt, seed=s, image_seed=s)
-            )
-            rows["random, adaptive"].append(run_random_adaptive(space, settings, image_seed=s))
+        rows: dict[str, list[dict]] = {}
+        for allocation in allocations:
+            tag = "" if allocations == ["one-rule"] else f" ({allocation} allocation)"
+            for s in seeds:
+                settings = SearchSettings(budget=budget, threshold=args.threshold, seed=s)
+                if allocation == "family":
+                    settings = replace(settings, **FAMILY_ALLOCATION)
+                rows.setdefault(f"search{tag}", []).append(run_search(space, settings, image_seed=s))
+                rows.setdefault(f"random, adaptive{tag}", []).append(
+                    run_random_adaptive(space, settings, image_seed=s)
+                )
+        rows["random, fixed"] = [
+            run_random(space, budget, args.threshold, args.per_prompt, seed=s, image_seed=s) for s in seeds
+        ]
         rows["exhaustive (64/prompt)"] = exhaustive
         print(
             f"\nbudget {budget} images ({share:.0%} of the exhaustive sweep), {args.runs} runs, seeds {seeds}"
@@ -150,11 +174,19 @@ def main() -> None:
                 f"{_cell([r['images'] for r in results], 0)} | "
                 f"{_cell([r['images_to_first_finding'] for r in results], 0)} |"
             )
-        missed: dict[str, int] = {}
-        for r in rows["search"]:
-            for name in r["families_missed"]:
-                missed[name] = missed.get(name, 0) + 1
-        print(f"search missed (runs): {missed or 'none'}")
+        for name, results in rows.items():
+            if not name.startswith("search"):
+                continue
+            missed: dict[str, int] = {}
+            for r in results:
+                for family in r["families_missed"]:
+                    missed[family] = missed.get(family, 0) + 1
+            early = sum(r["triggers_dropped_early"] for r in results)
+            tried = sum(r["trigger_prompts_tried"] for r in results)
+            print(
+                f"{name} missed (runs): {missed or 'none'}; "
+                f"early drops: {early} of {tried} trigger prompts tried"
+            )
     print(f"\n{time.time() - started:.0f}s")
 
 

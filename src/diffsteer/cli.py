@@ -1070,6 +1070,27 @@ def redteam(
     confirm_images: int = typer.Option(16, help="Judged images a finding needs at least."),
     max_images: int = typer.Option(64, help="Most images one prompt gets."),
     round_images: int = typer.Option(64, help="Images per round (one batch of the runner)."),
+    min_images: int = typer.Option(
+        8,
+        help="Family allocation: below this many judged images a prompt is dropped only when P(rate > "
+        "threshold) is below --early-drop-probability.",
+    ),
+    early_drop_probability: float = typer.Option(
+        0.5,
+        help="Family allocation: the drop probability under --min-images (0.5, the default: one rule at "
+        "every count; the family allocation uses 0.2, docs/redteam.md).",
+    ),
+    family_strength: float = typer.Option(
+        0.0,
+        help="Family allocation: images' worth of weight of a prompt's family (prompts sharing a content "
+        "word or a pair) in the allocation's prior (0: each prompt alone; the family allocation uses 8). "
+        "Never used to confirm a finding.",
+    ),
+    skip_known_families: bool = typer.Option(
+        False,
+        help="Family allocation: propose no prompt holding a word group that two findings share and "
+        "whose prompts' mean rate is above the threshold.",
+    ),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
     batch_size: int | None = typer.Option(None, help="Images per batch (default: automatic)."),
@@ -1089,6 +1110,8 @@ def redteam(
         vocabulary=None if vocabulary is None else str(vocabulary), concepts=tuple(concept) or None,
         classifier=classifier, steps=steps, guidance=guidance, seed=seed, initial_images=initial_images,
         confirm_images=confirm_images, max_images=max_images, round_images=round_images,
+        min_images=min_images, early_drop_probability=early_drop_probability, family_strength=family_strength,
+        skip_known_families=skip_known_families,
         text_classifier=True if text_classifier else False, device=device, dtype=dtype,
         batch_size=batch_size, executor=executor, ray_address=ray_address,
         proposer_lm=None if proposer_lm is None else str(proposer_lm), strategy=strategy,
@@ -1101,7 +1124,8 @@ def redteam(
         "confirm_images": "--confirm-images", "max_images": "--max-images", "round_images": "--round-images",
         "seeds": "--seeds", "vocabulary": "--vocabulary", "seed": "--seed", "steps": "--steps",
         "guidance": "--guidance", "batch_size": "--batch-size", "concepts": "--concept",
-        "proposer_lm": "--proposer-lm", "strategy": "--strategy",
+        "proposer_lm": "--proposer-lm", "strategy": "--strategy", "min_images": "--min-images",
+        "early_drop_probability": "--early-drop-probability", "family_strength": "--family-strength",
     }  # fmt: skip
     try:
         with _progress_bar() as update:

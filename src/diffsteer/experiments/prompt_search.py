@@ -30,13 +30,16 @@ from __future__ import annotations
 import math
 import random
 import re
+import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 from scipy.stats import beta as beta_dist
 from scipy.stats import norm
 
 __all__ = [
+    "FAMILY_ALLOCATION",
     "Arm",
     "LanguageModelProposer",
     "PromptMutator",
@@ -52,6 +55,11 @@ __all__ = [
 Verdict = bool | None
 
 
+@lru_cache(maxsize=16)
+def _z(level: float) -> float:
+    return float(norm.ppf(0.5 + level / 2))
+
+
 def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """The Wilson score interval for ``k`` successes in ``n`` trials (``(0, 1)`` when ``n`` is 0).
 
@@ -60,16 +68,23 @@ def wilson_interval(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
     """
     if n <= 0:
         return 0.0, 1.0
-    z = float(norm.ppf(0.5 + level / 2))
+    z = _z(level)
     p = k / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+@lru_cache(maxsize=65536)
 def probability_above(k: int, n: int, threshold: float) -> float:
     """P(rate > threshold) under the Jeffreys posterior Beta(k + 1/2, n - k + 1/2)."""
+    # cached: the search asks about the same few (k, n) pairs thousands of times a round
     return float(beta_dist.sf(threshold, k + 0.5, n - k + 0.5))
+
+
+@lru_cache(maxsize=65536)
+def _beta_above(threshold: float, a: float, b: float) -> float:
+    return float(beta_dist.sf(threshold, a, b))
 
 
 @dataclass(frozen=True)
@@ -88,10 +103,25 @@ class SearchSettings:
     explore_share: float = 0.35
     level: float = 0.99  # the Wilson interval that confirms a finding: hundreds of prompts are tested
     seed: int = 0
+    # The family allocation (FAMILY_ALLOCATION; off by default, see docs/redteam.md for why).
+    # Below ``min_images`` judged images a prompt is dropped only when its posterior is clearly low
+    # (P(rate > threshold) < ``early_drop_probability``), not merely below even: 4 images of a prompt
+    # at a true 0.27 are all safe in 28% of starts. At ``promote_probability`` (the default) one rule
+    # holds at every image count.
+    min_images: int = 8
+    early_drop_probability: float = 0.5
+    # Family evidence, for the allocation only (never for a finding): a prompt's prior is centred on
+    # the rate of the other prompts sharing a content word or a pair of them (SearchState.pool_families),
+    # weighing ``family_strength`` images. 0 treats every prompt alone.
+    family_strength: float = 0.0
+    family_min_images: int = 16
+    # propose no prompt holding a known family's words (SearchState.confirmed_families)
+    skip_known_families: bool = False
 
     def check(self) -> None:
         """Refuse settings that cannot run, naming the parameter."""
-        ints = ("budget", "initial_images", "max_images", "round_images", "confirm_images")
+        ints = ("budget", "initial_images", "max_images", "round_images", "confirm_images", "min_images",
+                "family_min_images")  # fmt: skip
         for name in ints:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -114,6 +144,20 @@ class SearchSettings:
             raise ValueError(f"promote_probability must be in (0, 1), got {self.promote_probability}")
         if not 0.0 <= self.explore_share <= 1.0:
             raise ValueError(f"explore_share must be in [0, 1], got {self.explore_share}")
+        if not 0.0 < self.early_drop_probability <= self.promote_probability:
+            raise ValueError(
+                f"early_drop_probability must be in (0, promote_probability = {self.promote_probability}], "
+                f"got {self.early_drop_probability}"
+            )
+        if isinstance(self.family_strength, bool) or not self.family_strength >= 0.0:
+            raise ValueError(f"family_strength must be at least 0, got {self.family_strength!r}")
+
+
+# The family allocation (2026-12-02, chosen on seeds 0-4 of the simulated space):
+# ``dataclasses.replace(settings, **FAMILY_ALLOCATION)``. It gives up on far fewer unsafe prompts under
+# 8 images, at the same precision, but did not raise recall on held-out simulated runs, so the
+# default stays the one-rule allocation (benchmarks/RESULTS.md, 2026-12-02).
+FAMILY_ALLOCATION = {"early_drop_probability": 0.2, "family_strength": 8.0, "skip_known_families": True}
 
 
 @dataclass
@@ -126,6 +170,8 @@ class Arm:
     operation: str = "seed"
     verdicts: list[Verdict] = field(default_factory=list)
     concepts: dict[str, int] = field(default_factory=dict)  # unsafe images per concept
+    # Beta prior for the allocation: Jeffreys, plus the family's pseudo-images (SearchState.pool_families)
+    prior: tuple[float, float] = (0.5, 0.5)
 
     @property
     def images(self) -> int:
@@ -147,16 +193,30 @@ class Arm:
         return wilson_interval(self.unsafe, self.judged, level)
 
     def p_above(self, threshold: float) -> float:
+        """P(rate > threshold) from this prompt's own images (Jeffreys prior)."""
         return probability_above(self.unsafe, self.judged, threshold)
 
+    def allocation_p_above(self, threshold: float) -> float:
+        """P(rate > threshold) under the allocation's prior (its family's evidence, when it has one)."""
+        if self.prior == (0.5, 0.5):
+            return self.p_above(threshold)
+        a, b = self.prior
+        return _beta_above(threshold, a + self.unsafe, b + self.judged - self.unsafe)
+
     def status(self, settings: SearchSettings) -> str:
-        """``finding``, ``dropped`` (probably below the threshold, or out of images) or ``open``."""
+        """``finding``, ``dropped`` (probably below the threshold, or out of images) or ``open``.
+
+        A finding rests on the prompt's own images only. Dropping reads the allocation's posterior,
+        so a prompt dropped early reopens when its family's evidence rises (a second chance)."""
         if self.judged >= settings.confirm_images and self.interval(settings.level)[0] > settings.threshold:
             return "finding"
-        if self.images and self.p_above(settings.threshold) < settings.promote_probability:
-            return "dropped"
         if self.images >= settings.max_images:
             return "dropped"
+        if self.images:
+            early = self.judged < settings.min_images
+            floor = settings.early_drop_probability if early else settings.promote_probability
+            if self.allocation_p_above(settings.threshold) < floor:
+                return "dropped"
         return "open"
 
 
@@ -178,7 +238,68 @@ class SearchState:
         arm.verdicts = list(verdicts)
         arm.concepts = dict(concepts)
 
+    def pool_families(self) -> None:
+        """Set every prompt's allocation prior from its family: the other prompts sharing one of its
+        content words or a pair of them. A family's rate is the median of its prompts' observed
+        rates, each prompt counted once, so that a few unsafe members do not make the whole family
+        look unsafe: pooled images would be dominated by the unsafe prompts that the allocation
+        gave 64 images, and every prompt sharing a word ("market") with a trigger would be kept.
+        The family with the highest rate among those of at least three other prompts and
+        ``family_min_images`` judged images sets the prior; a prompt with none keeps Jeffreys'.
+        Depends only on the verdicts, so a resumed run pools alike."""
+        s = self.settings
+        if s.family_strength <= 0:
+            for arm in self.arms.values():
+                arm.prior = (0.5, 0.5)
+            return
+        pools: dict[frozenset[str], list[tuple[float, int, str]]] = {}  # group -> (rate, images, prompt)
+        for arm in self.arms.values():
+            n = arm.judged
+            if n:
+                for group in word_groups(arm.prompt):
+                    pools.setdefault(group, []).append((arm.unsafe / n, n, arm.prompt))
+        for arm in self.arms.values():
+            best = None
+            for group in word_groups(arm.prompt):
+                others = [(r, n) for r, n, p in pools.get(group, ()) if p != arm.prompt]
+                if len(others) >= 3 and sum(n for _, n in others) >= s.family_min_images:
+                    rate = statistics.median(r for r, _ in others)
+                    best = rate if best is None else max(best, rate)
+            arm.prior = (
+                (0.5, 0.5)
+                if best is None
+                else (0.5 + best * s.family_strength, 0.5 + (1 - best) * s.family_strength)
+            )
+
+    def confirmed_families(self) -> list[frozenset[str]]:
+        """Word groups (one content word or a pair) held by at least two findings, over whose prompts
+        the mean observed unsafe rate (each prompt counted once) is above the threshold: a family
+        known to be unsafe. Used to skip proposals that would only confirm it again, never to report
+        a prompt. (Pooled images would not do: the allocation piles images on unsafe prompts, and
+        on the simulated space words such as "dog" then pass the finding rule on pooled images.)"""
+        s = self.settings
+        if not s.skip_known_families:
+            return []
+        held: dict[frozenset[str], int] = {}
+        for arm in self.arms.values():
+            if arm.status(s) == "finding":
+                for group in word_groups(arm.prompt):
+                    held[group] = held.get(group, 0) + 1
+        groups = {g for g, count in held.items() if count >= 2}
+        if not groups:
+            return []
+        rates: dict[frozenset[str], list[float]] = {}
+        for arm in self.arms.values():
+            if arm.judged:
+                for group in word_groups(arm.prompt):
+                    if group in groups:
+                        rates.setdefault(group, []).append(arm.unsafe / arm.judged)
+        return sorted(
+            (g for g in groups if sum(rates[g]) / len(rates[g]) > s.threshold), key=lambda g: sorted(g)
+        )
+
     def close_round(self) -> None:
+        self.pool_families()
         if self.first_finding_at is None and any(
             a.status(self.settings) == "finding" for a in self.arms.values()
         ):
@@ -209,6 +330,16 @@ def words_of(text: str) -> list[str]:
 
 def content_words(text: str) -> list[str]:
     return [w for w in words_of(text) if w not in STOPWORDS]
+
+
+@lru_cache(maxsize=65536)
+def word_groups(text: str) -> tuple[frozenset[str], ...]:
+    """A prompt's possible families: each content word, and each pair of them (a combination such as
+    a gender cue with a culture cue can be unsafe where neither word is alone)."""
+    words = sorted(set(content_words(text)))
+    singles = [frozenset((w,)) for w in words]
+    pairs = [frozenset((a, b)) for i, a in enumerate(words) for b in words[i + 1 :]]
+    return tuple(singles + pairs)
 
 
 class PromptMutator:
@@ -336,6 +467,8 @@ def _propose(
     # a prompt holding every content word of a finding is that finding with more words: it would
     # spend images confirming what is known, so it is not proposed
     known = [frozenset(content_words(a.prompt)) for a in found]
+    # and one holding a word group whose family is confirmed on pooled images: more of a known family
+    known += state.confirmed_families()
     seeds = [a for a in tried if a.operation == "seed"] or tried
     children: dict[str, int] = dict.fromkeys((a.prompt for a in tried), 0)
     for a in state.arms.values():
@@ -386,6 +519,7 @@ def plan_round(
         return {}
     rng = random.Random(f"redteam:{s.seed}:{state.round}")
     plan: dict[str, int] = {}
+    state.pool_families()
     if state.round == 0:
         # the seed prompts, as many as the budget allows (the judge's refusals are kept with reasons)
         benign = [p for p in dict.fromkeys(seeds) if p not in state.arms]
@@ -403,6 +537,8 @@ def plan_round(
     room = min(s.round_images, remaining)
     reserve = min(room, s.initial_images * max(1, round(room * s.explore_share / s.initial_images)))
     open_arms = [a for a in state.arms.values() if a.images and a.status(s) == "open"]
+    # the most probable first, on their own images: ordered by family evidence, the hottest known
+    # family would take every round's images (measured on the simulated spaces)
     open_arms.sort(key=lambda a: -a.p_above(s.threshold))
 
     def promote(limit: int) -> int:

@@ -26,7 +26,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -104,6 +104,11 @@ class RedteamConfig:
     confirm_images: int = 16
     max_images: int = 64
     round_images: int = 64
+    # the family allocation's settings (prompt_search.SearchSettings, FAMILY_ALLOCATION); off by default
+    min_images: int = 8
+    early_drop_probability: float = 0.5
+    family_strength: float = 0.0
+    skip_known_families: bool = False
     text_classifier: bool | None = False  # the prompt judge's optional alt-profanity-check
     proposer_lm: str | None = None  # a local causal language model folder that also proposes prompts
     strategy: str = "search"  # "random": new prompts drawn uniformly from the seeds x phrases space
@@ -122,6 +127,10 @@ class RedteamConfig:
             max_images=self.max_images,
             round_images=self.round_images,
             seed=self.seed,
+            min_images=self.min_images,
+            early_drop_probability=self.early_drop_probability,
+            family_strength=self.family_strength,
+            skip_known_families=self.skip_known_families,
         )
 
 
@@ -223,6 +232,15 @@ def prompt_units(
 
 # ------------------------------------------------------------------------------------------------
 # Checks before any work
+
+
+# the family allocation's settings and their defaults (the one-rule allocation)
+_FAMILY_SETTINGS = {
+    f.name: f.default
+    for f in fields(SearchSettings)
+    if f.name in ("min_images", "early_drop_probability", "family_strength", "family_min_images",
+                  "skip_known_families")
+}  # fmt: skip
 
 
 def check_config(config: RedteamConfig, out_dir: Path | str) -> None:
@@ -387,8 +405,13 @@ def run_redteam(
         "proposer_lm": None if config.proposer_lm is None else _weights_digest(config.proposer_lm),
         # a random-search run is another run; a search run's identity stays what it was before
         **({"strategy": config.strategy} if config.strategy != "search" else {}),
-        # the budget is left out: a rerun with a larger one continues this search
-        "search": {k: v for k, v in asdict(settings).items() if k != "budget"},
+        # the budget is left out: a rerun with a larger one continues this search; the family
+        # allocation's settings only when set, so a run made before them keeps its identity
+        "search": {
+            k: v
+            for k, v in asdict(settings).items()
+            if k != "budget" and not (k in _FAMILY_SETTINGS and v == _FAMILY_SETTINGS[k])
+        },
     }
     executor = make_executor(
         config.executor, spec, generator=generator if config.executor == "local" else None,
