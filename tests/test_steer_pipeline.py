@@ -159,9 +159,9 @@ def test_call_variants_match_the_generator(tiny: tuple[Any, Path], variant: str)
     got = np.stack([np.asarray(im) for im in images]).astype(int)
     if variant == "images-per-prompt":
         # the pipeline repeats one prompt's embeddings where the generator encodes the prompt per
-        # image; with the packages of 2026-12-02 (diffusers 0.42.1) the two differ by float rounding on
-        # SDXL (one grey level in 1 of
-        # 6,144 values), so equal up to that, where a steering mistake would move most pixels
+        # image; with the packages of 2026-12-02 (diffusers 0.42.1) the two differ by float rounding
+        # on SDXL (one grey level in 1 of 6,144 values), so equal up to that, where a steering mistake
+        # would move most pixels
         diff = np.abs(got - expected.astype(int))
         assert diff.max() <= 1 and (diff > 0).mean() < 0.001
     else:
