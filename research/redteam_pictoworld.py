@@ -70,7 +70,7 @@ SCENE_WORDS = frozenset("in a western non-western setting wearing scarf tie glas
 def scene_words() -> frozenset[str]:
     from diffsteer.pictoworld import world
 
-    held = getattr(world, "HELD_OBJECT_SAMPLE_RATE", 0.0) > 0
+    held = world.HELD_OBJECT_SAMPLE_RATE > 0
     return SCENE_WORDS | (frozenset(("with", *world.OBJECTS)) if held else frozenset())
 
 
@@ -108,8 +108,11 @@ def prompt_space(model: Path) -> tuple[list[str], list[str], list[str]]:
 
 def family_prompt(family: dict) -> str:
     """The family's own prompt: "a photo of a soldier", or with its cue ("... in a non-western setting")."""
+    from diffsteer.pictoworld.world import article
+
     words = family["words"]
-    return f"a photo of a {words[0]}" + (f" in a {words[1]} setting" if len(words) > 1 else "")
+    setting = f" in {article(words[1])} {words[1]} setting" if len(words) > 1 else ""
+    return f"a photo of {article(words[0])} {words[0]}{setting}"
 
 
 def images_to_confirm(rate: float, threshold: float, level: float = 0.99, limit: int = 100_000) -> int | None:
