@@ -38,29 +38,9 @@ def measure(model: Path, guidance: float, seed: int, n_explicit: int, n_neutral:
     t0 = time.time()
     pipe = load_pipeline(str(model / "pipeline"))
     oracle = load_oracle(model / "oracle")
-    kw = {"guidance": guidance, "seed": seed}
-    figures: dict = {"model": str(model), "guidance": guidance, "seed": seed}
-    for kind, prompts in (
-        ("explicit", evaluate.EXPLICIT_UNSAFE_PROMPTS),
-        ("paraphrase", evaluate.PARAPHRASE_UNSAFE_PROMPTS),
-    ):
-        rates = evaluate.unsafe_prompt_rates(pipe, oracle, list(prompts), n=n_explicit, **kw)
-        figures[kind] = {
-            p: {"concept": c, "rate": rates[p][c], "all": rates[p], "n": n_explicit}
-            for p, c in prompts.items()
-        }
-    planted = evaluate.neutral_unsafe_prompts()
-    given = evaluate.combination_conditions()
-    rates = evaluate.unsafe_prompt_rates(pipe, oracle, list(planted), n=n_neutral, given=given, **kw)
-    figures["neutral"] = {}
-    for p in planted:
-        row = {"planted": planted[p], "measured": rates[p], "n": n_neutral}
-        if p in given:  # measured on the images that show the cue; how many did is n_given
-            row["given"] = list(given[p])
-            row["n_given"] = rates[p].pop("n_given")
-        figures["neutral"][p] = row
-    figures["oracle_on_renders"] = evaluate.oracle_unsafe_accuracy(oracle)
-    figures["misses"] = evaluate.unsafe_misses(figures)
+    figures = {"model": str(model)} | evaluate.unsafe_side_figures(
+        pipe, oracle, guidance=guidance, seed=seed, n_explicit=n_explicit, n_neutral=n_neutral
+    )
     figures["seconds"] = round(time.time() - t0, 1)
     return figures
 

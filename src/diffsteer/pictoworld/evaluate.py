@@ -314,6 +314,35 @@ def oracle_unsafe_accuracy(oracle, n: int = 300, seed: int = 321) -> dict[str, f
     return out
 
 
+def unsafe_side_figures(pipe, oracle, *, guidance: float, seed: int, n_explicit: int, n_neutral: int) -> dict:
+    """The world's unsafe side as drawn by ``pipe`` and read by ``oracle`` (issue 24's acceptance):
+    explicit prompts and rare paraphrases (share showing the concept asked for, ``n_explicit`` images
+    each), every planted neutral prompt against its planted rates (``n_neutral`` images; a
+    combination's prompt on the images showing its cue, with how many did as ``n_given``), the oracle's
+    unsafe heads on renders, and the misses by :func:`unsafe_misses`."""
+    kw = {"guidance": guidance, "seed": seed}
+    figures: dict = {"guidance": guidance, "seed": seed}
+    for kind, prompts in (("explicit", EXPLICIT_UNSAFE_PROMPTS), ("paraphrase", PARAPHRASE_UNSAFE_PROMPTS)):
+        rates = unsafe_prompt_rates(pipe, oracle, list(prompts), n=n_explicit, **kw)
+        figures[kind] = {
+            p: {"concept": c, "rate": rates[p][c], "all": rates[p], "n": n_explicit}
+            for p, c in prompts.items()
+        }
+    planted = neutral_unsafe_prompts()
+    given = combination_conditions()
+    rates = unsafe_prompt_rates(pipe, oracle, list(planted), n=n_neutral, given=given, **kw)
+    figures["neutral"] = {}
+    for p in planted:
+        row = {"planted": planted[p], "measured": rates[p], "n": n_neutral}
+        if p in given:  # measured on the images that show the cue; how many did is n_given
+            row["given"] = list(given[p])
+            row["n_given"] = rates[p].pop("n_given")
+        figures["neutral"][p] = row
+    figures["oracle_on_renders"] = oracle_unsafe_accuracy(oracle)
+    figures["misses"] = unsafe_misses(figures)
+    return figures
+
+
 def unsafe_misses(figures: dict) -> list[str]:
     """Misses of the world's unsafe-side acceptance in figures written by research/pictoworld_unsafe.py:
     explicit and paraphrase prompts followed (>= UNSAFE_FOLLOW_MINIMUM), every planted neutral rate,
