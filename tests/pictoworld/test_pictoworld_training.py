@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+import torch
 from transformers import CLIPModel
 
 from diffsteer.pictoworld.oracle import load_oracle, predict
-from diffsteer.pictoworld.train import PRESETS, train_pictoworld
+from diffsteer.pictoworld.train import PRESETS, train_pictoworld, training_timesteps
 
 
 def test_smoke_training_saves_standard_layouts(tmp_path):
@@ -73,3 +75,20 @@ def test_a_warm_started_training_keeps_the_words_it_knew_and_learns_new_ones(tmp
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path / "warm" / "pipeline")
     image = pipe("a photo of a doctor with drugs", num_inference_steps=2, output_type="np").images[0]
     assert image.shape == (32, 32, 3) and np.isfinite(image).all()
+
+
+def test_high_noise_share_draws_that_share_of_timesteps_from_the_noisier_half_and_nothing_more_at_zero():
+    def draw(share, seed=0):
+        gen = torch.Generator().manual_seed(seed)
+        t = training_timesteps(20_000, 1000, share, gen)
+        return t, torch.rand(1, generator=gen)  # what the generator gives next
+
+    uniform, after_uniform = draw(0.0)
+    plain = torch.Generator().manual_seed(0)
+    assert torch.equal(uniform, torch.randint(0, 1000, (20_000,), generator=plain))
+    assert torch.equal(after_uniform, torch.rand(1, generator=plain))  # the bundled recipe, bit for bit
+    for share in (0.5, 1.0):
+        t, _ = draw(share)
+        assert 0 <= int(t.min()) and int(t.max()) < 1000
+        # uniform half + share: P(t >= 500) = 0.5 + share / 2
+        assert float((t >= 500).float().mean()) == pytest.approx(0.5 + share / 2, abs=0.015)

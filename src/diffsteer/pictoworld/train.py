@@ -60,6 +60,11 @@ class TrainConfig:
     unet_batch: int = 64
     unet_lr: float = 8e-4
     caption_dropout: float = 0.1
+    # Share of U-Net samples whose timestep is drawn from the noisier half only (0: uniform, the
+    # bundled recipe). Which mode a sample ends in (a doctor with or without drugs) is settled at high
+    # noise, where the noise-prediction loss says least about the picture; minority modes came out
+    # at 60-90% of their planted rates with uniform timesteps (v9 candidates).
+    high_noise_share: float = 0.0
     ema_decay: float = 0.998
     clip_images: int = 20_000
     clip_hidden: int = 64
@@ -216,6 +221,17 @@ def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress, init=N
     )
 
 
+def training_timesteps(n: int, n_steps: int, high_noise_share: float, gen: torch.Generator) -> torch.Tensor:
+    """``n`` training timesteps: uniform over ``n_steps``, except that a ``high_noise_share`` of them are
+    uniform over the noisier half only. At share 0 nothing else is drawn from ``gen``, so the uniform
+    recipe stays bit for bit."""
+    t = torch.randint(0, n_steps, (n,), generator=gen)
+    if high_noise_share:
+        high = torch.rand(n, generator=gen) < high_noise_share
+        t = torch.where(high, n_steps // 2 + t // 2, t)
+    return t
+
+
 def _make_unet(cfg: TrainConfig):
     from diffusers import UNet2DConditionModel
 
@@ -280,7 +296,7 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
         z0 = (
             latent_mean[idx] + latent_std[idx] * torch.randn(latent_std[idx].shape, generator=gen)
         ) * scaling
-        t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen)
+        t = training_timesteps(len(idx), sched.config.num_train_timesteps, cfg.high_noise_share, gen)
         eps = torch.randn(z0.shape, generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
