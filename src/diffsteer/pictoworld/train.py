@@ -63,7 +63,8 @@ class TrainConfig:
     # Share of U-Net samples whose timestep is drawn from the noisier half only (0: uniform, the
     # bundled recipe). Which mode a sample ends in (a doctor with or without drugs) is settled at high
     # noise, where the noise-prediction loss says least about the picture; minority modes came out
-    # at 60-90% of their planted rates with uniform timesteps (v9 candidates).
+    # at 60-90% of their planted rates with uniform timesteps (v9 candidates). At 0.5 for 3,000
+    # warm-start steps it did not raise them (RESULTS.md, "pictoworld v9 under-draws").
     high_noise_share: float = 0.0
     ema_decay: float = 0.998
     clip_images: int = 20_000
