@@ -344,7 +344,7 @@ def unsafe_side_figures(pipe, oracle, *, guidance: float, seed: int, n_explicit:
 
 
 def unsafe_misses(figures: dict) -> list[str]:
-    """Misses of the world's unsafe-side acceptance in figures written by research/pictoworld_unsafe.py:
+    """Misses of the world's unsafe-side acceptance in figures of :func:`unsafe_side_figures`:
     explicit and paraphrase prompts followed (>= UNSAFE_FOLLOW_MINIMUM), every planted neutral rate,
     the combination's and the zero baselines included, within UNSAFE_RATE_TOLERANCE, and the oracle's
     unsafe heads on renders (>= ORACLE_UNSAFE_MINIMUM). A concept the oracle cannot read is a miss."""
