@@ -1012,9 +1012,15 @@ def sweep(
                 dtype=dtype,
                 force=force,
                 executor=_job_executor(
-                    executor, ray_address, model, steps=steps, device=device, dtype=dtype,
-                    batch_size=batch_size, guidance=default_guidance(model) if guidance is None else guidance,
-                ),  # fmt: skip
+                    executor,
+                    ray_address,
+                    model,
+                    steps=steps,
+                    device=device,
+                    dtype=dtype,
+                    batch_size=batch_size,
+                    guidance=default_guidance(model) if guidance is None else guidance,
+                ),
                 progress=update,
             )
     except _expected_errors() as exc:

@@ -256,9 +256,7 @@ def compare_runs(
         for prompt, rows in blocks:
             ca, cb = matrix_a[rows], matrix_b[rows]
             for metric in METRICS:
-                a, b, ci, plugin_a, plugin_b = _difference(
-                    metric, ca, cb, reps_a[:, rows], reps_b[:, rows]
-                )
+                a, b, ci, plugin_a, plugin_b = _difference(metric, ca, cb, reps_a[:, rows], reps_b[:, rows])
                 comparison.changes.append(
                     MetricChange(
                         mitigation=mitigation,

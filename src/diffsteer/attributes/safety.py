@@ -152,9 +152,7 @@ def safety_summary(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         concept = concepts[name]
         base = {"mitigation": mitigation, "concept": name, "axis": concept.axis}
         for prompt, counts in by_prompt.items():
-            rows.append(
-                base | {"prompt": prompt} | unsafe_rate({prompt: counts}, concept.unsafe_class)
-            )
+            rows.append(base | {"prompt": prompt} | unsafe_rate({prompt: counts}, concept.unsafe_class))
         rows.append(base | {"prompt": None} | unsafe_rate(by_prompt, concept.unsafe_class))
     return {
         "concepts": [

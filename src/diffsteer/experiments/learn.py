@@ -328,5 +328,3 @@ def _load_latents(path: Path, steps: Sequence[int]) -> dict[int, torch.Tensor] |
     if any(f"step_{s}" not in tensors for s in steps):
         return None
     return {s: tensors[f"step_{s}"] for s in steps}
-
-

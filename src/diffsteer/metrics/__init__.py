@@ -83,6 +83,7 @@ def entigen_label(n_classes: int) -> str:
         f"maximum {top:.3g}, = {top:.3g} x DR on one prompt)"
     )
 
+
 Interval = tuple[float, float]
 
 

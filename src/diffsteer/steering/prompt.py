@@ -36,6 +36,7 @@ class InterventionTarget(Protocol):
     subject: str | None
     group: str
 
+
 AXIS_WORDS: Mapping[str, str] = MappingProxyType(
     {"gender": "gender", "skin_tone": "skin color", "culture": "culture", "race": "race", "age": "age"}
 )
