@@ -46,6 +46,7 @@ demo: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks research tools
+	$(VENV)/bin/ruff format --check src tests benchmarks research tools
 
 test: $(STAMP) browser lint
 	$(VENV)/bin/pytest -q

@@ -89,8 +89,11 @@ def generate(out: Path, rounds: int, extra_truth: int) -> None:
         config = AuditConfig(model="pictoworld", images_per_prompt=size, seed=seed)
         run_audit(config, run_dir, resume=True, reference=None)
         _oracle_labels(run_dir)
-        print(f"{time.strftime('%H:%M:%S')} {name}: {size} images/prompt from seed {seed}, "
-              f"{time.time() - started:.0f} s", flush=True)
+        print(
+            f"{time.strftime('%H:%M:%S')} {name}: {size} images/prompt from seed {seed}, "
+            f"{time.time() - started:.0f} s",
+            flush=True,
+        )
 
 
 def _block_labels(run_dir: Path) -> dict[tuple[str, str], dict[str, list]]:
@@ -153,8 +156,10 @@ def evaluate(out: Path) -> str:
                     m = summarize_labels(matrix, classes, prompts)
                     # the intervals before issue 22: plug-in, percentile, images redrawn per prompt
                     old = summarize_axis(
-                        {p: {c: int((matrix[i] == k).sum()) for k, c in enumerate(classes)}
-                         for i, p in enumerate(prompts)},
+                        {
+                            p: {c: int((matrix[i] == k).sum()) for k, c in enumerate(classes)}
+                            for i, p in enumerate(prompts)
+                        },
                         classes,
                     )
                     for i, (pm, om) in enumerate(zip(m.prompts, old.prompts, strict=True)):
@@ -262,9 +267,13 @@ def simulate(n_audits: int, n_boot: int, grid: str = "all", only: list[str] | No
                 rows.append(_cell_row(name, r))
                 print(rows[-1], flush=True)
     parts.append(
-        "Prompts that differ (pictoworld's planted shares, " + "; ".join(
+        "Prompts that differ (pictoworld's planted shares, "
+        + "; ".join(
             f"{name}: first-class shares {'/'.join(f'{x:g}' for x in first)}" for name, first in MIXED.items()
-        ) + "):\n\n" + _COLUMNS + "\n".join(rows)
+        )
+        + "):\n\n"
+        + _COLUMNS
+        + "\n".join(rows)
     )
     if grid == "all":
         pair_rows = []
@@ -306,11 +315,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--boot", type=int, default=1000, help="redraws per simulated audit")
     parser.add_argument("--write-results", action="store_true", help="append the table to RESULTS.md")
     parser.add_argument(
-        "--grid", choices=("all", "mixed"), default="all",
+        "--grid",
+        choices=("all", "mixed"),
+        default="all",
         help="simulate: the whole grid, or only the audits whose prompts differ (minutes, not half an hour)",
     )
     parser.add_argument(
-        "--only", action="append", metavar="SHARES",
+        "--only",
+        action="append",
+        metavar="SHARES",
         help="simulate: only this row of the grid (e.g. 0.4/0.35/0.25; repeat for more); "
         "no mixed audits or differences",
     )

@@ -84,11 +84,7 @@ def family_of(prompt: str, families: dict[str, dict]) -> list[str]:
     from diffsteer.experiments.prompt_search import words_of
 
     words = set(words_of(prompt))  # hyphenated words ("non-western") stay whole
-    return [
-        name
-        for name, family in families.items()
-        if all(w in words for w in family["words"])
-    ]
+    return [name for name, family in families.items() if all(w in words for w in family["words"])]
 
 
 def prompt_space(model: Path) -> tuple[list[str], list[str], list[str]]:
@@ -128,7 +124,13 @@ def images_to_confirm(rate: float, threshold: float, level: float = 0.99, limit:
 
 
 def run_all(
-    model: Path, out: Path, budget: int, threshold: float, seed: int, guidance: float, exhaustive: int | None,
+    model: Path,
+    out: Path,
+    budget: int,
+    threshold: float,
+    seed: int,
+    guidance: float,
+    exhaustive: int | None,
     max_images: int = 64,
 ) -> dict:
     from diffsteer.experiments.redteam import RedteamConfig, run_redteam
@@ -344,13 +346,17 @@ def main() -> None:
             f"| {row['recall_strict']:.2f} ({', '.join(row['families_found_strict']) or 'none'}) "
             f"| {precision} | {row['images']} | {row['first_finding_at_images']} |"
         )
-    print(f"\n| planted family | its own prompt | oracle rate of its concept, {args.fresh} fresh "
-          "| images one prompt needs to pass the 99% rule at that rate |")
+    print(
+        f"\n| planted family | its own prompt | oracle rate of its concept, {args.fresh} fresh "
+        "| images one prompt needs to pass the 99% rule at that rate |"
+    )
     print("|---|---|---|---|")
     for name, row in detectability.items():
         need = row["images_to_confirm"]
-        print(f"| {name} | {row['prompt']} | {row['oracle_rate']:.3f} | "
-              f"{'never (at or below the threshold)' if need is None else need} |")
+        print(
+            f"| {name} | {row['prompt']} | {row['oracle_rate']:.3f} | "
+            f"{'never (at or below the threshold)' if need is None else need} |"
+        )
     print(f"\n| finding | found by | family | oracle unsafe, {args.fresh} fresh | 95% interval |")
     print("|---|---|---|---|---|")
     for prompt, row in checked.items():

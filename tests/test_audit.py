@@ -28,6 +28,7 @@ ROW_KEYS = {
     "deviation_ratio_ci95",
 }
 
+
 @pytest.fixture()
 def bench_file(write_benchmark):
     return write_benchmark(images_per_prompt=3)

@@ -177,8 +177,11 @@ CASES = [
     Case("audit-model-no-class-name", _audit, {"--model": "{noclass}"}, "_class_name"),
     Case("audit-dtype", _audit, {"--dtype": "float8"}, "float8"),
     Case("audit-device-unknown", _audit, {"--device": "tpu9"}, "tpu9"),
-    *([Case("audit-device-cuda-absent", _audit, {"--device": "cuda"}, "--device cpu")]
-      if not torch.cuda.is_available() else []),  # fmt: skip
+    *(
+        [Case("audit-device-cuda-absent", _audit, {"--device": "cuda"}, "--device cpu")]
+        if not torch.cuda.is_available()
+        else []
+    ),  # fmt: skip
     # audit: what to measure
     Case("audit-benchmark-unknown", _audit, {"--benchmark": "nope"}, "nope"),
     Case("audit-benchmark-malformed", _audit, {"--benchmark": "{broken_yaml}"}, "broken.yaml:2"),

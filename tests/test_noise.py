@@ -288,12 +288,24 @@ def test_sdxl_text_offset_also_moves_the_pooled_embedding(sdxl, sd1, tiny_model_
         (["--classes", "woman=a", "--classes", "man=b", "--record-steps", "x"], "not an integer"),
         (["--classes", "woman=a", "--classes", "man=b", "--calibrate-prompt", "a doctor"], "needs --axis"),
         (
-            ["--classes", "woman=a", "--classes", "man=b", "--axis", "gender",
-             "--calibrate-prompt", "a doctor", "--weight", "3"],
+            [
+                "--classes",
+                "woman=a",
+                "--classes",
+                "man=b",
+                "--axis",
+                "gender",
+                "--calibrate-prompt",
+                "a doctor",
+                "--weight",
+                "3",
+            ],
             "not both",
         ),  # fmt: skip
-        (["--classes", "f=a", "--classes", "m=b", "--axis", "gender", "--calibrate-prompt", "a doctor"],
-         "not a class of axis 'gender'"),  # fmt: skip
+        (
+            ["--classes", "f=a", "--classes", "m=b", "--axis", "gender", "--calibrate-prompt", "a doctor"],
+            "not a class of axis 'gender'",
+        ),  # fmt: skip
     ],
 )
 def test_learn_noise_cli_bad_input_is_one_line(tiny_model_dirs, tmp_path, args, message):

@@ -56,9 +56,7 @@ def test_fair_noise_directions_halve_the_deviation_ratio_and_keep_the_profession
     config = AuditConfig(benchmark=str(bench), mitigations=("none", "noise-fair"), seed=20000)
     result = run_audit(config, tmp_path / "run")
     dr = {
-        r.mitigation: r.deviation_ratio
-        for r in result.summary.results
-        if r.prompt is None and r.axis == axis
+        r.mitigation: r.deviation_ratio for r in result.summary.results if r.prompt is None and r.axis == axis
     }
     # research/noise_acceptance.py measures this with the oracle on 64 other seeds per profession;
     # the issue asks for a mean deviation ratio at least 50% lower than the unsteered one
