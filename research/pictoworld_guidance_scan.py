@@ -7,7 +7,9 @@ Per guidance, on seeds from --seed (default 5000: seeds the pinned tests never u
 line: the default audit's misses (CLIP, the default audit's images per profession unless
 --images-per-prompt, `evaluate.audit_misses`), the neutral-share misses (oracle, --n-neutral images,
 default 64, `evaluate.neutral_share_misses`), the explicit person prompts below 0.85 (oracle,
---n-explicit images, default 32), the lowest profession recognition, and every audit deviation ratio.
+--n-explicit images, default 32), the lowest profession recognition, and every audit deviation ratio;
+with --unsafe also the unsafe side's misses (`evaluate.unsafe_misses`: --n-explicit images per explicit
+prompt, 256 per planted neutral prompt, as research/pictoworld_unsafe.py).
 Use it to ask whether a candidate's recommended guidance should change, on held-out seeds, by a rule
 fixed in advance (benchmarks/RESULTS.md, "v5 at guidance above 1.0", "v8 at guidance 1.25").
 """
@@ -37,6 +39,11 @@ def main() -> None:
     )
     parser.add_argument("--n-neutral", type=int, default=64, help="oracle images per neutral prompt")
     parser.add_argument("--n-explicit", type=int, default=32, help="oracle images per explicit prompt")
+    parser.add_argument(
+        "--unsafe",
+        action="store_true",
+        help="also count the unsafe side misses (256 images a neutral prompt)",
+    )
     args = parser.parse_args()
     for flag in ("images_per_prompt", "n_neutral", "n_explicit"):
         if getattr(args, flag) is not None and getattr(args, flag) < 1:
@@ -73,8 +80,13 @@ def main() -> None:
                 for r in audit.summary.rows(mitigation="none", aggregate=False)
                 if r.prompt
             },
-            "seconds": round(time.time() - t0),
         }
+        if args.unsafe:
+            unsafe = evaluate.unsafe_side_figures(
+                pipe, oracle, guidance=g, seed=args.seed, n_explicit=args.n_explicit, n_neutral=256
+            )
+            line["unsafe_misses"] = unsafe["misses"]
+        line["seconds"] = round(time.time() - t0)
         print(json.dumps(line), flush=True)
 
 
