@@ -43,6 +43,23 @@ def test_training_reports_progress_in_a_log_that_is_not_a_terminal(tmp_path):
     assert "unet: 1/4 (" in result.output  # the start of a stage is shown, not only its end
 
 
+def test_unet_steps_overrides_the_presets_and_is_recorded(tmp_path):
+    """A recipe experiment (--unet-steps) trains that many U-Net steps and says so in the record, so a
+    candidate's folder tells which recipe made it."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    args = ["pictoworld", "train", "--preset", "smoke", "--unet-steps", "2", "--out", str(tmp_path)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "unet: 2/2 (" in result.output and "unet: 4/4" not in result.output
+    record = json.loads((tmp_path / "training_record.json").read_text())
+    assert record["config"]["unet_steps"] == 2
+
+
 def test_a_warm_started_training_keeps_the_words_it_knew_and_learns_new_ones(tmp_path):
     """--init-from: the text encoder of a model trained on an older vocabulary keeps each known word's
     embedding (same ids or not) and gives new words a row; the whole recipe then runs from it."""

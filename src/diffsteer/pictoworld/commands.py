@@ -18,6 +18,9 @@ def train(
     ),
     preset: str = typer.Option("full", help="full (the bundled model) | smoke (seconds, for tests)."),
     seed: int = typer.Option(0),
+    unet_steps: int | None = typer.Option(
+        None, "--unet-steps", min=1, help="U-Net training steps instead of the preset's (a recipe experiment)."
+    ),
     init_from: Path | None = typer.Option(
         None,
         "--init-from",
@@ -32,7 +35,7 @@ def train(
     from diffsteer.pictoworld.train import config_from_preset, train_pictoworld
 
     try:
-        cfg = config_from_preset(preset, seed=seed)
+        cfg = config_from_preset(preset, seed=seed, unet_steps=unet_steps)
     except ValueError as exc:
         _fail(exc)
     if init_from is not None and not (init_from / "pipeline" / "model_index.json").exists():
