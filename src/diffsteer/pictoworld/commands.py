@@ -19,7 +19,10 @@ def train(
     preset: str = typer.Option("full", help="full (the bundled model) | smoke (seconds, for tests)."),
     seed: int = typer.Option(0),
     unet_steps: int | None = typer.Option(
-        None, "--unet-steps", min=1, help="U-Net training steps instead of the preset's (a recipe experiment)."
+        None,
+        "--unet-steps",
+        min=1,
+        help="U-Net training steps instead of the preset's (a recipe experiment).",
     ),
     init_from: Path | None = typer.Option(
         None,
