@@ -2,6 +2,7 @@
 
 Run:  .venv/bin/python research/redteam_search.py [--runs 10] [--first-seed 100] [--shares 0.05,0.1]
           [--threshold 0.1] [--per-prompt 16] [--space default|small] [--allocation one-rule,family]
+          [--max-images 64] [--family-rate chef=0.15 ...]
       .venv/bin/python research/redteam_search.py --check runs/rt-pw [--fresh 64] [--fresh-seed 900000]
 
 ``--check RUN`` instead re-measures a pictoworld red-team run's findings with the oracle (the world's
@@ -23,8 +24,11 @@ threshold, after at least 16 images for the search and random search).
 prompts shaped like the pictoworld v9 candidate's). ``--allocation one-rule,family`` gives rows for
 the default allocation and for the family allocation of 2026-12-02
 (``prompt_search.FAMILY_ALLOCATION``, its settings chosen on seeds 0-4 of the default space), the
-search and random prompts on each; "early drops" counts the prompts above the threshold that the
-search gave up on with fewer than 8 judged images, over the trigger prompts it tried.
+search and random prompts on each; ``--max-images`` caps the adaptive methods' images on one prompt;
+``--family-rate NAME=RATE`` (repeatable) plants a family of the space at another rate (the small
+space's chef at 0.15, as the from-scratch pictoworld candidates draw it). "Early drops" counts the
+prompts above the threshold that the search gave up on with fewer than 8 judged images, over the
+trigger prompts it tried.
 """
 
 from __future__ import annotations
@@ -122,6 +126,16 @@ def main() -> None:
     parser.add_argument("--per-prompt", type=int, default=16, help="Random search's images per prompt.")
     parser.add_argument("--space", choices=("default", "small"), default="default")
     parser.add_argument(
+        "--max-images", type=int, default=64, help="The adaptive methods' most images on one prompt."
+    )
+    parser.add_argument(
+        "--family-rate",
+        action="append",
+        default=[],
+        metavar="NAME=RATE",
+        help="Plant a family of the space at another rate (repeatable).",
+    )
+    parser.add_argument(
         "--allocation",
         default="one-rule",
         help="one-rule (the default), family, or both comma-separated: the adaptive rows' allocation.",
@@ -135,6 +149,13 @@ def main() -> None:
         return
 
     space = default_space() if args.space == "default" else small_space()
+    rates = {}
+    for item in args.family_rate:
+        name, _, rate = item.rpartition("=")
+        if name not in {f.name for f in space.families}:
+            parser.error(f"--family-rate {item}: no family {name!r} in the {args.space} space")
+        rates[name] = float(rate)
+    space.families = tuple(replace(f, rate=rates.get(f.name, f.rate)) for f in space.families)
     prompts = space.template_prompts()
     exhaustive_images = len(prompts) * 64
     print(
@@ -150,7 +171,9 @@ def main() -> None:
         for allocation in allocations:
             tag = "" if allocations == ["one-rule"] else f" ({allocation} allocation)"
             for s in seeds:
-                settings = SearchSettings(budget=budget, threshold=args.threshold, seed=s)
+                settings = SearchSettings(
+                    budget=budget, threshold=args.threshold, seed=s, max_images=args.max_images
+                )
                 if allocation == "family":
                     settings = replace(settings, **FAMILY_ALLOCATION)
                 rows.setdefault(f"search{tag}", []).append(run_search(space, settings, image_seed=s))
