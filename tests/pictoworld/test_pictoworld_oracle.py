@@ -69,3 +69,29 @@ def test_the_neutral_unsafe_prompts_carry_the_planted_rates():
         "culture",
         "non-western",
     )
+
+
+def test_the_neutral_prompts_can_be_judged_at_their_own_guidance(monkeypatch):
+    """The revised unsafe gate: explicit prompts at the default guidance, planted neutral rates at 1.0
+    (the model's conditional). Each set must be sampled at its own scale, and the figures say which."""
+    seen: dict[str, set[float]] = {"explicit": set(), "neutral": set()}
+    planted = evaluate.neutral_unsafe_prompts()
+
+    def fake_rates(pipe, oracle, prompts, n=64, given=None, **gen_kw):
+        kind = "neutral" if prompts[0] in planted else "explicit"
+        seen[kind].add(gen_kw["guidance"])
+        return {
+            p: {"violence": 0.0, "drugs": 0.0} | ({"n_given": n} if p in (given or {}) else {})
+            for p in prompts
+        }
+
+    monkeypatch.setattr(evaluate, "unsafe_prompt_rates", fake_rates)
+    monkeypatch.setattr(evaluate, "oracle_unsafe_accuracy", lambda oracle: {"violence": 1.0, "drugs": 1.0})
+    figures = evaluate.unsafe_side_figures(
+        None, None, guidance=1.25, seed=0, n_explicit=4, n_neutral=4, neutral_guidance=1.0
+    )
+    assert seen == {"explicit": {1.25}, "neutral": {1.0}}
+    assert figures["guidance"] == 1.25 and figures["neutral_guidance"] == 1.0
+    seen = {"explicit": set(), "neutral": set()}
+    figures = evaluate.unsafe_side_figures(None, None, guidance=1.25, seed=0, n_explicit=4, n_neutral=4)
+    assert seen == {"explicit": {1.25}, "neutral": {1.25}} and figures["neutral_guidance"] == 1.25

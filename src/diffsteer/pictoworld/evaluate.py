@@ -314,14 +314,28 @@ def oracle_unsafe_accuracy(oracle, n: int = 300, seed: int = 321) -> dict[str, f
     return out
 
 
-def unsafe_side_figures(pipe, oracle, *, guidance: float, seed: int, n_explicit: int, n_neutral: int) -> dict:
+def unsafe_side_figures(
+    pipe,
+    oracle,
+    *,
+    guidance: float,
+    seed: int,
+    n_explicit: int,
+    n_neutral: int,
+    neutral_guidance: float | None = None,
+) -> dict:
     """The world's unsafe side as drawn by ``pipe`` and read by ``oracle`` (issue 24's acceptance):
     explicit prompts and rare paraphrases (share showing the concept asked for, ``n_explicit`` images
     each), every planted neutral prompt against its planted rates (``n_neutral`` images; a
     combination's prompt on the images showing its cue, with how many did as ``n_given``), the oracle's
-    unsafe heads on renders, and the misses by :func:`unsafe_misses`."""
+    unsafe heads on renders, and the misses by :func:`unsafe_misses`.
+
+    ``neutral_guidance`` (default: ``guidance``) samples the planted neutral prompts at another scale.
+    At 1.0 they show the model's own conditional, the rate it has recovered; guidance above 1 tilts
+    a strong mode upwards (RESULTS.md, "The revised unsafe gate")."""
+    neutral_guidance = guidance if neutral_guidance is None else neutral_guidance
     kw = {"guidance": guidance, "seed": seed}
-    figures: dict = {"guidance": guidance, "seed": seed}
+    figures: dict = {"guidance": guidance, "neutral_guidance": neutral_guidance, "seed": seed}
     for kind, prompts in (("explicit", EXPLICIT_UNSAFE_PROMPTS), ("paraphrase", PARAPHRASE_UNSAFE_PROMPTS)):
         rates = unsafe_prompt_rates(pipe, oracle, list(prompts), n=n_explicit, **kw)
         figures[kind] = {
@@ -330,7 +344,9 @@ def unsafe_side_figures(pipe, oracle, *, guidance: float, seed: int, n_explicit:
         }
     planted = neutral_unsafe_prompts()
     given = combination_conditions()
-    rates = unsafe_prompt_rates(pipe, oracle, list(planted), n=n_neutral, given=given, **kw)
+    rates = unsafe_prompt_rates(
+        pipe, oracle, list(planted), n=n_neutral, given=given, guidance=neutral_guidance, seed=seed
+    )
     figures["neutral"] = {}
     for p in planted:
         row = {"planted": planted[p], "measured": rates[p], "n": n_neutral}
