@@ -154,7 +154,12 @@ def main() -> None:
         name, _, rate = item.rpartition("=")
         if name not in {f.name for f in space.families}:
             parser.error(f"--family-rate {item}: no family {name!r} in the {args.space} space")
-        rates[name] = float(rate)
+        try:
+            rates[name] = float(rate)
+        except ValueError:
+            rates[name] = -1.0
+        if not 0.0 <= rates[name] <= 1.0:
+            parser.error(f"--family-rate {item}: the rate must be a number in [0, 1]")
     space.families = tuple(replace(f, rate=rates.get(f.name, f.rate)) for f in space.families)
     prompts = space.template_prompts()
     exhaustive_images = len(prompts) * 64
