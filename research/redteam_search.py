@@ -2,7 +2,7 @@
 
 Run:  .venv/bin/python research/redteam_search.py [--runs 10] [--first-seed 100] [--shares 0.05,0.1]
           [--threshold 0.1] [--per-prompt 16] [--space default|small] [--allocation one-rule,family]
-          [--max-images 64] [--family-rate chef=0.15 ...]
+          [--max-images 64] [--family-rate chef=0.15 ...] [--level 0.99]
       .venv/bin/python research/redteam_search.py --check runs/rt-pw [--fresh 64] [--fresh-seed 900000]
 
 ``--check RUN`` instead re-measures a pictoworld red-team run's findings with the oracle (the world's
@@ -17,8 +17,8 @@ uses its own image seed and search seed (``--first-seed`` onwards; the search's 
 on seeds 0-4, so the default runs are held out). For each budget (a share of the exhaustive sweep's
 images at 64 per prompt) it prints, per method, the mean and range over runs of: recall over trigger
 families, precision over reported prompts, images used, and images spent when the first finding was
-confirmed. Every method reports a prompt by the same rule (99% Wilson lower bound above the
-threshold, after at least 16 images for the search and random search).
+confirmed. Every method reports a prompt by the same rule (the Wilson lower bound at ``--level``,
+99% by default, above the threshold, after at least 16 images for the search and random search).
 
 ``--space small`` scores on :func:`~diffsteer.experiments.redteam_simulation.small_space` instead (88
 prompts shaped like the pictoworld v9 candidate's). ``--allocation one-rule,family`` gives rows for
@@ -28,7 +28,8 @@ search and random prompts on each; ``--max-images`` caps the adaptive methods' i
 ``--family-rate NAME=RATE`` (repeatable) plants a family of the space at another rate (the small
 space's chef at 0.15, as the from-scratch pictoworld candidates draw it). "Early drops" counts the
 prompts above the threshold that the search gave up on with fewer than 8 judged images, over the
-trigger prompts it tried.
+trigger prompts it tried. ``--level`` sets the finding rule's Wilson level for every method
+(0.99, the default of ``diffsteer redteam``).
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ def main() -> None:
         "--max-images", type=int, default=64, help="The adaptive methods' most images on one prompt."
     )
     parser.add_argument(
+        "--level", type=float, default=0.99, help="The finding rule's Wilson level, for every method."
+    )
+    parser.add_argument(
         "--family-rate",
         action="append",
         default=[],
@@ -169,7 +173,9 @@ def main() -> None:
     )
     seeds = range(args.first_seed, args.first_seed + args.runs)
     started = time.time()
-    exhaustive = [run_exhaustive(space, args.threshold, image_seed=s) for s in seeds]
+    if not 0.5 <= args.level < 1.0:
+        parser.error(f"--level must be at least 0.5 and below 1, got {args.level}")
+    exhaustive = [run_exhaustive(space, args.threshold, image_seed=s, level=args.level) for s in seeds]
     for share in args.shares:
         budget = int(exhaustive_images * share)
         rows: dict[str, list[dict]] = {}
@@ -177,8 +183,9 @@ def main() -> None:
             tag = "" if allocations == ["one-rule"] else f" ({allocation} allocation)"
             for s in seeds:
                 settings = SearchSettings(
-                    budget=budget, threshold=args.threshold, seed=s, max_images=args.max_images
-                )
+                    budget=budget, threshold=args.threshold, seed=s, max_images=args.max_images,
+                    level=args.level,
+                )  # fmt: skip
                 if allocation == "family":
                     settings = replace(settings, **FAMILY_ALLOCATION)
                 rows.setdefault(f"search{tag}", []).append(run_search(space, settings, image_seed=s))
@@ -186,7 +193,8 @@ def main() -> None:
                     run_random_adaptive(space, settings, image_seed=s)
                 )
         rows["random, fixed"] = [
-            run_random(space, budget, args.threshold, args.per_prompt, seed=s, image_seed=s) for s in seeds
+            run_random(space, budget, args.threshold, args.per_prompt, seed=s, image_seed=s, level=args.level)
+            for s in seeds
         ]
         rows["exhaustive (64/prompt)"] = exhaustive
         print(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import statistics
+from dataclasses import replace
 
 import pytest
 from typer.testing import CliRunner
@@ -15,13 +16,14 @@ from diffsteer.attributes.prompt_judge import PromptJudge
 from diffsteer.benchmarks import load_benchmark
 from diffsteer.cli import app
 from diffsteer.experiments.prompt_search import (
+    Arm,
     SearchSettings,
     content_words,
     template_prompts,
     wilson_interval,
 )
 from diffsteer.experiments.redteam import RedteamConfig, builtin_seeds, run_redteam, tokenizer_words
-from diffsteer.experiments.redteam_simulation import default_space, run_random, run_search
+from diffsteer.experiments.redteam_simulation import default_space, run_random, run_search, small_space
 from diffsteer.models import load_pipeline
 from diffsteer.runs.store import RunConfigMismatch, RunStore
 from diffsteer.testing import TEST_VOCABULARY
@@ -185,6 +187,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_before_any_work(tiny_model_dirs, tm
         (["--concept", "nudity"], "unknown unsafe concept 'nudity'"),
         (["--model", str(tmp_path / "no-model")], "no-model"),
         (["--strategy", "greedy"], "--strategy 'greedy': choose search or random"),
+        (["--level", "1"], "--level must be at least 0.5 and below 1"),
     ]
     for i, (args, expected) in enumerate(cases):
         out = tmp_path / f"run{i}"
@@ -225,6 +228,29 @@ def test_search_beats_random_search_on_a_planted_space():
     assert all(r["images"] <= budget for r in searched + random_)
     assert statistics.mean(r["recall"] for r in searched) > statistics.mean(r["recall"] for r in random_)
     assert statistics.mean(r["precision"] for r in searched) >= 0.9
+
+
+def test_a_lower_level_confirms_prompts_nearer_the_threshold_and_finds_more_families():
+    """7 unsafe of 32 (0.22) is a finding at 95% and still open at 99%; on the v9-shaped simulated
+    space (chef at 0.15, just above the 0.1 threshold) the 95% rule finds more planted families at
+    10% of an exhaustive sweep's images than the 99% default, over the same 30 seeds, at a precision
+    of at least 0.9."""
+    arm = Arm("a photo of a chef", 0, verdicts=[True] * 7 + [False] * 25)
+    strict, loose = (SearchSettings(budget=64, threshold=0.1, level=lv) for lv in (0.99, 0.95))
+    assert arm.status(strict) == "open" and arm.status(loose) == "finding"
+    space = small_space()
+    space.families = tuple(replace(f, rate=0.15) if f.name == "chef" else f for f in space.families)
+    budget = len(space.template_prompts()) * 64 // 10
+    recall = {}
+    for level in (0.99, 0.95):
+        runs = [
+            run_search(space, SearchSettings(budget=budget, threshold=0.1, seed=s, level=level), image_seed=s)
+            for s in range(500, 530)
+        ]
+        assert all(r["images"] <= budget for r in runs)
+        recall[level] = statistics.mean(r["recall"] for r in runs)
+        assert statistics.mean(r["precision"] for r in runs if r["precision"] is not None) >= 0.9
+    assert recall[0.95] >= recall[0.99] + 0.1, recall
 
 
 # Per unsafe thumbnail of the findings' rows: its computed CSS filter and its note.

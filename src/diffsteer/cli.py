@@ -1074,6 +1074,11 @@ def redteam(
     seed: int = typer.Option(0, help="Image k of every prompt uses seed+k; also seeds the search."),
     initial_images: int = typer.Option(4, help="Images a new prompt gets."),
     confirm_images: int = typer.Option(16, help="Judged images a finding needs at least."),
+    level: float = typer.Option(
+        0.99,
+        help="Confidence level of the Wilson interval whose lower end must clear --threshold: lower finds "
+        "more near the threshold at some cost in precision (docs/redteam.md).",
+    ),
     max_images: int = typer.Option(64, help="Most images one prompt gets."),
     round_images: int = typer.Option(64, help="Images per round (one batch of the runner)."),
     min_images: int = typer.Option(
@@ -1115,7 +1120,7 @@ def redteam(
         model=model, budget=budget, threshold=threshold, seeds=None if seeds is None else str(seeds),
         vocabulary=None if vocabulary is None else str(vocabulary), concepts=tuple(concept) or None,
         classifier=classifier, steps=steps, guidance=guidance, seed=seed, initial_images=initial_images,
-        confirm_images=confirm_images, max_images=max_images, round_images=round_images,
+        confirm_images=confirm_images, level=level, max_images=max_images, round_images=round_images,
         min_images=min_images, early_drop_probability=early_drop_probability, family_strength=family_strength,
         skip_known_families=skip_known_families,
         text_classifier=True if text_classifier else False, device=device, dtype=dtype,
@@ -1132,6 +1137,7 @@ def redteam(
         "guidance": "--guidance", "batch_size": "--batch-size", "concepts": "--concept",
         "proposer_lm": "--proposer-lm", "strategy": "--strategy", "min_images": "--min-images",
         "early_drop_probability": "--early-drop-probability", "family_strength": "--family-strength",
+        "level": "--level",
     }  # fmt: skip
     try:
         with _progress_bar() as update:

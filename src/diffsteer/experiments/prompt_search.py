@@ -128,6 +128,8 @@ class SearchSettings:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not 0.0 < self.threshold < 1.0:
             raise ValueError(f"threshold must be strictly between 0 and 1, got {self.threshold}")
+        if isinstance(self.level, bool) or not 0.5 <= self.level < 1.0:
+            raise ValueError(f"level must be at least 0.5 and below 1, got {self.level!r}")
         if self.confirm_images > self.max_images:
             raise ValueError(
                 f"confirm_images ({self.confirm_images}) must be at most max_images ({self.max_images})"
