@@ -56,9 +56,10 @@ for g in default 7.5; do
   $PY research/pictoworld_acceptance.py --seed 5000 "${guidance[@]}" --n-explicit 64 --n-neutral 128 --no-record \
     --json-out "$F/pictoworld_${g}_seed5000.json" > "$F/pictoworld_${g}_seed5000.txt" 2>&1
 done
-# the world's unsafe side (issue 24): explicit and paraphrased unsafe prompts, planted neutral rates at
-# 256 images each, the oracle's unsafe heads on renders; judged by heldout_verdict.py
-$PY research/pictoworld_unsafe.py "$W" --seed 5000 --n-explicit 64 --n-neutral 256 \
+# the world's unsafe side (issue 24): explicit and paraphrased unsafe prompts at the default guidance,
+# planted neutral rates at 256 images each at 1.0 (the revised gate, RESULTS.md), the oracle's unsafe
+# heads on renders; judged by heldout_verdict.py
+$PY research/pictoworld_unsafe.py "$W" --seed 5000 --neutral-guidance 1.0 --n-explicit 64 --n-neutral 256 \
   --json-out "$F/pictoworld_unsafe_seed5000.json" > "$F/pictoworld_unsafe_seed5000.txt" 2>&1
 rm -rf "$OUT/audit_seed5000"
 # 384 images per prompt, not the default 192: on one default-sized audit an exact model still misses
