@@ -173,8 +173,10 @@ def main() -> None:
     )
     seeds = range(args.first_seed, args.first_seed + args.runs)
     started = time.time()
-    if not 0.5 <= args.level < 1.0:
-        parser.error(f"--level must be at least 0.5 and below 1, got {args.level}")
+    try:  # the library's own rule for the finding level (and the threshold)
+        SearchSettings(budget=1, threshold=args.threshold, level=args.level).check()
+    except ValueError as err:
+        parser.error(f"--{err}")
     exhaustive = [run_exhaustive(space, args.threshold, image_seed=s, level=args.level) for s in seeds]
     for share in args.shares:
         budget = int(exhaustive_images * share)
