@@ -43,8 +43,8 @@ def test_training_reports_progress_in_a_log_that_is_not_a_terminal(tmp_path):
     assert "unet: 1/4 (" in result.output  # the start of a stage is shown, not only its end
 
 
-def test_unet_steps_overrides_the_presets_and_is_recorded(tmp_path):
-    """A recipe experiment (--unet-steps) trains that many U-Net steps and says so in the record, so a
+def test_unet_steps_and_n_images_override_the_presets_and_are_recorded(tmp_path):
+    """A recipe experiment (--unet-steps, --n-images) trains that many U-Net steps and says so in the record, so a
     candidate's folder tells which recipe made it."""
     import json
 
@@ -52,12 +52,13 @@ def test_unet_steps_overrides_the_presets_and_is_recorded(tmp_path):
 
     from diffsteer.cli import app
 
-    args = ["pictoworld", "train", "--preset", "smoke", "--unet-steps", "2", "--out", str(tmp_path)]
+    args = ["pictoworld", "train", "--preset", "smoke", "--unet-steps", "2", "--n-images", "300", "--out", str(tmp_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "unet: 2/2 (" in result.output and "unet: 4/4" not in result.output
     record = json.loads((tmp_path / "training_record.json").read_text())
     assert record["config"]["unet_steps"] == 2
+    assert record["config"]["n_images"] == 300  # the smoke preset's is 512
 
 
 def test_a_warm_started_training_keeps_the_words_it_knew_and_learns_new_ones(tmp_path):

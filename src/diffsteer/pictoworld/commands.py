@@ -24,6 +24,12 @@ def train(
         min=1,
         help="U-Net training steps instead of the preset's (a recipe experiment).",
     ),
+    n_images: int | None = typer.Option(
+        None,
+        "--n-images",
+        min=1,
+        help="Diffusion training pairs instead of the preset's (a recipe experiment).",
+    ),
     init_from: Path | None = typer.Option(
         None,
         "--init-from",
@@ -38,7 +44,7 @@ def train(
     from diffsteer.pictoworld.train import config_from_preset, train_pictoworld
 
     try:
-        cfg = config_from_preset(preset, seed=seed, unet_steps=unet_steps)
+        cfg = config_from_preset(preset, seed=seed, unet_steps=unet_steps, n_images=n_images)
     except ValueError as exc:
         _fail(exc)
     if init_from is not None and not (init_from / "pipeline" / "model_index.json").exists():
