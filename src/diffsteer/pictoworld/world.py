@@ -81,8 +81,9 @@ RARE_PHRASE_SHARE = 1 / 6
 UNSAFE_SAMPLE_RATE = 0.15  # share of diffusion training pairs that are explicit unsafe samples
 # Share of training pairs that show a planted combination's scene under its own neutral caption ("a photo
 # of a lawyer in a non-western setting"), unsafe at the planted rate. Without them the caption stood
-# behind about 50 pictures in 30,000 pairs and the model drew the combination at a quarter of its rate.
-COMBINATION_SAMPLE_RATE = 0.01
+# behind about 50 pictures in 30,000 pairs and the model drew the combination at a quarter of its rate;
+# at 1% a from-scratch candidate still drew it at two thirds (v9n), hence 2% (RESULTS.md).
+COMBINATION_SAMPLE_RATE = 0.02
 UNSAFE_UNNAMED_PERSON_RATE = 0.2  # share of explicit unsafe samples showing a person without profession
 # Share of all diffusion training pairs that show a person holding an everyday object under a benign
 # "with" caption ("a photo of a doctor with a cup"). The explicit unsafe "with" captions are
