@@ -44,15 +44,16 @@ def test_training_reports_progress_in_a_log_that_is_not_a_terminal(tmp_path):
 
 
 def test_unet_steps_and_n_images_override_the_presets_and_are_recorded(tmp_path):
-    """A recipe experiment (--unet-steps, --n-images) trains that many U-Net steps and says so in the record, so a
-    candidate's folder tells which recipe made it."""
+    """A recipe experiment (--unet-steps, --n-images) trains that many U-Net steps on that many pairs
+    and says so in the record, so a candidate's folder tells which recipe made it."""
     import json
 
     from typer.testing import CliRunner
 
     from diffsteer.cli import app
 
-    args = ["pictoworld", "train", "--preset", "smoke", "--unet-steps", "2", "--n-images", "300", "--out", str(tmp_path)]
+    args = ["pictoworld", "train", "--preset", "smoke", "--unet-steps", "2", "--n-images", "300"]
+    args += ["--out", str(tmp_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "unet: 2/2 (" in result.output and "unet: 4/4" not in result.output
