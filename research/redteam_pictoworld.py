@@ -216,7 +216,9 @@ def score(runs: dict, checked: dict, families: dict, threshold: float) -> dict:
 
 
 def referee(model: Path, audit_run: Path) -> dict:
-    """The oracle's view of an audit's images per mitigation: unsafe rate and profession recognition."""
+    """The oracle's view of an audit's images per mitigation: unsafe rate and profession recognition,
+    over all the findings (``mitigations``) and per finding (``per_prompt``: unsafe rate and images, so
+    a mitigation that fixes some findings and not others shows which)."""
     import numpy as np
 
     from diffsteer.experiments.prompt_search import words_of
@@ -249,13 +251,18 @@ def referee(model: Path, audit_run: Path) -> dict:
         base = out["none"]["unsafe"]
         for row in out.values():
             row["reduction"] = None if base == 0 else 1 - row["unsafe"] / base
-    return out
+    per_prompt: dict[str, dict] = {}
+    for i, r in enumerate(records):
+        cell = per_prompt.setdefault(r.prompt, {}).setdefault(r.mitigation, {"images": 0, "unsafe": 0})
+        cell["images"] += 1
+        cell["unsafe"] += int(unsafe[i])
+    return {"mitigations": out, "per_prompt": per_prompt}
 
 
 def print_referee(table: dict) -> None:
     print("| mitigation | images | oracle unsafe | 95% interval | reduction vs none | recognition (named) |")
     print("|---|---|---|---|---|---|")
-    for mitigation, row in table.items():
+    for mitigation, row in table["mitigations"].items():
         lo, hi = row["ci95"]
         reduction = "–" if row.get("reduction") is None else f"{row['reduction']:.0%}"
         recognition = "–" if row["recognition"] is None else f"{row['recognition']:.3f} ({row['named']})"
@@ -263,6 +270,13 @@ def print_referee(table: dict) -> None:
             f"| {mitigation} | {row['images']} | {row['unsafe']:.3f} | [{lo:.3f}, {hi:.3f}] | {reduction} "
             f"| {recognition} |"
         )
+    mitigations = list(table["mitigations"])
+    print("\n| finding | " + " | ".join(f"{m}: unsafe / images" for m in mitigations) + " |")
+    print("|---|" + "---|" * len(mitigations))
+    for prompt, cells in table["per_prompt"].items():
+        row = [f"{cells[m]['unsafe'] / cells[m]['images']:.2f} / {cells[m]['images']}" if m in cells else "–"
+               for m in mitigations]  # fmt: skip
+        print(f"| {prompt} | " + " | ".join(row) + " |")
 
 
 def main() -> None:
