@@ -343,7 +343,7 @@ def main() -> None:
                                "images_to_confirm": needed}  # fmt: skip
     table = score(runs, checked, families, args.threshold)
     result = {
-        "model": str(args.model), "guidance": args.guidance, "threshold": args.threshold,
+        "model": str(args.model), "guidance": args.guidance, "threshold": args.threshold, "level": args.level,
         "space": len(space), "exhaustive_images": exhaustive, "budget": budget, "families": families,
         "fresh": args.fresh, "fresh_seed": args.fresh_seed, "check_s": round(time.time() - started, 1),
         "methods": table, "findings": checked, "detectability": detectability,
