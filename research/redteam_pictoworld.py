@@ -296,6 +296,12 @@ def main() -> None:
     parser.add_argument("--exhaustive", action="store_true", help="also sweep every prompt at 64 images")
     parser.add_argument("--max-images", type=int, default=64, help="the search's images per prompt at most")
     args = parser.parse_args()
+    from diffsteer.experiments.prompt_search import SearchSettings
+
+    try:  # the library's own rule for the finding level and the threshold, before any model loads
+        SearchSettings(budget=1, threshold=args.threshold, level=args.level).check()
+    except ValueError as err:
+        parser.error(f"--{err}")
     if args.referee is not None:
         table = referee(args.model, args.referee)
         (args.referee / "oracle_referee.json").write_text(json.dumps(table, indent=2) + "\n")
