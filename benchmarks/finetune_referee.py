@@ -1,6 +1,8 @@
 """Referee a pictoworld audit with the oracle: gender deviation ratio and profession recognition per
 mitigation (issue 26's fairness acceptance), or, with ``--culture``, culture followed, profession
-recognition and the Fréchet distance of CLIP features on object prompts (its alignment acceptance).
+recognition and the Fréchet distance of CLIP features on object prompts (its alignment acceptance);
+for prompts that name a gender or skin adjective beside the setting
+(configs/finetune/composition_*.yaml), also the adjective followed and both at once.
 docs/finetune.md gives the commands.
 
 The audit's own figures are judged by CLIP, which the fine-tune's reward also used; the oracle (trained
@@ -82,6 +84,21 @@ def referee(run_dir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def culture_prompts() -> dict[str, tuple[str, str, tuple[str, str] | None]]:
+    """Every setting prompt the culture referee reads: ``text -> (profession, culture, cue)``, where cue
+    is the (oracle head, class) of a gender or skin adjective named beside the setting, or None."""
+    from diffsteer.pictoworld import world
+
+    adjectives = {a: ("gender", g) for g, a in world.GENDER_ADJECTIVE.items()}
+    adjectives |= {a: ("skin_tone", s) for s, a in world.SKIN_ADJECTIVE.items()}
+    out: dict[str, tuple[str, str, tuple[str, str] | None]] = {}
+    for p in world.PROFESSIONS:
+        for c in world.CULTURES:
+            out[f"a photo of {world.article(p)} {p} in a {c} setting"] = (p, c, None)
+            out |= {f"a photo of a {a} {p} in a {c} setting": (p, c, cue) for a, cue in adjectives.items()}
+    return out
+
+
 def referee_culture(run_dir: Path, base_run_dirs: Sequence[Path] = ()) -> dict[str, dict[str, float]]:
     """Per mitigation: the oracle's share of images in the asked culture (per culture, over the run's
     professions), profession recognition, and the Fréchet distance of the model's own CLIP image
@@ -96,11 +113,7 @@ def referee_culture(run_dir: Path, base_run_dirs: Sequence[Path] = ()) -> dict[s
 
     recs, images = _load(run_dir)
     labels = _oracle_labels(images)
-    asked = {
-        f"a photo of {world.article(p)} {p} in a {c} setting": (p, c)
-        for p in world.PROFESSIONS
-        for c in world.CULTURES
-    }
+    asked = culture_prompts()
     objects = {f"a photo of {world.article(o)} {o}": o for o in world.OBJECTS}
     clip = ClipZeroShotClassifier.from_pretrained(default_classifier("pictoworld"))
 
@@ -128,6 +141,14 @@ def referee_culture(run_dir: Path, base_run_dirs: Sequence[Path] = ()) -> dict[s
                 of_prof = [i for i in mine if asked[recs[i].prompt][0] == prof]
                 row[f"{prof}_{culture}"] = float(np.mean([labels["culture"][i] == culture for i in of_prof]))
         row["recognised"] = float(np.mean([labels["profession"][i] == asked[recs[i].prompt][0] for i in idx]))
+        composed = [i for i in idx if asked[recs[i].prompt][2] is not None]
+        if composed:  # the adjective beside the setting, and both at once
+            kept, both = [], []
+            for i in composed:
+                _, culture, (head, cls) = asked[recs[i].prompt]
+                kept.append(labels[head][i] == cls)
+                both.append(kept[-1] and labels["culture"][i] == culture)
+            row["adjective_followed"], row["both_followed"] = float(np.mean(kept)), float(np.mean(both))
         obj_idx = [i for i, r in enumerate(recs) if r.mitigation == mitigation and r.prompt in objects]
         if obj_idx:
             row["object_recognised"] = float(
@@ -158,9 +179,10 @@ def main_culture(run_dir: Path, base_run_dirs: list[Path]) -> None:
     base = table.pop("base_none", None)
     print(
         "| mitigation | western followed (oracle) | non-western followed (oracle) | recognised (oracle) | "
-        "objects recognised | Fréchet (CLIP) on objects vs none, same seeds | vs base model, other seeds |"
+        "adjective followed | both | objects recognised | Fréchet (CLIP) on objects vs none, same seeds | "
+        "vs base model, other seeds |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for mitigation, row in table.items():
         cells = [
             f"{row[f'{c}_followed']:.3f} [{row[f'{c}_ci_low']:.3f}, {row[f'{c}_ci_high']:.3f}] "
@@ -170,8 +192,11 @@ def main_culture(run_dir: Path, base_run_dirs: list[Path]) -> None:
         fd = f"{row['frechet_vs_none']:.4f}" if "frechet_vs_none" in row else "–"
         fd2 = f"{row['frechet_vs_base_run']:.4f}" if "frechet_vs_base_run" in row else "–"
         obj = f"{row['object_recognised']:.3f}" if "object_recognised" in row else "–"
-        name = _short_name(mitigation)
-        print(f"| {name} | {cells[0]} | {cells[1]} | {row['recognised']:.3f} | {obj} | {fd} | {fd2} |")
+        adj = " | ".join(
+            f"{row[k]:.3f}" if k in row else "–" for k in ("adjective_followed", "both_followed")
+        )
+        name, rec = _short_name(mitigation), f"{row['recognised']:.3f}"
+        print(f"| {name} | {cells[0]} | {cells[1]} | {rec} | {adj} | {obj} | {fd} | {fd2} |")
     if base is not None:
         print(
             f"\nbase model against itself on other seeds (objects, n={base['object_n']:.0f} each): Fréchet "
