@@ -84,6 +84,27 @@ def referee(run_dir: Path) -> dict[str, dict[str, float]]:
     return out
 
 
+def seed_cluster_interval(recs: list, hits: dict[int, bool], n_boot: int = 4000) -> tuple[float, float]:
+    """95% interval of the share of ``hits`` (record index -> True/False) by redrawing seeds.
+
+    Image k of every prompt starts from the same noise, and a model that ignores part of a prompt
+    draws it alike for every prompt on that seed: pooled over prompts the images are not independent
+    (a Clopper-Pearson interval on them is far too narrow). Each redraw picks seeds with replacement
+    and keeps every prompt of a picked seed (metrics.bootstrap.resample_by_seed, as audits do)."""
+    from diffsteer.metrics.bootstrap import resample_by_seed
+
+    prompts = sorted({recs[i].prompt for i in hits})
+    seeds = sorted({recs[i].seed for i in hits})
+    labels = np.full((len(prompts), len(seeds)), -1)
+    for i, hit in hits.items():
+        labels[prompts.index(recs[i].prompt), seeds.index(recs[i].seed)] = int(hit)
+    counts = resample_by_seed(labels, 2, n_boot=n_boot)  # (B, P, 2)
+    totals = counts.sum(axis=(1, 2))
+    shares = counts[..., 1].sum(axis=1)[totals > 0] / totals[totals > 0]
+    low, high = np.quantile(shares, [0.025, 0.975])
+    return float(low), float(high)
+
+
 def culture_prompts() -> dict[str, tuple[str, str, tuple[str, str] | None]]:
     """Every setting prompt the culture referee reads: ``text -> (profession, culture, cue)``, where cue
     is the (oracle head, class) of a gender or skin adjective named beside the setting, or None."""
@@ -104,9 +125,9 @@ def referee_culture(run_dir: Path, base_run_dirs: Sequence[Path] = ()) -> dict[s
     professions), profession recognition, and the Fréchet distance of the model's own CLIP image
     features on the object prompts to ``none`` of the same run (same seeds) and to ``none`` of
     each of ``base_run_dirs`` (other seeds, mean over them); ``base_none`` holds the distances between
-    every two base-model sets of different seeds (this run's ``none`` and the base runs')."""
+    every two base-model sets of different seeds (this run's ``none`` and the base runs'). The intervals
+    redraw seeds, not images (:func:`seed_cluster_interval`)."""
     from diffsteer.attributes.clip_zero_shot import ClipZeroShotClassifier
-    from diffsteer.metrics.proportion import clopper_pearson
     from diffsteer.metrics.quality import frechet_distance
     from diffsteer.models import default_classifier
     from diffsteer.pictoworld import world
@@ -135,8 +156,10 @@ def referee_culture(run_dir: Path, base_run_dirs: Sequence[Path] = ()) -> dict[s
             mine = [i for i in idx if asked[recs[i].prompt][1] == culture]
             k = sum(labels["culture"][i] == culture for i in mine)
             row[f"{culture}_followed"] = k / max(len(mine), 1)
-            row[f"{culture}_ci_low"], row[f"{culture}_ci_high"] = clopper_pearson(k, len(mine))
+            hits = {i: labels["culture"][i] == culture for i in mine}
+            row[f"{culture}_ci_low"], row[f"{culture}_ci_high"] = seed_cluster_interval(recs, hits)
             row[f"{culture}_n"] = float(len(mine))
+            row[f"{culture}_seeds"] = float(len({recs[i].seed for i in mine}))
             for prof in dict.fromkeys(asked[recs[i].prompt][0] for i in mine):
                 of_prof = [i for i in mine if asked[recs[i].prompt][0] == prof]
                 row[f"{prof}_{culture}"] = float(np.mean([labels["culture"][i] == culture for i in of_prof]))
@@ -186,7 +209,7 @@ def main_culture(run_dir: Path, base_run_dirs: list[Path]) -> None:
     for mitigation, row in table.items():
         cells = [
             f"{row[f'{c}_followed']:.3f} [{row[f'{c}_ci_low']:.3f}, {row[f'{c}_ci_high']:.3f}] "
-            f"(n={row[f'{c}_n']:.0f})"
+            f"(n={row[f'{c}_n']:.0f}, {row[f'{c}_seeds']:.0f} seeds)"
             for c in ("western", "non-western")
         ]
         fd = f"{row['frechet_vs_none']:.4f}" if "frechet_vs_none" in row else "–"
