@@ -20,24 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
-ADJECTIVES = {
-    "female": ("gender", "woman"),
-    "male": ("gender", "man"),
-    "dark-skinned": ("skin_tone", "dark"),
-    "light-skinned": ("skin_tone", "light"),
-}
-SETTINGS = ("western", "non-western")
+
+def _adjectives() -> dict[str, tuple[str, str]]:
+    """The world's caption adjectives with the oracle (head, class) each asks for."""
+    from diffsteer.pictoworld import world
+
+    out = {a: ("gender", g) for g, a in world.GENDER_ADJECTIVE.items()}
+    return out | {a: ("skin_tone", s) for s, a in world.SKIN_ADJECTIVE.items()}
 
 
 def composed_prompts(professions: list[str]) -> dict[str, dict]:
     """Every adjective x setting prompt of each profession, and the bare setting prompts beside them."""
+    from diffsteer.pictoworld import world
+
     prompts = {}
     for prof in professions:
-        for adjective, (axis, cls) in ADJECTIVES.items():
-            for setting in SETTINGS:
+        for adjective, (axis, cls) in _adjectives().items():
+            for setting in world.CULTURES:
                 text = f"a photo of a {adjective} {prof} in a {setting} setting"
                 prompts[text] = {"profession": prof, "axis": axis, "class": cls, "culture": setting}
-        for setting in SETTINGS:
+        for setting in world.CULTURES:
             prompts[f"a photo of a {prof} in a {setting} setting"] = {
                 "profession": prof,
                 "axis": None,
@@ -49,7 +51,7 @@ def composed_prompts(professions: list[str]) -> dict[str, dict]:
 
 def measure(model: Path, professions: list[str], n: int, seed: int, guidance: float) -> dict:
     from diffsteer.models import load_pipeline
-    from diffsteer.pictoworld import evaluate
+    from diffsteer.pictoworld import evaluate, world
     from diffsteer.pictoworld.oracle import load_oracle, predict
 
     pipe = load_pipeline(str(model / "pipeline"))
@@ -73,7 +75,7 @@ def measure(model: Path, professions: list[str], n: int, seed: int, guidance: fl
         }
     means = {}
     for axis in ("gender", "skin_tone", None):
-        for setting in SETTINGS:
+        for setting in world.CULTURES:
             sel = [r for r in rows.values() if r["axis"] == axis and r["culture"] == setting]
             means[f"{axis or 'bare'} / {setting}"] = {
                 k: round(float(np.mean([r[k] for r in sel])), 3)
