@@ -93,11 +93,11 @@ def seed_cluster_interval(recs: list, hits: dict[int, bool], n_boot: int = 4000)
     and keeps every prompt of a picked seed (metrics.bootstrap.resample_by_seed, as audits do)."""
     from diffsteer.metrics.bootstrap import resample_by_seed
 
-    prompts = sorted({recs[i].prompt for i in hits})
-    seeds = sorted({recs[i].seed for i in hits})
+    prompts = {p: k for k, p in enumerate(sorted({recs[i].prompt for i in hits}))}
+    seeds = {s: k for k, s in enumerate(sorted({recs[i].seed for i in hits}))}
     labels = np.full((len(prompts), len(seeds)), -1)
     for i, hit in hits.items():
-        labels[prompts.index(recs[i].prompt), seeds.index(recs[i].seed)] = int(hit)
+        labels[prompts[recs[i].prompt], seeds[recs[i].seed]] = int(hit)
     counts = resample_by_seed(labels, 2, n_boot=n_boot)  # (B, P, 2)
     totals = counts.sum(axis=(1, 2))
     shares = counts[..., 1].sum(axis=1)[totals > 0] / totals[totals > 0]
@@ -154,9 +154,8 @@ def referee_culture(run_dir: Path, base_run_dirs: Sequence[Path] = ()) -> dict[s
         idx = [i for i, r in enumerate(recs) if r.mitigation == mitigation and r.prompt in asked]
         for culture in world.CULTURES:
             mine = [i for i in idx if asked[recs[i].prompt][1] == culture]
-            k = sum(labels["culture"][i] == culture for i in mine)
-            row[f"{culture}_followed"] = k / max(len(mine), 1)
             hits = {i: labels["culture"][i] == culture for i in mine}
+            row[f"{culture}_followed"] = sum(hits.values()) / max(len(mine), 1)
             row[f"{culture}_ci_low"], row[f"{culture}_ci_high"] = seed_cluster_interval(recs, hits)
             row[f"{culture}_n"] = float(len(mine))
             row[f"{culture}_seeds"] = float(len({recs[i].seed for i in mine}))

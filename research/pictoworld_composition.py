@@ -97,6 +97,8 @@ def main() -> None:
     args = parser.parse_args()
     professions = [p.strip() for p in args.professions.split(",") if p.strip()]
     unknown = sorted(set(professions) - set(pictoworld.PROFESSIONS))
+    if args.n < 1:
+        parser.exit(2, f"--n {args.n}: at least 1 image a prompt\n")
     if unknown or not professions:
         parser.exit(2, f"--professions: not pictoworld professions: {', '.join(unknown) or '(none)'}\n")
     if not (args.model / "pipeline").is_dir() or not (args.model / "oracle").is_dir():
