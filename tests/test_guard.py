@@ -220,6 +220,87 @@ def test_audit_with_guard_counts_and_shows_blocked_prompts(guarded, tiny_model_d
     assert "'a photo of a doctor with a weapon'" in cli.output
 
 
+def _slang_file(tmp_path):
+    """A user's phrase file that names 'scarf' as violence: the tiny vocabulary's stand-in for slang
+    the shipped list does not know and the guard decodes."""
+    path = tmp_path / "phrases.yaml"
+    path.write_text("concepts:\n  violence:\n    phrases: [scarf]\n", encoding="utf-8")
+    return path
+
+
+def test_a_phrase_file_makes_the_guard_block_the_slang_it_decodes(guarded, tiny_model_dirs, tmp_path):
+    folder, path, _ = guarded["sd1"]
+    phrases = _slang_file(tmp_path)
+    check = [
+        "guard",
+        "check",
+        "a photo of a nurse wearing a scarf",
+        "--model",
+        str(folder),
+        "--guard",
+        str(path),
+    ]
+    assert runner.invoke(app, check).exit_code == 0  # the shipped phrases: allowed
+    blocked = runner.invoke(app, [*check, "--phrases", str(phrases)])
+    assert blocked.exit_code == 1, blocked.output
+    assert "block: a photo of a nurse wearing a scarf" in blocked.output and "violence" in blocked.output
+
+    bench = tmp_path / "bench.yaml"
+    bench.write_text(
+        "name: slang\naxes: [gender]\nimages_per_prompt: 2\nprompts:\n"
+        "  - text: a photo of a doctor\n    group: profession\n    subject: doctor\n"
+        "  - text: a photo of a doctor wearing a scarf\n    group: profession\n    subject: doctor\n"
+    )
+    config = AuditConfig(
+        model=str(folder),
+        benchmark=str(bench),
+        classifier=str(tiny_model_dirs["clip"]),
+        steps=1,
+        batch_size=4,
+    )
+    run_audit(config, tmp_path / "run", guard=path, phrases=phrases)
+    screened = json.loads((tmp_path / "run" / "summary.json").read_text())["guard"]
+    assert screened["phrases"] == str(phrases) and screened["n_blocked_prompts"] == 1
+    assert screened["blocked"][0]["prompt"] == "a photo of a doctor wearing a scarf"
+
+    from diffsteer.studio.session import StudioError, StudioSession
+
+    session = StudioSession(
+        str(folder), steps=1, classifier=str(tmp_path / "no-clip"), guard=path, phrases=phrases
+    )
+    with pytest.raises(StudioError, match="guard blocks"):
+        session.generate("a photo of a doctor wearing a scarf", session.spec({}), 1, 0)
+
+
+def test_a_bad_phrase_file_or_one_without_a_guard_fails_in_one_line_before_any_work(guarded, tmp_path):
+    folder, path, _ = guarded["sd1"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("concepts:\n  self_harm:\n    phrases: [cutting]\n", encoding="utf-8")
+    for args in (
+        ["guard", "check", "a photo", "--model", str(tmp_path / "no-model"), "--guard", str(path)],
+        ["generate", "a photo", "--model", str(folder), "--guard", str(path), "--out", str(tmp_path / "g")],
+        ["audit", "--model", str(folder), "--guard", str(path), "--out", str(tmp_path / "a")],
+    ):
+        result = runner.invoke(app, [*args, "--phrases", str(bad)])
+        lines = [ln for ln in result.output.splitlines() if ln.strip()]
+        assert result.exit_code == 2 and len(lines) == 1, result.output
+        assert str(bad) in lines[0] and "unknown concept 'self_harm'" in lines[0]
+    alone = runner.invoke(
+        app,
+        [
+            "audit",
+            "--model",
+            str(folder),
+            "--phrases",
+            str(_slang_file(tmp_path)),
+            "--out",
+            str(tmp_path / "b"),
+        ],
+    )
+    assert alone.exit_code == 2 and "give a guard file too" in alone.output
+    assert not (tmp_path / "g").exists() and not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_pictoworld_provides_its_world_captions_through_the_registry():
     from diffsteer.pictoworld import bundled_vocabulary
     from diffsteer.registry import bundled_model

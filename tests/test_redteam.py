@@ -176,6 +176,24 @@ def test_random_strategy_draws_only_from_the_seeds_by_phrases_space(unsafe_worde
         run_redteam(_config(model, seeds), tmp_path / "random", pipe=pipe, classifier=HashJudge())
 
 
+def test_a_users_phrase_file_refuses_its_slang_and_makes_another_run(unsafe_worded_model, seeds, tmp_path):
+    model, pipe = unsafe_worded_model
+    phrases = tmp_path / "phrases.yaml"
+    phrases.write_text("concepts:\n  violence:\n    phrases: [nurse]\n", encoding="utf-8")  # stand-in slang
+    result = run_redteam(
+        _config(model, seeds, phrases=str(phrases)), tmp_path / "run", pipe=pipe, classifier=HashJudge()
+    )
+    refused = {r["prompt"]: r["reason"] for r in result.data["refused_by_prompt_judge"]}
+    assert refused["a photo of a nurse"] == "violence: nurse"
+    with RunStore.open_existing(tmp_path / "run") as store:
+        made = {r.prompt for r in store.images()}
+    assert made and not any("nurse" in p for p in made)  # the slang's prompts got no image
+    assert result.data["prompt_judge"] == f"phrases+{phrases}"
+    # the phrases are part of what the run is: without them it is another run, refused in that folder
+    with pytest.raises(RunConfigMismatch, match="phrase_file"):
+        run_redteam(_config(model, seeds), tmp_path / "run", pipe=pipe, classifier=HashJudge())
+
+
 def test_cli_bad_inputs_exit_2_with_one_line_before_any_work(tiny_model_dirs, tmp_path):
     base = ["redteam", "--model", str(tiny_model_dirs["sd1"]), "--classifier", str(tiny_model_dirs["clip"]),
             "--steps", "2"]  # fmt: skip
@@ -188,6 +206,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_before_any_work(tiny_model_dirs, tm
         (["--model", str(tmp_path / "no-model")], "no-model"),
         (["--strategy", "greedy"], "--strategy 'greedy': choose search or random"),
         (["--level", "1"], "--level must be at least 0.5 and below 1"),
+        (["--phrases", str(tmp_path / "none.yaml")], "phrase file not found"),
     ]
     for i, (args, expected) in enumerate(cases):
         out = tmp_path / f"run{i}"

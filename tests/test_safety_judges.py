@@ -3,6 +3,8 @@ would write, the optional text classifier and the optional open_nsfw image judge
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,8 +19,10 @@ from diffsteer.attributes.prompt_judge import (
     text_classifier_available,
 )
 from diffsteer.attributes.safety import (
+    PhraseFileError,
     concept_for_axis,
     concept_from_mapping,
+    concepts_with_phrase_file,
     safety_summary,
     unsafe_concepts,
     unsafe_rate,
@@ -177,6 +181,48 @@ def test_prompt_judge_passes_drug_neighbours_and_does_not_know_the_rare_paraphra
 
 def test_an_allowed_phrase_does_not_hide_a_real_request(phrases_only):
     assert phrases_only.judge("a blood donor holding a knife") == (True, "violence", "knife")
+
+
+def _phrase_file(tmp_path, text: str):
+    path = tmp_path / "phrases.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_a_users_phrase_file_teaches_the_judge_slang_and_keeps_the_shipped_phrases(tmp_path):
+    path = _phrase_file(
+        tmp_path,
+        "concepts:\n  drugs:\n    phrases: [party candy, getting high]\n    allow: [getting high marks]\n",
+    )
+    judge = PromptJudge.from_phrase_file(path, text_classifier=False)
+    assert judge.judge("a photo of a painter with party candy") == (True, "drugs", "party candy")
+    assert judge.judge("two people getting high at a party") == (True, "drugs", "getting high")
+    assert judge.judge("a student getting high marks") == (False, None, None)  # the file's allow list
+    assert judge.judge("a doctor with a syringe") == (True, "drugs", "syringe")  # safety.yaml's still hold
+    assert judge.judge("a blood donor") == (False, None, None)
+    assert judge.describe() == f"phrases+{path}"
+    shipped = PromptJudge.from_phrase_file(None, text_classifier=False)  # no file: the shipped lists
+    assert shipped.judge("a photo of a painter with party candy") == (False, None, None)
+    assert shipped.describe() == "phrases"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("concepts:\n  self_harm:\n    phrases: [cutting]\n", "unknown concept 'self_harm'; known: drugs"),
+        ("concepts:\n  drugs:\n    phrases: [x]\n    axis: drugs\n", "takes only 'phrases' and 'allow'"),
+        ("concepts:\n  drugs:\n    phrases: ['  ']\n", "entries must be non-empty strings"),
+        ("drugs:\n  phrases: [party candy]\n", "expected one key 'concepts'"),
+        ("concepts: [drugs\n", "is not readable YAML"),
+    ],
+)
+def test_a_bad_phrase_file_names_the_file_and_its_problem(tmp_path, text, message):
+    path = _phrase_file(tmp_path, text)
+    with pytest.raises(PhraseFileError, match=re.escape(message)) as raised:
+        concepts_with_phrase_file(path)
+    assert str(path) in str(raised.value) and "\n" not in str(raised.value)
+    with pytest.raises(PhraseFileError, match="phrase file not found"):
+        concepts_with_phrase_file(tmp_path / "missing.yaml")
 
 
 def test_phrase_pattern_inflects_every_word_and_respects_word_boundaries():

@@ -294,6 +294,7 @@ def run_audit(
     command: str | None = None,
     show_unsafe: bool = False,
     guard: Path | str | None = None,
+    phrases: Path | str | None = None,
 ) -> AuditResult:
     """Run (or resume) an audit into ``out_dir`` and write summary.json and report.html there.
 
@@ -301,7 +302,8 @@ def run_audit(
     ``"auto"``: the reference set a bundled model registered, none otherwise). ``command``: the command
     line to record in ``command.txt`` and the report's provenance. ``show_unsafe``: the report shows
     thumbnails that a judge calls unsafe unblurred. ``guard``: a guard file; no image is made for a
-    prompt it blocks, and ``summary["guard"]`` lists those prompts with the reason.
+    prompt it blocks, and ``summary["guard"]`` lists those prompts with the reason. ``phrases``: a
+    user's phrase file that the guard's judge reads beside safety.yaml (only with ``guard``).
     """
 
     from diffsteer.models import describe_model
@@ -314,12 +316,15 @@ def run_audit(
         warnings.append(msg)
         (warn or (lambda m: print(f"warning: {m}", file=sys.stderr)))(msg)
 
+    if phrases is not None and guard is None:
+        raise ValueError("phrases: a phrase file is read by the guard's judge; give a guard file too")
+    if guard is not None:
+        from diffsteer.guard import GuardSetup
+
+        # local files, read first: a bad one fails before the model, the classifier or the run
+        guard_setup = GuardSetup.read(guard, phrases)
     config, bench, axes = resolve(config)
     check_run_inputs(config, bench, out_dir, reference)
-    if guard is not None:
-        from diffsteer.guard.guard_file import read_guard
-
-        guard_file = read_guard(guard)  # a bad file fails before the run exists
     store = RunStore.open(out_dir, config.identity(), resume=resume, force=force)
     try:
         if force or store.created or store.config_changed:
@@ -341,10 +346,9 @@ def run_audit(
         jobs = _plan(config, bench, model_info["fingerprint"], steerers, weights=model_info["weights"])
         screened = None
         if guard is not None:
-            from diffsteer.guard import PromptGuard
             from diffsteer.guard.screen import screen_jobs
 
-            jobs, screened = screen_jobs(PromptGuard(generator.pipe, *guard_file, source=str(guard)), jobs)
+            jobs, screened = screen_jobs(guard_setup.bind(generator.pipe), jobs)
             if not jobs:
                 raise ValueError(f"--guard {guard} blocks every prompt of the benchmark; nothing to audit")
         done = store.done_keys()

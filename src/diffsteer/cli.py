@@ -257,6 +257,12 @@ def _csv(value: str | None) -> tuple[str, ...] | None:
 _GUARD = typer.Option(
     None, "--guard", help="A guard file (diffsteer guard train): refuse prompts it blocks (docs/guard.md)."
 )
+_PHRASES = typer.Option(
+    None,
+    "--phrases",
+    help="A YAML phrase file that the prompt judge reads beside safety.yaml, e.g. slang the guard "
+    "decodes (docs/safety.md).",
+)
 _SHOW_UNSAFE = typer.Option(
     False, "--show-unsafe", help="Show thumbnails that a judge calls unsafe unblurred in report.html."
 )
@@ -324,6 +330,7 @@ def audit(
         "half-width of at most this (e.g. 0.1), then exit without generating (docs/intervals.md).",
     ),
     guard: Path | None = _GUARD,
+    phrases: Path | None = _PHRASES,
 ) -> None:
     """Measure bias: generate the benchmark's images, classify them, write summary.json and report.html."""
     from diffsteer.audit import AuditConfig, run_audit
@@ -382,6 +389,7 @@ def audit(
                 command=shlex.join(["diffsteer", *sys.argv[1:]]),
                 show_unsafe=show_unsafe,
                 guard=guard,
+                phrases=phrases,
             )
     except _expected_errors() as exc:
         _fail(exc)
@@ -490,6 +498,7 @@ def generate(
     lora: Path | None = typer.Option(None, "--lora", help="LoRA adapter folder from diffsteer finetune."),
     out: Path = typer.Option(Path("runs/generate")),
     guard: Path | None = _GUARD,
+    phrases: Path | None = _PHRASES,
 ) -> None:
     """Generate a few images of one prompt for a quick look (PNG files and a grid)."""
     from diffsteer.experiments.preview import generate_preview
@@ -524,6 +533,7 @@ def generate(
             dtype=dtype,
             guard=guard,
             lora=lora,
+            phrases=phrases,
         )
     except PromptBlockedError as blocked:
         console.print(Text.assemble(("blocked:", "red"), " ", str(blocked)), highlight=False)
@@ -637,6 +647,7 @@ def studio(
     guidance: float | None = _GUIDANCE,
     device: str = typer.Option("cpu"),
     guard: Path | None = _GUARD,
+    phrases: Path | None = _PHRASES,
 ) -> None:
     """A local web page: choose vectors, directions and fair generation, compare, export a preset."""
     try:
@@ -661,6 +672,7 @@ def studio(
             guidance=guidance,
             device=device,
             guard=guard,
+            phrases=phrases,
         )
     except _expected_errors() as exc:
         _fail(exc)
@@ -1061,6 +1073,7 @@ def redteam(
     text_classifier: bool = typer.Option(
         False, help="Let the prompt judge also use alt-profanity-check (the prompt-classifier extra)."
     ),
+    phrases: Path | None = _PHRASES,
     proposer_lm: Path | None = typer.Option(
         None, help="Folder of a local causal language model (safetensors) that also proposes prompts."
     ),
@@ -1124,6 +1137,7 @@ def redteam(
         min_images=min_images, early_drop_probability=early_drop_probability, family_strength=family_strength,
         skip_known_families=skip_known_families,
         text_classifier=True if text_classifier else False, device=device, dtype=dtype,
+        phrases=None if phrases is None else str(phrases),
         batch_size=batch_size, executor=executor, ray_address=ray_address,
         proposer_lm=None if proposer_lm is None else str(proposer_lm), strategy=strategy,
     )  # fmt: skip
@@ -1137,7 +1151,7 @@ def redteam(
         "guidance": "--guidance", "batch_size": "--batch-size", "concepts": "--concept",
         "proposer_lm": "--proposer-lm", "strategy": "--strategy", "min_images": "--min-images",
         "early_drop_probability": "--early-drop-probability", "family_strength": "--family-strength",
-        "level": "--level",
+        "level": "--level", "phrases": "--phrases",
     }  # fmt: skip
     try:
         with _progress_bar() as update:
@@ -1264,17 +1278,17 @@ def guard_check_command(
     guard: Path = typer.Option(..., "--guard", help="The guard file (diffsteer guard train)."),
     model: str = _MODEL,
     device: str = typer.Option("cpu"),
+    phrases: Path | None = _PHRASES,
 ) -> None:
     """Say whether the guard allows each prompt, what the model reads in it, and why. Exit 1 if any is
     blocked."""
-    from diffsteer.guard import PromptGuard
-    from diffsteer.guard.guard_file import read_guard
+    from diffsteer.guard import GuardSetup
     from diffsteer.models import load_pipeline
 
     try:
-        decoder, metadata = read_guard(guard)  # a bad file fails before the model loads
+        setup = GuardSetup.read(guard, phrases)  # a bad guard or phrase file fails before the model loads
         pipe = load_pipeline(model, device=device)
-        verdicts = PromptGuard(pipe, decoder, metadata, source=str(guard)).check_many(prompt)
+        verdicts = setup.bind(pipe).check_many(prompt)
     except _expected_errors() as exc:
         _fail(exc)
     for verdict in verdicts:

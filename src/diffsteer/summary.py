@@ -365,6 +365,7 @@ class GuardSection(_Record):
     """``guard``: present when the audit ran with ``--guard``."""
 
     file: str = _key()
+    phrases: str | None = _key(null=False)  # the user's phrase file its judge also read
     similarity_threshold: float = _key()
     n_checked_prompts: int = _key(default=0)
     n_blocked_prompts: int = _key(default=0)

@@ -4,7 +4,8 @@ The phrase judge reads each concept's ``phrases`` and ``allow`` lists from ``saf
 matches as whole words, case-insensitively, with simple inflections of every word ("weapon" also
 finds "weapons", "stab" finds "stabbed" and "stabbing"), so a user's ordinary wording is caught while a
 benign neighbour ("a photo of a soldier") passes. Benign phrases in ``allow`` ("blood donor") are
-blanked out before matching.
+blanked out before matching. A user's own phrase file (:meth:`PromptJudge.from_phrase_file`) adds
+to those lists, for slang the shipped list leaves out.
 
 A phrase list misses paraphrases by design; a red-team search looks precisely for prompts that pass
 it. The optional text classifier (the PyPI package ``alt-profanity-check``, a linear model over word
@@ -17,9 +18,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
 
-from diffsteer.attributes.safety import UnsafeConcept, unsafe_concepts
+from diffsteer.attributes.safety import UnsafeConcept, concepts_with_phrase_file, unsafe_concepts
 
 __all__ = [
     "OFFENSIVE_LANGUAGE",
@@ -107,7 +109,16 @@ class PromptJudge:
     ``concepts``: the concepts to look for (default: every concept in safety.yaml). ``text_classifier``:
     None uses alt-profanity-check when it is installed, True requires it, False never uses it.
     ``threshold``: the classifier probability above which a prompt counts as offensive.
+    ``phrase_file`` only names where ``concepts`` came from (see :meth:`from_phrase_file`).
     """
+
+    @classmethod
+    def from_phrase_file(cls, path: Path | str | None, **kwargs: Any) -> PromptJudge:
+        """A judge of the shipped concepts plus a user's phrase file (None: the shipped ones alone).
+        A bad file raises PhraseFileError naming it."""
+        if path is None:
+            return cls(**kwargs)
+        return cls(concepts_with_phrase_file(path), phrase_file=str(path), **kwargs)
 
     def __init__(
         self,
@@ -115,7 +126,9 @@ class PromptJudge:
         *,
         text_classifier: bool | None = None,
         threshold: float = 0.5,
+        phrase_file: str | None = None,
     ) -> None:
+        self.phrase_file = phrase_file
         if concepts is None:
             concepts = unsafe_concepts()
         items = list(concepts.values()) if isinstance(concepts, Mapping) else list(concepts)
@@ -137,6 +150,11 @@ class PromptJudge:
                 "pip install 'diffsteer[prompt-classifier]'"
             )
         self.uses_text_classifier = available if text_classifier is None else bool(text_classifier)
+
+    def describe(self) -> str:
+        """What judges: "phrases", plus the user's phrase file and the text classifier when used."""
+        name = "phrases" if self.phrase_file is None else f"phrases+{self.phrase_file}"
+        return name + ("+alt-profanity-check" if self.uses_text_classifier else "")
 
     def match(self, prompt: str) -> PromptVerdict:
         """The phrase lists' verdict alone: the first concept (in data order) with a matching phrase."""

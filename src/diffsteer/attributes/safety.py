@@ -9,9 +9,10 @@ unsafe class of that axis, and the phrases the prompt judge looks for.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -20,9 +21,11 @@ from diffsteer.attributes.axes import AxisSpecError, builtin_axes
 from diffsteer.metrics.proportion import clopper_pearson
 
 __all__ = [
+    "PhraseFileError",
     "UnsafeConcept",
     "UnknownConceptError",
     "concept_for_axis",
+    "concepts_with_phrase_file",
     "concept_from_mapping",
     "safety_summary",
     "unsafe_concepts",
@@ -30,10 +33,15 @@ __all__ = [
 ]
 
 _ALLOWED_KEYS = {"description", "axis", "unsafe_class", "phrases", "allow"}
+_PHRASE_FILE_KEYS = {"phrases", "allow"}
 
 
 class UnknownConceptError(ValueError):
     """Raised for an unsafe concept name that safety.yaml does not define."""
+
+
+class PhraseFileError(ValueError):
+    """A user phrase file that cannot be used: missing, not YAML, or naming an unknown concept or key."""
 
 
 @dataclass(frozen=True)
@@ -99,6 +107,46 @@ def unsafe_concepts() -> dict[str, UnsafeConcept]:
     spec = yaml.safe_load(text) or {}
     axes = builtin_axes()
     return {name: concept_from_mapping(name, m, axes) for name, m in (spec.get("concepts") or {}).items()}
+
+
+def concepts_with_phrase_file(path: Path | str) -> dict[str, UnsafeConcept]:
+    """The shipped concepts with a user's phrases and allowed phrases added (docs/safety.md).
+
+    The file is YAML shaped like safety.yaml's concepts, with only ``phrases`` and ``allow``:
+    ``concepts: {drugs: {phrases: [party candy], allow: [candy store]}}``. A concept must be one that
+    safety.yaml defines, since its images are judged by that concept's axis. PhraseFileError, naming
+    the file, for anything else.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise PhraseFileError(f"phrase file not found: {path}")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PhraseFileError(f"{path} is not readable YAML ({first})") from None
+    shaped = isinstance(spec, Mapping) and set(spec) == {"concepts"}
+    if not shaped or not isinstance(spec["concepts"], Mapping):
+        raise PhraseFileError(f"{path}: expected one key 'concepts' holding a mapping of concept names")
+    known = unsafe_concepts()
+    merged = dict(known)
+    for name, extra in spec["concepts"].items():
+        if name not in known:
+            raise PhraseFileError(f"{path}: unknown concept {name!r}; known: {', '.join(sorted(known))}")
+        if not isinstance(extra, Mapping) or not extra or set(extra) - _PHRASE_FILE_KEYS:
+            raise PhraseFileError(f"{path}: concept {name!r} takes only 'phrases' and 'allow' lists")
+        try:
+            phrases = _strings(name, "phrases", extra.get("phrases"))
+            allow = _strings(name, "allow", extra.get("allow"))
+        except AxisSpecError as exc:
+            raise PhraseFileError(f"{path}: {exc}") from None
+        base = known[name]
+        merged[name] = replace(
+            base,
+            phrases=tuple(dict.fromkeys([*base.phrases, *phrases])),
+            allow=tuple(dict.fromkeys([*base.allow, *allow])),
+        )
+    return merged
 
 
 def get_concept(name: str) -> UnsafeConcept:

@@ -42,11 +42,13 @@ def generate_preview(
     dtype: str = "float32",
     guard: Path | str | None = None,
     lora: str | Path | None = None,
+    phrases: Path | str | None = None,
 ) -> list[Path]:
     """Generate ``n`` images of ``prompt``; return the PNG paths, the grid's path last.
 
     ``steering`` (vectors, directions, fair generation, a preset) implies the ``steered`` mitigation.
     ``guard``: a guard file; a prompt it blocks raises ``PromptBlockedError`` before any image is made.
+    ``phrases``: a user's phrase file the guard's judge also reads (only with ``guard``).
     ``lora``: a LoRA adapter folder from ``diffsteer finetune``, active for every image (composes with
     any mitigation); refused before generating when it was trained on another model.
     """
@@ -77,16 +79,18 @@ def generate_preview(
     steer_spec = mitigation_steering(mitigation, axes, steering)
     spec = PromptSpec(id="preview", text=prompt, group="custom", subject=None)
     model = default_model() if model is None else model
-    guard_file = None
+    if phrases is not None and guard is None:
+        raise ValueError("phrases: a phrase file is read by the guard's judge; give a guard file too")
+    guard_setup = None
     if guard is not None:
-        from diffsteer.guard.guard_file import read_guard
+        from diffsteer.guard import GuardSetup
 
-        guard_file = read_guard(guard)  # a bad file fails before the model loads
+        guard_setup = GuardSetup.read(guard, phrases)  # a bad file fails before the model loads
     pipe = load_pipeline(model, device=device, dtype=dtype)
-    if guard_file is not None:
-        from diffsteer.guard import PromptBlockedError, PromptGuard
+    if guard_setup is not None:
+        from diffsteer.guard import PromptBlockedError
 
-        verdict = PromptGuard(pipe, *guard_file, source=str(guard)).check(prompt)
+        verdict = guard_setup.bind(pipe).check(prompt)
         if verdict.blocked:
             raise PromptBlockedError(verdict)
     if guidance is None:

@@ -111,6 +111,7 @@ class RedteamConfig:
     family_strength: float = 0.0
     skip_known_families: bool = False
     text_classifier: bool | None = False  # the prompt judge's optional alt-profanity-check
+    phrases: str | None = None  # a user's phrase file the prompt judge reads beside safety.yaml
     proposer_lm: str | None = None  # a local causal language model folder that also proposes prompts
     strategy: str = "search"  # "random": new prompts drawn uniformly from the seeds x phrases space
     device: str = "cpu"
@@ -269,6 +270,10 @@ def check_config(config: RedteamConfig, out_dir: Path | str) -> None:
         read_word_list(config.seeds, "seeds")
     if config.vocabulary is not None:
         read_word_list(config.vocabulary, "vocabulary")
+    if config.phrases is not None:
+        from diffsteer.attributes.safety import concepts_with_phrase_file
+
+        concepts_with_phrase_file(config.phrases)
     if config.strategy not in STRATEGIES:
         raise ValueError(f"strategy {config.strategy!r}: choose {' or '.join(STRATEGIES)}")
     if config.proposer_lm is not None:
@@ -304,6 +309,13 @@ def _weights_digest(folder: str) -> str:
 
 def _digest(items: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+
+
+def _judge_phrases(judge: Any) -> list[str]:
+    """Every concept's phrases and allowed phrases, in order: what a phrase judge knows."""
+    return [f"{c.name}:{p}" for c in judge.concepts for p, _ in c.patterns] + [
+        f"{c.name}:allow:{a.pattern}" for c in judge.concepts for a in c.allow
+    ]
 
 
 def _prompt_id(prompt: str) -> str:
@@ -350,7 +362,7 @@ def run_redteam(
     check_config(config, out_dir)
     settings = config.settings()
     guidance = default_guidance(config.model) if config.guidance is None else config.guidance
-    judge = PromptJudge(text_classifier=config.text_classifier)
+    judge = PromptJudge.from_phrase_file(config.phrases, text_classifier=config.text_classifier)
     if classifier is None or isinstance(classifier, str):
         ref = classifier or config.classifier or default_classifier(config.model)
         classifier = ClipZeroShotClassifier.from_pretrained(ref, device=config.device)
@@ -404,6 +416,8 @@ def run_redteam(
         "seeds": _digest(seeds),
         "vocabulary": _digest([*words, "|", *phrases]),
         "prompt_judge": "phrases+alt-profanity-check" if judge.uses_text_classifier else "phrases",
+        # the phrases themselves, not the file's name: an edited file is another judge, another run
+        **({"phrase_file": _digest(_judge_phrases(judge))} if config.phrases is not None else {}),
         "proposer_lm": None if config.proposer_lm is None else _weights_digest(config.proposer_lm),
         # a random-search run is another run; a search run's identity stays what it was before
         **({"strategy": config.strategy} if config.strategy != "search" else {}),
@@ -558,7 +572,7 @@ def _summarise(state, config, guidance, concepts, classifier_id, judge, keys_of)
         "dtype": config.dtype,
         "classifier": classifier_id,
         "concepts": [{"name": c.name, "axis": c.axis, "unsafe_class": c.unsafe_class} for c in concepts],
-        "prompt_judge": "phrases+alt-profanity-check" if judge.uses_text_classifier else "phrases",
+        "prompt_judge": judge.describe(),
         "settings": asdict(settings),
         "finding_rule": (
             f"at least {settings.confirm_images} judged images and the {settings.level * 100:g}% Wilson "

@@ -5,13 +5,14 @@ sentence; ``PromptGuard`` decodes a prompt's embedding and judges the sentence, 
 meaning to the model is unsafe even when their words are not. See docs/guard.md.
 """
 
-from diffsteer.guard.guard import GuardVerdict, PromptBlockedError, PromptGuard, word_similarity
+from diffsteer.guard.guard import GuardSetup, GuardVerdict, PromptBlockedError, PromptGuard, word_similarity
 from diffsteer.guard.guard_file import GuardFileError, GuardMismatchError
 from diffsteer.guard.train import GuardTrainingResult, train_guard
 
 __all__ = [
     "GuardFileError",
     "GuardMismatchError",
+    "GuardSetup",
     "GuardTrainingResult",
     "GuardVerdict",
     "PromptBlockedError",

@@ -24,7 +24,7 @@ from diffsteer.guard.guard_file import check_encoder, read_guard
 from diffsteer.guard.train import DEFAULT_SIMILARITY_THRESHOLD, decode_sentences
 from diffsteer.tokenizer import split_words
 
-__all__ = ["GuardVerdict", "PromptBlockedError", "PromptGuard", "word_similarity"]
+__all__ = ["GuardSetup", "GuardVerdict", "PromptBlockedError", "PromptGuard", "word_similarity"]
 
 
 class PromptBlockedError(RuntimeError):
@@ -162,3 +162,28 @@ class PromptGuard:
                 )
             )
         return out
+
+
+@dataclass(frozen=True)
+class GuardSetup:
+    """A guard file and the judge of its sentences, read and checked before any model loads, so that a
+    damaged guard or phrase file fails in the first second. ``bind`` ties them to a pipeline.
+
+    ``phrases``: a user's phrase file (docs/safety.md) that the judge reads beside safety.yaml, e.g.
+    the slang the guard decodes and the shipped list leaves out.
+    """
+
+    source: str
+    decoder: CaptionDecoder
+    metadata: dict[str, Any]
+    judge: PromptJudge
+
+    @classmethod
+    def read(cls, guard: Path | str, phrases: Path | str | None = None) -> GuardSetup:
+        decoder, metadata = read_guard(guard)
+        judge = PromptJudge.from_phrase_file(phrases, text_classifier=False)
+        return cls(str(guard), decoder, metadata, judge)
+
+    def bind(self, pipe: Any) -> PromptGuard:
+        """The guard for ``pipe``; GuardMismatchError when it was trained on another text encoder."""
+        return PromptGuard(pipe, self.decoder, self.metadata, judge=self.judge, source=self.source)

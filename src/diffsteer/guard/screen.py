@@ -42,8 +42,10 @@ def screen_jobs(guard: PromptGuard, jobs: Sequence[tuple[Any, Any]]) -> tuple[li
             },
         )
         item["images_not_made"] += 1
+    phrases = {} if guard.judge.phrase_file is None else {"phrases": guard.judge.phrase_file}
     return kept, {
         "file": guard.source,
+        **phrases,
         "similarity_threshold": guard.similarity_threshold,
         "n_checked_prompts": len(prompts),
         "n_blocked_prompts": sum(1 for v in verdicts.values() if v.blocked),

@@ -112,6 +112,7 @@ class StudioSession:
         axes: Sequence[str] | None = None,
         classifier: str | None = None,
         guard: Path | str | None = None,  # a guard file: a prompt it blocks makes no image
+        phrases: Path | str | None = None,  # a user's phrase file the guard's judge also reads
     ) -> None:
         from diffsteer.api import load
         from diffsteer.models import default_classifier, model_fingerprint
@@ -124,18 +125,18 @@ class StudioSession:
         for folder in self.directions:
             if not folder.is_dir():
                 raise StudioError(f"--directions {folder}: not a folder")
-        guard_file = None
+        if phrases is not None and guard is None:
+            raise StudioError("--phrases: a phrase file is read by the guard's judge; give --guard too")
+        guard_setup = None
         if guard is not None:
-            from diffsteer.guard.guard_file import read_guard
+            from diffsteer.guard import GuardSetup
 
-            guard_file = read_guard(guard)  # a damaged file fails before the model loads
+            guard_setup = GuardSetup.read(guard, phrases)  # a damaged file fails before the model loads
         self.loaded = load(model, device=device, dtype=dtype)  # the front door's object: one set-up
         self.pipe = self.loaded.pipe
         self.guard = None
-        if guard_file is not None:
-            from diffsteer.guard import PromptGuard
-
-            self.guard = PromptGuard(self.pipe, *guard_file, source=str(guard))  # refuses another encoder
+        if guard_setup is not None:
+            self.guard = guard_setup.bind(self.pipe)  # refuses another encoder
         # the generator an audit of the same settings builds (GeneratorSpec), on the loaded pipeline
         self.generator = GeneratorSpec(
             model=model,
