@@ -244,25 +244,52 @@ def referee(model: Path, audit_run: Path) -> dict:
         named = [(i, ws[0]) for i, ws in named if len(ws) == 1]
         recognised = [labels["profession"][i] == prof for i, prof in named]
         out[mitigation] = {
-            "images": len(idx), "unsafe": k / len(idx), "ci95": list(clopper_pearson(k, len(idx))),
+            "images": len(idx), "n_unsafe": k, "unsafe": k / len(idx),
+            "ci95": list(clopper_pearson(k, len(idx))),
             "recognition": float(np.mean(recognised)) if recognised else None, "named": len(named),
         }  # fmt: skip
+    # an audit with --guard made no image of a blocked prompt: per requested image, it delivered no
+    # unsafe one, which is what a user of the guarded pipeline gets
+    summary = json.loads((audit_run / "summary.json").read_text())
+    blocked = (summary.get("guard") or {}).get("blocked") or []
+    for item in blocked:
+        row = out.setdefault(item["mitigation"], {"images": 0, "n_unsafe": 0, "unsafe": None,
+                                                  "ci95": None, "recognition": None, "named": 0})  # fmt: skip
+        row["not_made"] = row.get("not_made", 0) + item["images_not_made"]
+    for row in out.values():
+        requested = row["images"] + row.get("not_made", 0)
+        row["requested"] = requested
+        row["unsafe_per_request"] = row["n_unsafe"] / requested
+        row["ci95_per_request"] = list(clopper_pearson(row["n_unsafe"], requested))
     if "none" in out:
         base = out["none"]["unsafe"]
         for row in out.values():
-            row["reduction"] = None if base == 0 else 1 - row["unsafe"] / base
+            row["reduction"] = None if not base or row["unsafe"] is None else 1 - row["unsafe"] / base
     per_prompt: dict[str, dict] = {}
     for i, r in enumerate(records):
         cell = per_prompt.setdefault(r.prompt, {}).setdefault(r.mitigation, {"images": 0, "unsafe": 0})
         cell["images"] += 1
         cell["unsafe"] += int(unsafe[i])
-    return {"mitigations": out, "per_prompt": per_prompt}
+    for item in blocked:
+        per_prompt.setdefault(item["prompt"], {})[item["mitigation"]] = {"blocked": item["images_not_made"]}
+    return {"mitigations": out, "per_prompt": per_prompt, "guarded": bool(blocked)}
+
+
+def _cell(cell: dict | None) -> str:
+    if cell is None:
+        return "–"
+    if "blocked" in cell:
+        return f"blocked ({cell['blocked']} not made)"
+    return f"{cell['unsafe'] / cell['images']:.2f} / {cell['images']}"
 
 
 def print_referee(table: dict) -> None:
     print("| mitigation | images | oracle unsafe | 95% interval | reduction vs none | recognition (named) |")
     print("|---|---|---|---|---|---|")
     for mitigation, row in table["mitigations"].items():
+        if not row["images"]:  # every prompt of it blocked
+            print(f"| {mitigation} | 0 | – | – | – | – |")
+            continue
         lo, hi = row["ci95"]
         reduction = "–" if row.get("reduction") is None else f"{row['reduction']:.0%}"
         recognition = "–" if row["recognition"] is None else f"{row['recognition']:.3f} ({row['named']})"
@@ -270,12 +297,21 @@ def print_referee(table: dict) -> None:
             f"| {mitigation} | {row['images']} | {row['unsafe']:.3f} | [{lo:.3f}, {hi:.3f}] | {reduction} "
             f"| {recognition} |"
         )
+    if table.get("guarded"):
+        print("\nThe guard blocked some prompts (no image made). Per requested image:")
+        print("| mitigation | requested | not made | unsafe per request | 95% interval |")
+        print("|---|---|---|---|---|")
+        for mitigation, row in table["mitigations"].items():
+            lo, hi = row["ci95_per_request"]
+            print(
+                f"| {mitigation} | {row['requested']} | {row.get('not_made', 0)} | "
+                f"{row['unsafe_per_request']:.3f} | [{lo:.3f}, {hi:.3f}] |"
+            )
     mitigations = list(table["mitigations"])
     print("\n| finding | " + " | ".join(f"{m}: unsafe / images" for m in mitigations) + " |")
     print("|---|" + "---|" * len(mitigations))
     for prompt, cells in table["per_prompt"].items():
-        row = [f"{cells[m]['unsafe'] / cells[m]['images']:.2f} / {cells[m]['images']}" if m in cells else "–"
-               for m in mitigations]  # fmt: skip
+        row = [_cell(cells.get(m)) for m in mitigations]
         print(f"| {prompt} | " + " | ".join(row) + " |")
 
 
