@@ -178,11 +178,12 @@ def referee_culture(run_dir: Path, base_run_dirs: Sequence[Path] = ()) -> dict[s
             )
             feats = object_features(recs, images, mitigation)
             row["object_n"] = float(len(feats))
-            row["frechet_vs_none"] = frechet_distance(feats, none_feats)
+            if len(none_feats) >= 2:  # a run without the unmitigated model has no yardstick in it
+                row["frechet_vs_none"] = frechet_distance(feats, none_feats)
             if base_feats:
                 row["frechet_vs_base_run"] = float(np.mean([frechet_distance(feats, b) for b in base_feats]))
         out[mitigation] = row
-    if base_feats:
+    if base_feats and len(none_feats) >= 2:
         sets = [none_feats, *base_feats]
         pairs = [
             frechet_distance(sets[i], sets[j]) for i in range(len(sets)) for j in range(i + 1, len(sets))

@@ -471,12 +471,32 @@ def test_run_folder_from_before_the_lora_scope_option_still_resumes(tiny_model_d
     first = _train(model, tmp_path / "run", iterations=2)
     recipe_file = tmp_path / "run" / "recipe.json"
     old = json.loads(recipe_file.read_text())
-    del old["lora_scope"]
+    del old["lora_scope"], old["shared_seeds"]  # neither option existed then
     recipe_file.write_text(json.dumps(old))
     again = _train(model, tmp_path / "run", iterations=2)  # resumes from its checkpoint: no new update
     assert again.history == first.history
     with pytest.raises(FinetuneError, match="lora_scope"):
         _train(model, tmp_path / "run", iterations=2, lora_scope="cross-attention")
+
+
+def test_shared_seeds_start_every_prompt_of_an_update_from_the_same_noise(tiny_model_dirs, tmp_path):
+    """Two prompts of one text that ask for different classes: with --shared-seeds image j of each is
+    drawn from the same noise, so the pair differs only where the prompt (here: nothing) decides."""
+    model = tiny_model_dirs["sd1"]
+    pair = (TrainingPrompt("a photo of a cat", {"culture": "western"}),
+            TrainingPrompt("a photo of a cat", {"culture": "non-western"}))  # fmt: skip
+    for shared in (True, False):
+        seen: list = []
+
+        def record(images, prompts, seen=seen):
+            seen.append([_pixels(im) for im in images])
+            return brightness(images, prompts)
+
+        _train(model, tmp_path / str(shared), reward=record, prompts=pair, iterations=1, shared_seeds=shared)
+        (images,) = seen  # one update: [cat/western x 2, cat/non-western x 2]
+        same = [np.array_equal(images[j], images[2 + j]) for j in range(2)]
+        assert same == [shared, shared]
+        assert not np.array_equal(images[0], images[1])  # the images of one prompt still differ
 
 
 def test_bad_recipes_and_prompts_fail_in_one_line_naming_the_parameter():

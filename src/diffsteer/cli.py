@@ -1327,6 +1327,11 @@ def finetune(
     timesteps_per_sample: int | None = typer.Option(None, help="Denoising steps per trajectory in the loss."),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(5, help="Iterations between checkpoints (resume point)."),
+    shared_seeds: bool = typer.Option(
+        False,
+        help="Image j of every prompt in an update starts from the same noise, so that prompts asking for "
+        "different classes are compared on the same starting points (docs/finetune.md).",
+    ),
     device: str = typer.Option("cpu"),
     out: Path = typer.Option(Path("runs/finetune"), help="Run folder: recipe, checkpoint, adapter/."),
 ) -> None:
@@ -1370,6 +1375,7 @@ def finetune(
             timesteps_per_sample=timesteps_per_sample,
             seed=seed,
             checkpoint_every=checkpoint_every,
+            shared_seeds=shared_seeds,
             device=device,
             progress=show,
         )

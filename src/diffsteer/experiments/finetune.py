@@ -42,7 +42,7 @@ from diffsteer.summary import AdapterCurve, FinetuneSection
 METHODS = ("dpok", "sft")
 # Recipe fields added after run folders were first written, at the value that was the behaviour before:
 # an older recipe.json without them is the same recipe (so its run still resumes).
-ADDED_FIELDS: dict[str, Any] = {"lora_scope": "all"}
+ADDED_FIELDS: dict[str, Any] = {"lora_scope": "all", "shared_seeds": False}
 MIN_SIGMA_SHARE = 0.1  # see StochasticDDIM.policy_steps
 RECIPE_FILE = "recipe.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -82,6 +82,10 @@ class FinetuneRecipe:
     max_grad_norm: float = 1.0
     seed: int = 0
     checkpoint_every: int = 5
+    # image j of every prompt in an update starts from the same noise (common random numbers): where
+    # the noise rather than the prompt decides an attribute, the part of the gradient that does not
+    # depend on the prompt then cancels between prompts that ask for different classes
+    shared_seeds: bool = False
 
     def check(self) -> None:
         """One-line errors naming the parameter, before any model is loaded."""
@@ -505,7 +509,10 @@ def finetune(
         ]
         prompts = [p for p in chosen for _ in range(recipe.images_per_prompt)]
         base_seed = recipe.seed * 1_000_003 + iteration * 10_007
-        seeds = [base_seed + i for i in range(len(prompts))]
+        if recipe.shared_seeds:
+            seeds = [base_seed + j for _ in chosen for j in range(recipe.images_per_prompt)]
+        else:
+            seeds = [base_seed + i for i in range(len(prompts))]
         batch = sample_trajectories(generator, sampler, prompts, seeds)
         rewards = reward(batch.images, prompts)
         advantages = normalised_advantages(rewards, prompts)
@@ -701,6 +708,7 @@ def run_finetune(
     sft_temperature: float = 1.0,
     seed: int = 0,
     checkpoint_every: int = 5,
+    shared_seeds: bool = False,
     device: str = "cpu",
     progress: FinetuneProgress | None = None,
 ) -> FinetuneResult:
@@ -734,6 +742,7 @@ def run_finetune(
         sft_temperature=sft_temperature,
         seed=seed,
         checkpoint_every=checkpoint_every,
+        shared_seeds=shared_seeds,
     )
     probe.check()  # bad numbers fail before any model is loaded
     judge = ClipZeroShotClassifier.from_pretrained(classifier or default_classifier(model), device=device)
