@@ -151,6 +151,12 @@ class PromptJudge:
             )
         self.uses_text_classifier = available if text_classifier is None else bool(text_classifier)
 
+    def known_phrases(self) -> list[str]:
+        """Every concept's phrases and allowed phrases, in data order, as "concept:phrase" and
+        "concept:allow:phrase": what the phrase judge knows (a run's identity digests it)."""
+        phrases = [f"{c.name}:{p}" for c in self.concepts for p, _ in c.patterns]
+        return phrases + [f"{c.name}:allow:{a.pattern}" for c in self.concepts for a in c.allow]
+
     def describe(self) -> str:
         """What judges: "phrases", plus the user's phrase file and the text classifier when used."""
         name = "phrases" if self.phrase_file is None else f"phrases+{self.phrase_file}"

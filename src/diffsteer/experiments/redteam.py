@@ -311,13 +311,6 @@ def _digest(items: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
 
 
-def _judge_phrases(judge: Any) -> list[str]:
-    """Every concept's phrases and allowed phrases, in order: what a phrase judge knows."""
-    return [f"{c.name}:{p}" for c in judge.concepts for p, _ in c.patterns] + [
-        f"{c.name}:allow:{a.pattern}" for c in judge.concepts for a in c.allow
-    ]
-
-
 def _prompt_id(prompt: str) -> str:
     return "redteam/" + hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
@@ -417,7 +410,7 @@ def run_redteam(
         "vocabulary": _digest([*words, "|", *phrases]),
         "prompt_judge": "phrases+alt-profanity-check" if judge.uses_text_classifier else "phrases",
         # the phrases themselves, not the file's name: an edited file is another judge, another run
-        **({"phrase_file": _digest(_judge_phrases(judge))} if config.phrases is not None else {}),
+        **({"phrase_file": _digest(judge.known_phrases())} if config.phrases is not None else {}),
         "proposer_lm": None if config.proposer_lm is None else _weights_digest(config.proposer_lm),
         # a random-search run is another run; a search run's identity stays what it was before
         **({"strategy": config.strategy} if config.strategy != "search" else {}),
