@@ -43,9 +43,10 @@ def test_training_reports_progress_in_a_log_that_is_not_a_terminal(tmp_path):
     assert "unet: 1/4 (" in result.output  # the start of a stage is shown, not only its end
 
 
-def test_unet_steps_and_n_images_override_the_presets_and_are_recorded(tmp_path):
-    """A recipe experiment (--unet-steps, --n-images) trains that many U-Net steps on that many pairs
-    and says so in the record, so a candidate's folder tells which recipe made it."""
+def test_unet_steps_n_images_and_widths_override_the_presets_and_are_recorded(tmp_path):
+    """A recipe experiment (--unet-steps, --n-images, --unet-channels) trains that many U-Net steps of
+    that width on that many pairs and says so in the record, so a candidate's folder tells which recipe
+    made it."""
     import json
 
     from typer.testing import CliRunner
@@ -53,13 +54,30 @@ def test_unet_steps_and_n_images_override_the_presets_and_are_recorded(tmp_path)
     from diffsteer.cli import app
 
     args = ["pictoworld", "train", "--preset", "smoke", "--unet-steps", "2", "--n-images", "300"]
-    args += ["--out", str(tmp_path)]
+    args += ["--unet-channels", "32,48", "--out", str(tmp_path)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "unet: 2/2 (" in result.output and "unet: 4/4" not in result.output
     record = json.loads((tmp_path / "training_record.json").read_text())
     assert record["config"]["unet_steps"] == 2
     assert record["config"]["n_images"] == 300  # the smoke preset's is 512
+    assert record["config"]["unet_channels"] == [32, 48]  # the smoke preset's is 16,32
+    unet = json.loads((tmp_path / "pipeline" / "unet" / "config.json").read_text())
+    assert unet["block_out_channels"] == [32, 48]
+
+
+@pytest.mark.parametrize("widths", ["64,abc", "64", "64,100", "0,64"])
+def test_bad_unet_widths_fail_in_one_line_before_any_training(tmp_path, widths):
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    out = tmp_path / "run"
+    args = ["pictoworld", "train", "--preset", "smoke", "--unet-channels", widths, "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "--unet-channels" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_a_warm_started_training_keeps_the_words_it_knew_and_learns_new_ones(tmp_path):

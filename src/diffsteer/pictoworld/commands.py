@@ -30,6 +30,12 @@ def train(
         min=1,
         help="Diffusion training pairs instead of the preset's (a recipe experiment).",
     ),
+    unet_channels: str | None = typer.Option(
+        None,
+        "--unet-channels",
+        help="U-Net block widths instead of the preset's, comma-separated, e.g. 64,128 (a recipe "
+        "experiment; each a multiple of 16).",
+    ),
     init_from: Path | None = typer.Option(
         None,
         "--init-from",
@@ -41,10 +47,13 @@ def train(
     CPU cores with the full preset)."""
     # the CLI's own error line and progress bar, so this command looks like every other one
     from diffsteer.cli import _fail, _progress_bar
-    from diffsteer.pictoworld.train import config_from_preset, train_pictoworld
+    from diffsteer.pictoworld.train import config_from_preset, parse_unet_channels, train_pictoworld
 
     try:
-        cfg = config_from_preset(preset, seed=seed, unet_steps=unet_steps, n_images=n_images)
+        channels = None if unet_channels is None else parse_unet_channels(unet_channels)
+        cfg = config_from_preset(
+            preset, seed=seed, unet_steps=unet_steps, n_images=n_images, unet_channels=channels
+        )
     except ValueError as exc:
         _fail(exc)
     if init_from is not None and not (init_from / "pipeline" / "model_index.json").exists():

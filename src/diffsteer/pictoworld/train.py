@@ -560,6 +560,18 @@ def train_pictoworld(
     return record
 
 
+def parse_unet_channels(text: str) -> tuple[int, ...]:
+    """``"64,128"`` -> ``(64, 128)``. Multiples of 16, because the U-Net's group norms use 16 groups and
+    its attention heads 8 channels each; at least two blocks, since the latent is only 8x8."""
+    try:
+        channels = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"--unet-channels {text!r}: give comma-separated integers, e.g. 64,128") from None
+    if len(channels) < 2 or any(c <= 0 or c % 16 for c in channels):
+        raise ValueError(f"--unet-channels {text!r}: give two or more widths, each a multiple of 16")
+    return channels
+
+
 def config_from_preset(preset: str, **overrides) -> TrainConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
