@@ -149,14 +149,16 @@ def test_cli_train_writes_a_loadable_file_and_refuses_bad_input(guarded, tmp_pat
     captions.write_text("\n".join(_captions()))
     out = tmp_path / "g.safetensors"
     args = ["guard", "train", "--model", str(folder), "--captions", str(captions), "--out", str(out)]
-    result = runner.invoke(app, [*args, "--steps", "3", "--holdout", "0.25"])
+    result = runner.invoke(app, [*args, "--steps", "3", "--holdout", "0.25", "--scrambled", "0.5"])
     assert result.exit_code == 0, result.output
     assert "12 held-out captions" in result.output
     _, metadata = read_guard(out)
     assert metadata["record"]["heldout_captions"] == 12 and metadata["record"]["train_captions"] == 36
+    assert metadata["record"]["scrambled"] == 0.5
     for extra, message in (
         (["--steps", "0"], "--steps must be an integer at least 1"),
         (["--holdout", "1"], "--holdout must be"),
+        (["--scrambled", "1.5"], "--scrambled must be between 0 and 1"),
     ):
         bad = runner.invoke(app, [*args, *extra])
         assert bad.exit_code == 2 and message in bad.output, bad.output
@@ -166,6 +168,52 @@ def test_cli_train_writes_a_loadable_file_and_refuses_bad_input(guarded, tmp_pat
         app, ["guard", "train", "--model", str(folder), "--captions", str(empty), "--out", str(out)]
     )
     assert bad.exit_code == 2 and "--captions" in bad.output and "holds no caption" in bad.output
+
+
+def test_scrambled_captions_keep_the_captions_words_in_a_new_order():
+    import numpy as np
+
+    from diffsteer.guard.train import scramble_caption
+
+    caption = "a photo of a nurse getting high"
+    rng = np.random.default_rng(0)
+    salads = [scramble_caption(caption, rng) for _ in range(200)]
+    assert all(len(s.split()) >= 2 and set(s.split()) <= set(caption.split()) for s in salads)
+    assert sum(s == caption for s in salads) < 20  # nearly every one differs from the caption
+    assert any("high" not in s.split() for s in salads)  # a word can go missing
+    kept = [s.split() for s in salads if {"getting", "high"} <= set(s.split())]
+    assert any(words.index("getting") > words.index("high") for words in kept)  # and move
+    again = np.random.default_rng(0)
+    assert [scramble_caption(caption, again) for _ in range(200)] == salads  # seeded: a recipe repeats
+
+
+def test_a_guard_trained_on_word_salad_reads_scrambled_captions_as_the_captions(tmp_path):
+    """Red-team prompts are word salads; with --scrambled the guard reads the caption in far more of
+    them than the plain recipe does, and still reads clean captions as well."""
+    import numpy as np
+
+    from diffsteer.guard.train import scramble_caption
+
+    pipe = _pipe("sd1")
+    rng = np.random.default_rng(123)  # not the training's salads
+    sources = _captions() * 4
+    salads = [scramble_caption(c, rng) for c in sources]
+
+    def read_back(scrambled: float) -> tuple[float, float]:
+        out = tmp_path / f"g{scrambled}.safetensors"
+        train_guard(
+            pipe, _captions(), out, base_model="sd1", steps=600, width=64, holdout=0, scrambled=scrambled
+        )
+        guard = PromptGuard.load(out, pipe)
+        salad_share = np.mean([d == c for d, c in zip(guard.interpret(salads), sources, strict=True)])
+        clean_share = np.mean(
+            [d == c for d, c in zip(guard.interpret(_captions()), _captions(), strict=True)]
+        )
+        return float(salad_share), float(clean_share)
+
+    (salad, clean), (plain_salad, plain_clean) = read_back(0.5), read_back(0.0)
+    assert salad >= plain_salad + 0.15, (salad, plain_salad)
+    assert clean >= plain_clean - 0.1, (clean, plain_clean)
 
 
 def test_generate_with_guard_refuses_a_blocked_prompt(guarded, tmp_path):

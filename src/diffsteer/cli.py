@@ -1185,7 +1185,15 @@ guard_app = typer.Typer(
     no_args_is_help=True, help="A prompt guard that reads what the model will see (docs/guard.md)."
 )
 app.add_typer(guard_app, name="guard")
-_GUARD_FLAGS = ("steps", "batch_size", "learning_rate", "holdout", "similarity_threshold", "captions")
+_GUARD_FLAGS = (
+    "steps",
+    "batch_size",
+    "learning_rate",
+    "holdout",
+    "similarity_threshold",
+    "captions",
+    "scrambled",
+)
 
 
 def _guard_error(exc: BaseException) -> BaseException:
@@ -1231,6 +1239,11 @@ def guard_train_command(
     similarity_threshold: float = typer.Option(
         0.5, help="Block prompts whose decoded sentence shares less than this with their words."
     ),
+    scrambled: float = typer.Option(
+        0.0,
+        help="Share of training examples read from the caption's words dropped, repeated and reordered "
+        "(red-team word salad), the target staying the caption.",
+    ),
     seed: int = typer.Option(0),
     device: str = typer.Option("cpu"),
 ) -> None:
@@ -1258,6 +1271,7 @@ def guard_train_command(
                 learning_rate=learning_rate,
                 holdout=holdout,
                 similarity_threshold=similarity_threshold,
+                scrambled=scrambled,
                 seed=seed,
                 progress=update,
             )

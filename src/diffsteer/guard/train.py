@@ -5,7 +5,10 @@ and the decoder learns to read the embeddings back into the caption's tokens. A 
 captions (``holdout``) is kept out of training and decoded at the end, so the file records how often
 the decoder reads an unseen caption word for word. A little Gaussian noise on the embeddings during
 training teaches it to read embeddings near a caption's (what an adversarial prompt produces) as that
-caption. The file is written once, atomically, at the end.
+caption. Optionally (``scrambled``) a share of the examples show the embedding of the caption with its
+words dropped, repeated and reordered, still asking for the caption itself: red-team prompts are such
+word salads, and a text encoder still reads the caption's meaning in them. The file is written once,
+atomically, at the end.
 """
 
 from __future__ import annotations
@@ -24,11 +27,19 @@ from diffsteer.guard.decoder import CaptionDecoder, DecoderShape
 from diffsteer.guard.embeddings import TextConditions, encode_conditions, text_encoder_fingerprint
 from diffsteer.guard.guard_file import save_guard
 
-__all__ = ["GuardTrainingResult", "decode_sentences", "split_captions", "tokenize_prompts", "train_guard"]
+__all__ = [
+    "GuardTrainingResult",
+    "decode_sentences",
+    "scramble_caption",
+    "split_captions",
+    "tokenize_prompts",
+    "train_guard",
+]
 
 # stage, done, total, loss
 Progress = Callable[..., None]
 DEFAULT_SIMILARITY_THRESHOLD = 0.5
+SCRAMBLED_VARIANTS = 8  # scrambled versions encoded per training caption
 
 
 @dataclass
@@ -53,6 +64,24 @@ def split_captions(captions: Sequence[str], holdout: float, seed: int) -> tuple[
     return [c for i, c in enumerate(distinct) if i not in out], [
         c for i, c in enumerate(distinct) if i in out
     ]
+
+
+def scramble_caption(caption: str, rng: np.random.Generator) -> str:
+    """The caption's words with each dropped at 20%, one repeated at 30%, and a stretch of two to four
+    reversed or shuffled: the kind of word salad a red-team search writes. At least two words stay."""
+    words = caption.split()
+    kept = [w for w in words if rng.random() >= 0.2]
+    if len(kept) < 2:
+        kept = list(words[:2])
+    if rng.random() < 0.3:
+        i = int(rng.integers(len(kept)))
+        kept.insert(int(rng.integers(len(kept) + 1)), kept[i])
+    if len(kept) >= 3:
+        span = int(rng.integers(2, min(4, len(kept)) + 1))
+        start = int(rng.integers(len(kept) - span + 1))
+        stretch = kept[start : start + span]
+        kept[start : start + span] = stretch[::-1] if rng.random() < 0.5 else list(rng.permutation(stretch))
+    return " ".join(kept)
 
 
 def tokenize_prompts(tokenizer: Any, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,6 +141,7 @@ def train_guard(
     heads: int = 4,
     noise: float = 0.1,
     input_dropout: float = 0.3,
+    scrambled: float = 0.0,
     holdout: float = 0.1,
     seed: int = 0,
     similarity_threshold: float = DEFAULT_SIMILARITY_THRESHOLD,
@@ -122,7 +152,9 @@ def train_guard(
     ``noise``: standard deviation of the Gaussian noise added to the embeddings during training, as a
     share of each dimension's spread over the captions. ``input_dropout``: share of the decoder's input
     tokens replaced by random ones during training, so that it reads each word from the embedding
-    rather than guessing it from the words before (a sentence it memorised). ``holdout``: share of the
+    rather than guessing it from the words before (a sentence it memorised). ``scrambled``: share of the
+    training examples whose embedding is that of a scrambled version of the caption
+    (:func:`scramble_caption`), the target staying the caption. ``holdout``: share of the
     distinct captions kept out of training to measure word-for-word decoding. ``similarity_threshold``:
     the guard blocks a prompt whose decoded sentence shares less than this with the prompt's words
     (stored in the file).
@@ -134,6 +166,8 @@ def train_guard(
     _check("noise", noise, 0)
     if not 0.0 <= input_dropout < 1.0:
         raise ValueError(f"input_dropout must be at least 0 and below 1, got {input_dropout}")
+    if not 0.0 <= scrambled <= 1.0:
+        raise ValueError(f"scrambled must be between 0 and 1, got {scrambled}")
     _check("width", width, 8, integer=True)
     _check("layers", layers, 1, integer=True)
     _check("heads", heads, 1, integer=True)
@@ -149,6 +183,11 @@ def train_guard(
     cond = encode_conditions(pipe, train)
     report("encode", 1, 1)
     ids, mask = tokenize_prompts(pipe.tokenizer, train)
+    salad = None
+    if scrambled > 0:
+        words = np.random.default_rng(seed + 1)
+        variants = [scramble_caption(c, words) for c in train for _ in range(SCRAMBLED_VARIANTS)]
+        salad = encode_conditions(pipe, variants)  # row i * SCRAMBLED_VARIANTS + k: caption i's k-th
     torch.manual_seed(seed)
     decoder = CaptionDecoder(_shape_for(pipe, cond, width, layers, heads))
     decoder.train()
@@ -165,6 +204,14 @@ def train_guard(
     for step in range(1, steps + 1):
         idx = torch.randint(len(train), (min(batch_size, len(train)),), generator=rng)
         batch = cond[idx]
+        if salad is not None:
+            use = torch.rand(len(idx), generator=rng) < scrambled
+            pick = idx * SCRAMBLED_VARIANTS + torch.randint(SCRAMBLED_VARIANTS, (len(idx),), generator=rng)
+            mixed = salad[pick]
+            batch = TextConditions(
+                torch.where(use[:, None, None], mixed.tokens, batch.tokens),
+                None if batch.pooled is None else torch.where(use[:, None], mixed.pooled, batch.pooled),
+            )
         if noise > 0:
             tokens = batch.tokens + noise * spread * torch.randn(batch.tokens.shape, generator=rng)
             pooled = batch.pooled
@@ -203,6 +250,7 @@ def train_guard(
         "learning_rate": learning_rate,
         "noise": noise,
         "input_dropout": input_dropout,
+        "scrambled": scrambled,
         "seed": seed,
         "final_loss": round(smoothed, 6),
         "seconds": round(seconds, 1),
