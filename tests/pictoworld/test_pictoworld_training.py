@@ -66,14 +66,20 @@ def test_unet_steps_n_images_and_widths_override_the_presets_and_are_recorded(tm
     assert unet["block_out_channels"] == [32, 48]
 
 
-@pytest.mark.parametrize("widths", ["64,abc", "64", "64,100", "0,64"])
-def test_bad_unet_widths_fail_in_one_line_before_any_training(tmp_path, widths):
+@pytest.mark.parametrize(
+    "extra",
+    [["64,abc"], ["64"], ["64,100"], ["0,64"], ["64,128", "--init-from", "WEIGHTS"]],
+)
+def test_bad_unet_widths_fail_in_one_line_before_any_training(tmp_path, extra):
+    """Unusable widths, or widths beside a warm start (which keeps its folder's U-Net), are refused."""
     from typer.testing import CliRunner
 
     from diffsteer.cli import app
+    from diffsteer.pictoworld import weights_dir
 
     out = tmp_path / "run"
-    args = ["pictoworld", "train", "--preset", "smoke", "--unet-channels", widths, "--out", str(out)]
+    extra = [str(weights_dir()) if e == "WEIGHTS" else e for e in extra]
+    args = ["pictoworld", "train", "--preset", "smoke", "--unet-channels", *extra, "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert "--unet-channels" in result.output and len(result.output.strip().splitlines()) == 1

@@ -56,6 +56,9 @@ def train(
         )
     except ValueError as exc:
         _fail(exc)
+    if init_from is not None and unet_channels is not None:
+        # a warm start keeps the folder's U-Net, so the widths would be recorded but not used
+        _fail(ValueError("--unet-channels: not with --init-from, whose U-Net keeps its own widths"))
     if init_from is not None and not (init_from / "pipeline" / "model_index.json").exists():
         _fail(ValueError(f"--init-from {init_from}: no pipeline/ there (a `pictoworld train` output)"))
     with _progress_bar(with_loss=True) as update:
