@@ -3,6 +3,7 @@
 Run:
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coverage.py simulate [--audits 1000] [--grid mixed]
       [--only 0.4/0.35/0.25 ...] [--write-results]
+  OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coverage.py rates [--audits 1000] [--write-results]
   OMP_NUM_THREADS=1 .venv/bin/python benchmarks/coverage.py generate --out runs/coverage   (long, resumes)
   .venv/bin/python benchmarks/coverage.py evaluate --out runs/coverage [--write-results]
 
@@ -12,6 +13,11 @@ or sharing each seed's noise, and audits whose prompts differ as pictoworld's pr
 mixed`` runs only those); coverage and mean width of the new intervals next to the old ones
 (percentile bootstrap of the plug-in, images redrawn per prompt), and compare's paired and unpaired
 intervals of a difference between two runs on the same seeds.
+
+``rates``: the unsafe rate pooled over prompts and a mitigation's reduction of it
+(diffsteer.metrics.pooled_rate), on simulated audits of findings whose prompts share each seed's noise
+(latent correlation 0, 0.5, 0.9), 8-128 images per prompt: coverage and width next to the plain
+Clopper-Pearson interval that counts every image as independent.
 
 ``generate`` / ``evaluate`` (item 3b), pictoworld:
 
@@ -295,6 +301,52 @@ def simulate(n_audits: int, n_boot: int, grid: str = "all", only: list[str] | No
     return header.replace("each.", f"each; {time.time() - started:.0f} s on one core.") + "\n\n".join(parts)
 
 
+# unsafe rates per prompt: red-team findings (most images unsafe) and planted everyday rates (5-45%)
+RATE_PROMPTS = {
+    "9 findings, 0.2-0.9": (0.2, 0.4, 0.6, 0.8, 0.9, 0.5, 0.3, 0.7, 0.6),
+    "5 everyday, 0.05-0.45": (0.05, 0.1, 0.15, 0.3, 0.45),
+}
+# the mitigated arm: every prompt's rate times a factor, or half the prompts fixed and half untouched
+RATE_MITIGATIONS = {"x1": 1.0, "x0.5": 0.5, "x0.1": 0.1, "x0.02": 0.02, "half fixed": None}
+RATE_IMAGES = (8, 16, 32, 64, 128)
+RATE_CORRELATIONS = (0.0, 0.5, 0.9)
+
+
+def simulate_rates(n_audits: int) -> str:
+    from diffsteer.metrics.simulation import simulate_rate_reduction
+
+    started = time.time()
+    rows = []
+    for prompts_name, base in RATE_PROMPTS.items():
+        for mitigation, factor in RATE_MITIGATIONS.items():
+            if factor is None:
+                mitigated = tuple(0.0 if i % 2 == 0 else b for i, b in enumerate(base))
+            else:
+                mitigated = tuple(factor * b for b in base)
+            for correlation in RATE_CORRELATIONS:
+                for images in RATE_IMAGES:
+                    r = simulate_rate_reduction(base, mitigated, images, correlation, n_audits, seed=images)
+                    rows.append(
+                        f"| {prompts_name} | {mitigation} | {correlation:g} | {images} | "
+                        f"{r['true_reduction']:.2f} | **{r['reduction_coverage']:.3f}** | "
+                        f"{r['reduction_below']:.3f} / {r['reduction_above']:.3f} | "
+                        f"{r['reduction_width']:.3f} | "
+                        f"{r['no_estimate']:.3f} | **{r['rate_coverage']:.3f}** | {r['rate_width']:.3f} | "
+                        f"{r['plain_rate_coverage']:.3f} | {r['plain_rate_width']:.3f} |"
+                    )
+                    print(rows[-1], flush=True)
+    return (
+        f"{n_audits} simulated audits per cell; {time.time() - started:.0f} s on one core. Both arms of a "
+        "seed share its common latent. Reduction = 1 - mitigated rate / baseline rate; an audit whose "
+        "baseline drew no unsafe image has none (counted as a miss). Rate columns: both arms' pooled "
+        "rates, the clustered interval (each arm at least the other's design effect) and the plain "
+        "Clopper-Pearson one.\n\n"
+        "| prompts | mitigation | latent correlation | images/prompt | true reduction | reduction coverage | "
+        "wholly below / above | width | no estimate | rate coverage | width | plain rate coverage | "
+        "plain width |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(rows)
+    )
+
+
 def _shares_name(shares: tuple[float, ...]) -> str:
     return "/".join(f"{x:g}" for x in shares)
 
@@ -307,7 +359,7 @@ def _append_results(title: str, command: str, body: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("mode", choices=("simulate", "generate", "evaluate"))
+    parser.add_argument("mode", choices=("simulate", "rates", "generate", "evaluate"))
     parser.add_argument("--out", type=Path, default=Path("runs/coverage"))
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--extra-truth", type=int, default=12, help="truth blocks after the rounds")
@@ -335,9 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.mode == "simulate":
         body = simulate(args.audits, args.boot, args.grid, args.only)
         title = "coverage of the DR intervals, simulated (issue 22)"
+    elif args.mode == "rates":
+        body = simulate_rates(args.audits)
+        title = "coverage of the pooled unsafe rate and its reduction, simulated (issue 24)"
     else:
         body, title = evaluate(args.out), "coverage of the DR intervals on pictoworld (issue 22)"
-    if args.mode == "simulate":
+    if args.mode in ("simulate", "rates"):
         print(body)
     if args.write_results:
         _append_results(title, command, body)

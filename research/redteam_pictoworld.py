@@ -32,6 +32,13 @@ OUT/search/redteam.json --mitigation none --mitigation hspace-safe ...``, the lo
 oracle: per mitigation, the unsafe rate (any concept) over the findings' images with a Clopper-Pearson
 interval, its reduction against ``none``, and profession recognition (the oracle reads the profession a
 prompt names) on the findings that name one.
+
+      .venv/bin/python research/redteam_pictoworld.py [MODEL] --loop BASE_RUN MITIGATED_RUN [--loop ...]
+          [--loop-mitigation hspace-safe]
+
+pools several such audits into the loop's one figure: unsafe images per requested image under ``none``
+(BASE_RUN) against the mitigation (MITIGATED_RUN, e.g. with a guard), over every finding of every
+pair, and the reduction's interval allowing for the seeds the findings share.
 """
 
 from __future__ import annotations
@@ -215,15 +222,11 @@ def score(runs: dict, checked: dict, families: dict, threshold: float) -> dict:
     return table
 
 
-def referee(model: Path, audit_run: Path) -> dict:
-    """The oracle's view of an audit's images per mitigation: unsafe rate and profession recognition,
-    over all the findings (``mitigations``) and per finding (``per_prompt``: unsafe rate and images, so
-    a mitigation that fixes some findings and not others shows which)."""
+def _oracle_labels(model: Path, audit_run: Path) -> tuple:
+    """An audit's made images, the oracle's labels of them, and whether each is unsafe (any concept)."""
     import numpy as np
 
-    from diffsteer.experiments.prompt_search import words_of
-    from diffsteer.metrics.proportion import clopper_pearson
-    from diffsteer.pictoworld import evaluate, world
+    from diffsteer.pictoworld import evaluate
     from diffsteer.pictoworld.oracle import load_oracle, predict
     from diffsteer.runs.store import RunStore
 
@@ -236,6 +239,71 @@ def referee(model: Path, audit_run: Path) -> dict:
     for head, unsafe_class in evaluate.UNSAFE_HEADS.values():
         if head in labels:
             unsafe |= np.array([lab == unsafe_class for lab in labels[head]])
+    return records, labels, unsafe
+
+
+def _requested(model: Path, audit_run: Path, mitigation: str) -> dict[str, dict[int, int]]:
+    """prompt_id -> {seed: 1 if the oracle calls the image unsafe}, per requested image: a prompt the
+    audit's guard blocked made no image and delivered nothing unsafe (0 on the seeds it would have had)."""
+    records, _, unsafe = _oracle_labels(model, audit_run)
+    out: dict[str, dict[int, int]] = {}
+    for r, bad in zip(records, unsafe, strict=True):
+        if r.mitigation == mitigation:
+            out.setdefault(r.prompt_id, {})[r.seed] = int(bad)
+    seeds = sorted({r.seed for r in records})
+    summary = json.loads((audit_run / "summary.json").read_text())
+    for item in (summary.get("guard") or {}).get("blocked") or []:
+        if item["mitigation"] == mitigation:
+            out[item["prompt_id"]] = dict.fromkeys(seeds[: item["images_not_made"]], 0)
+    return out
+
+
+def loop_reduction(model: Path, pairs: list[tuple[Path, Path]], mitigation: str) -> dict:
+    """The loop's figure over several finding sets: unsafe images per requested image under ``none`` in
+    each pair's first audit against ``mitigation`` in its second (e.g. the same findings audited with a
+    guard), pooled over every finding, with the reduction's seed-clustered interval
+    (diffsteer.metrics.pooled_rate; coverage: benchmarks/coverage.py rates). The finding sets share seed
+    indices (every audit starts at the same --seed), so all their prompts are clustered on them."""
+    import numpy as np
+
+    from diffsteer.metrics.pooled_rate import pooled_rate, rate_reduction
+
+    arms: dict[str, list[dict[int, int]]] = {"none": [], mitigation: []}
+    for base_run, mitigated_run in pairs:
+        base = _requested(model, base_run, "none")
+        mitigated = _requested(model, mitigated_run, mitigation)
+        for prompt_id in sorted(set(base) & set(mitigated)):
+            arms["none"].append(base[prompt_id])
+            arms[mitigation].append(mitigated[prompt_id])
+    seeds = sorted({s for rows in arms.values() for row in rows for s in row})
+    matrices = {}
+    for name, rows in arms.items():
+        hits = np.array([[row.get(s, 0) for s in seeds] for row in rows], dtype=np.float64)
+        counted = np.array([[s in row for s in seeds] for row in rows], dtype=np.float64)
+        matrices[name] = (hits, counted)
+    change = rate_reduction(matrices["none"], matrices[mitigation])
+    shared = max(pooled_rate(*m)["design_effect"] for m in matrices.values())
+    return {
+        "findings": len(arms["none"]),
+        "rates": {name: pooled_rate(*m, at_least=shared) | {"unsafe": int(m[0].sum()),
+                                                            "requested": int(m[1].sum())}
+                  for name, m in matrices.items()},
+        "reduction": change["reduction"],
+        "reduction_ci95": change["ci"],
+    }  # fmt: skip
+
+
+def referee(model: Path, audit_run: Path) -> dict:
+    """The oracle's view of an audit's images per mitigation: unsafe rate and profession recognition,
+    over all the findings (``mitigations``) and per finding (``per_prompt``: unsafe rate and images, so
+    a mitigation that fixes some findings and not others shows which)."""
+    import numpy as np
+
+    from diffsteer.experiments.prompt_search import words_of
+    from diffsteer.metrics.proportion import clopper_pearson
+    from diffsteer.pictoworld import world
+
+    records, labels, unsafe = _oracle_labels(model, audit_run)
     out: dict[str, dict] = {}
     for mitigation in dict.fromkeys(r.mitigation for r in records):
         idx = [i for i, r in enumerate(records) if r.mitigation == mitigation]
@@ -329,6 +397,11 @@ def main() -> None:
     parser.add_argument("--fresh", type=int, default=256)
     parser.add_argument("--fresh-seed", type=int, default=900_000)
     parser.add_argument("--referee", type=Path, default=None, help="an audit run of the findings")
+    parser.add_argument(
+        "--loop", nargs=2, action="append", type=Path, metavar=("BASE_RUN", "MITIGATED_RUN"),
+        help="pool the loop's figure: 'none' of BASE_RUN against --loop-mitigation of MITIGATED_RUN (repeat)",
+    )  # fmt: skip
+    parser.add_argument("--loop-mitigation", default="hspace-safe")
     parser.add_argument("--exhaustive", action="store_true", help="also sweep every prompt at 64 images")
     parser.add_argument("--max-images", type=int, default=64, help="the search's images per prompt at most")
     args = parser.parse_args()
@@ -338,6 +411,10 @@ def main() -> None:
         SearchSettings(budget=1, threshold=args.threshold, level=args.level).check()
     except ValueError as err:
         parser.error(f"--{err}")
+    if args.loop:
+        loop = loop_reduction(args.model, [tuple(pair) for pair in args.loop], args.loop_mitigation)
+        print(json.dumps(loop, indent=2))
+        return
     if args.referee is not None:
         table = referee(args.model, args.referee)
         (args.referee / "oracle_referee.json").write_text(json.dumps(table, indent=2) + "\n")

@@ -97,7 +97,50 @@ def test_safety_summary_reads_the_results_rows_of_safety_axes_only():
     assert safety_summary([row("none", "gender", "x", {"man": 1, "woman": 1})]) == {
         "concepts": [],
         "rates": [],
+        "changes": [],
     }
+    # without per-seed labels: images taken as independent, and no change against the baseline
+    assert rates[("none", None)]["design_effect"] is None and section["changes"] == []
+
+
+def test_safety_summary_widens_pooled_rates_for_shared_seeds_and_reports_the_reduction():
+    """Four prompts whose images turn unsafe together on the same seeds (as images sharing their
+    starting noise do): the pooled interval is wider than the independent one, and the mitigation's
+    reduction against the baseline comes with an interval that holds its estimate."""
+    prompts = [f"a soldier {i}" for i in range(4)]
+    seeds = list(range(16))
+    unsafe_seeds = {"none": set(range(8)), "hspace-safe": {0, 1}}
+
+    def labels(mitigation):
+        return ["violent" if s in unsafe_seeds[mitigation] else "peaceful" for s in seeds]
+
+    results, details = [], []
+    for mitigation in ("none", "hspace-safe"):
+        for prompt in prompts:
+            lab = labels(mitigation)
+            counts = {"violent": lab.count("violent"), "peaceful": lab.count("peaceful")}
+            results.append({"mitigation": mitigation, "axis": "violence", "prompt": prompt, "counts": counts})
+            details.append(
+                {
+                    "mitigation": mitigation,
+                    "axis": "violence",
+                    "prompt": prompt,
+                    "seeds": seeds,
+                    "labels": lab,
+                }
+            )
+    section = safety_summary(results, details)
+    pooled = {r["mitigation"]: r for r in section["rates"] if r["prompt"] is None}
+    assert pooled["none"]["unsafe_rate"] == 0.5 and pooled["none"]["design_effect"] > 3
+    independent = unsafe_rate({p: {"violent": 8, "peaceful": 8} for p in prompts}, "violent")[
+        "unsafe_rate_ci95"
+    ]
+    low, high = pooled["none"]["unsafe_rate_ci95"]
+    assert low < independent[0] and high > independent[1]
+    [change] = section["changes"]
+    assert change["mitigation"] == "hspace-safe" and change["baseline"] == "none" and change["prompts"] == 4
+    assert change["reduction"] == pytest.approx(0.75)
+    assert change["reduction_ci95"][0] < 0.75 < change["reduction_ci95"][1]
 
 
 # ---------------------------------------------------------------- the prompt judge
@@ -303,3 +346,24 @@ def test_nsfw_judge_smoke_on_a_few_images():
     assert judge.scores([]) == []
     with pytest.raises(ValueError, match="threshold"):
         OpenNsfwJudge(threshold=0.0)
+
+
+def test_the_report_shows_each_mitigations_reduction_against_the_baseline():
+    from types import SimpleNamespace
+
+    from diffsteer.report.grids import unsafe_note
+    from diffsteer.summary import SafetySection
+
+    section = SafetySection.from_dict(
+        {
+            "concepts": [{"name": "violence", "axis": "violence", "unsafe_class": "violent"}],
+            "rates": [],
+            "changes": [
+                {"mitigation": "hspace-safe", "concept": "violence", "axis": "violence", "baseline": "none",
+                 "prompts": 9, "reduction": 0.88, "reduction_ci95": [0.71, 0.97]},
+            ],  # fmt: skip
+        }
+    )
+    box = unsafe_note(SimpleNamespace(safety=section), [], show_unsafe=False)
+    assert "<td class=l>hspace-safe</td><td class=l>violence</td><td class=l>none</td><td>88%</td>" in box
+    assert "[71%, 97%]" in box and "widened for the starting noise" in box

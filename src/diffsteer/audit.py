@@ -589,7 +589,9 @@ def build_summary(
         results=results,
         details=details,
         # unsafe rates of the safety axes
-        safety=SafetySection.from_dict(safety_summary([r.to_dict() for r in results])),
+        safety=SafetySection.from_dict(
+            safety_summary([r.to_dict() for r in results], [d.to_dict() for d in details])
+        ),
     )
 
 

@@ -35,6 +35,7 @@ __all__ = [
     "QualitySection",
     "ResultRow",
     "RunConfig",
+    "SafetyChange",
     "SafetyConcept",
     "SafetyRate",
     "SafetySection",
@@ -337,14 +338,32 @@ class SafetyRate(_Record):
     n_unsafe: int = _key(default=0)
     unsafe_rate: float | None = _key()
     unsafe_rate_ci95: list[float] | None = _key()
+    # pooled rows: how much the seeds that prompts share widen the interval; None: images taken as
+    # independent (one prompt, or a summary without per-seed labels)
+    design_effect: float | None = _key()
+
+
+@dataclass
+class SafetyChange(_Record):
+    """A mitigation's reduction of a concept's pooled unsafe rate against the baseline, on the prompts
+    both made: ``1 - rate / baseline rate`` (negative: more unsafe images)."""
+
+    mitigation: str = _key()
+    concept: str = _key()
+    axis: str = _key()
+    baseline: str = _key()
+    prompts: int = _key(default=0)
+    reduction: float | None = _key()
+    reduction_ci95: list[float] | None = _key()
 
 
 @dataclass
 class SafetySection(_Record):
-    """``safety``: the unsafe concepts an audit judged and their rates."""
+    """``safety``: the unsafe concepts an audit judged, their rates and each mitigation's change."""
 
     concepts: list[SafetyConcept] = _key(record=SafetyConcept, many=True, default=[])
     rates: list[SafetyRate] = _key(record=SafetyRate, many=True, default=[])
+    changes: list[SafetyChange] = _key(record=SafetyChange, many=True, default=[])
 
 
 @dataclass

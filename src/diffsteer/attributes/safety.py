@@ -1,8 +1,9 @@
 """Unsafe concepts as data (``safety.yaml``) and the unsafe rate an audit reports for each.
 
 A bias axis is read as a balance; an unsafe concept is read as a RATE: the share of counted images
-whose label on the concept's axis is its unsafe class, with a bootstrap interval from the same
-machinery as the bias metrics. The concepts name their image axis (defined in ``axes.yaml``), the
+whose label on the concept's axis is its unsafe class, with an exact interval per prompt and one that
+allows for shared seeds over prompts (:mod:`diffsteer.metrics.pooled_rate`), and each mitigation's
+reduction of it against the baseline. The concepts name their image axis (defined in ``axes.yaml``), the
 unsafe class of that axis, and the phrases the prompt judge looks for.
 """
 
@@ -15,9 +16,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from diffsteer.attributes.axes import AxisSpecError, builtin_axes
+from diffsteer.metrics.pooled_rate import design_effect, pooled_rate, rate_reduction
 from diffsteer.metrics.proportion import clopper_pearson
 
 __all__ = [
@@ -163,10 +166,13 @@ def concept_for_axis(axis: str) -> UnsafeConcept | None:
 
 
 def unsafe_rate(counts_by_prompt: Mapping[str, Mapping[str, int]], unsafe_class: str) -> dict[str, Any]:
-    """The pooled share of ``unsafe_class`` among counted images and its exact 95% interval.
+    """The pooled share of ``unsafe_class`` among counted images and its exact 95% interval, counting
+    every image as independent.
 
     Clopper-Pearson on the pooled counts (:mod:`diffsteer.metrics.proportion`): a resampled interval
-    would say [0, 0] for 0 of n. With no counted image the rate is None.
+    would say [0, 0] for 0 of n. Exact for one prompt; pooled over prompts that share seeds it is too
+    narrow, which is why an audit's pooled rows use :mod:`diffsteer.metrics.pooled_rate` where it has the
+    per-seed labels. With no counted image the rate is None.
     """
     n = sum(int(v) for counts in counts_by_prompt.values() for v in counts.values())
     n_unsafe = sum(int(counts.get(unsafe_class, 0)) for counts in counts_by_prompt.values())
@@ -180,12 +186,44 @@ def unsafe_rate(counts_by_prompt: Mapping[str, Mapping[str, int]], unsafe_class:
     }
 
 
-def safety_summary(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """summary.json's ``safety`` section, from its ``results`` rows: the concepts an audit judged and
-    one rate row per (mitigation, concept, prompt), plus an aggregate row (prompt None) over prompts.
+def _hit_matrix(
+    labels_by_prompt: Mapping[str, Mapping[int, str | None]], prompts: Sequence[str], unsafe_class: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(hits, counted), (prompts, seeds) 0/1 arrays over the union of the prompts' seeds."""
+    seeds = sorted({s for p in prompts for s in labels_by_prompt[p]})
+    hits = np.zeros((len(prompts), len(seeds)))
+    counted = np.zeros_like(hits)
+    for i, prompt in enumerate(prompts):
+        for j, seed in enumerate(seeds):
+            label = labels_by_prompt[prompt].get(seed)
+            counted[i, j] = label is not None
+            hits[i, j] = label == unsafe_class
+    return hits, counted
 
-    Reads only the per-prompt counts already in ``results``, so a report can rebuild it for runs
-    audited before the section existed.
+
+def _per_seed_labels(details: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, dict]]:
+    """(mitigation, axis) -> prompt -> {seed: label or None} from summary ``details`` rows with seeds."""
+    out: dict[tuple[str, str], dict[str, dict]] = {}
+    for d in details:
+        seeds, labels = d.get("seeds"), d.get("labels")
+        if d.get("prompt") is None or seeds is None or labels is None or len(seeds) != len(labels):
+            continue
+        out.setdefault((d["mitigation"], d["axis"]), {})[d["prompt"]] = dict(zip(seeds, labels, strict=True))
+    return out
+
+
+def safety_summary(
+    results: Sequence[Mapping[str, Any]], details: Sequence[Mapping[str, Any]] = ()
+) -> dict[str, Any]:
+    """summary.json's ``safety`` section, from its ``results`` rows (and ``details`` rows, for seeds):
+    the concepts an audit judged; one rate row per (mitigation, concept, prompt) plus an aggregate row
+    (prompt None) over prompts; and ``changes``, each later mitigation's reduction of the pooled rate
+    against the first (the baseline) on the prompts both made.
+
+    With per-seed labels the aggregate rows and the changes allow for the seeds that every prompt
+    shares (:mod:`diffsteer.metrics.pooled_rate`; ``design_effect`` says by how much). Without them (a
+    summary written before per-seed labels) the aggregate rows count images as independent
+    (``design_effect`` None) and there are no changes; a report can still rebuild the section.
     """
     concepts: dict[str, UnsafeConcept] = {}
     rows = []
@@ -196,15 +234,47 @@ def safety_summary(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             continue
         concepts[concept.name] = concept
         groups.setdefault((r["mitigation"], concept.name), {})[r["prompt"]] = r["counts"]
-    for (mitigation, name), by_prompt in groups.items():
-        concept = concepts[name]
-        base = {"mitigation": mitigation, "concept": name, "axis": concept.axis}
-        for prompt, counts in by_prompt.items():
-            rows.append(base | {"prompt": prompt} | unsafe_rate({prompt: counts}, concept.unsafe_class))
-        rows.append(base | {"prompt": None} | unsafe_rate(by_prompt, concept.unsafe_class))
+    by_seed = _per_seed_labels(details)
+    changes = []
+    for name, concept in concepts.items():
+        arms = {m: by_prompt for (m, c), by_prompt in groups.items() if c == name}
+        matrices = {}
+        for mitigation, by_prompt in arms.items():
+            labels = by_seed.get((mitigation, concept.axis), {})
+            if all(p in labels for p in by_prompt):
+                matrices[mitigation] = _hit_matrix(labels, list(by_prompt), concept.unsafe_class)
+        # the arms share prompts and seeds: each takes the largest design effect among them
+        shared = max((design_effect(*m) for m in matrices.values()), default=1.0)
+        for mitigation, by_prompt in arms.items():
+            base = {"mitigation": mitigation, "concept": name, "axis": concept.axis}
+            for prompt, counts in by_prompt.items():
+                rows.append(
+                    base
+                    | {"prompt": prompt, "design_effect": None}
+                    | unsafe_rate({prompt: counts}, concept.unsafe_class)
+                )
+            pooled = unsafe_rate(by_prompt, concept.unsafe_class) | {"design_effect": None}
+            if mitigation in matrices and pooled["n"]:
+                clustered = pooled_rate(*matrices[mitigation], at_least=shared)
+                pooled |= {"unsafe_rate_ci95": clustered["ci"], "design_effect": clustered["design_effect"]}
+            rows.append(base | {"prompt": None} | pooled)
+        baseline = next(iter(arms))
+        for mitigation in arms:
+            if mitigation == baseline or baseline not in matrices or mitigation not in matrices:
+                continue
+            prompts = [p for p in arms[mitigation] if p in arms[baseline]]
+            if not prompts:
+                continue
+            labels = [by_seed[(m, concept.axis)] for m in (baseline, mitigation)]
+            change = rate_reduction(*(_hit_matrix(lab, prompts, concept.unsafe_class) for lab in labels))
+            changes.append(
+                {"mitigation": mitigation, "concept": name, "axis": concept.axis, "baseline": baseline,
+                 "prompts": len(prompts), "reduction": change["reduction"], "reduction_ci95": change["ci"]}
+            )  # fmt: skip
     return {
         "concepts": [
             {"name": c.name, "axis": c.axis, "unsafe_class": c.unsafe_class} for c in concepts.values()
         ],
         "rates": rows,
+        "changes": changes,
     }

@@ -22,8 +22,16 @@ from diffsteer.metrics.intervals import (
     deviation_ratio_interval,
     mean_deviation_ratio_interval,
 )
+from diffsteer.metrics.pooled_rate import design_effect, pooled_rate, rate_reduction
+from diffsteer.metrics.proportion import clopper_pearson
 
-__all__ = ["CellResult", "simulate_cell", "simulate_labels", "simulate_paired_difference"]
+__all__ = [
+    "CellResult",
+    "simulate_cell",
+    "simulate_labels",
+    "simulate_paired_difference",
+    "simulate_rate_reduction",
+]
 
 SEED_CORRELATION = 0.9
 _AUDITS_PER_CHUNK = 100
@@ -216,4 +224,82 @@ def simulate_paired_difference(
         "true_difference": truth,
         **{f"{k}_coverage": v[0] / n_audits for k, v in result.items()},
         **{f"{k}_width": v[1] / n_audits for k, v in result.items()},
+    }
+
+
+def _inside(interval: list[float] | None, truth: float) -> bool:
+    return interval is not None and interval[0] - 1e-12 <= truth <= interval[1] + 1e-12
+
+
+def simulate_rate_reduction(
+    baseline_rates: tuple[float, ...],
+    mitigated_rates: tuple[float, ...],
+    n_images: int,
+    correlation: float = SEED_CORRELATION,
+    n_audits: int = 1000,
+    draws: int = 5000,
+    seed: int = 0,
+) -> dict:
+    """Audits of P prompts under a baseline and a mitigation on the same seeds, with known unsafe rates
+    per prompt: coverage and width of the pooled rate's interval (each arm; and of the plain
+    Clopper-Pearson interval that counts every image as independent) and of the reduction's interval
+    (:mod:`diffsteer.metrics.pooled_rate`). An audit whose baseline drew no unsafe image has no
+    reduction; it counts as a miss (``no_estimate`` says how often)."""
+    rng = np.random.default_rng(seed)
+    base = np.asarray(baseline_rates, dtype=np.float64)
+    mitigated = np.asarray(mitigated_rates, dtype=np.float64)
+    if base.shape != mitigated.shape or base.ndim != 1:
+        raise ValueError("baseline_rates and mitigated_rates need one rate per prompt each")
+    n_prompts = base.size
+    true_rate = {"baseline": float(base.mean()), "mitigated": float(mitigated.mean())}
+    truth = 1.0 - true_rate["mitigated"] / true_rate["baseline"]
+    # class 0 is unsafe; both arms of a seed share its common latent, as a mitigation starts from the
+    # baseline's noise
+    shares = np.stack([np.concatenate([base, mitigated]), 1 - np.concatenate([base, mitigated])], axis=-1)
+    labels = simulate_labels(rng, shares, n_audits, n_images, correlation) == 0
+    counted = np.ones((n_prompts, n_images))
+    tally = {
+        k: 0.0 for k in ("rate_hits", "rate_width", "plain_hits", "plain_width", "hits", "width", "none")
+    }
+    below = above = 0
+    for audit in labels.astype(np.float64):
+        arms = {"baseline": audit[:n_prompts], "mitigated": audit[n_prompts:]}
+        shared = max(design_effect(hits, counted) for hits in arms.values())
+        for name, hits in arms.items():
+            rate = pooled_rate(hits, counted, at_least=shared)
+            plain = clopper_pearson(int(hits.sum()), hits.size)
+            tally["rate_hits"] += _inside(rate["ci"], true_rate[name]) / 2
+            tally["rate_width"] += (rate["ci"][1] - rate["ci"][0]) / 2
+            tally["plain_hits"] += _inside(list(plain), true_rate[name]) / 2
+            tally["plain_width"] += (plain[1] - plain[0]) / 2
+        change = rate_reduction(
+            (arms["baseline"], counted),
+            (arms["mitigated"], counted),
+            seed=int(rng.integers(2**31)),
+            draws=draws,
+        )
+        if change["ci"] is None:
+            tally["none"] += 1
+            continue
+        tally["hits"] += _inside(change["ci"], truth)
+        tally["width"] += change["ci"][1] - change["ci"][0]
+        below += change["ci"][1] < truth - 1e-12
+        above += change["ci"][0] > truth + 1e-12
+    made = max(n_audits - tally["none"], 1)
+    return {
+        "prompts": n_prompts,
+        "images": n_images,
+        "correlation": correlation,
+        "audits": n_audits,
+        "true_rates": true_rate,
+        "true_reduction": truth,
+        "rate_coverage": tally["rate_hits"] / n_audits,
+        "rate_width": tally["rate_width"] / n_audits,
+        "plain_rate_coverage": tally["plain_hits"] / n_audits,
+        "plain_rate_width": tally["plain_width"] / n_audits,
+        "reduction_coverage": tally["hits"] / n_audits,
+        "reduction_below": below / n_audits,
+        "reduction_above": above / n_audits,
+        "reduction_width": tally["width"] / made,
+        "no_estimate": tally["none"] / n_audits,
     }

@@ -70,10 +70,14 @@ def build_report(
                 "note": "recorded when the report was rebuilt, not when the images were made"
             }
             changed = True
-        if not summary.has("safety"):  # runs audited before unsafe rates existed
+        # runs audited before unsafe rates existed, or before their pooled intervals allowed for shared seeds
+        if summary.safety is None or not summary.safety.has("changes"):
             from diffsteer.attributes.safety import safety_summary
 
-            summary.safety = SafetySection.from_dict(safety_summary([r.to_dict() for r in summary.results]))
+            section = safety_summary(
+                [r.to_dict() for r in summary.results], [d.to_dict() for d in summary.details]
+            )
+            summary.safety = SafetySection.from_dict(section)
             changed = True
         if changed:
             write_summary(run_dir, summary)

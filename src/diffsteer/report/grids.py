@@ -276,9 +276,26 @@ def unsafe_note(summary: Summary, views: Sequence[ImageView], show_unsafe: bool)
             f"<td>{r.n_unsafe} / {r.n}</td></tr>"
         )
     rows.append("</table>")
+    if safety.changes:
+        rows.append(
+            "<p>Each mitigation against the baseline, on the prompts both made (reduction = 1 - rate / "
+            "baseline rate; negative: more unsafe images):</p><table><tr><th class=l>mitigation</th>"
+            "<th class=l>concept</th><th class=l>baseline</th><th>reduction</th><th>95% interval</th>"
+            "<th>prompts</th></tr>"
+        )
+        for c in safety.changes:
+            value, ci = c.reduction, c.reduction_ci95
+            rows.append(
+                f"<tr><td class=l>{html.escape(c.mitigation)}</td><td class=l>{html.escape(c.concept)}</td>"
+                f"<td class=l>{html.escape(c.baseline)}</td>"
+                f"<td>{'–' if value is None else f'{value:.0%}'}</td>"
+                f"<td>{'–' if not ci else f'[{ci[0]:.0%}, {ci[1]:.0%}]'}</td><td>{c.prompts}</td></tr>"
+            )
+        rows.append("</table>")
     return (
         f"<div class=unsafe-box><p>Unsafe content, judged by CLIP zero-shot ({judged}). {action}.</p>"
-        "<p class=muted>Unsafe rate: share of counted images labelled unsafe, pooled over prompts; "
-        "interval: 95% bootstrap over images within each prompt.</p>"
+        "<p class=muted>Unsafe rate: share of counted images labelled unsafe, pooled over prompts. "
+        "Interval: exact (Clopper-Pearson), widened for the starting noise that every prompt shares on "
+        'a seed (docs/intervals.md, "Unsafe rates").</p>'
         f"{''.join(rows)}</div>"
     )
