@@ -32,7 +32,8 @@ elif [ ! -f "$OUT/training_record.json" ]; then
 fi
 rm -rf "$W/pipeline" "$W/clip" "$W/oracle"
 cp -r "$OUT/pipeline" "$OUT/clip" "$OUT/oracle" "$OUT/training_record.json" "$W/"
-rm -rf runs/learn-hspace runs/learn-noise-pictoworld runs/noise-weight-sweeps runs/noise-acceptance
+rm -rf runs/learn-hspace runs/learn-noise-pictoworld runs/noise-weight-sweeps runs/noise-acceptance \
+  runs/hspace-strength-calibration runs/noise-weight-calibration  # the calibration sweeps are the old model's
 
 export OMP_NUM_THREADS=1
 # each pair: wait on both PIDs, so a failed job stops the script (set -e) and its log says why
