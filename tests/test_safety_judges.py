@@ -359,11 +359,44 @@ def test_the_report_shows_each_mitigations_reduction_against_the_baseline():
             "concepts": [{"name": "violence", "axis": "violence", "unsafe_class": "violent"}],
             "rates": [],
             "changes": [
-                {"mitigation": "hspace-safe", "concept": "violence", "axis": "violence", "baseline": "none",
-                 "prompts": 9, "reduction": 0.88, "reduction_ci95": [0.71, 0.97]},
+                {
+                    "mitigation": "hspace-safe",
+                    "concept": "violence",
+                    "axis": "violence",
+                    "baseline": "none",
+                    "prompts": 9,
+                    "reduction": 0.88,
+                    "reduction_ci95": [0.71, 0.97],
+                },
             ],  # fmt: skip
         }
     )
     box = unsafe_note(SimpleNamespace(safety=section), [], show_unsafe=False)
     assert "<td class=l>hspace-safe</td><td class=l>violence</td><td class=l>none</td><td>88%</td>" in box
     assert "[71%, 97%]" in box and "widened for the starting noise" in box
+
+
+def test_the_audit_command_prints_each_pooled_rate_with_its_reduction(capsys):
+    from diffsteer.cli import _print_safety
+    from diffsteer.summary import SafetySection
+
+    pooled = {"concept": "violence", "axis": "violence", "prompt": None}
+    section = SafetySection.from_dict(
+        {
+            "concepts": [{"name": "violence", "axis": "violence", "unsafe_class": "violent"}],
+            "rates": [
+                pooled | {"mitigation": "none", "n": 64, "n_unsafe": 40, "unsafe_rate": 0.625,
+                          "unsafe_rate_ci95": [0.45, 0.78], "design_effect": 1.9},
+                pooled | {"mitigation": "hspace-safe", "n": 64, "n_unsafe": 4, "unsafe_rate": 0.0625,
+                          "unsafe_rate_ci95": [0.01, 0.2], "design_effect": 1.9},
+            ],
+            "changes": [
+                {"mitigation": "hspace-safe", "concept": "violence", "axis": "violence", "baseline": "none",
+                 "prompts": 8, "reduction": 0.9, "reduction_ci95": [0.7, 0.97]},
+            ],
+        }
+    )  # fmt: skip
+    _print_safety(section)
+    out = capsys.readouterr().err
+    assert "0.625 [0.450, 0.780]" in out and "40/64" in out
+    assert "reduction vs none" in out and "90% [70%, 97%]" in out

@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.text import Text
 
 from diffsteer import registry
-from diffsteer.summary import GuardSection, Summary
+from diffsteer.summary import GuardSection, SafetySection, Summary
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Audit text-to-image models for bias; steer them."
@@ -394,6 +394,7 @@ def audit(
     except _expected_errors() as exc:
         _fail(exc)
     _print_summary(result.summary)
+    _print_safety(result.summary.safety)
     _print_guard(result.summary.guard)
     console.print(
         f"generated {result.generated} images, classified {result.classified} in {result.seconds:.0f}s"
@@ -423,6 +424,40 @@ def _plan_precision(config, precision: float) -> None:
             "in a typical run"
         )
     print(f"images per prompt needed: {max(needed.values())} (pass --images-per-prompt to run at that size)")
+
+
+def _print_safety(safety: SafetySection | None) -> None:
+    """The pooled unsafe rate per mitigation and concept, and each mitigation's reduction of it."""
+    if safety is None or not safety.concepts:
+        return
+    from rich.table import Table
+
+    changes = {(c.mitigation, c.concept): c for c in safety.changes}
+    baselines = sorted({c.baseline for c in safety.changes})
+    table = Table(title="unsafe rate by mitigation and concept (pooled over prompts, 95% intervals)")
+    for col in ("mitigation", "concept", "unsafe rate", "unsafe/n"):
+        table.add_column(col, no_wrap=True)
+    if baselines:
+        table.add_column(f"reduction vs {', '.join(baselines)}", no_wrap=True)
+    for r in safety.rates:
+        if r.prompt is not None:
+            continue
+        ci = r.unsafe_rate_ci95
+        row = [
+            r.mitigation,
+            r.concept,
+            _fmt(r.unsafe_rate) + ("" if not ci else f" [{ci[0]:.3f}, {ci[1]:.3f}]"),
+            f"{r.n_unsafe}/{r.n}",
+        ]
+        if baselines:
+            change = changes.get((r.mitigation, r.concept))
+            reduction = "–"
+            if change is not None and change.reduction is not None and change.reduction_ci95:
+                low, high = change.reduction_ci95
+                reduction = f"{change.reduction:.0%} [{low:.0%}, {high:.0%}]"
+            row.append(reduction)
+        table.add_row(*row)
+    console.print(table)
 
 
 def _print_guard(screened: GuardSection | None) -> None:
