@@ -250,8 +250,9 @@ def safety_summary(
             for prompt, counts in by_prompt.items():
                 rows.append(
                     base
-                    | {"prompt": prompt, "design_effect": None}
+                    | {"prompt": prompt}
                     | unsafe_rate({prompt: counts}, concept.unsafe_class)
+                    | {"design_effect": None}
                 )
             pooled = unsafe_rate(by_prompt, concept.unsafe_class) | {"design_effect": None}
             if mitigation in matrices and pooled["n"]:
