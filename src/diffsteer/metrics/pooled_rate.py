@@ -15,11 +15,13 @@ seeds, and rarer events cluster less on the same latent noise, so each arm takes
 effect of the arms beside it (``at_least``).
 
 A mitigation's change is reported as the **reduction** ``1 - rate_mitigated / rate_baseline``. Its
-interval draws both rates from their Jeffreys distributions on the shrunk counts and takes the middle
-95% of the reduction's draws. It ignores that the two arms share seeds (which would narrow it), so it
-errs wide, and it holds when the mitigated arm shows no unsafe image at all, where a bootstrap would say
-[1, 1]. Coverage of both intervals is checked by simulation (``benchmarks/coverage.py rates``,
-docs/intervals.md).
+interval draws both rates on the shrunk counts from the Beta distributions whose quantiles are their
+Clopper-Pearson ends (for the low end the mitigated rate's upper and the baseline's lower, for the high
+end the reverse) and takes the 2.5% and 97.5% points of the reduction's draws. Jeffreys draws were
+tried first and covered only 0.93 where a mitigation left a handful of unsafe images among many.
+It ignores that the two arms share seeds (which would narrow it), so it errs wide, and it holds when
+the mitigated arm shows no unsafe image at all, where a bootstrap would say [1, 1]. Coverage of both
+intervals is checked by simulation (``benchmarks/coverage.py rates``, docs/intervals.md).
 """
 
 from __future__ import annotations
@@ -102,11 +104,24 @@ def rate_reduction(
     deff = max(design_effect(*baseline), design_effect(*mitigated))
     estimate = 1.0 - (km / nm) / (kb / nb)
     rng = np.random.default_rng(seed)
-    rates = []
-    for k, n in ((kb, nb), (km, nm)):
-        k_eff, n_eff = _effective(k, n, deff)
-        rates.append(rng.beta(k_eff + 0.5, n_eff - k_eff + 0.5, size=draws))
+    (kb, nb), (km, nm) = _effective(kb, nb, deff), _effective(km, nm, deff)
     alpha = 1.0 - level
-    low, high = np.quantile(1.0 - rates[1] / rates[0], [alpha / 2, 1 - alpha / 2])
+    # each end from the rates' Clopper-Pearson end distributions, the ones that push it outwards: the
+    # low end with the mitigated rate drawn high and the baseline low, the high end the other way
+    low = np.quantile(
+        1.0 - _draw(rng, km + 1, nm - km, draws) / _draw(rng, kb, nb - kb + 1, draws), alpha / 2
+    )
+    high = np.quantile(
+        1.0 - _draw(rng, km, nm - km + 1, draws) / _draw(rng, kb + 1, nb - kb, draws), 1 - alpha / 2
+    )
     # Monte Carlo ends: keep the estimate inside its own interval
     return {"reduction": estimate, "ci": [min(float(low), estimate), max(float(high), estimate)]}
+
+
+def _draw(rng: np.random.Generator, a: float, b: float, size: int) -> np.ndarray:
+    """Beta(a, b) draws, with the degenerate ends of an exact interval at 0 hits (a = 0) or all (b = 0)."""
+    if a <= 0:
+        return np.zeros(size)
+    if b <= 0:
+        return np.ones(size)
+    return rng.beta(a, b, size=size)
