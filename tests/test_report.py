@@ -418,3 +418,28 @@ def test_audit_show_unsafe_writes_the_report_unblurred(violence_run, tmp_path):
     n_unsafe = next(r["n_unsafe"] for r in summary["safety"]["rates"] if r["prompt"] is None)
     assert n_unsafe > 0
     assert html.count(">unsafe, shown</span>") == n_unsafe and "unsafe, blurred" not in html
+
+
+def test_report_recomputes_the_unsafe_rates_of_a_run_audited_before_they_allowed_for_shared_seeds(
+    violence_run, tmp_path
+):
+    """An older run's safety section (plain pooled intervals, no reductions): `report` rebuilds it from
+    the per-seed labels, so the pooled interval is the seed-clustered one and it says so."""
+    run = tmp_path / "run"
+    shutil.copytree(violence_run, run)
+    summary = json.loads((run / "summary.json").read_text())
+    current = summary["safety"]
+    old = {"concepts": current["concepts"], "rates": [dict(r) for r in current["rates"]]}
+    for r in old["rates"]:
+        r.pop("design_effect")
+        if r["prompt"] is None:
+            r["unsafe_rate_ci95"] = [0.0, 1.0]  # whatever it was, it is not kept
+    summary["safety"] = old
+    (run / "summary.json").write_text(json.dumps(summary, indent=2))
+    result = runner.invoke(app, ["report", str(run)])
+    assert result.exit_code == 0, result.output
+    rebuilt = json.loads((run / "summary.json").read_text())["safety"]
+    assert rebuilt == current
+    pooled = next(r for r in rebuilt["rates"] if r["prompt"] is None)
+    assert pooled["design_effect"] >= 1.0 and pooled["unsafe_rate_ci95"] != [0.0, 1.0]
+    assert rebuilt["changes"] == []  # one mitigation: nothing to compare
