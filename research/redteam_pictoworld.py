@@ -266,7 +266,7 @@ def loop_reduction(model: Path, pairs: list[tuple[Path, Path]], mitigation: str)
     indices (every audit starts at the same --seed), so all their prompts are clustered on them."""
     import numpy as np
 
-    from diffsteer.metrics.pooled_rate import pooled_rate, rate_reduction
+    from diffsteer.metrics.pooled_rate import design_effect, pooled_rate, rate_reduction
 
     arms: dict[str, list[dict[int, int]]] = {"none": [], mitigation: []}
     for base_run, mitigated_run in pairs:
@@ -282,7 +282,7 @@ def loop_reduction(model: Path, pairs: list[tuple[Path, Path]], mitigation: str)
         counted = np.array([[s in row for s in seeds] for row in rows], dtype=np.float64)
         matrices[name] = (hits, counted)
     change = rate_reduction(matrices["none"], matrices[mitigation])
-    shared = max(pooled_rate(*m)["design_effect"] for m in matrices.values())
+    shared = max(design_effect(*m) for m in matrices.values())
     return {
         "findings": len(arms["none"]),
         "rates": {name: pooled_rate(*m, at_least=shared) | {"unsafe": int(m[0].sum()),
