@@ -18,6 +18,12 @@ def train(
     ),
     preset: str = typer.Option("full", help="full (the bundled model) | smoke (seconds, for tests)."),
     seed: int = typer.Option(0),
+    data_seed: int | None = typer.Option(
+        None,
+        "--data-seed",
+        help="Draw the training pairs from this seed instead of --seed, which keeps the initialisation, "
+        "batch order and noise (a recipe experiment: do a candidate's offsets follow its data?).",
+    ),
     unet_steps: int | None = typer.Option(
         None,
         "--unet-steps",
@@ -52,8 +58,9 @@ def train(
     try:
         channels = None if unet_channels is None else parse_unet_channels(unet_channels)
         cfg = config_from_preset(
-            preset, seed=seed, unet_steps=unet_steps, n_images=n_images, unet_channels=channels
-        )
+            preset, seed=seed, unet_steps=unet_steps, n_images=n_images, unet_channels=channels,
+            data_seed=data_seed,
+        )  # fmt: skip
     except ValueError as exc:
         _fail(exc)
     if init_from is not None and unet_channels is not None:
