@@ -89,6 +89,21 @@ def test_data_seed_draws_the_pictures_apart_from_the_training_seed(tmp_path):
     assert mixed["final"]["vae_loss"] != seed0["final"]["vae_loss"]
 
 
+@pytest.mark.parametrize("option", ["--seed", "--data-seed"])
+def test_a_negative_training_seed_is_refused_before_any_training(tmp_path, option):
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["pictoworld", "train", "--preset", "smoke", option, "-1", "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert option in result.output
+    assert not out.exists()
+
+
 @pytest.mark.parametrize(
     "extra",
     [["64,abc"], ["64"], ["64,100"], ["0,64"], ["64,128", "--init-from", "WEIGHTS"]],

@@ -17,10 +17,11 @@ def train(
         Path("runs/pictoworld"), help="Folder for pipeline/, clip/, oracle/ and the record."
     ),
     preset: str = typer.Option("full", help="full (the bundled model) | smoke (seconds, for tests)."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, min=0),
     data_seed: int | None = typer.Option(
         None,
         "--data-seed",
+        min=0,
         help="Draw the training pairs from this seed instead of --seed, which keeps the initialisation, "
         "batch order and noise (a recipe experiment: do a candidate's offsets follow its data?).",
     ),
