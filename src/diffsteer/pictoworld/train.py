@@ -521,9 +521,9 @@ def train_pictoworld(
     )
     timings["data_s"] = time.time() - t0
     # which pictures and captions this model saw: two candidates with one digest were trained on one draw
-    data_digest = hashlib.sha256(
-        images.numpy().tobytes() + "\n".join(c.text for _, c in pairs).encode()
-    ).hexdigest()[:16]
+    digest = hashlib.sha256(np.ascontiguousarray(images.numpy()))  # hashed in place, not copied
+    digest.update("\n".join(c.text for _, c in pairs).encode())
+    data_digest = digest.hexdigest()[:16]
     init_vae = init_models = None
     if init_from is not None:
         init_vae, unet0, text0 = load_init(Path(init_from), tokenizer)
