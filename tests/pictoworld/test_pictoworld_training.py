@@ -173,3 +173,56 @@ def test_high_noise_share_draws_that_share_of_timesteps_from_the_noisier_half_an
         assert 0 <= int(t.min()) and int(t.max()) < 1000
         # uniform half + share: P(t >= 500) = 0.5 + share / 2
         assert float((t >= 500).float().mean()) == pytest.approx(0.5 + share / 2, abs=0.015)
+
+
+def test_a_reused_vae_changes_nothing_but_the_vae(tmp_path):
+    """--vae-from: the run keeps that folder's VAE as it is, and everything else (the U-Net's start, its
+    batches and noise) is what the same seed gives with a VAE of its own, so two such runs isolate the VAE."""
+    import json
+    from pathlib import Path
+
+    import torch
+    from diffusers import UNet2DConditionModel
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    def train(name: str, *extra: str) -> Path:
+        args = ["pictoworld", "train", "--preset", "smoke", "--unet-steps", "1", "--n-images", "64"]
+        result = CliRunner().invoke(app, [*args, *extra, "--out", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        return tmp_path / name
+
+    def vae_weights(run: Path) -> dict:
+        return load_file(run / "pipeline" / "vae" / "diffusion_pytorch_model.safetensors")
+
+    def unet_weights(run: Path) -> list:
+        return list(UNet2DConditionModel.from_pretrained(run / "pipeline" / "unet").parameters())
+
+    own0, own1 = train("s0", "--seed", "0"), train("s1", "--seed", "1")
+    reused = train("s0-vae1", "--seed", "0", "--vae-from", str(own1))
+    assert json.loads((reused / "training_record.json").read_text())["vae_from"] == str(own1)
+    assert all(torch.equal(w, vae_weights(own1)[k]) for k, w in vae_weights(reused).items())
+    assert not all(torch.equal(w, vae_weights(own0)[k]) for k, w in vae_weights(reused).items())
+    # one U-Net step from the same start on other latents: seed 0's U-Net, not seed 1's
+    unet = unet_weights(reused)
+    assert all(torch.allclose(a, b, atol=1e-3) for a, b in zip(unet, unet_weights(own0), strict=True))
+    assert not all(torch.allclose(a, c, atol=1e-3) for a, c in zip(unet, unet_weights(own1), strict=True))
+
+
+@pytest.mark.parametrize(
+    "extra", [["--vae-from", "MISSING"], ["--vae-from", "WEIGHTS", "--init-from", "WEIGHTS"]]
+)
+def test_an_unusable_vae_source_fails_in_one_line_before_any_training(tmp_path, extra):
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+    from diffsteer.pictoworld import weights_dir
+
+    out = tmp_path / "run"
+    extra = [{"WEIGHTS": str(weights_dir()), "MISSING": str(tmp_path / "nowhere")}.get(e, e) for e in extra]
+    result = CliRunner().invoke(app, ["pictoworld", "train", "--preset", "smoke", *extra, "--out", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "--vae-from" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()

@@ -49,6 +49,12 @@ def train(
         help="A trained folder (pipeline/) to start the VAE, U-Net and text encoder from; new words of the "
         "world get fresh embeddings. CLIP and the oracle are trained afresh.",
     ),
+    vae_from: Path | None = typer.Option(
+        None,
+        "--vae-from",
+        help="A trained folder whose VAE (pipeline/vae) is used as it is instead of training one (a recipe "
+        "experiment: do a candidate's offsets follow its VAE?).",
+    ),
 ) -> None:
     """Train the pictoworld models from scratch, or warm-started with --init-from (about 50 minutes on 2
     CPU cores with the full preset)."""
@@ -69,8 +75,17 @@ def train(
         _fail(ValueError("--unet-channels: not with --init-from, whose U-Net keeps its own widths"))
     if init_from is not None and not (init_from / "pipeline" / "model_index.json").exists():
         _fail(ValueError(f"--init-from {init_from}: no pipeline/ there (a `pictoworld train` output)"))
+    if vae_from is not None and init_from is not None:
+        _fail(ValueError("--vae-from: not with --init-from, which already brings its own VAE"))
+    if vae_from is not None and not (vae_from / "pipeline" / "vae" / "config.json").exists():
+        _fail(ValueError(f"--vae-from {vae_from}: no pipeline/vae/ there (a `pictoworld train` output)"))
     with _progress_bar(with_loss=True) as update:
         record = train_pictoworld(
-            out, cfg, command=shlex.join(["diffsteer", *sys.argv[1:]]), progress=update, init_from=init_from
+            out,
+            cfg,
+            command=shlex.join(["diffsteer", *sys.argv[1:]]),
+            progress=update,
+            init_from=init_from,
+            vae_from=vae_from,
         )
     print(f"trained in {record['timings']['total_s']:.0f}s -> {out}")

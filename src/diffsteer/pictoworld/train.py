@@ -174,24 +174,26 @@ def _tokenize(tokenizer, texts: list[str]) -> torch.Tensor:
 # ---------------------------------------------------------------- stages
 
 
-def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress, init=None):
-    """Train the VAE (``init``: an existing one to go on training instead of a fresh one)."""
+def _fresh_vae(cfg: TrainConfig):
     from diffusers import AutoencoderKL
 
     n_blocks = len(cfg.vae_channels)
-    vae = init
-    if vae is None:
-        vae = AutoencoderKL(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * n_blocks,
-            up_block_types=("UpDecoderBlock2D",) * n_blocks,
-            block_out_channels=cfg.vae_channels,
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=8,
-            sample_size=32,
-        )
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n_blocks,
+        up_block_types=("UpDecoderBlock2D",) * n_blocks,
+        block_out_channels=cfg.vae_channels,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=32,
+    )
+
+
+def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress, init=None):
+    """Train the VAE (``init``: an existing one to go on training instead of a fresh one)."""
+    vae = _fresh_vae(cfg) if init is None else init
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -207,6 +209,27 @@ def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress, init=N
         loss.backward()
         opt.step()
         progress("vae", step + 1, cfg.vae_steps, float(loss.detach()))
+    mean, std, figures = _encode_training_images(vae, images)
+    return vae, mean, std, {"vae_loss": float(loss.detach()), **figures}
+
+
+def reuse_vae(cfg: TrainConfig, folder: Path, images: torch.Tensor):
+    """A trained folder's VAE (``folder``/pipeline/vae) in place of a freshly trained one, and the
+    training images' latents under it. A fresh VAE is still built and dropped, so the global random
+    state the U-Net's initialisation draws from is the one a run that trained its own VAE would have:
+    two runs that differ only in this VAE differ in nothing else."""
+    from diffusers import AutoencoderKL
+
+    vae_dir = Path(folder) / "pipeline" / "vae"
+    if not (vae_dir / "config.json").exists():
+        raise FileNotFoundError(f"{folder}: no pipeline/vae/ to reuse (a `pictoworld train` output)")
+    _fresh_vae(cfg)
+    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32)
+    mean, std, figures = _encode_training_images(vae, images)
+    return vae, mean, std, {"vae_loss": float("nan"), **figures}
+
+
+def _encode_training_images(vae, images: torch.Tensor):
     vae.eval()
     with torch.no_grad():
         means, stds = [], []
@@ -219,12 +242,7 @@ def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress, init=N
         scaling = float(1.0 / torch.cat([mean + std * torch.randn_like(std)]).std())
     vae.register_to_config(scaling_factor=scaling)
     recon_err = float(F.l1_loss(vae.decode(mean[:512]).sample, images[:512]).detach()) if len(images) else 0.0
-    return (
-        vae,
-        mean,
-        std,
-        {"vae_loss": float(loss.detach()), "vae_recon_l1": recon_err, "scaling_factor": scaling},
-    )
+    return mean, std, {"vae_recon_l1": recon_err, "scaling_factor": scaling}
 
 
 def training_timesteps(n: int, n_steps: int, high_noise_share: float, gen: torch.Generator) -> torch.Tensor:
@@ -494,6 +512,7 @@ def train_pictoworld(
     command: str = "",
     progress: Progress | None = None,
     init_from: Path | str | None = None,
+    vae_from: Path | str | None = None,
 ) -> dict:
     """Train every pictoworld model into ``out_dir`` and return the training record.
 
@@ -501,8 +520,13 @@ def train_pictoworld(
     starts from instead of from nothing, for the config's steps; the text embedding grows to the
     world's present vocabulary. Their sizes are the folder's (the config's sizes are ignored for them).
     CLIP and the oracle are trained afresh.
+
+    ``vae_from``: a trained folder whose VAE is used as it is instead of training one (the rest trains
+    as without it, on that VAE's latents): it tells whether a candidate's per-cell offsets follow its VAE.
     """
     cfg = config or PRESETS["full"]
+    if init_from is not None and vae_from is not None:
+        raise ValueError("vae_from: not with init_from, which already brings its own VAE")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -530,7 +554,10 @@ def train_pictoworld(
         init_models = (unet0, text0)
 
     t = time.time()
-    vae, lat_mean, lat_std, f = train_vae(cfg, images, report, init=init_vae)
+    if vae_from is not None:
+        vae, lat_mean, lat_std, f = reuse_vae(cfg, Path(vae_from), images)
+    else:
+        vae, lat_mean, lat_std, f = train_vae(cfg, images, report, init=init_vae)
     figures.update(f)
     timings["vae_s"] = time.time() - t
 
@@ -559,6 +586,7 @@ def train_pictoworld(
         "command": command,
         "config": asdict(cfg),
         "init_from": None if init_from is None else str(init_from),
+        "vae_from": None if vae_from is None else str(vae_from),
         "data_digest": data_digest,
         "final": figures,
         "timings": timings,
