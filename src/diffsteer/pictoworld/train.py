@@ -226,7 +226,7 @@ def reuse_vae(cfg: TrainConfig, folder: Path, images: torch.Tensor):
     _fresh_vae(cfg)
     vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32)
     mean, std, figures = _encode_training_images(vae, images)
-    return vae, mean, std, {"vae_loss": float("nan"), **figures}
+    return vae, mean, std, figures  # no vae_loss: this run trained no VAE
 
 
 def _encode_training_images(vae, images: torch.Tensor):
