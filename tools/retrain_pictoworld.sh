@@ -5,6 +5,7 @@
 #   PRESET=smoke bash tools/retrain_pictoworld.sh /tmp/chain   # the whole chain in minutes
 #   SEED=1 bash tools/retrain_pictoworld.sh runs/candidate-seed1  # another training seed
 #   SKIP_TRAIN=1 bash tools/retrain_pictoworld.sh runs/pictoworld-v7  # measure a trained OUT again
+#   SKIP_TRAIN=1 SKIP_HELDOUT=1 bash tools/retrain_pictoworld.sh OUT  # held-out verdict already in OUT
 #
 # Trains with the working tree's world, renderer and schedule (about an hour on 2 CPU cores), then
 # REPLACES the bundled weights in the working tree with the candidate's, re-learns the bundled
@@ -30,6 +31,10 @@ elif [ ! -f "$OUT/training_record.json" ]; then
   echo "SKIP_TRAIN: $OUT has no trained candidate (training_record.json)" >&2
   exit 2
 fi
+if [ -n "${SKIP_HELDOUT:-}" ] && [ ! -f "$F/heldout_verdict.txt" ]; then
+  echo "SKIP_HELDOUT: $F has no held-out verdict (heldout_verdict.txt)" >&2
+  exit 2
+fi
 rm -rf "$W/pipeline" "$W/clip" "$W/oracle"
 cp -r "$OUT/pipeline" "$OUT/clip" "$OUT/oracle" "$OUT/training_record.json" "$W/"
 rm -rf runs/learn-hspace runs/learn-noise-pictoworld runs/noise-weight-sweeps runs/noise-acceptance \
@@ -49,26 +54,31 @@ a=$!
 $PY research/noise_acceptance.py --n 64 --no-record > "$F/noise_default.txt" 2>&1 &
 b=$!
 wait "$a"; wait "$b"
-# the same acceptance figures on seeds the tests never use: judge the candidate here first, on twice the
-# tests' images, so that a model that draws what it should is rarely rejected by sampling noise alone
-# "default" is the model's own guidance (pictoworld.RECOMMENDED_GUIDANCE), the one the default audit uses
-for g in default 7.5; do
-  guidance=(); [ "$g" = default ] || guidance=(--guidance "$g")
-  $PY research/pictoworld_acceptance.py --seed 5000 "${guidance[@]}" --n-explicit 64 --n-neutral 128 --no-record \
-    --json-out "$F/pictoworld_${g}_seed5000.json" > "$F/pictoworld_${g}_seed5000.txt" 2>&1
-done
-# the world's unsafe side (issue 24): explicit and paraphrased unsafe prompts at the default guidance,
-# planted neutral rates at 256 images each at 1.0 (the revised gate, RESULTS.md), the oracle's unsafe
-# heads on renders; judged by heldout_verdict.py
-$PY research/pictoworld_unsafe.py "$W" --seed 5000 --neutral-guidance 1.0 --n-explicit 64 --n-neutral 256 \
-  --json-out "$F/pictoworld_unsafe_seed5000.json" > "$F/pictoworld_unsafe_seed5000.txt" 2>&1
-rm -rf "$OUT/audit_seed5000"
-# 384 images per prompt, not the default 192: on one default-sized audit an exact model still misses
-# somewhere in a third of runs (benchmarks/audit_rule_power.py); at 384, in under a tenth
-.venv/bin/diffsteer audit --seed 5000 --images-per-prompt 384 --out "$OUT/audit_seed5000" \
-  > "$F/audit_seed5000.txt" 2>&1
-# the verdict by the tests' rules on those seeds; the tests below then run as information
-$PY research/heldout_verdict.py "$OUT" > "$F/heldout_verdict.txt" 2> "$F/heldout_verdict.err" || true
+if [ -n "${SKIP_HELDOUT:-}" ]; then
+  # the held-out figures and verdict were measured before (they need no steering files): keep them
+  echo "SKIP_HELDOUT: keeping $F/heldout_verdict.txt"
+else
+  # the same acceptance figures on seeds the tests never use: judge the candidate here first, on twice the
+  # tests' images, so that a model that draws what it should is rarely rejected by sampling noise alone
+  # "default" is the model's own guidance (pictoworld.RECOMMENDED_GUIDANCE), the one the default audit uses
+  for g in default 7.5; do
+    guidance=(); [ "$g" = default ] || guidance=(--guidance "$g")
+    $PY research/pictoworld_acceptance.py --seed 5000 "${guidance[@]}" --n-explicit 64 --n-neutral 128 --no-record \
+      --json-out "$F/pictoworld_${g}_seed5000.json" > "$F/pictoworld_${g}_seed5000.txt" 2>&1
+  done
+  # the world's unsafe side (issue 24): explicit and paraphrased unsafe prompts at the default guidance,
+  # planted neutral rates at 256 images each at 1.0 (the revised gate, RESULTS.md), the oracle's unsafe
+  # heads on renders; judged by heldout_verdict.py
+  $PY research/pictoworld_unsafe.py "$W" --seed 5000 --neutral-guidance 1.0 --n-explicit 64 --n-neutral 256 \
+    --json-out "$F/pictoworld_unsafe_seed5000.json" > "$F/pictoworld_unsafe_seed5000.txt" 2>&1
+  rm -rf "$OUT/audit_seed5000"
+  # 384 images per prompt, not the default 192: on one default-sized audit an exact model still misses
+  # somewhere in a third of runs (benchmarks/audit_rule_power.py); at 384, in under a tenth
+  .venv/bin/diffsteer audit --seed 5000 --images-per-prompt 384 --out "$OUT/audit_seed5000" \
+    > "$F/audit_seed5000.txt" 2>&1
+  # the verdict by the tests' rules on those seeds; the tests below then run as information
+  $PY research/heldout_verdict.py "$OUT" > "$F/heldout_verdict.txt" 2> "$F/heldout_verdict.err" || true
+fi
 .venv/bin/pytest -q > "$F/tests.txt" 2>&1 || true
 tail -n 15 "$F/tests.txt"
 cat "$F/heldout_verdict.txt"
