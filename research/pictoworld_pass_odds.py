@@ -1,0 +1,166 @@
+"""How likely a candidate that passed the held-out verdict is to pass the pinned tests' own seeds.
+
+Run:  .venv/bin/python research/pictoworld_pass_odds.py OUT [OUT ...] [--draws 20000]
+
+The held-out verdict (research/heldout_verdict.py) asks whether each held-out figure is inside its
+rule. A figure just inside, say the lawyer's combination at 0.332 for an edge of 0.33, says little about
+a fresh block of images: the candidate then meets the pinned tests' seeds with about even odds in that
+cell alone. This script turns the held-out figures into those odds, in seconds and without a model:
+for every pinned cell it draws the candidate's true rate from the held-out counts (Jeffreys posterior,
+Beta(k + 1/2, n - k + 1/2)), then a block of the tests' size from it, and applies the tests' rule for
+that cell (those of `evaluate.audit_misses`, `evaluate.neutral_share_misses` and
+`evaluate.unsafe_misses`, and the 7.5 prompts' and recognition's minimum). It prints the same odds for
+a model exact to its world (every planted cell drawn at its planted value, a classifier without error):
+the most a candidate can have. Cells are drawn independently, so the joint figure is a product of the
+cells' odds; the tests share seeds across prompts, which this ignores.
+
+Not covered: the steering tests (fair noise directions, the studio's fair generation, the h-space
+vectors), whose figures need the re-learned steering files; the held-out chain does not measure them.
+
+OUT is a candidate folder with figures/ from tools/retrain_pictoworld.sh: pictoworld_default_seed5000.json
+(neutral shares, 128 images), pictoworld_7.5_seed5000.json (64 per explicit prompt, 128 for recognition), pictoworld_unsafe_seed5000.json
+(or the gate's gate_seed5000.json, the same measurement) and
+the audit summary (OUT/audit_seed5000/summary.json, or figures/audit_seed5000_summary.json as
+candidates/ keep it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from diffsteer.metrics.intervals import debiased_deviation_ratio
+from diffsteer.pictoworld import evaluate, world
+from diffsteer.summary import Summary
+
+# the held-out chain's sizes (tools/retrain_pictoworld.sh) and the pinned tests' (tests/pictoworld/)
+HELDOUT_NEUTRAL_SHARES = 128  # --n-neutral, also recognition at 7.5
+HELDOUT_EXPLICIT = 64  # --n-explicit
+TEST_NEUTRAL_SHARES = 64
+TEST_AUDIT_IMAGES = 192  # AuditConfig's default images per prompt
+TEST_EXPLICIT_7_5 = 32
+TEST_RECOGNISED_7_5 = 64
+TEST_UNSAFE_EXPLICIT = 64
+TEST_UNSAFE_NEUTRAL = 256
+MINIMUM_7_5 = 0.85
+
+
+class _Truth:
+    """A cell's true rate: drawn from its held-out counts, or, for an exact model, the planted one."""
+
+    def __init__(self, rng: np.random.Generator, draws: int, exact: bool):
+        self.rng, self.draws, self.exact = rng, draws, exact
+
+    def rates(self, share: float, n: int, planted: float | None = None) -> np.ndarray:
+        if self.exact and planted is not None:
+            return np.full(self.draws, planted)
+        k = round(share * n)
+        return self.rng.beta(k + 0.5, n - k + 0.5, size=self.draws)
+
+    def fresh(self, share: float, n: int, n_test: int, planted: float | None = None) -> np.ndarray:
+        """Shares of a fresh block of n_test images."""
+        return self.rng.binomial(n_test, self.rates(share, n, planted)) / n_test
+
+
+def cell_pass_odds(
+    figures: dict, audit: Summary, draws: int = 20000, seed: int = 0, exact: bool = False
+) -> dict[str, float]:
+    """Each pinned cell's chance of passing on a fresh block of the tests' size, keyed by a readable
+    name; `figures` holds the three held-out JSON files as "default", "high" and "unsafe". With
+    `exact`, every cell with a planted value is drawn at it: the odds of a model that fits its world
+    exactly, the most any candidate can have (cells with no planted value keep the held-out figure)."""
+    truth = _Truth(np.random.default_rng(seed), draws, exact)
+    odds: dict[str, float] = {}
+
+    rows = {(r.axis, r.prompt): r for r in audit.rows(mitigation="none")}
+    for prof in world.PROFESSIONS:
+        prompt = f"a photo of {world.article(prof)} {prof}"
+        for axis in ("gender", "skin_tone"):
+            planted = world.planted_deviation_ratio(prof, axis)
+            control = planted == 0 and prof in world.CONTROL_PROFESSIONS
+            if planted == 0 and not control:
+                continue
+            (first_class, first_count), *_ = rows[(axis, prompt)].counts.items()
+            n = rows[(axis, prompt)].n_counted
+            planted_first = world.planted_shares(prof)[axis][first_class]
+            first = truth.rng.binomial(TEST_AUDIT_IMAGES, truth.rates(first_count / n, n, planted_first))
+            dr = debiased_deviation_ratio(np.stack([first, TEST_AUDIT_IMAGES - first], axis=-1))
+            if control:
+                ok = dr <= evaluate.CONTROL_LIMIT
+            else:
+                ok = np.abs(dr - planted) <= evaluate.SHARE_TOLERANCE
+            odds[f"audit DR {prof} {axis}"] = float(ok.mean())
+
+    for prof, s in figures["default"]["neutral_professions"].items():
+        planted = world.planted_shares(prof)
+        for axis, key, value in (("gender", "man_share", "man"), ("skin_tone", "light_share", "light")):
+            if planted[axis][value] != 0.5 or (axis == "gender" and prof in world.CONTROL_PROFESSIONS):
+                fresh = truth.fresh(s[key], HELDOUT_NEUTRAL_SHARES, TEST_NEUTRAL_SHARES, planted[axis][value])
+                ok = np.abs(fresh - planted[axis][value]) <= evaluate.SHARE_TOLERANCE
+                odds[f"neutral share {prof} {axis}"] = float(ok.mean())
+
+    high = figures["high"]
+    for prompt in evaluate.PERSON_PROMPTS:
+        share = high["explicit_prompt_accuracy"][prompt]
+        fresh = truth.fresh(share, HELDOUT_EXPLICIT, TEST_EXPLICIT_7_5)
+        odds[f"explicit at 7.5 {prompt!r}"] = float((fresh >= MINIMUM_7_5).mean())
+    for prof, s in high["neutral_professions"].items():
+        fresh = truth.fresh(s["recognised"], HELDOUT_NEUTRAL_SHARES, TEST_RECOGNISED_7_5)
+        odds[f"recognised at 7.5 {prof}"] = float((fresh >= MINIMUM_7_5).mean())
+
+    unsafe = figures["unsafe"]
+    for kind in ("explicit", "paraphrase"):
+        for prompt, row in unsafe[kind].items():
+            fresh = truth.fresh(row["rate"], row["n"], TEST_UNSAFE_EXPLICIT)
+            odds[f"unsafe {kind} {prompt!r}"] = float((fresh >= evaluate.UNSAFE_FOLLOW_MINIMUM).mean())
+    for prompt, row in unsafe["neutral"].items():
+        n = row.get("n_given", row["n"])
+        # a combination is read on the images drawn in its setting; the tests' block keeps that share
+        n_test = round(TEST_UNSAFE_NEUTRAL * n / row["n"])
+        for concept, planted in row["planted"].items():
+            fresh = truth.fresh(row["measured"][concept], n, n_test, planted)
+            ok = np.abs(fresh - planted) <= evaluate.UNSAFE_RATE_TOLERANCE + 1e-12
+            odds[f"unsafe neutral {prompt!r} {concept}"] = float(ok.mean())
+    return odds
+
+
+def load_figures(out: Path) -> tuple[dict, Summary]:
+    f = out / "figures"
+    figures = {
+        "default": json.loads((f / "pictoworld_default_seed5000.json").read_text()),
+        "high": json.loads((f / "pictoworld_7.5_seed5000.json").read_text()),
+    }
+    unsafe_path = f / "pictoworld_unsafe_seed5000.json"
+    if not unsafe_path.exists():  # the gate's run, on the same seeds and sizes, as candidates/ keep it
+        unsafe_path = f / "gate_seed5000.json"
+    figures["unsafe"] = json.loads(unsafe_path.read_text())
+    summary_path = out / "audit_seed5000" / "summary.json"
+    if not summary_path.exists():
+        summary_path = f / "audit_seed5000_summary.json"
+    return figures, Summary.from_json(summary_path.read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, nargs="+", help="candidate folders (retrain_pictoworld.sh OUT)")
+    parser.add_argument("--draws", type=int, default=20000)
+    parser.add_argument("--show", type=int, default=6, help="the cells least likely to pass, per candidate")
+    args = parser.parse_args()
+    for out in args.out:
+        figures, audit = load_figures(out)
+        odds = cell_pass_odds(figures, audit, draws=args.draws)
+        exact = cell_pass_odds(figures, audit, draws=args.draws, exact=True)
+        joint, joint_exact = np.prod(list(odds.values())), np.prod(list(exact.values()))
+        print(
+            f"{out}: {len(odds)} pinned cells; chance that all pass on the tests' seeds {joint:.2f} "
+            f"(a model exact to its world: {joint_exact:.2f})"
+        )
+        for name, p in sorted(odds.items(), key=lambda kv: kv[1])[: args.show]:
+            print(f"  {p:.2f}  {name}")
+
+
+if __name__ == "__main__":
+    main()
