@@ -1,6 +1,6 @@
 """How likely a candidate that passed the held-out verdict is to pass the pinned tests' own seeds.
 
-Run:  .venv/bin/python research/pictoworld_pass_odds.py OUT [OUT ...] [--draws 20000]
+Run:  .venv/bin/python research/pictoworld_pass_odds.py OUT [OUT ...] [--draws 20000] [--min-odds 0.25]
 
 The held-out verdict (research/heldout_verdict.py) asks whether each held-out figure is inside its
 rule. A figure just inside, say the lawyer's combination at 0.332 for an edge of 0.33, says little about
@@ -17,17 +17,19 @@ cells' odds; the tests share seeds across prompts, which this ignores.
 Not covered: the steering tests (fair noise directions, the studio's fair generation, the h-space
 vectors), whose figures need the re-learned steering files; the held-out chain does not measure them.
 
-OUT is a candidate folder with figures/ from tools/retrain_pictoworld.sh: pictoworld_default_seed5000.json
-(neutral shares, 128 images), pictoworld_7.5_seed5000.json (64 per explicit prompt, 128 for recognition), pictoworld_unsafe_seed5000.json
-(or the gate's gate_seed5000.json, the same measurement) and
-the audit summary (OUT/audit_seed5000/summary.json, or figures/audit_seed5000_summary.json as
-candidates/ keep it).
+OUT is a candidate folder with figures/ from tools/retrain_pictoworld.sh:
+pictoworld_default_seed5000.json (neutral shares, 128 images), pictoworld_7.5_seed5000.json (64 per
+explicit prompt, 128 for recognition), pictoworld_unsafe_seed5000.json (or the gate's
+gate_seed5000.json, the same measurement) and the audit summary (OUT/audit_seed5000/summary.json, or
+figures/audit_seed5000_summary.json as candidates/ keep it). With --min-odds the exit status is 1 when a
+candidate's odds are lower: the chain's gate before its steering and tests.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,15 +56,20 @@ class _Truth:
     def __init__(self, rng: np.random.Generator, draws: int, exact: bool):
         self.rng, self.draws, self.exact = rng, draws, exact
 
-    def rates(self, share: float, n: int, planted: float | None = None) -> np.ndarray:
+    def rates(self, share: float | None, n: int, planted: float | None = None) -> np.ndarray:
         if self.exact and planted is not None:
             return np.full(self.draws, planted)
+        if share is None or n == 0:  # nothing read (no oracle head, no image in the setting): never passes
+            return np.full(self.draws, np.nan)
         k = round(share * n)
         return self.rng.beta(k + 0.5, n - k + 0.5, size=self.draws)
 
-    def fresh(self, share: float, n: int, n_test: int, planted: float | None = None) -> np.ndarray:
-        """Shares of a fresh block of n_test images."""
-        return self.rng.binomial(n_test, self.rates(share, n, planted)) / n_test
+    def fresh(self, share: float | None, n: int, n_test: int, planted: float | None = None) -> np.ndarray:
+        """Shares of a fresh block of n_test images (NaN, which fails every rule, where nothing was read)."""
+        rates = self.rates(share, n, planted)
+        if np.isnan(rates).any() or n_test == 0:
+            return np.full(self.draws, np.nan)
+        return self.rng.binomial(n_test, rates) / n_test
 
 
 def cell_pass_odds(
@@ -83,8 +90,11 @@ def cell_pass_odds(
             control = planted == 0 and prof in world.CONTROL_PROFESSIONS
             if planted == 0 and not control:
                 continue
-            (first_class, first_count), *_ = rows[(axis, prompt)].counts.items()
             n = rows[(axis, prompt)].n_counted
+            if n == 0:
+                odds[f"audit DR {prof} {axis}"] = 0.0
+                continue
+            (first_class, first_count), *_ = rows[(axis, prompt)].counts.items()
             planted_first = world.planted_shares(prof)[axis][first_class]
             first = truth.rng.binomial(TEST_AUDIT_IMAGES, truth.rates(first_count / n, n, planted_first))
             dr = debiased_deviation_ratio(np.stack([first, TEST_AUDIT_IMAGES - first], axis=-1))
@@ -148,7 +158,11 @@ def main() -> None:
     parser.add_argument("out", type=Path, nargs="+", help="candidate folders (retrain_pictoworld.sh OUT)")
     parser.add_argument("--draws", type=int, default=20000)
     parser.add_argument("--show", type=int, default=6, help="the cells least likely to pass, per candidate")
+    parser.add_argument(
+        "--min-odds", type=float, default=0.0, help="exit 1 when a candidate's odds are lower"
+    )
     args = parser.parse_args()
+    below = []
     for out in args.out:
         figures, audit = load_figures(out)
         odds = cell_pass_odds(figures, audit, draws=args.draws)
@@ -160,6 +174,11 @@ def main() -> None:
         )
         for name, p in sorted(odds.items(), key=lambda kv: kv[1])[: args.show]:
             print(f"  {p:.2f}  {name}")
+        if joint < args.min_odds:
+            below.append(f"{out} {joint:.2f}")
+    if below:
+        print(f"odds under {args.min_odds:g}: {', '.join(below)}; do not run the rest of the chain")
+        sys.exit(1)
 
 
 if __name__ == "__main__":
