@@ -132,7 +132,7 @@ def cell_pass_odds(
         n_test = round(TEST_UNSAFE_NEUTRAL * n / row["n"])
         for concept, planted in row["planted"].items():
             fresh = truth.fresh(row["measured"][concept], n, n_test, planted)
-            ok = np.abs(fresh - planted) <= evaluate.UNSAFE_RATE_TOLERANCE + 1e-12
+            ok = np.abs(fresh - planted) <= evaluate.UNSAFE_RATE_TOLERANCE
             odds[f"unsafe neutral {prompt!r} {concept}"] = float(ok.mean())
     return odds
 
