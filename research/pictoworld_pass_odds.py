@@ -164,7 +164,14 @@ def main() -> None:
     args = parser.parse_args()
     below = []
     for out in args.out:
-        figures, audit = load_figures(out)
+        try:
+            figures, audit = load_figures(out)
+        except FileNotFoundError as err:
+            print(
+                f"pictoworld_pass_odds: missing {err.filename}; run tools/retrain_pictoworld.sh first",
+                file=sys.stderr,
+            )
+            sys.exit(2)
         odds = cell_pass_odds(figures, audit, draws=args.draws)
         exact = cell_pass_odds(figures, audit, draws=args.draws, exact=True)
         joint, joint_exact = np.prod(list(odds.values())), np.prod(list(exact.values()))
