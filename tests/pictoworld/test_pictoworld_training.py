@@ -227,3 +227,41 @@ def test_an_unusable_vae_source_fails_in_one_line_before_any_training(tmp_path, 
     assert result.exit_code == 2, result.output
     assert "--vae-from" in result.output and len(result.output.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize("device", ["nonsense", "cuda:99"])
+def test_an_unusable_training_device_fails_in_one_line_before_any_training(tmp_path, device):
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["pictoworld", "train", "--preset", "smoke", "--device", device, "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert device in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_a_gpu_training_draws_the_batches_and_noise_of_a_cpu_training(tmp_path):
+    """--device cuda: every random draw stays on the CPU, so the weights differ from a CPU run of the same
+    seed by rounding alone (run by tools/device_train_seeds.sh's self-check on a GPU machine)."""
+    import json
+
+    import torch
+    from diffusers import UNet2DConditionModel
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    runs = {}
+    for device in ("cpu", "cuda"):
+        out = tmp_path / device
+        args = ["pictoworld", "train", "--preset", "smoke", "--unet-steps", "2", "--n-images", "64"]
+        result = CliRunner().invoke(app, [*args, "--device", device, "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert json.loads((out / "training_record.json").read_text())["device"].startswith(device)
+        runs[device] = list(UNet2DConditionModel.from_pretrained(out / "pipeline" / "unet").parameters())
+    assert all(torch.allclose(a, b, atol=2e-3) for a, b in zip(runs["cpu"], runs["cuda"], strict=True))

@@ -55,20 +55,25 @@ def train(
         help="A trained folder whose VAE (pipeline/vae) is used as it is instead of training one (a recipe "
         "experiment: do a candidate's offsets follow its VAE?).",
     ),
+    device: str = typer.Option(
+        "cpu", help="Where to train: cpu, cuda or cuda:N. The same seed draws the same batches and noise."
+    ),
 ) -> None:
     """Train the pictoworld models from scratch, or warm-started with --init-from (about 50 minutes on 2
     CPU cores with the full preset)."""
     # the CLI's own error line and progress bar, so this command looks like every other one
     from diffsteer.cli import _fail, _progress_bar
+    from diffsteer.models import DeviceUnavailableError, check_device
     from diffsteer.pictoworld.train import config_from_preset, parse_unet_channels, train_pictoworld
 
     try:
+        check_device(device)
         channels = None if unet_channels is None else parse_unet_channels(unet_channels)
         cfg = config_from_preset(
             preset, seed=seed, unet_steps=unet_steps, n_images=n_images, unet_channels=channels,
             data_seed=data_seed,
         )  # fmt: skip
-    except ValueError as exc:
+    except (ValueError, DeviceUnavailableError) as exc:
         _fail(exc)
     if init_from is not None and unet_channels is not None:
         # a warm start keeps the folder's U-Net, so the widths would be recorded but not used
@@ -87,5 +92,6 @@ def train(
             progress=update,
             init_from=init_from,
             vae_from=vae_from,
+            device=device,
         )
     print(f"trained in {record['timings']['total_s']:.0f}s -> {out}")

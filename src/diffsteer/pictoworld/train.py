@@ -138,9 +138,9 @@ def _degrade(x: torch.Tensor, gen: torch.Generator, noise: float) -> torch.Tenso
     """
     n = len(x)
     blurred = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
-    mix = torch.rand(n, 1, 1, 1, generator=gen)
-    sigma = noise * torch.rand(n, 1, 1, 1, generator=gen)
-    return (1 - mix) * x + mix * blurred + sigma * torch.randn(x.shape, generator=gen)
+    mix = torch.rand(n, 1, 1, 1, generator=gen).to(x.device)
+    sigma = noise * torch.rand(n, 1, 1, 1, generator=gen).to(x.device)
+    return (1 - mix) * x + mix * blurred + sigma * torch.randn(x.shape, generator=gen).to(x.device)
 
 
 def build_tokenizer():
@@ -192,8 +192,9 @@ def _fresh_vae(cfg: TrainConfig):
 
 
 def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress, init=None):
-    """Train the VAE (``init``: an existing one to go on training instead of a fresh one)."""
-    vae = _fresh_vae(cfg) if init is None else init
+    """Train the VAE (``init``: an existing one to go on training instead of a fresh one) on ``images``'
+    device."""
+    vae = (_fresh_vae(cfg) if init is None else init).to(images.device)
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=0.0)
     gen = torch.Generator().manual_seed(cfg.seed + 1)
@@ -201,7 +202,7 @@ def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress, init=N
     for step in range(cfg.vae_steps):
         _set_lr(opt, _lr_at(step, cfg.vae_steps, cfg.vae_lr, warmup=100))
         idx = torch.randint(len(images), (cfg.vae_batch,), generator=gen)
-        x = images[idx]
+        x = images[idx.to(images.device)]
         posterior = vae.encode(x).latent_dist
         recon = vae.decode(posterior.sample(generator=gen)).sample
         loss = F.l1_loss(recon, x) + F.mse_loss(recon, x) + cfg.kl_weight * posterior.kl().mean()
@@ -224,7 +225,7 @@ def reuse_vae(cfg: TrainConfig, folder: Path, images: torch.Tensor):
     if not (vae_dir / "config.json").exists():
         raise FileNotFoundError(f"{folder}: no pipeline/vae/ to reuse (a `pictoworld train` output)")
     _fresh_vae(cfg)
-    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32).to(images.device)
     mean, std, figures = _encode_training_images(vae, images)
     return vae, mean, std, figures  # no vae_loss: this run trained no VAE
 
@@ -239,7 +240,8 @@ def _encode_training_images(vae, images: torch.Tensor):
             stds.append(dist.std)
         mean, std = torch.cat(means), torch.cat(stds)
         # As Stable Diffusion does: scale latents to unit variance for the U-Net.
-        scaling = float(1.0 / torch.cat([mean + std * torch.randn_like(std)]).std())
+        # drawn on the CPU, as every other draw, so a GPU run gets the scaling factor a CPU run gets
+        scaling = float(1.0 / (mean + std * torch.randn_like(std, device="cpu").to(std.device)).std())
     vae.register_to_config(scaling_factor=scaling)
     recon_err = float(F.l1_loss(vae.decode(mean[:512]).sample, images[:512]).detach()) if len(images) else 0.0
     return mean, std, {"vae_recon_l1": recon_err, "scaling_factor": scaling}
@@ -284,7 +286,9 @@ def _noise_scheduler():
 
 def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress: Progress, init=None):
     """Train the U-Net and text encoder jointly (``init``: an existing (unet, text_encoder) pair whose
-    text encoder already has ``tokenizer``'s vocabulary, see :func:`grow_text_encoder`)."""
+    text encoder already has ``tokenizer``'s vocabulary, see :func:`grow_text_encoder`), on the latents'
+    device. Every random draw comes from CPU generators, so a GPU run sees the batches and noise a CPU
+    run of the same seed sees."""
     from transformers import CLIPTextModel
 
     if init is None:
@@ -292,6 +296,8 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
         text_encoder = CLIPTextModel(_text_config(tokenizer, cfg.text_hidden, cfg.text_layers))
     else:
         unet, text_encoder = init
+    device = latent_mean.device
+    unet, text_encoder = unet.to(device), text_encoder.to(device)
     unet.train()
     text_encoder.train()
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
@@ -300,7 +306,7 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
     params = [*unet.parameters(), *text_encoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     sched = _noise_scheduler()
-    alphas = sched.alphas_cumprod
+    alphas = sched.alphas_cumprod.to(device)
     gen = torch.Generator().manual_seed(cfg.seed + 2)
     rng = np.random.default_rng(cfg.seed + 2)
     scenes = [s for s, _ in pairs]
@@ -316,12 +322,14 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
                 texts.append("")
             else:
                 texts.append(world.training_caption(scenes[i], captions[i], rng))
-        ids = _tokenize(tokenizer, texts)
+        ids = _tokenize(tokenizer, texts).to(device)
+        on = idx.to(device)
         z0 = (
-            latent_mean[idx] + latent_std[idx] * torch.randn(latent_std[idx].shape, generator=gen)
+            latent_mean[on] + latent_std[on] * torch.randn(latent_std[on].shape, generator=gen).to(device)
         ) * scaling
         t = training_timesteps(len(idx), sched.config.num_train_timesteps, cfg.high_noise_share, gen)
-        eps = torch.randn(z0.shape, generator=gen)
+        t = t.to(device)
+        eps = torch.randn(z0.shape, generator=gen).to(device)
         a = alphas[t].view(-1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
         cond = text_encoder(ids).last_hidden_state
@@ -340,7 +348,7 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
     return ema_unet, ema_text, {"unet_loss": tail}
 
 
-def train_clip(cfg: TrainConfig, tokenizer, progress: Progress):
+def train_clip(cfg: TrainConfig, tokenizer, progress: Progress, device: torch.device | str = "cpu"):
     from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
 
     rng = np.random.default_rng(cfg.seed + 3)
@@ -349,7 +357,7 @@ def train_clip(cfg: TrainConfig, tokenizer, progress: Progress):
     images = render_many(scenes, rng.integers(0, 2**31, size=len(scenes)).tolist())
     mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-    pixels = (torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+    pixels = ((torch.from_numpy(images).permute(0, 3, 1, 2).float() / 255.0 - mean) / std).to(device)
     text_cfg = _text_config(tokenizer, cfg.clip_hidden, cfg.clip_layers, projection=cfg.clip_hidden)
     vision_cfg = CLIPVisionConfig(
         hidden_size=cfg.clip_hidden,
@@ -364,7 +372,7 @@ def train_clip(cfg: TrainConfig, tokenizer, progress: Progress):
         CLIPConfig(
             text_config=text_cfg.to_dict(), vision_config=vision_cfg.to_dict(), projection_dim=cfg.clip_hidden
         )
-    )
+    ).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.clip_lr, weight_decay=0.05)
     gen = torch.Generator().manual_seed(cfg.seed + 3)
     loss = torch.tensor(0.0)
@@ -376,8 +384,8 @@ def train_clip(cfg: TrainConfig, tokenizer, progress: Progress):
         captions = [world.clip_caption_for(scenes[i], rng) for i in idx]
         targets = torch.tensor(
             [[world.satisfies(scenes[i], c.asserts) for c in captions] for i in idx], dtype=torch.float32
-        )
-        ids = _tokenize(tokenizer, [c.text for c in captions])
+        ).to(device)
+        ids = _tokenize(tokenizer, [c.text for c in captions]).to(device)
         out = model(input_ids=ids, pixel_values=_degrade(pixels[idx], gen, noise=0.3))
         logits = out.logits_per_image
         loss_i = -(F.log_softmax(logits, 1) * targets / targets.sum(1, keepdim=True)).sum(1).mean()
@@ -393,19 +401,21 @@ def train_clip(cfg: TrainConfig, tokenizer, progress: Progress):
     return model.eval(), {"clip_loss": float(np.mean(losses[-100:])) if losses else float("nan")}
 
 
-def train_oracle(cfg: TrainConfig, progress: Progress):
+def train_oracle(cfg: TrainConfig, progress: Progress, device: torch.device | str = "cpu"):
     rng = np.random.default_rng(cfg.seed + 4)
     n = max(cfg.oracle_batch * 4, cfg.clip_images // 2)
     scenes = [world.sample_clip_scene(rng) for _ in range(n)]
-    images = _images_to_tensor(render_many(scenes, rng.integers(0, 2**31, size=n).tolist()))
-    targets = {k: torch.tensor([oracle_mod.scene_targets(s)[k] for s in scenes]) for k in oracle_mod.HEADS}
-    model = oracle_mod.Oracle(width=cfg.oracle_width)
+    images = _images_to_tensor(render_many(scenes, rng.integers(0, 2**31, size=n).tolist())).to(device)
+    targets = {
+        k: torch.tensor([oracle_mod.scene_targets(s)[k] for s in scenes]).to(device) for k in oracle_mod.HEADS
+    }
+    model = oracle_mod.Oracle(width=cfg.oracle_width).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(cfg.seed + 4)
     loss = torch.tensor(0.0)
     for step in range(cfg.oracle_steps):
         _set_lr(opt, _lr_at(step, cfg.oracle_steps, 2e-3, warmup=50))
-        idx = torch.randint(n, (cfg.oracle_batch,), generator=gen)
+        idx = torch.randint(n, (cfg.oracle_batch,), generator=gen).to(device)
         logits = model(_degrade(images[idx], gen, noise=0.1))
         loss = sum(F.cross_entropy(logits[k], targets[k][idx], ignore_index=-1) for k in logits)
         opt.zero_grad(set_to_none=True)
@@ -513,6 +523,7 @@ def train_pictoworld(
     progress: Progress | None = None,
     init_from: Path | str | None = None,
     vae_from: Path | str | None = None,
+    device: torch.device | str = "cpu",
 ) -> dict:
     """Train every pictoworld model into ``out_dir`` and return the training record.
 
@@ -523,8 +534,13 @@ def train_pictoworld(
 
     ``vae_from``: a trained folder whose VAE is used as it is instead of training one (the rest trains
     as without it, on that VAE's latents): it tells whether a candidate's per-cell offsets follow its VAE.
+
+    ``device``: where the models train ("cuda" on a GPU machine). The pictures, captions, batches and
+    noise are drawn on the CPU whatever the device, so a GPU run differs from a CPU run of the same
+    seed only by floating-point rounding; the saved weights are the same files either way.
     """
     cfg = config or PRESETS["full"]
+    device = torch.device(device)
     if init_from is not None and vae_from is not None:
         raise ValueError("vae_from: not with init_from, which already brings its own VAE")
     out = Path(out_dir)
@@ -554,10 +570,12 @@ def train_pictoworld(
         init_models = (unet0, text0)
 
     t = time.time()
+    on_device = images.to(device)
     if vae_from is not None:
-        vae, lat_mean, lat_std, f = reuse_vae(cfg, Path(vae_from), images)
+        vae, lat_mean, lat_std, f = reuse_vae(cfg, Path(vae_from), on_device)
     else:
-        vae, lat_mean, lat_std, f = train_vae(cfg, images, report, init=init_vae)
+        vae, lat_mean, lat_std, f = train_vae(cfg, on_device, report, init=init_vae)
+    del on_device  # the latents are all the U-Net needs
     figures.update(f)
     timings["vae_s"] = time.time() - t
 
@@ -567,19 +585,20 @@ def train_pictoworld(
     )
     figures.update(f)
     timings["unet_s"] = time.time() - t
-    _save_pipeline(out / "pipeline", vae, unet, text_encoder, tokenizer)
+    del lat_mean, lat_std
+    _save_pipeline(out / "pipeline", vae.cpu(), unet.cpu(), text_encoder.cpu(), tokenizer)
 
     t = time.time()
-    clip, f = train_clip(cfg, tokenizer, report)
+    clip, f = train_clip(cfg, tokenizer, report, device)
     figures.update(f)
     timings["clip_s"] = time.time() - t
-    _save_clip(out / "clip", clip, tokenizer)
+    _save_clip(out / "clip", clip.cpu(), tokenizer)
 
     t = time.time()
-    oracle, f = train_oracle(cfg, report)
+    oracle, f = train_oracle(cfg, report, device)
     figures.update(f)
     timings["oracle_s"] = time.time() - t
-    oracle_mod.save_oracle(oracle, out / "oracle")
+    oracle_mod.save_oracle(oracle.cpu(), out / "oracle")
 
     timings["total_s"] = time.time() - t0
     record = {
@@ -593,9 +612,16 @@ def train_pictoworld(
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "device": _device_name(device),
     }
     (out / "training_record.json").write_text(json.dumps(record, indent=2))
     return record
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)
 
 
 def parse_unet_channels(text: str) -> tuple[int, ...]:
