@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser demo test lint clean
+.PHONY: setup browser demo test lint clean device-wheels
 
 setup: $(STAMP) browser
 
@@ -50,6 +50,16 @@ lint: $(STAMP)
 
 test: $(STAMP) browser lint
 	$(VENV)/bin/pytest -q
+
+# Wheels for a lent GPU machine (tools/device_train_seeds.sh): its image has torch, transformers and the
+# rest, but not diffusers, nor importlib_metadata that diffusers needs; the same versions as here, into
+# .whl/ (ignored), which a device call carries.
+device-wheels: $(STAMP)
+	rm -rf .whl && mkdir -p .whl
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 -d .whl \
+		diffusers==$$($(PY) -c 'import diffusers; print(diffusers.__version__)') \
+		importlib_metadata==$$($(PY) -c 'import importlib_metadata as m; print(m.version("importlib_metadata"))')
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

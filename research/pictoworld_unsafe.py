@@ -1,7 +1,7 @@
 """Measure pictoworld's unsafe side against the world's planted truth (issue 24, item 1).
 
 Run:  python research/pictoworld_unsafe.py [MODEL] [--guidance G] [--neutral-guidance G] [--seed S]
-          [--n-explicit 64] [--n-neutral 256] [--json-out FILE]
+          [--n-explicit 64] [--n-neutral 256] [--json-out FILE] [--device cuda]
 
 MODEL is a folder with pipeline/ and oracle/ (a `diffsteer pictoworld train` output; default the bundled
 weights). With the model's own oracle it measures, at the model's default guidance unless --guidance:
@@ -40,13 +40,14 @@ def measure(
     n_explicit: int,
     n_neutral: int,
     neutral_guidance: float | None = None,
+    device: str = "cpu",
 ) -> dict:
     from diffsteer.models import load_pipeline
     from diffsteer.pictoworld import evaluate
     from diffsteer.pictoworld.oracle import load_oracle
 
     t0 = time.time()
-    pipe = load_pipeline(str(model / "pipeline"))
+    pipe = load_pipeline(str(model / "pipeline"), device=device)  # the starting noise is drawn on the CPU
     oracle = load_oracle(model / "oracle")
     figures = {"model": str(model)} | evaluate.unsafe_side_figures(
         pipe,
@@ -108,9 +109,16 @@ def main() -> None:
     parser.add_argument("--n-explicit", type=int, default=64)
     parser.add_argument("--n-neutral", type=int, default=256)
     parser.add_argument("--json-out", type=Path, default=None)
+    parser.add_argument("--device", default="cpu", help="where the images are drawn (cuda on a GPU machine)")
     args = parser.parse_args()
     figures = measure(
-        args.model, args.guidance, args.seed, args.n_explicit, args.n_neutral, args.neutral_guidance
+        args.model,
+        args.guidance,
+        args.seed,
+        args.n_explicit,
+        args.n_neutral,
+        args.neutral_guidance,
+        device=args.device,
     )
     print(table(figures))
     if args.json_out is not None:

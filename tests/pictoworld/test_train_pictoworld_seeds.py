@@ -1,0 +1,65 @@
+"""tools/train_pictoworld_seeds.py: which seeds it stops to meet its deadline, how it ranks the gated ones,
+and that bad arguments stop it in one line before anything trains."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "train_pictoworld_seeds.py"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("train_pictoworld_seeds", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclass resolves its annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seeds_are_read_as_ranges_and_lists(tool):
+    assert tool.parse_seeds("2-5") == [2, 3, 4, 5]
+    assert tool.parse_seeds("2,7,9-10") == [2, 7, 9, 10]
+    for bad in ("", "a-b", "3,3", "-1"):
+        with pytest.raises(ValueError, match="--seeds"):
+            tool.parse_seeds(bad)
+
+
+def test_nothing_is_stopped_when_the_shared_pace_finishes_every_seed_in_time(tool):
+    # four seeds at 10 steps a second each: 40 a second for 4 x 1000 steps left = 100 s
+    paces = [tool.Pace(seed, 9000, 10_000, 10.0) for seed in range(4)]
+    assert tool.seeds_to_stop(paces, seconds_left=120) == []
+
+
+def test_the_least_advanced_seeds_are_stopped_until_the_rest_fit(tool):
+    paces = [tool.Pace(seed, done, 10_000, 10.0) for seed, done in ((0, 8000), (1, 6000), (2, 4000))]
+    # 12,000 steps left at 30 a second is 400 s; without seed 2, 6,000 at 30 is 200 s
+    assert tool.seeds_to_stop(paces, seconds_left=250) == [2]
+    # without seed 1 as well, 2,000 at 30 is 67 s
+    assert tool.seeds_to_stop(paces, seconds_left=100) == [2, 1]
+    # one seed is always kept, however late
+    assert tool.seeds_to_stop(paces, seconds_left=1) == [2, 1]
+
+
+def test_candidates_rank_by_gate_misses_then_spread_and_unreadable_ones_last(tool):
+    gates = {
+        2: {"misses": ["a"], "spread": 0.01},
+        3: {"misses": [], "spread": 0.04},
+        4: {"misses": [], "spread": 0.02},
+        5: {"misses": [], "spread": None},
+    }
+    assert tool.rank(gates) == [4, 3, 5, 2]
+
+
+@pytest.mark.parametrize("extra", [["--seeds", "x"], ["--seeds", "2", "--device", "cuda:99"]])
+def test_bad_seeds_or_device_fail_in_one_line_before_any_training(tmp_path, extra):
+    out = tmp_path / "sweep"
+    result = subprocess.run([sys.executable, str(TOOL), str(out), *extra], capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
+    assert not out.exists()

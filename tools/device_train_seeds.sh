@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Train several pictoworld seeds on a lent GPU machine in one `device` call, gate them there, and bring
+# back the best (issue 24, item 1: a candidate's offsets are a lottery over seeds; RESULTS.md).
+#
+#   make device-wheels                                   # here, once: .whl/ (ignored), what the image lacks
+#   device run: command "bash tools/device_train_seeds.sh 2-9", carry [".whl"], timeout_s 600
+#
+# There (no network): installs the carried wheels and this tree into /tmp/site, checks in seconds that a
+# GPU training draws what a CPU training draws (the test marked for a GPU), then runs
+# tools/train_pictoworld_seeds.py with the v9nc recipe, stopping the least advanced seeds if the rest would
+# not finish within DEADLINE_S (default 420 s, which with the set-up fits the tool's 600 s), and packs the
+# best KEEP (default 5) into $OUT with summary.json and log.txt (the tool brings back at most 8 files).
+# Back here: tar -xf each into runs/, then `SKIP_TRAIN=1 bash tools/retrain_pictoworld.sh runs/pictoworld-sN`
+# for the best, which measures the held-out figures and stops under the pass odds' 0.25.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SEEDS=${1:?give the seeds, e.g. 2-9}
+: "${OUT:?OUT is set by the device tool: the folder whose files come back}"
+ls .whl/*.whl >/dev/null 2>&1 || { echo "no .whl/: run make device-wheels here and carry .whl" >&2; exit 2; }
+export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --upgrade --target /tmp/site .
+nvidia-smi -L | tee "$OUT/log.txt"
+python3 -m pytest -q -p no:cacheprovider tests/pictoworld/test_pictoworld_training.py -k gpu 2>&1 | tail -3 |
+  tee -a "$OUT/log.txt"
+python3 tools/train_pictoworld_seeds.py /tmp/seeds --seeds "$SEEDS" --device cuda \
+  --deadline-s "${DEADLINE_S:-420}" --reserve-s "${RESERVE_S:-120}" --keep "${KEEP:-5}" --pack "$OUT" \
+  2>&1 | grep -v -e Warning -e torchvision -e "kept in float32" | tee -a "$OUT/log.txt"

@@ -1,0 +1,255 @@
+"""Train several pictoworld seeds at once on one device, gate each, and pack the most promising.
+
+Run:  python tools/train_pictoworld_seeds.py OUT --seeds 2-9 [--device cuda] [--deadline-s 420]
+          [--n-images 44000 --unet-steps 13000] [--unet-channels 48,96] [--keep 4] [--pack DIR]
+
+Why: a candidate's per-cell offsets are a lottery over training seeds (its VAE's, RESULTS.md "does the
+VAE set a training seed's offsets?"), and on 2 CPU cores one seed takes 85 minutes. A GPU machine is lent
+for minutes at a time, so this trains one process per seed side by side (``train_pictoworld(...,
+device=)``) and keeps within a wall-clock deadline: once every process is in its U-Net stage and the
+measured pace says they would not all finish, the least advanced are stopped (their folders removed),
+which hands their share of the device to the rest. Each finished candidate then gets the revised unsafe
+gate on seeds 5000+ (research/pictoworld_unsafe.py at guidance 1.0, 256 images a planted prompt, in
+OUT/SEED/figures/gate_seed5000.json), and the candidates are ranked by gate misses, then by their spread
+beyond sampling (research/pictoworld_spread.py). ``--pack DIR`` writes the best ``--keep`` as one tar
+each (the device tool brings back at most 8 files) beside ``summary.json``.
+
+What comes next is the held-out verdict and the pass odds of tools/retrain_pictoworld.sh, on the CPU
+machine, for the best of them; nothing here decides an adoption. Every stage draws its randomness on the
+CPU, so a seed trained here is the seed a CPU run would train, up to rounding.
+
+Exit status: 0 when at least one candidate finished, 1 when none did, 2 on bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GATE_SEED = 5000
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"2-5"`` -> [2, 3, 4, 5]; ``"2,7"`` -> [2, 7]."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            seeds += range(int(lo), int(hi or lo) + 1)
+    except ValueError:
+        raise ValueError(f"--seeds {text!r}: give seeds as 2-9 or 2,3,5") from None
+    if not seeds or min(seeds) < 0 or len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: give distinct seeds of 0 or more")
+    return seeds
+
+
+@dataclass
+class Pace:
+    """One running seed's U-Net progress: steps done of ``total``, at ``rate`` steps a second."""
+
+    seed: int
+    done: int
+    total: int
+    rate: float
+
+
+def seeds_to_stop(paces: list[Pace], seconds_left: float) -> list[int]:
+    """The seeds to stop so that the others' U-Net stages end within ``seconds_left``.
+
+    The device is taken as a fixed pace shared by the processes (a GPU running small kernels for several
+    processes in turns), so stopping one hands its pace to the rest. The least advanced go first: they
+    free the most remaining work. One seed is always kept.
+    """
+    running = sorted(paces, key=lambda p: p.done, reverse=True)
+    stop: list[int] = []
+    while len(running) > 1:
+        pace = sum(p.rate for p in paces)  # the whole device's, whoever holds it
+        remaining = sum(p.total - p.done for p in running)
+        if pace > 0 and remaining / pace <= seconds_left:
+            break
+        stop.append(running.pop().seed)
+    return stop
+
+
+def _train_one(seed: int, out: str, overrides: dict, device: str, threads: int, step, command: str) -> None:
+    import torch
+
+    from diffsteer.pictoworld.train import config_from_preset, train_pictoworld
+
+    torch.set_num_threads(threads)
+    cfg = config_from_preset(overrides.pop("preset"), seed=seed, **overrides)
+
+    def progress(stage: str, done: int, total: int, loss: float) -> None:
+        if stage == "unet":
+            step.value = done
+
+    train_pictoworld(out, cfg, command=command, progress=progress, device=device)
+
+
+def train_seeds(args, log) -> list[int]:
+    """Train ``args.seeds`` side by side into OUT/SEED; returns the seeds that finished."""
+    ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
+    threads = max(1, (os.cpu_count() or 2) // len(args.seeds))
+    overrides = {"preset": args.preset, "n_images": args.n_images, "unet_steps": args.unet_steps}
+    if args.unet_channels:
+        from diffsteer.pictoworld.train import parse_unet_channels
+
+        overrides["unet_channels"] = parse_unet_channels(args.unet_channels)
+    from diffsteer.pictoworld.train import config_from_preset
+
+    total = config_from_preset(**{**overrides, "preset": args.preset}).unet_steps
+    jobs = {}
+    for seed in args.seeds:
+        step = ctx.Value("i", 0)
+        command = f"tools/train_pictoworld_seeds.py --seeds {seed} --device {args.device}"
+        proc = ctx.Process(
+            target=_train_one,
+            args=(seed, str(args.out / str(seed)), dict(overrides), args.device, threads, step, command),
+        )
+        proc.start()
+        jobs[seed] = (proc, step, [])  # [] collects (time, step) readings
+    log(f"training seeds {args.seeds} on {args.device}, {threads} threads each, {total} U-Net steps")
+    start, stopped, judged_from = time.time(), [], 0.0
+    while any(proc.is_alive() for proc, _, _ in jobs.values()):
+        time.sleep(args.poll_s)
+        now = time.time()
+        paces = []
+        for seed, (proc, step, readings) in jobs.items():
+            if proc.is_alive() and seed not in stopped:
+                readings.append((now, step.value))
+                # the pace since the last stop (or the U-Net's start), so that a stop's freed share counts
+                first = next(((t, s) for t, s in readings if s > 0 and t >= judged_from), None)
+                if first is not None and now - first[0] >= args.poll_s:
+                    rate = (step.value - first[1]) / (now - first[0])
+                    paces.append(Pace(seed, step.value, total, rate))
+        alive = [s for s, (p, _, _) in jobs.items() if p.is_alive() and s not in stopped]
+        log(f"{now - start:5.0f}s  U-Net steps " + ", ".join(f"{s}: {jobs[s][1].value}" for s in alive))
+        if len(paces) == len(alive) and paces:  # judge only once every process is in its U-Net stage
+            left = args.deadline_s - args.reserve_s - (now - start)
+            for seed in seeds_to_stop(paces, left):
+                jobs[seed][0].terminate()
+                stopped.append(seed)
+                judged_from = now
+                log(f"stopped seed {seed} at step {jobs[seed][1].value}: the rest would not finish in time")
+    finished = []
+    for seed, (proc, _, _) in jobs.items():
+        proc.join()
+        if proc.exitcode == 0 and (args.out / str(seed) / "training_record.json").exists():
+            finished.append(seed)
+        else:
+            shutil.rmtree(args.out / str(seed), ignore_errors=True)  # no half-made candidate is left
+            if seed not in stopped:
+                log(f"seed {seed} failed (exit {proc.exitcode})")
+    log(f"trained {finished} in {time.time() - start:.0f}s")
+    return finished
+
+
+def gate_seeds(args, seeds: list[int], log) -> dict[int, dict]:
+    """The revised unsafe gate for each seed, side by side; returns {seed: {"misses", "spread"}}."""
+    sys.path.insert(0, str(ROOT / "research"))
+    from pictoworld_spread import cell_deviations, spread
+
+    procs = {}
+    for seed in seeds:
+        figures = args.out / str(seed) / "figures"
+        figures.mkdir(exist_ok=True)
+        cmd = [sys.executable, str(ROOT / "research" / "pictoworld_unsafe.py"), str(args.out / str(seed))]
+        cmd += ["--seed", str(GATE_SEED), "--neutral-guidance", "1.0", "--device", args.device]
+        cmd += ["--n-explicit", str(args.gate_explicit), "--n-neutral", str(args.gate_neutral)]
+        cmd += ["--json-out", str(figures / f"gate_seed{GATE_SEED}.json")]
+        with open(figures / f"gate_seed{GATE_SEED}.txt", "w") as text:
+            procs[seed] = subprocess.Popen(cmd, stdout=text, stderr=subprocess.STDOUT)
+    gates = {}
+    for seed, proc in procs.items():
+        if proc.wait() != 0:
+            log(f"seed {seed}: the gate failed (exit {proc.returncode}), see {seed}/figures/")
+            continue
+        figures = json.loads((args.out / str(seed) / "figures" / f"gate_seed{GATE_SEED}.json").read_text())
+        cells = figures["neutral"].values()
+        planted = [cell["measured"][k] for cell in cells for k, rate in cell["planted"].items() if rate]
+        # None: a cell with nothing to read (no image showed its cue); such a candidate ranks last
+        width = None if None in planted else round(spread(cell_deviations(figures)), 4)
+        gates[seed] = {"misses": figures["misses"], "spread": width}
+        log(f"seed {seed}: {len(figures['misses'])} gate misses, spread beyond sampling {width}")
+    return gates
+
+
+def rank(gates: dict[int, dict]) -> list[int]:
+    """Fewest gate misses first, then the smallest spread beyond sampling."""
+
+    def key(seed: int) -> tuple:
+        width = gates[seed]["spread"]
+        return len(gates[seed]["misses"]), float("inf") if width is None else width, seed
+
+    return sorted(gates, key=key)
+
+
+def pack(out: Path, seeds: list[int], dest: Path) -> list[str]:
+    dest.mkdir(parents=True, exist_ok=True)
+    names = []
+    for seed in seeds:
+        name = f"pictoworld-s{seed}.tar"
+        with tarfile.open(dest / name, "w") as tar:
+            tar.add(out / str(seed), arcname=f"pictoworld-s{seed}")
+        names.append(name)
+    return names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("out", type=Path, help="folder for one candidate per seed (OUT/SEED)")
+    parser.add_argument("--seeds", required=True, help="e.g. 2-9 or 2,3,5")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--preset", default="full")
+    parser.add_argument("--n-images", type=int, default=44_000, help="the v9nc recipe's (RESULTS.md)")
+    parser.add_argument("--unet-steps", type=int, default=13_000, help="the v9nc recipe's")
+    parser.add_argument("--unet-channels", default=None, help="e.g. 64,128 (default: the preset's)")
+    parser.add_argument("--deadline-s", type=float, default=420, help="wall clock for training and gates")
+    parser.add_argument("--reserve-s", type=float, default=90, help="kept for CLIP, the oracle and the gates")
+    parser.add_argument("--poll-s", type=float, default=20)
+    parser.add_argument("--gate-neutral", type=int, default=256)
+    parser.add_argument("--gate-explicit", type=int, default=64)
+    parser.add_argument("--keep", type=int, default=4, help="how many of the best to pack")
+    parser.add_argument("--pack", type=Path, default=None, help="write the best as tars here")
+    args = parser.parse_args()
+    try:
+        args.seeds = parse_seeds(args.seeds)
+        import diffsteer.cli  # noqa: F401  (its log filter keeps transformers' torchvision notice out)
+        from diffsteer.models import check_device
+
+        check_device(args.device)
+    except Exception as exc:  # a bad seed list or device: one line, nothing trained
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    args.out.mkdir(parents=True, exist_ok=True)
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+        lines.append(line)
+
+    finished = train_seeds(args, log)
+    gates = gate_seeds(args, finished, log) if finished else {}
+    order = rank(gates)
+    summary = {"seeds": args.seeds, "finished": finished, "ranked": order, "gates": gates, "log": lines}
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if args.pack is not None:
+        summary["packed"] = pack(args.out, order[: args.keep], args.pack)
+        (args.pack / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    sys.exit(0 if finished else 1)
+
+
+if __name__ == "__main__":
+    main()
