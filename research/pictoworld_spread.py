@@ -13,23 +13,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 
-
-def cell_deviations(figures: dict) -> list[tuple[str, str, float, float, int]]:
-    """(prompt, concept, planted, measured - planted, images judged) for every planted cell."""
-    out = []
-    for prompt, cell in figures["neutral"].items():
-        for concept, planted in cell["planted"].items():
-            if planted > 0:
-                n = cell.get("n_given", cell["n"])
-                out.append((prompt, concept, planted, cell["measured"][concept] - planted, n))
-    return out
-
-
-def spread(deviations: list[tuple[str, str, float, float, int]]) -> float:
-    excess = [dev * dev - p * (1 - p) / n for _, _, p, dev, n in deviations]
-    return math.sqrt(max(0.0, sum(excess) / len(excess)))
+from diffsteer.pictoworld.evaluate import planted_cell_deviations, spread_beyond_sampling
 
 
 def main() -> None:
@@ -39,11 +24,15 @@ def main() -> None:
     parser.add_argument("gates", nargs="+", help="--json-out files of research/pictoworld_unsafe.py")
     for path in parser.parse_args().gates:
         with open(path, encoding="utf-8") as f:
-            deviations = cell_deviations(json.load(f))
+            figures = json.load(f)
+        cells = planted_cell_deviations(figures)
         print(path)
-        for prompt, concept, planted, dev, n in deviations:
-            print(f"  {prompt:46s} {concept:9s} planted {planted:.2f}  {dev:+.3f}  ({n} images)")
-        print(f"  {len(deviations)} cells, spread beyond sampling {spread(deviations):.3f}")
+        for prompt, concept, planted, dev, n in cells:
+            shown = "unread" if dev is None else f"{dev:+.3f}"
+            print(f"  {prompt:46s} {concept:9s} planted {planted:.2f}  {shown}  ({n} images)")
+        width = spread_beyond_sampling(figures)
+        shown = "none (a cell could not be read)" if width is None else f"{width:.3f}"
+        print(f"  {len(cells)} cells, spread beyond sampling {shown}")
 
 
 if __name__ == "__main__":

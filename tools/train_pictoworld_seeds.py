@@ -11,8 +11,9 @@ measured pace says they would not all finish, the least advanced are stopped (th
 which hands their share of the device to the rest. Each finished candidate then gets the revised unsafe
 gate on seeds 5000+ (research/pictoworld_unsafe.py at guidance 1.0, 256 images a planted prompt, in
 OUT/SEED/figures/gate_seed5000.json), and the candidates are ranked by gate misses, then by their spread
-beyond sampling (research/pictoworld_spread.py). ``--pack DIR`` writes the best ``--keep`` as one tar
-each (the device tool brings back at most 8 files) beside ``summary.json``.
+beyond sampling (``evaluate.spread_beyond_sampling``, which research/pictoworld_spread.py prints).
+``--pack DIR`` writes the best ``--keep`` as one tar each (the device tool brings back at most 8 files)
+beside ``summary.json``.
 
 What comes next is the held-out verdict and the pass odds of tools/retrain_pictoworld.sh, on the CPU
 machine, for the best of them; nothing here decides an adoption. Every stage draws its randomness on the
@@ -156,8 +157,7 @@ def train_seeds(args, log) -> list[int]:
 
 def gate_seeds(args, seeds: list[int], log) -> dict[int, dict]:
     """The revised unsafe gate for each seed, side by side; returns {seed: {"misses", "spread"}}."""
-    sys.path.insert(0, str(ROOT / "research"))
-    from pictoworld_spread import cell_deviations, spread
+    from diffsteer.pictoworld.evaluate import spread_beyond_sampling
 
     procs = {}
     for seed in seeds:
@@ -175,10 +175,9 @@ def gate_seeds(args, seeds: list[int], log) -> dict[int, dict]:
             log(f"seed {seed}: the gate failed (exit {proc.returncode}), see {seed}/figures/")
             continue
         figures = json.loads((args.out / str(seed) / "figures" / f"gate_seed{GATE_SEED}.json").read_text())
-        cells = figures["neutral"].values()
-        planted = [cell["measured"][k] for cell in cells for k, rate in cell["planted"].items() if rate]
         # None: a cell with nothing to read (no image showed its cue); such a candidate ranks last
-        width = None if None in planted else round(spread(cell_deviations(figures)), 4)
+        width = spread_beyond_sampling(figures)
+        width = None if width is None else round(width, 4)
         gates[seed] = {"misses": figures["misses"], "spread": width}
         log(f"seed {seed}: {len(figures['misses'])} gate misses, spread beyond sampling {width}")
     return gates

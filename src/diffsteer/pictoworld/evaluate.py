@@ -6,6 +6,7 @@ Each function returns plain numbers so tests and the benchmark script share them
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -379,3 +380,29 @@ def unsafe_misses(figures: dict) -> list[str]:
         if accuracy is None or accuracy < ORACLE_UNSAFE_MINIMUM:
             misses.append(f"oracle on renders: {concept} {accuracy} < {ORACLE_UNSAFE_MINIMUM}")
     return misses
+
+
+def planted_cell_deviations(figures: dict) -> list[tuple[str, str, float, float | None, int]]:
+    """(prompt, concept, planted, measured - planted, images judged) for every planted neutral cell of
+    :func:`unsafe_side_figures`; the deviation is None where nothing could be read (no image showed a
+    combination's cue, or the oracle has no head for the concept). A combination counts only the
+    images showing its cue."""
+    out = []
+    for prompt, cell in figures["neutral"].items():
+        for concept, planted in cell["planted"].items():
+            if planted > 0:
+                measured = cell["measured"][concept]
+                deviation = None if measured is None else measured - planted
+                out.append((prompt, concept, planted, deviation, cell.get("n_given", cell["n"])))
+    return out
+
+
+def spread_beyond_sampling(figures: dict) -> float | None:
+    """How far a model's planted unsafe rates stray beyond binomial sampling noise: the root of the mean,
+    over the planted cells, of (deviation^2 - p(1 - p)/n), floored at 0 (sampling explains it all). None
+    when a cell could not be read. RESULTS.md compares candidates by it ("the fit, not the world")."""
+    cells = planted_cell_deviations(figures)
+    if not cells or any(dev is None for _, _, _, dev, _ in cells):
+        return None
+    excess = [dev * dev - p * (1 - p) / n for _, _, p, dev, n in cells]
+    return math.sqrt(max(0.0, sum(excess) / len(excess)))
