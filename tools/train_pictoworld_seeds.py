@@ -135,6 +135,12 @@ def train_seeds(args, log) -> list[int]:
                     paces.append(Pace(seed, step.value, total, rate))
         alive = [s for s, (p, _, _) in jobs.items() if p.is_alive() and s not in stopped]
         log(f"{now - start:5.0f}s  U-Net steps " + ", ".join(f"{s}: {jobs[s][1].value}" for s in alive))
+        if now - start > args.deadline_s:  # past the deadline: what is unfinished is lost either way
+            for seed in alive:
+                jobs[seed][0].terminate()
+                stopped.append(seed)
+                log(f"stopped seed {seed} at step {jobs[seed][1].value}: the deadline has passed")
+            continue
         if len(paces) == len(alive) and paces:  # judge only once every process is in its U-Net stage
             left = args.deadline_s - args.reserve_s - (now - start)
             for seed in seeds_to_stop(paces, left):
