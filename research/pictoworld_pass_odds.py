@@ -51,14 +51,19 @@ MINIMUM_7_5 = 0.85
 
 
 class _Truth:
-    """A cell's true rate: drawn from its held-out counts, or, for an exact model, the planted one."""
+    """A cell's true rate: drawn from its held-out counts, or, for an exact model, the planted one; with
+    ``offset`` > 0, an exact model's every cell strictly between 0 and 1 strays from its planted value by a
+    normal offset of that standard deviation, drawn once per cell (a model that fits its world that well)."""
 
-    def __init__(self, rng: np.random.Generator, draws: int, exact: bool):
-        self.rng, self.draws, self.exact = rng, draws, exact
+    def __init__(self, rng: np.random.Generator, draws: int, exact: bool, offset: float = 0.0):
+        self.rng, self.draws, self.exact, self.offset = rng, draws, exact, offset
 
     def rates(self, share: float | None, n: int, planted: float | None = None) -> np.ndarray:
         if self.exact and planted is not None:
-            return np.full(self.draws, planted)
+            rate = planted
+            if self.offset and 0 < planted < 1:
+                rate = float(np.clip(planted + self.rng.normal(0, self.offset), 0, 1))
+            return np.full(self.draws, rate)
         if share is None or n == 0:  # nothing read (no oracle head, no image in the setting): never passes
             return np.full(self.draws, np.nan)
         k = round(share * n)
@@ -73,13 +78,14 @@ class _Truth:
 
 
 def cell_pass_odds(
-    figures: dict, audit: Summary, draws: int = 20000, seed: int = 0, exact: bool = False
+    figures: dict, audit: Summary, draws: int = 20000, seed: int = 0, exact: bool = False, offset: float = 0.0
 ) -> dict[str, float]:
     """Each pinned cell's chance of passing on a fresh block of the tests' size, keyed by a readable
     name; `figures` holds the three held-out JSON files as "default", "high" and "unsafe". With
     `exact`, every cell with a planted value is drawn at it: the odds of a model that fits its world
-    exactly, the most any candidate can have (cells with no planted value keep the held-out figure)."""
-    truth = _Truth(np.random.default_rng(seed), draws, exact)
+    exactly, the most any candidate can have (cells with no planted value keep the held-out figure); with
+    `offset` as well, a model whose cells stray from their planted values by that much (see _Truth)."""
+    truth = _Truth(np.random.default_rng(seed), draws, exact, offset)
     odds: dict[str, float] = {}
 
     rows = {(r.axis, r.prompt): r for r in audit.rows(mitigation="none")}
@@ -153,6 +159,31 @@ def load_figures(out: Path) -> tuple[dict, Summary]:
     return figures, Summary.from_json(summary_path.read_text())
 
 
+def offset_odds(figures: dict, audit: Summary, offset: float, models: int, draws: int) -> np.ndarray:
+    """The joint odds of ``models`` simulated models whose cells stray from the planted values by normal
+    offsets of standard deviation ``offset`` (each model its own offsets)."""
+    joint = []
+    for model in range(models):
+        odds = cell_pass_odds(figures, audit, draws=draws, seed=1000 + model, exact=True, offset=offset)
+        joint.append(np.prod(list(odds.values())))
+    return np.array(joint)
+
+
+def print_offset_odds(out: Path, offsets: list[float], models: int, min_odds: float) -> None:
+    """How the odds fall with a model's per-cell offsets, and so how many training seeds a search needs
+    to find one model at ``min_odds`` or better (1 / the share of such models)."""
+    figures, audit = load_figures(out)
+    print(f"simulated models on {out}'s cells and sizes, {models} per offset:")
+    for offset in offsets:
+        joint = offset_odds(figures, audit, offset, models, draws=2000)
+        share = float((joint >= min_odds).mean())
+        seeds = f"about {1 / share:.0f}" if share else f"more than {models}"
+        print(
+            f"  offsets sd {offset:.3f}: joint odds median {np.median(joint):.2f}, "
+            f"share of models at {min_odds:g} or better {share:.2f}, seeds to find one {seeds}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, nargs="+", help="candidate folders (retrain_pictoworld.sh OUT)")
@@ -161,7 +192,18 @@ def main() -> None:
     parser.add_argument(
         "--min-odds", type=float, default=0.0, help="exit 1 when a candidate's odds are lower"
     )
+    parser.add_argument(
+        "--offsets",
+        default=None,
+        help="instead: simulated models straying from their world by these sds, e.g. 0.01,0.02,0.03 "
+        "(OUT gives the cells and sizes); prints the share of models at --min-odds (default 0.25)",
+    )
+    parser.add_argument("--models", type=int, default=200, help="simulated models per offset")
     args = parser.parse_args()
+    if args.offsets is not None:
+        offsets = [float(x) for x in args.offsets.split(",")]
+        print_offset_odds(args.out[0], offsets, args.models, args.min_odds or 0.25)
+        return
     below = []
     for out in args.out:
         try:
