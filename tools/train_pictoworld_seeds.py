@@ -108,7 +108,7 @@ def train_seeds(args, log) -> list[int]:
         overrides["unet_channels"] = parse_unet_channels(args.unet_channels)
     from diffsteer.pictoworld.train import config_from_preset
 
-    total = config_from_preset(**{**overrides, "preset": args.preset}).unet_steps
+    total = config_from_preset(**overrides).unet_steps
     jobs = {}
     for seed in args.seeds:
         step = ctx.Value("i", 0)
