@@ -10,6 +10,8 @@
 # tools/train_pictoworld_seeds.py with the v9nc recipe, stopping the least advanced seeds if the rest would
 # not finish within DEADLINE_S (default 420 s, which with the set-up fits the tool's 600 s), and packs the
 # best KEEP (default 5) into $OUT with summary.json and log.txt (the tool brings back at most 8 files).
+# Not yet run on a GPU (none lent since it was written); the same tool with --device cpu ran here against
+# the device image's transformers 5.17 and huggingface_hub 1.33, and its saved models load with ours.
 # Back here: tar -xf each into runs/, then `SKIP_TRAIN=1 bash tools/retrain_pictoworld.sh runs/pictoworld-sN`
 # for the best, which measures the held-out figures and stops under the pass odds' 0.25.
 set -euo pipefail
