@@ -9,7 +9,8 @@
 # GPU training draws what a CPU training draws (the test marked for a GPU), then runs
 # tools/train_pictoworld_seeds.py with the v9nc recipe, stopping the least advanced seeds if the rest would
 # not finish within DEADLINE_S (default 420 s, which with the set-up fits the tool's 600 s), and packs the
-# best KEEP (default 5) into $OUT with summary.json and log.txt (the tool brings back at most 8 files).
+# best, as many as come back (8 files, 64 MiB: about eight of the 7 MB candidates), into $OUT with
+# summary.json and log.txt.
 # Not yet run on a GPU (none lent since it was written); the same tool with --device cpu ran here against
 # the device image's transformers 5.17 and huggingface_hub 1.33, and its saved models load with ours.
 # Back here: tar -xf each into runs/, then `SKIP_TRAIN=1 bash tools/retrain_pictoworld.sh runs/pictoworld-sN`
@@ -28,5 +29,5 @@ nvidia-smi -L | tee "$OUT/log.txt"
 { python3 -m pytest -q -p no:cacheprovider tests/pictoworld/test_pictoworld_training.py -k gpu 2>&1 ||
   echo "self-check failed: see above"; } | tail -5 | tee -a "$OUT/log.txt"
 python3 tools/train_pictoworld_seeds.py /tmp/seeds --seeds "$SEEDS" --device cuda \
-  --deadline-s "${DEADLINE_S:-420}" --reserve-s "${RESERVE_S:-120}" --keep "${KEEP:-5}" --pack "$OUT" \
+  --deadline-s "${DEADLINE_S:-420}" --reserve-s "${RESERVE_S:-120}" --pack "$OUT" \
   2>&1 | grep -v -e Warning -e torchvision -e "kept in float32" | tee -a "$OUT/log.txt"

@@ -1,7 +1,7 @@
 """Train several pictoworld seeds at once on one device, gate each, and pack the most promising.
 
 Run:  python tools/train_pictoworld_seeds.py OUT --seeds 2-9 [--device cuda] [--deadline-s 420]
-          [--n-images 44000 --unet-steps 13000] [--unet-channels 48,96] [--keep 4] [--pack DIR]
+          [--n-images 44000 --unet-steps 13000] [--unet-channels 48,96] [--pack DIR] [--keep 8]
 
 Why: a candidate's per-cell offsets are a lottery over training seeds (its VAE's, RESULTS.md "does the
 VAE set a training seed's offsets?"), and on 2 CPU cores one seed takes 85 minutes. A GPU machine is lent
@@ -12,8 +12,8 @@ which hands their share of the device to the rest. Each finished candidate then 
 gate on seeds 5000+ (research/pictoworld_unsafe.py at guidance 1.0, 256 images a planted prompt, in
 OUT/SEED/figures/gate_seed5000.json), and the candidates are ranked by gate misses, then by their spread
 beyond sampling (``evaluate.spread_beyond_sampling``, which research/pictoworld_spread.py prints).
-``--pack DIR`` writes the best ``--keep`` as one tar each (the device tool brings back at most 8 files)
-beside ``summary.json``.
+``--pack DIR`` tars the best, as many as the device tool brings back (8 files, 64 MiB), a few per tar,
+beside ``summary.json``; a gate that fails or runs late leaves its candidate packed after the gated ones.
 
 What comes next is the held-out verdict and the pass odds of tools/retrain_pictoworld.sh, on the CPU
 machine, for the best of them; nothing here decides an adoption. Every stage draws its randomness on the
@@ -120,7 +120,7 @@ def train_seeds(args, log) -> list[int]:
         proc.start()
         jobs[seed] = (proc, step, [])  # [] collects (time, step) readings
     log(f"training seeds {args.seeds} on {args.device}, {threads} threads each, {total} U-Net steps")
-    start, stopped, judged_from = time.time(), [], 0.0
+    start, stopped, judged_from = args.started, [], 0.0  # one clock for the deadline, gates included
     while any(proc.is_alive() for proc, _, _ in jobs.values()):
         time.sleep(args.poll_s)
         now = time.time()
@@ -162,7 +162,8 @@ def train_seeds(args, log) -> list[int]:
 
 
 def gate_seeds(args, seeds: list[int], log) -> dict[int, dict]:
-    """The revised unsafe gate for each seed, side by side; returns {seed: {"misses", "spread"}}."""
+    """The revised unsafe gate for each seed, side by side; returns {seed: {"misses", "spread"}}. A gate
+    still running past the deadline (with a minute's grace) is stopped and its seed left ungated."""
     from diffsteer.pictoworld.evaluate import spread_beyond_sampling
 
     procs = {}
@@ -177,7 +178,13 @@ def gate_seeds(args, seeds: list[int], log) -> dict[int, dict]:
             procs[seed] = subprocess.Popen(cmd, stdout=text, stderr=subprocess.STDOUT)
     gates = {}
     for seed, proc in procs.items():
-        if proc.wait() != 0:
+        try:
+            proc.wait(timeout=max(1.0, args.deadline_s + 60 - (time.time() - args.started)))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            log(f"seed {seed}: the gate ran past the deadline and was stopped")
+            continue
+        if proc.returncode != 0:
             log(f"seed {seed}: the gate failed (exit {proc.returncode}), see {seed}/figures/")
             continue
         figures = json.loads((args.out / str(seed) / "figures" / f"gate_seed{GATE_SEED}.json").read_text())
@@ -199,13 +206,45 @@ def rank(gates: dict[int, dict]) -> list[int]:
     return sorted(gates, key=key)
 
 
+# what the device tool brings back: 8 files (two go to summary.json and log.txt), 16 MiB each, 64 MiB in all
+PACK_FILES, PACK_FILE_BYTES, PACK_TOTAL_BYTES = 6, 15_000_000, 60_000_000
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+
+
+def pack_groups(sizes: dict[int, int]) -> list[list[int]]:
+    """The candidates (seed: bytes, best first) that fit the limits above, as a few per tar, in order;
+    the first that does not fit ends the list, so a worse one never takes a better one's place."""
+    groups: list[list[int]] = []
+    group_bytes: list[int] = []
+    total = 0
+    for seed, size in sizes.items():
+        if total + size > PACK_TOTAL_BYTES:
+            break
+        if groups and group_bytes[-1] + size <= PACK_FILE_BYTES:
+            groups[-1].append(seed)
+            group_bytes[-1] += size
+        elif len(groups) < PACK_FILES and size <= PACK_FILE_BYTES:
+            groups.append([seed])
+            group_bytes.append(size)
+        else:
+            break
+        total += size
+    return groups
+
+
 def pack(out: Path, seeds: list[int], dest: Path) -> list[str]:
+    """Tar the candidates of ``seeds`` (best first) into ``dest``, as many as fit; each untars to
+    pictoworld-sSEED/."""
     dest.mkdir(parents=True, exist_ok=True)
     names = []
-    for seed in seeds:
-        name = f"pictoworld-s{seed}.tar"
+    for group in pack_groups({seed: _folder_bytes(out / str(seed)) for seed in seeds}):
+        name = "pictoworld-" + "-".join(f"s{seed}" for seed in group) + ".tar"
         with tarfile.open(dest / name, "w") as tar:
-            tar.add(out / str(seed), arcname=f"pictoworld-s{seed}")
+            for seed in group:
+                tar.add(out / str(seed), arcname=f"pictoworld-s{seed}")
         names.append(name)
     return names
 
@@ -226,8 +265,10 @@ def main() -> None:
     parser.add_argument("--poll-s", type=float, default=20)
     parser.add_argument("--gate-neutral", type=int, default=256)
     parser.add_argument("--gate-explicit", type=int, default=64)
-    parser.add_argument("--keep", type=int, default=4, help="how many of the best to pack")
-    parser.add_argument("--pack", type=Path, default=None, help="write the best as tars here")
+    parser.add_argument("--keep", type=int, default=8, help="at most this many of the best are packed")
+    parser.add_argument(
+        "--pack", type=Path, default=None, help="tar the best here, as many as the device tool brings back"
+    )
     args = parser.parse_args()
     try:
         args.seeds = parse_seeds(args.seeds)
@@ -239,6 +280,7 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.started = time.time()
     lines: list[str] = []
 
     def log(line: str) -> None:
@@ -246,12 +288,17 @@ def main() -> None:
         lines.append(line)
 
     finished = train_seeds(args, log)
-    gates = gate_seeds(args, finished, log) if finished else {}
+    gates: dict[int, dict] = {}
+    try:
+        gates = gate_seeds(args, finished, log) if finished else {}
+    except Exception as exc:  # the trained candidates are the costly part: they still get packed
+        log(f"the gates stopped: {exc!r}")
     order = rank(gates)
     summary = {"seeds": args.seeds, "finished": finished, "ranked": order, "gates": gates, "log": lines}
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if args.pack is not None:
-        summary["packed"] = pack(args.out, order[: args.keep], args.pack)
+        ungated = [seed for seed in finished if seed not in gates]
+        summary["packed"] = pack(args.out, (order + ungated)[: args.keep], args.pack)
         (args.pack / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     sys.exit(0 if finished else 1)
 

@@ -56,6 +56,16 @@ def test_candidates_rank_by_gate_misses_then_spread_and_unreadable_ones_last(too
     assert tool.rank(gates) == [4, 3, 5, 2]
 
 
+def test_as_many_of_the_best_are_packed_as_the_device_tool_brings_back(tool):
+    mb = 1_000_000
+    # 7 MB candidates: two a tar, eight in four tars (56 MB of the 60 allowed)
+    assert tool.pack_groups({seed: 7 * mb for seed in range(2, 10)}) == [[2, 3], [4, 5], [6, 7], [8, 9]]
+    # 11 MB candidates (a wider U-Net): one a tar, and the sixth would pass 60 MB in all
+    assert tool.pack_groups({seed: 11 * mb for seed in range(8)}) == [[0], [1], [2], [3], [4]]
+    # a candidate that does not fit ends the list: a worse one never takes a better one's place
+    assert tool.pack_groups({0: 7 * mb, 1: 20 * mb, 2: 1 * mb}) == [[0]]
+
+
 @pytest.mark.parametrize("extra", [["--seeds", "x"], ["--seeds", "2", "--device", "cuda:99"]])
 def test_bad_seeds_or_device_fail_in_one_line_before_any_training(tmp_path, extra):
     out = tmp_path / "sweep"
