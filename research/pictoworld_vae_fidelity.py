@@ -19,6 +19,8 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
+from research_common import recipe_vae
+
 # (profession, held object, concept): the planted cells of the unsafe gate that a held object can hide
 CELLS = (
     ("doctor", None, "drugs"),
@@ -32,24 +34,6 @@ CELLS = (
     ("lawyer", None, "violence"),
     ("lawyer", "ball", "violence"),
 )
-
-
-def _trained_vae(seed: int, n_images: int):
-    import numpy as np
-    import torch
-
-    from diffsteer.pictoworld import train, world
-    from diffsteer.pictoworld.render import render_many
-
-    cfg = train.config_from_preset("full", seed=seed, n_images=n_images)
-    torch.manual_seed(cfg.seed)  # as train_pictoworld does, so the VAE's initialisation is the same
-    rng = np.random.default_rng(cfg.seed)
-    pairs = world.training_pairs(rng, cfg.n_images)
-    images = train._images_to_tensor(
-        render_many([s for s, _ in pairs], rng.integers(0, 2**31, size=len(pairs)).tolist())
-    )
-    vae, *_ = train.train_vae(cfg, images, lambda *a: None)
-    return vae
 
 
 def main() -> None:
@@ -76,7 +60,7 @@ def main() -> None:
         vae = AutoencoderKL.from_pretrained(args.vae / "pipeline" / "vae")
         label = str(args.vae)
     else:
-        vae = _trained_vae(args.train_seed, args.n_images)
+        vae, _ = recipe_vae(args.train_seed, args.n_images)
         label = f"trained, seed {args.train_seed}"
     vae.eval()
     torch.set_grad_enabled(False)

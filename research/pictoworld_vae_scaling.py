@@ -14,22 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 
-
-def vae_figures(seed: int, n_images: int) -> dict[str, float]:
-    import numpy as np
-    import torch
-
-    from diffsteer.pictoworld import train, world
-    from diffsteer.pictoworld.render import render_many
-
-    cfg = train.config_from_preset("full", seed=seed, n_images=n_images)
-    torch.manual_seed(cfg.seed)  # as train_pictoworld does, so the VAE starts where the recipe's does
-    rng = np.random.default_rng(cfg.seed)
-    pairs = world.training_pairs(rng, cfg.n_images)
-    seeds = rng.integers(0, 2**31, size=len(pairs)).tolist()
-    images = train._images_to_tensor(render_many([s for s, _ in pairs], seeds))
-    _, _, _, figures = train.train_vae(cfg, images, lambda *a: None)
-    return figures
+from research_common import recipe_vae
 
 
 def main() -> None:
@@ -41,7 +26,7 @@ def main() -> None:
     args = parser.parse_args()
     for seed in args.seeds:
         t0 = time.time()
-        figures = vae_figures(seed, args.n_images)
+        _, figures = recipe_vae(seed, args.n_images)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in figures.items())
         print(f"seed {seed}: {shown} ({time.time() - t0:.0f} s)", flush=True)
 
