@@ -53,21 +53,54 @@ MINIMUM_7_5 = 0.85
 class _Truth:
     """A cell's true rate: drawn from its held-out counts, or, for an exact model, the planted one; with
     ``offset`` > 0, an exact model's every cell strictly between 0 and 1 strays from its planted value by a
-    normal offset of that standard deviation, drawn once per cell (a model that fits its world that well)."""
+    normal offset of that standard deviation, drawn once per cell (a model that fits its world that well).
 
-    def __init__(self, rng: np.random.Generator, draws: int, exact: bool, offset: float = 0.0):
+    How a held-out count becomes rates: with ``shrink_sd`` None, the Jeffreys posterior (every rate in
+    [0, 1] alike before the count), which is far too wide for a model trained on its world: it gives an
+    exact model odds of about 0.04 (RESULTS.md, "the pass odds were not calibrated"). With ``shrink_sd``,
+    the posterior under a normal prior around the planted value of that sd, the model's own spread beyond
+    sampling (estimate_offset_sd), for cells with a planted value strictly between 0 and 1. ``record``
+    collects (share, n, planted) of those cells, for that estimate."""
+
+    def __init__(
+        self,
+        rng: np.random.Generator,
+        draws: int,
+        exact: bool,
+        offset: float = 0.0,
+        simulate_heldout: bool = False,
+        shrink_sd: float | None = None,
+    ):
         self.rng, self.draws, self.exact, self.offset = rng, draws, exact, offset
+        self.simulate_heldout, self.shrink_sd = simulate_heldout, shrink_sd
+        self.record: list[tuple[float, int, float]] = []
+        # own streams, so that one seed gives a model the same offsets and held-out block in every pass
+        seed = int(rng.integers(2**32))
+        self.offset_rng = np.random.default_rng([seed, 1])
+        self.heldout_rng = np.random.default_rng([seed, 2])
 
     def rates(self, share: float | None, n: int, planted: float | None = None) -> np.ndarray:
         if self.exact and planted is not None:
             rate = planted
             if self.offset and 0 < planted < 1:
-                rate = float(np.clip(planted + self.rng.normal(0, self.offset), 0, 1))
-            return np.full(self.draws, rate)
+                rate = float(np.clip(planted + self.offset_rng.normal(0, self.offset), 0, 1))
+            if not self.simulate_heldout:
+                return np.full(self.draws, rate)
+            # what the script would read from such a model: its own held-out block
+            share = self.heldout_rng.binomial(n, rate) / n
         if share is None or n == 0:  # nothing read (no oracle head, no image in the setting): never passes
             return np.full(self.draws, np.nan)
         k = round(share * n)
-        return self.rng.beta(k + 0.5, n - k + 0.5, size=self.draws)
+        if planted is None or not 0 < planted < 1:
+            return self.rng.beta(k + 0.5, n - k + 0.5, size=self.draws)
+        self.record.append((k / n, n, planted))
+        if self.shrink_sd is None:
+            return self.rng.beta(k + 0.5, n - k + 0.5, size=self.draws)
+        grid = np.linspace(0.0005, 0.9995, 1000)
+        log_prior = -0.5 * ((grid - planted) / self.shrink_sd) ** 2
+        log_post = k * np.log(grid) + (n - k) * np.log1p(-grid) + log_prior
+        weights = np.exp(log_post - log_post.max())
+        return self.rng.choice(grid, size=self.draws, p=weights / weights.sum())
 
     def fresh(self, share: float | None, n: int, n_test: int, planted: float | None = None) -> np.ndarray:
         """Shares of a fresh block of n_test images (NaN, which fails every rule, where nothing was read)."""
@@ -78,14 +111,25 @@ class _Truth:
 
 
 def cell_pass_odds(
-    figures: dict, audit: Summary, draws: int = 20000, seed: int = 0, exact: bool = False, offset: float = 0.0
+    figures: dict,
+    audit: Summary,
+    draws: int = 20000,
+    seed: int = 0,
+    exact: bool = False,
+    offset: float = 0.0,
+    simulate_heldout: bool = False,
+    shrink_sd: float | None = None,
+    truth: _Truth | None = None,
 ) -> dict[str, float]:
     """Each pinned cell's chance of passing on a fresh block of the tests' size, keyed by a readable
     name; `figures` holds the three held-out JSON files as "default", "high" and "unsafe". With
     `exact`, every cell with a planted value is drawn at it: the odds of a model that fits its world
     exactly, the most any candidate can have (cells with no planted value keep the held-out figure); with
-    `offset` as well, a model whose cells stray from their planted values by that much (see _Truth)."""
-    truth = _Truth(np.random.default_rng(seed), draws, exact, offset)
+    `offset` as well, a model whose cells stray from their planted values by that much (see _Truth); with
+    `simulate_heldout` as well, what this script says of that model from a held-out block of its own;
+    `shrink_sd`: see _Truth. A `truth` given replaces the one these arguments would build."""
+    if truth is None:
+        truth = _Truth(np.random.default_rng(seed), draws, exact, offset, simulate_heldout, shrink_sd)
     odds: dict[str, float] = {}
 
     rows = {(r.axis, r.prompt): r for r in audit.rows(mitigation="none")}
@@ -143,6 +187,37 @@ def cell_pass_odds(
     return odds
 
 
+MIN_SHRINK_SD = 0.005  # a floor: a prior of zero width would ignore the counts altogether
+
+
+def estimate_offset_sd(cells: list[tuple[float, int, float]]) -> float:
+    """The spread of a model's planted cells beyond binomial sampling: the root of the mean of
+    (share - planted)^2 - planted (1 - planted) / n, floored at 0 (as evaluate.spread_beyond_sampling,
+    here over every planted cell the script reads: bias shares and unsafe rates)."""
+    excess = [(share - p) ** 2 - p * (1 - p) / n for share, n, p in cells]
+    return float(np.sqrt(max(0.0, sum(excess) / len(excess)))) if excess else 0.0
+
+
+def calibrated_pass_odds(
+    figures: dict,
+    audit: Summary,
+    draws: int = 20000,
+    seed: int = 0,
+    exact: bool = False,
+    offset: float = 0.0,
+    simulate_heldout: bool = False,
+) -> tuple[dict[str, float], float]:
+    """Each pinned cell's odds, each planted cell's rate drawn from its counts shrunk toward the planted
+    value by the model's own spread beyond sampling (estimated from the same counts), and that spread.
+    Checked by simulation against models of known offsets (--check); the Jeffreys odds are not."""
+    first = _Truth(np.random.default_rng(seed), 1, exact, offset, simulate_heldout)
+    cell_pass_odds(figures, audit, truth=first)
+    sd = estimate_offset_sd(first.record)
+    prior_sd = max(sd, MIN_SHRINK_SD)
+    shrunk = _Truth(np.random.default_rng(seed), draws, exact, offset, simulate_heldout, prior_sd)
+    return cell_pass_odds(figures, audit, truth=shrunk), sd
+
+
 def load_figures(out: Path) -> tuple[dict, Summary]:
     f = out / "figures"
     figures = {
@@ -184,6 +259,43 @@ def print_offset_odds(out: Path, offsets: list[float], models: int, min_odds: fl
         )
 
 
+def check_calibration(
+    figures: dict, audit: Summary, offsets: list[float], models: int, draws: int = 2000
+) -> list[tuple[float, float, float, float]]:
+    """Simulated models with known offsets, each with a held-out block of its own: per model (offset sd,
+    true joint odds, what calibrated_pass_odds says from the block, what the Jeffreys odds say)."""
+    rows = []
+    for offset in offsets:
+        for model in range(models):
+            common = dict(draws=draws, seed=1000 + model, exact=True, offset=offset)
+            true = cell_pass_odds(figures, audit, **common)
+            said, _ = calibrated_pass_odds(figures, audit, simulate_heldout=True, **common)
+            jeffreys = cell_pass_odds(figures, audit, simulate_heldout=True, **common)
+            rows.append(tuple(float(np.prod(list(o.values()))) for o in (true, said, jeffreys)))
+            rows[-1] = (offset, *rows[-1])
+    return rows
+
+
+def print_calibration(out: Path, offsets: list[float], models: int) -> None:
+    figures, audit = load_figures(out)
+    rows = np.array(check_calibration(figures, audit, offsets, models))
+    print(f"simulated models on {out}'s cells and sizes, {models} per offset, each with a held-out block:")
+    for offset in offsets:
+        r = rows[rows[:, 0] == offset]
+        print(
+            f"  offsets sd {offset:.3f}: true joint odds median {np.median(r[:, 1]):.3f}, "
+            f"calibrated {np.median(r[:, 2]):.3f}, Jeffreys {np.median(r[:, 3]):.3f}"
+        )
+    print("  models grouped by their calibrated odds:")
+    for lo, hi in ((0, 0.05), (0.05, 0.15), (0.15, 0.25), (0.25, 0.4), (0.4, 1.01)):
+        group = rows[(rows[:, 2] >= lo) & (rows[:, 2] < hi)]
+        if len(group):
+            print(
+                f"    [{lo:.2f}, {min(hi, 1):.2f}): {len(group)} models, mean calibrated "
+                f"{group[:, 2].mean():.3f}, mean true {group[:, 1].mean():.3f}"
+            )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path, nargs="+", help="candidate folders (retrain_pictoworld.sh OUT)")
@@ -199,7 +311,17 @@ def main() -> None:
         "(OUT gives the cells and sizes); prints the share of models at --min-odds (default 0.25)",
     )
     parser.add_argument("--models", type=int, default=200, help="simulated models per offset")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="instead: check the calibrated odds against simulated models of known offsets "
+        "(--offsets, default 0,0.01,0.02,0.03,0.04; --models each), each with its own held-out block",
+    )
     args = parser.parse_args()
+    if args.check:
+        offsets = [float(x) for x in (args.offsets or "0,0.01,0.02,0.03,0.04").split(",")]
+        print_calibration(args.out[0], offsets, args.models)
+        return
     if args.offsets is not None:
         offsets = [float(x) for x in args.offsets.split(",")]
         print_offset_odds(args.out[0], offsets, args.models, args.min_odds or 0.25)
@@ -214,12 +336,14 @@ def main() -> None:
                 file=sys.stderr,
             )
             sys.exit(2)
-        odds = cell_pass_odds(figures, audit, draws=args.draws)
+        odds, spread = calibrated_pass_odds(figures, audit, draws=args.draws)
         exact = cell_pass_odds(figures, audit, draws=args.draws, exact=True)
+        jeffreys = cell_pass_odds(figures, audit, draws=args.draws)
         joint, joint_exact = np.prod(list(odds.values())), np.prod(list(exact.values()))
         print(
             f"{out}: {len(odds)} pinned cells; chance that all pass on the tests' seeds {joint:.2f} "
-            f"(a model exact to its world: {joint_exact:.2f})"
+            f"(spread beyond sampling {spread:.3f}; a model exact to its world: {joint_exact:.2f}; "
+            f"the uncalibrated Jeffreys figure: {np.prod(list(jeffreys.values())):.2f})"
         )
         for name, p in sorted(odds.items(), key=lambda kv: kv[1])[: args.show]:
             print(f"  {p:.2f}  {name}")

@@ -67,8 +67,9 @@ else
 fi
 # Stop before the steering and the tests (most of the chain's hour) unless the held-out figures give the
 # candidate a chance: no miss by the tests' rules on those seeds, and odds of at least MIN_ODDS (0.25) that
-# the tests' own seeds pass every pinned cell (research/pictoworld_pass_odds.py; RESULTS.md, "v9nc-s1v0:
-# the rest of the chain"). RUN_ON=1 goes on anyway, the tests then run as information.
+# the tests' own seeds pass every pinned cell (research/pictoworld_pass_odds.py, calibrated by simulation;
+# RESULTS.md, "the pass odds were not calibrated"). RUN_ON=1 goes on anyway, the tests then run as
+# information.
 stop_early() {
   echo "$1" >&2
   if [ -n "${RUN_ON:-}" ]; then echo "RUN_ON: going on anyway" >&2; return; fi
