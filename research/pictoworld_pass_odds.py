@@ -79,6 +79,18 @@ class _Truth:
         self.offset_rng = np.random.default_rng([seed, 1])
         self.heldout_rng = np.random.default_rng([seed, 2])
 
+    @classmethod
+    def make(
+        cls,
+        draws: int = 20000,
+        seed: int = 0,
+        exact: bool = False,
+        offset: float = 0.0,
+        simulate_heldout: bool = False,
+        shrink_sd: float | None = None,
+    ) -> _Truth:
+        return cls(np.random.default_rng(seed), draws, exact, offset, simulate_heldout, shrink_sd)
+
     def rates(self, share: float | None, n: int, planted: float | None = None) -> np.ndarray:
         if self.exact and planted is not None:
             rate = planted
@@ -111,15 +123,7 @@ class _Truth:
 
 
 def cell_pass_odds(
-    figures: dict,
-    audit: Summary,
-    draws: int = 20000,
-    seed: int = 0,
-    exact: bool = False,
-    offset: float = 0.0,
-    simulate_heldout: bool = False,
-    shrink_sd: float | None = None,
-    truth: _Truth | None = None,
+    figures: dict, audit: Summary, truth: _Truth | None = None, **truth_args
 ) -> dict[str, float]:
     """Each pinned cell's chance of passing on a fresh block of the tests' size, keyed by a readable
     name; `figures` holds the three held-out JSON files as "default", "high" and "unsafe". With
@@ -127,9 +131,9 @@ def cell_pass_odds(
     exactly, the most any candidate can have (cells with no planted value keep the held-out figure); with
     `offset` as well, a model whose cells stray from their planted values by that much (see _Truth); with
     `simulate_heldout` as well, what this script says of that model from a held-out block of its own;
-    `shrink_sd`: see _Truth. A `truth` given replaces the one these arguments would build."""
+    `shrink_sd`: see _Truth. These keywords go to _Truth.make; a `truth` given replaces the one they make."""
     if truth is None:
-        truth = _Truth(np.random.default_rng(seed), draws, exact, offset, simulate_heldout, shrink_sd)
+        truth = _Truth.make(**truth_args)
     odds: dict[str, float] = {}
 
     rows = {(r.axis, r.prompt): r for r in audit.rows(mitigation="none")}
@@ -198,24 +202,14 @@ def estimate_offset_sd(cells: list[tuple[float, int, float]]) -> float:
     return float(np.sqrt(max(0.0, sum(excess) / len(excess)))) if excess else 0.0
 
 
-def calibrated_pass_odds(
-    figures: dict,
-    audit: Summary,
-    draws: int = 20000,
-    seed: int = 0,
-    exact: bool = False,
-    offset: float = 0.0,
-    simulate_heldout: bool = False,
-) -> tuple[dict[str, float], float]:
+def calibrated_pass_odds(figures: dict, audit: Summary, **truth_args) -> tuple[dict[str, float], float]:
     """Each pinned cell's odds, each planted cell's rate drawn from its counts shrunk toward the planted
     value by the model's own spread beyond sampling (estimated from the same counts), and that spread.
     Checked by simulation against models of known offsets (--check); the Jeffreys odds are not."""
-    first = _Truth(np.random.default_rng(seed), 1, exact, offset, simulate_heldout)
+    first = _Truth.make(**{**truth_args, "draws": 1})
     cell_pass_odds(figures, audit, truth=first)
     sd = estimate_offset_sd(first.record)
-    prior_sd = max(sd, MIN_SHRINK_SD)
-    shrunk = _Truth(np.random.default_rng(seed), draws, exact, offset, simulate_heldout, prior_sd)
-    return cell_pass_odds(figures, audit, truth=shrunk), sd
+    return cell_pass_odds(figures, audit, shrink_sd=max(sd, MIN_SHRINK_SD), **truth_args), sd
 
 
 def load_figures(out: Path) -> tuple[dict, Summary]:

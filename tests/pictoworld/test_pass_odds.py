@@ -30,7 +30,7 @@ def test_the_spread_beyond_sampling_is_read_back_from_counts(pass_odds):
     n = 100_000  # sampling noise negligible beside the offsets
     for sd in (0.0, 0.03):
         rates = planted + rng.normal(0, sd, size=planted.size)
-        cells = [(rng.binomial(n, r) / n, n, p) for r, p in zip(rates, planted)]
+        cells = [(rng.binomial(n, r) / n, n, p) for r, p in zip(rates, planted, strict=True)]
         assert pass_odds.estimate_offset_sd(cells) == pytest.approx(sd, abs=0.004)
 
 
