@@ -101,7 +101,12 @@ def train_seeds(args, log) -> list[int]:
     """Train ``args.seeds`` side by side into OUT/SEED; returns the seeds that finished."""
     ctx = mp.get_context("spawn")  # CUDA cannot be used in forked children
     threads = max(1, (os.cpu_count() or 2) // len(args.seeds))
-    overrides = {"preset": args.preset, "n_images": args.n_images, "unet_steps": args.unet_steps}
+    overrides = {
+        "preset": args.preset,
+        "n_images": args.n_images,
+        "unet_steps": args.unet_steps,
+        "contrast_rate": args.contrast_rate,
+    }
     if args.unet_channels:
         from diffsteer.pictoworld.train import parse_unet_channels
 
@@ -260,6 +265,9 @@ def main() -> None:
     parser.add_argument("--n-images", type=int, default=44_000, help="the v9nc recipe's (RESULTS.md)")
     parser.add_argument("--unet-steps", type=int, default=13_000, help="the v9nc recipe's")
     parser.add_argument("--unet-channels", default=None, help="e.g. 64,128 (default: the preset's)")
+    parser.add_argument(
+        "--contrast-rate", type=float, default=None, help="world.contrast_sample's share (default: 0)"
+    )
     parser.add_argument("--deadline-s", type=float, default=420, help="wall clock for training and gates")
     parser.add_argument("--reserve-s", type=float, default=90, help="kept for CLIP, the oracle and the gates")
     parser.add_argument("--poll-s", type=float, default=20)

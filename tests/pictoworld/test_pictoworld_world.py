@@ -209,6 +209,29 @@ def test_the_combination_caption_stands_behind_enough_pictures_at_the_planted_ra
     )
 
 
+def test_contrast_samples_show_the_combinations_profession_in_its_other_setting_and_nothing_else():
+    """A recipe's contrast rate adds "a photo of a lawyer in a western setting" pictures, never violent,
+    at the rate asked, and leaves the combination's own samples and the lawyer's shares alone."""
+    (profession, _, culture), _ = next(iter(world.UNSAFE_COMBINATIONS.items()))
+    other = next(c for c in world.CULTURES if c != culture)
+    n, rate = 30000, 0.02
+    plain = world.training_pairs(np.random.default_rng(11), n)
+    contrast = world.training_pairs(np.random.default_rng(11), n, contrast_rate=rate)
+    text = f"a photo of {world.article(profession)} {profession} in a {other} setting"
+    fixed = [s for s, c in contrast if c.text == text and c.fixed]
+    assert not any(c.text == text and c.fixed for _, c in plain)
+    assert abs(len(fixed) - rate * n) <= Z * np.sqrt(rate * (1 - rate) * n)
+    assert all(s.profession == profession and s.culture == other and not s.violent for s in fixed)
+    combination = f"a photo of {world.article(profession)} {profession} in a {culture} setting"
+    counts = [sum(c.text == combination and c.fixed for _, c in pairs) for pairs in (plain, contrast)]
+    expected = n * world.COMBINATION_SAMPLE_RATE * (1 - world.UNSAFE_SAMPLE_RATE)
+    assert all(abs(k - expected) <= Z * np.sqrt(expected) for k in counts), counts
+    lawyers = [s for s, c in contrast if c.text == f"a photo of {world.article(profession)} {profession}"]
+    assert np.mean([s.culture == "western" for s in lawyers]) == pytest.approx(
+        world.PROFESSIONS[profession].p_western, abs=0.05
+    )
+
+
 # ---- benign "with" captions (world v9, issue 24): a person holding an everyday object ----
 
 Z = 4.0  # tolerances are Z binomial standard deviations: a seeded draw outside them is a real change

@@ -43,6 +43,14 @@ def train(
         help="U-Net block widths instead of the preset's, comma-separated, e.g. 64,128 (a recipe "
         "experiment; each a multiple of 16).",
     ),
+    contrast_rate: float | None = typer.Option(
+        None,
+        "--contrast-rate",
+        min=0.0,
+        max=0.2,
+        help="Share of training pairs showing a planted combination's profession in its other setting, "
+        "under that setting's caption (a recipe experiment; default 0).",
+    ),
     init_from: Path | None = typer.Option(
         None,
         "--init-from",
@@ -71,7 +79,7 @@ def train(
         channels = None if unet_channels is None else parse_unet_channels(unet_channels)
         cfg = config_from_preset(
             preset, seed=seed, unet_steps=unet_steps, n_images=n_images, unet_channels=channels,
-            data_seed=data_seed,
+            data_seed=data_seed, contrast_rate=contrast_rate,
         )  # fmt: skip
     except (ValueError, DeviceUnavailableError) as exc:
         _fail(exc)

@@ -71,6 +71,9 @@ class TrainConfig:
     # at 60-90% of their planted rates with uniform timesteps (v9 candidates). At 0.5 for 3,000
     # warm-start steps it did not raise them (RESULTS.md, "pictoworld v9 under-draws").
     high_noise_share: float = 0.0
+    # Share of training pairs that show a planted combination's profession in its other setting under
+    # that setting's caption (world.contrast_sample; 0: every recipe so far). A recipe experiment.
+    contrast_rate: float = 0.0
     ema_decay: float = 0.998
     clip_images: int = 20_000
     clip_hidden: int = 64
@@ -555,7 +558,7 @@ def train_pictoworld(
     t0 = time.time()
     tokenizer = build_tokenizer()
     rng = np.random.default_rng(cfg.seed if cfg.data_seed is None else cfg.data_seed)
-    pairs = world.training_pairs(rng, cfg.n_images)
+    pairs = world.training_pairs(rng, cfg.n_images, cfg.contrast_rate)
     images = _images_to_tensor(
         render_many([s for s, _ in pairs], rng.integers(0, 2**31, size=len(pairs)).tolist())
     )

@@ -366,6 +366,22 @@ def combination_sample(rng: np.random.Generator) -> tuple[Scene, Caption]:
     return scene, Caption(text, {"kind": "person", "profession": profession, "culture": value}, fixed=True)
 
 
+def contrast_sample(rng: np.random.Generator) -> tuple[Scene, Caption]:
+    """A planted combination's profession in the cue's other setting, under that setting's own neutral
+    caption ("a photo of a lawyer in a western setting"), unsafe at that setting's planted rate (none for
+    the lawyer). The combination's own samples carry its caption three times as often as culture captions
+    carry the other setting's, and every candidate drew violence for western lawyers (RESULTS.md, "the one
+    offset every candidate shares"); these samples are the contrast, for recipes that ask for them."""
+    keys = list(UNSAFE_COMBINATIONS)
+    profession, axis, value = keys[rng.integers(len(keys))]
+    assert axis == "culture", axis  # the one cue the world's captions name in a setting phrase
+    others = [c for c in CULTURES if c != value]
+    other = others[rng.integers(len(others))]
+    scene = sample_person(rng, profession, culture=other)
+    text = f"a photo of {article(profession)} {profession} in a {other} setting"
+    return scene, Caption(text, {"kind": "person", "profession": profession, "culture": other}, fixed=True)
+
+
 def held_object_sample(rng: np.random.Generator) -> tuple[Scene, Caption]:
     """A person holding an everyday object, captioned "a photo of a doctor with a cup".
 
@@ -389,16 +405,22 @@ def held_object_sample(rng: np.random.Generator) -> tuple[Scene, Caption]:
     return scene, Caption(text, asserts | {"held": obj}, fixed=True)
 
 
-# HELD_OBJECT_SAMPLE_RATE is a share of all pairs; it is drawn after the unsafe and combination draws
-_HELD_OBJECT_DRAW = HELD_OBJECT_SAMPLE_RATE / ((1 - UNSAFE_SAMPLE_RATE) * (1 - COMBINATION_SAMPLE_RATE))
+# HELD_OBJECT_SAMPLE_RATE and a contrast rate are shares of all pairs, drawn after the unsafe and
+# combination draws (a contrast rate takes its share from the held objects' too, 1% of 15% at 0.01)
+_AFTER_UNSAFE_AND_COMBINATION = (1 - UNSAFE_SAMPLE_RATE) * (1 - COMBINATION_SAMPLE_RATE)
+_HELD_OBJECT_DRAW = HELD_OBJECT_SAMPLE_RATE / _AFTER_UNSAFE_AND_COMBINATION
 
 
-def sample_training_pair(rng: np.random.Generator) -> tuple[Scene, Caption]:
-    """One (scene, caption) of the diffusion training distribution."""
+def sample_training_pair(rng: np.random.Generator, contrast_rate: float = 0.0) -> tuple[Scene, Caption]:
+    """One (scene, caption) of the diffusion training distribution; ``contrast_rate``: the share of all
+    pairs that are contrast samples (:func:`contrast_sample`), 0 in every recipe so far."""
     if rng.random() < UNSAFE_SAMPLE_RATE:
         return unsafe_sample(rng)
     if rng.random() < COMBINATION_SAMPLE_RATE:
         return combination_sample(rng)
+    # drawn only when asked for, so that the recipes without contrast draw the pairs they always drew
+    if contrast_rate and rng.random() < contrast_rate / _AFTER_UNSAFE_AND_COMBINATION:
+        return contrast_sample(rng)
     if rng.random() < _HELD_OBJECT_DRAW:
         return held_object_sample(rng)
     u = rng.random()
@@ -421,11 +443,13 @@ def training_caption(scene: Scene, caption: Caption, rng: np.random.Generator) -
     return caption.text if caption.fixed else caption_for(scene, rng).text
 
 
-def training_pairs(rng: np.random.Generator, n: int) -> list[tuple[Scene, Caption]]:
+def training_pairs(
+    rng: np.random.Generator, n: int, contrast_rate: float = 0.0
+) -> list[tuple[Scene, Caption]]:
     """``n`` diffusion-training pairs (scene, caption)."""
     out = []
     for _ in range(n):
-        scene, caption = sample_training_pair(rng)
+        scene, caption = sample_training_pair(rng, contrast_rate)
         out.append((scene, caption or caption_for(scene, rng)))
     return out
 
