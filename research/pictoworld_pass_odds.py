@@ -60,7 +60,9 @@ class _Truth:
     exact model odds of about 0.04 (RESULTS.md, "the pass odds were not calibrated"). With ``shrink_sd``,
     the posterior under a normal prior around the planted value of that sd, the model's own spread beyond
     sampling (estimate_offset_sd), for cells with a planted value strictly between 0 and 1. ``record``
-    collects (share, n, planted) of those cells, for that estimate."""
+    collects (share, n, planted) of those cells, for that estimate. With ``measured`` (and ``exact``),
+    the model's true rates are the candidate's own held-out figures where a cell has a planted value: a
+    model with a real candidate's offsets, the systematic ones included."""
 
     def __init__(
         self,
@@ -70,9 +72,10 @@ class _Truth:
         offset: float = 0.0,
         simulate_heldout: bool = False,
         shrink_sd: float | None = None,
+        measured: bool = False,
     ):
         self.rng, self.draws, self.exact, self.offset = rng, draws, exact, offset
-        self.simulate_heldout, self.shrink_sd = simulate_heldout, shrink_sd
+        self.simulate_heldout, self.shrink_sd, self.measured = simulate_heldout, shrink_sd, measured
         self.record: list[tuple[float, int, float]] = []
         # own streams, so that one seed gives a model the same offsets and held-out block in every pass
         seed = int(rng.integers(2**32))
@@ -88,13 +91,17 @@ class _Truth:
         offset: float = 0.0,
         simulate_heldout: bool = False,
         shrink_sd: float | None = None,
+        measured: bool = False,
     ) -> _Truth:
-        return cls(np.random.default_rng(seed), draws, exact, offset, simulate_heldout, shrink_sd)
+        rng = np.random.default_rng(seed)
+        return cls(rng, draws, exact, offset, simulate_heldout, shrink_sd, measured)
 
     def rates(self, share: float | None, n: int, planted: float | None = None) -> np.ndarray:
         if self.exact and planted is not None:
             rate = planted
-            if self.offset and 0 < planted < 1:
+            if self.measured and share is not None:
+                rate = share
+            elif self.offset and 0 < planted < 1:
                 rate = float(np.clip(planted + self.offset_rng.normal(0, self.offset), 0, 1))
             if not self.simulate_heldout:
                 return np.full(self.draws, rate)
@@ -270,6 +277,20 @@ def check_calibration(
     return rows
 
 
+def check_measured(figures: dict, audit: Summary, models: int, draws: int = 2000) -> tuple[float, np.ndarray]:
+    """A model whose true rates are this candidate's held-out figures, and ``models`` held-out blocks of
+    it: its true joint odds, and per block what the calibrated and the Jeffreys odds say."""
+    truth = dict(draws=draws, exact=True, measured=True)
+    true = float(np.prod(list(cell_pass_odds(figures, audit, **truth).values())))
+    said = []
+    for model in range(models):
+        common = dict(truth, seed=1000 + model, simulate_heldout=True)
+        calibrated, _ = calibrated_pass_odds(figures, audit, **common)
+        jeffreys = cell_pass_odds(figures, audit, **common)
+        said.append([np.prod(list(o.values())) for o in (calibrated, jeffreys)])
+    return true, np.array(said)
+
+
 def print_calibration(out: Path, offsets: list[float], models: int) -> None:
     figures, audit = load_figures(out)
     rows = np.array(check_calibration(figures, audit, offsets, models))
@@ -311,10 +332,26 @@ def main() -> None:
         help="instead: check the calibrated odds against simulated models of known offsets "
         "(--offsets, default 0,0.01,0.02,0.03,0.04; --models each), each with its own held-out block",
     )
+    parser.add_argument(
+        "--check-measured",
+        action="store_true",
+        help="instead: take each OUT's held-out figures as a model's true rates (its real offsets, "
+        "systematic ones included) and check the odds on --models held-out blocks of it",
+    )
     args = parser.parse_args()
     if args.check:
         offsets = [float(x) for x in (args.offsets or "0,0.01,0.02,0.03,0.04").split(",")]
         print_calibration(args.out[0], offsets, args.models)
+        return
+    if args.check_measured:
+        for out in args.out:
+            true, said = check_measured(*load_figures(out), args.models)
+            lo, hi = np.quantile(said[:, 0], [0.1, 0.9])
+            print(
+                f"{out}'s figures taken as a model's truth: true joint odds {true:.3f}; over {args.models} "
+                f"held-out blocks the calibrated odds say {np.median(said[:, 0]):.3f} (10-90%: {lo:.3f}-"
+                f"{hi:.3f}), the Jeffreys odds {np.median(said[:, 1]):.3f}"
+            )
         return
     if args.offsets is not None:
         offsets = [float(x) for x in args.offsets.split(",")]
