@@ -282,9 +282,11 @@ def main() -> None:
         args.seeds = parse_seeds(args.seeds)
         import diffsteer.cli  # noqa: F401  (its log filter keeps transformers' torchvision notice out)
         from diffsteer.models import check_device
+        from diffsteer.pictoworld.train import config_from_preset
 
         check_device(args.device)
-    except Exception as exc:  # a bad seed list or device: one line, nothing trained
+        config_from_preset(args.preset, contrast_rate=args.contrast_rate)  # a bad preset or rate
+    except Exception as exc:  # a bad seed list, device, preset or rate: one line, nothing trained
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     args.out.mkdir(parents=True, exist_ok=True)

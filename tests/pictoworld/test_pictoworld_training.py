@@ -244,6 +244,21 @@ def test_an_unusable_training_device_fails_in_one_line_before_any_training(tmp_p
     assert not out.exists()
 
 
+@pytest.mark.parametrize("rate", ["0.5", "-0.01"])
+def test_a_contrast_rate_out_of_range_fails_in_one_line_before_any_training(tmp_path, rate):
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app, ["pictoworld", "train", "--preset", "smoke", "--contrast-rate", rate, "--out", str(out)]
+    )
+    assert result.exit_code == 2, result.output
+    assert "--contrast-rate" in result.output and len(result.output.strip().splitlines()) == 1
+    assert not out.exists()
+
+
 @pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
 def test_a_gpu_training_draws_the_batches_and_noise_of_a_cpu_training(tmp_path):
     """--device cuda: every random draw stays on the CPU, so the weights differ from a CPU run of the same

@@ -66,8 +66,15 @@ def test_as_many_of_the_best_are_packed_as_the_device_tool_brings_back(tool):
     assert tool.pack_groups({0: 7 * mb, 1: 20 * mb, 2: 1 * mb}) == [[0]]
 
 
-@pytest.mark.parametrize("extra", [["--seeds", "x"], ["--seeds", "2", "--device", "cuda:99"]])
-def test_bad_seeds_or_device_fail_in_one_line_before_any_training(tmp_path, extra):
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--seeds", "x"],
+        ["--seeds", "2", "--device", "cuda:99"],
+        ["--seeds", "2", "--device", "cpu", "--contrast-rate", "0.5"],
+    ],
+)
+def test_bad_seeds_device_or_rate_fail_in_one_line_before_any_training(tmp_path, extra):
     out = tmp_path / "sweep"
     result = subprocess.run([sys.executable, str(TOOL), str(out), *extra], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr

@@ -46,8 +46,6 @@ def train(
     contrast_rate: float | None = typer.Option(
         None,
         "--contrast-rate",
-        min=0.0,
-        max=0.2,
         help="Share of training pairs showing a planted combination's profession in its other setting, "
         "under that setting's caption (a recipe experiment; default 0).",
     ),

@@ -639,7 +639,13 @@ def parse_unet_channels(text: str) -> tuple[int, ...]:
     return channels
 
 
+MAX_CONTRAST_RATE = 0.2  # a recipe experiment's range; more would crowd out the world's own pairs
+
+
 def config_from_preset(preset: str, **overrides) -> TrainConfig:
     if preset not in PRESETS:
         raise ValueError(f"unknown preset '{preset}': choose one of {', '.join(PRESETS)}")
+    rate = overrides.get("contrast_rate")
+    if rate is not None and not 0 <= rate <= MAX_CONTRAST_RATE:
+        raise ValueError(f"--contrast-rate {rate}: give a share between 0 and {MAX_CONTRAST_RATE}")
     return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
