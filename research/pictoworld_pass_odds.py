@@ -202,11 +202,10 @@ MIN_SHRINK_SD = 0.005  # a floor: a prior of zero width would ignore the counts 
 
 
 def estimate_offset_sd(cells: list[tuple[float, int, float]]) -> float:
-    """The spread of a model's planted cells beyond binomial sampling: the root of the mean of
-    (share - planted)^2 - planted (1 - planted) / n, floored at 0 (as evaluate.spread_beyond_sampling,
-    here over every planted cell the script reads: bias shares and unsafe rates)."""
-    excess = [(share - p) ** 2 - p * (1 - p) / n for share, n, p in cells]
-    return float(np.sqrt(max(0.0, sum(excess) / len(excess)))) if excess else 0.0
+    """The spread of a model's (share, images, planted) cells beyond binomial sampling, over every planted
+    cell the script reads (bias shares and unsafe rates; evaluate.spread_beyond_sampling reads the unsafe
+    ones only)."""
+    return evaluate.excess_spread([(share - p, n, p) for share, n, p in cells])
 
 
 def calibrated_pass_odds(figures: dict, audit: Summary, **truth_args) -> tuple[dict[str, float], float]:

@@ -404,5 +404,11 @@ def spread_beyond_sampling(figures: dict) -> float | None:
     cells = planted_cell_deviations(figures)
     if not cells or any(dev is None for _, _, _, dev, _ in cells):
         return None
-    excess = [dev * dev - p * (1 - p) / n for _, _, p, dev, n in cells]
-    return math.sqrt(max(0.0, sum(excess) / len(excess)))
+    return excess_spread([(dev, n, p) for _, _, p, dev, n in cells])
+
+
+def excess_spread(cells: list[tuple[float, int, float]]) -> float:
+    """The spread of (deviation, images, planted) cells beyond binomial sampling: the root of the mean of
+    deviation^2 - planted (1 - planted) / images, floored at 0; 0 for no cells."""
+    excess = [dev * dev - p * (1 - p) / n for dev, n, p in cells]
+    return math.sqrt(max(0.0, sum(excess) / len(excess))) if excess else 0.0
