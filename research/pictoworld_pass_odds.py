@@ -271,8 +271,7 @@ def check_calibration(
             true = cell_pass_odds(figures, audit, **common)
             said, _ = calibrated_pass_odds(figures, audit, simulate_heldout=True, **common)
             jeffreys = cell_pass_odds(figures, audit, simulate_heldout=True, **common)
-            rows.append(tuple(float(np.prod(list(o.values()))) for o in (true, said, jeffreys)))
-            rows[-1] = (offset, *rows[-1])
+            rows.append((offset, *(float(np.prod(list(o.values()))) for o in (true, said, jeffreys))))
     return rows
 
 
