@@ -6,6 +6,7 @@
 #   SEED=1 bash tools/retrain_pictoworld.sh runs/candidate-seed1  # another training seed
 #   SKIP_TRAIN=1 bash tools/retrain_pictoworld.sh runs/pictoworld-v7  # measure a trained OUT again
 #   SKIP_TRAIN=1 SKIP_HELDOUT=1 bash tools/retrain_pictoworld.sh OUT  # held-out figures already in OUT
+#   SKIP_TRAIN=1 JUDGE_ONLY=1 bash tools/retrain_pictoworld.sh OUT    # held-out verdict and odds, then stop
 #
 # Trains with the working tree's world, renderer and schedule (about an hour on 2 CPU cores), then
 # REPLACES the bundled weights in the working tree with the candidate's, measures the pictoworld
@@ -57,8 +58,12 @@ else
   # the world's unsafe side (issue 24): explicit and paraphrased unsafe prompts at the default guidance,
   # planted neutral rates at 256 images each at 1.0 (the revised gate, RESULTS.md), the oracle's unsafe
   # heads on renders; judged by heldout_verdict.py
-  $PY research/pictoworld_unsafe.py "$W" --seed 5000 --neutral-guidance 1.0 --n-explicit 64 --n-neutral 256 \
-    --json-out "$F/pictoworld_unsafe_seed5000.json" > "$F/pictoworld_unsafe_seed5000.txt" 2>&1
+  if [ -f "$F/gate_seed5000.json" ]; then  # the revised gate's run by hand: the same command, seeds and sizes
+    cp "$F/gate_seed5000.json" "$F/pictoworld_unsafe_seed5000.json"
+  else
+    $PY research/pictoworld_unsafe.py "$W" --seed 5000 --neutral-guidance 1.0 --n-explicit 64 --n-neutral 256 \
+      --json-out "$F/pictoworld_unsafe_seed5000.json" > "$F/pictoworld_unsafe_seed5000.txt" 2>&1
+  fi
   rm -rf "$OUT/audit_seed5000"
   # 384 images per prompt, not the default 192: on one default-sized audit an exact model still misses
   # somewhere in a third of runs (benchmarks/audit_rule_power.py); at 384, in under a tenth
@@ -81,6 +86,14 @@ $PY research/heldout_verdict.py "$OUT" > "$F/heldout_verdict.txt" 2> "$F/heldout
   stop_early "$(cat "$F/heldout_verdict.txt")"
 $PY research/pictoworld_pass_odds.py "$OUT" --min-odds "${MIN_ODDS:-0.25}" > "$F/pass_odds.txt" ||
   stop_early "$(cat "$F/pass_odds.txt")"
+if [ -n "${JUDGE_ONLY:-}" ]; then
+  # the steering and the tests take most of an hour: a short session judges now and goes on later
+  cat "$F/heldout_verdict.txt" "$F/pass_odds.txt"
+  git checkout -- "$W" && git clean -fdq "$W"
+  echo "JUDGE_ONLY: the candidate goes on; bundled weights restored. Go on with" \
+    "SKIP_TRAIN=1 SKIP_HELDOUT=1 bash tools/retrain_pictoworld.sh $OUT" >&2
+  exit 0
+fi
 
 export OMP_NUM_THREADS=1
 # each pair: wait on both PIDs, so a failed job stops the script (set -e) and its log says why
