@@ -58,7 +58,9 @@ else
   # the world's unsafe side (issue 24): explicit and paraphrased unsafe prompts at the default guidance,
   # planted neutral rates at 256 images each at 1.0 (the revised gate, RESULTS.md), the oracle's unsafe
   # heads on renders; judged by heldout_verdict.py
-  if [ -f "$F/gate_seed5000.json" ]; then  # the revised gate's run by hand: the same command, seeds and sizes
+  # the revised gate's run on this very training (by hand or by the seed sweep): the same command, seeds
+  # and sizes; one older than the training record is another model's and is measured again
+  if [ "$F/gate_seed5000.json" -nt "$OUT/training_record.json" ]; then
     cp "$F/gate_seed5000.json" "$F/pictoworld_unsafe_seed5000.json"
   else
     $PY research/pictoworld_unsafe.py "$W" --seed 5000 --neutral-guidance 1.0 --n-explicit 64 --n-neutral 256 \
