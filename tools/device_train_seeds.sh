@@ -13,6 +13,8 @@
 # summary.json and log.txt.
 # Not yet run on a GPU (none lent since it was written); the same tool with --device cpu ran here against
 # the device image's transformers 5.17 and huggingface_hub 1.33, and its saved models load with ours.
+# RECIPE (optional) adds the tool's recipe flags, e.g. RECIPE="--unet-channels 64,128 --vae-from
+# candidates/pictoworld-v9nc-s1v0" to sweep U-Net seeds on seed 0's VAE (candidates/ travels with the tree).
 # Back here: tar -xf each into runs/, then `SKIP_TRAIN=1 bash tools/retrain_pictoworld.sh runs/pictoworld-sN`
 # for the best, which measures the held-out figures and stops under the pass odds' 0.25.
 set -euo pipefail
@@ -28,6 +30,7 @@ nvidia-smi -L | tee "$OUT/log.txt"
 # a mismatch is reported, not fatal: the candidates are judged by their own figures either way
 { python3 -m pytest -q -p no:cacheprovider tests/pictoworld/test_pictoworld_training.py -k gpu 2>&1 ||
   echo "self-check failed: see above"; } | tail -5 | tee -a "$OUT/log.txt"
-python3 tools/train_pictoworld_seeds.py /tmp/seeds --seeds "$SEEDS" --device cuda \
+# shellcheck disable=SC2086  # RECIPE is a list of flags
+python3 tools/train_pictoworld_seeds.py /tmp/seeds --seeds "$SEEDS" --device cuda ${RECIPE:-} \
   --deadline-s "${DEADLINE_S:-420}" --reserve-s "${RESERVE_S:-120}" --pack "$OUT" \
   2>&1 | grep -v -e Warning -e torchvision -e "kept in float32" | tee -a "$OUT/log.txt"

@@ -1,7 +1,8 @@
 """Train several pictoworld seeds at once on one device, gate each, and pack the most promising.
 
 Run:  python tools/train_pictoworld_seeds.py OUT --seeds 2-9 [--device cuda] [--deadline-s 420]
-          [--n-images 44000 --unet-steps 13000] [--unet-channels 48,96] [--pack DIR] [--keep 8]
+          [--n-images 44000 --unet-steps 13000] [--unet-channels 48,96] [--vae-from FOLDER]
+          [--pack DIR] [--keep 8]
 
 Why: a candidate's per-cell offsets are a lottery over training seeds (its VAE's, RESULTS.md "does the
 VAE set a training seed's offsets?"), and on 2 CPU cores one seed takes 85 minutes. A GPU machine is lent
@@ -14,6 +15,8 @@ OUT/SEED/figures/gate_seed5000.json), and the candidates are ranked by gate miss
 beyond sampling (``evaluate.spread_beyond_sampling``, which research/pictoworld_spread.py prints).
 ``--pack DIR`` tars the best, as many as the device tool brings back (8 files, 64 MiB), a few per tar,
 beside ``summary.json``; a gate that fails or runs late leaves its candidate packed after the gated ones.
+``--vae-from FOLDER`` gives every seed that trained folder's VAE (``train_pictoworld(vae_from=)``), so the
+seeds then differ in their U-Net and text encoder only (RESULTS.md: the VAE sets a candidate's offsets).
 
 What comes next is the held-out verdict and the pass odds of tools/retrain_pictoworld.sh, on the CPU
 machine, for the best of them; nothing here decides an adoption. Every stage draws its randomness on the
@@ -88,13 +91,14 @@ def _train_one(seed: int, out: str, overrides: dict, device: str, threads: int, 
     from diffsteer.pictoworld.train import config_from_preset, train_pictoworld
 
     torch.set_num_threads(threads)
+    vae_from = overrides.pop("vae_from")
     cfg = config_from_preset(overrides.pop("preset"), seed=seed, **overrides)
 
     def progress(stage: str, done: int, total: int, loss: float) -> None:
         if stage == "unet":
             step.value = done
 
-    train_pictoworld(out, cfg, command=command, progress=progress, device=device)
+    train_pictoworld(out, cfg, command=command, progress=progress, device=device, vae_from=vae_from)
 
 
 def train_seeds(args, log) -> list[int]:
@@ -114,10 +118,12 @@ def train_seeds(args, log) -> list[int]:
     from diffsteer.pictoworld.train import config_from_preset
 
     total = config_from_preset(**overrides).unet_steps
+    overrides["vae_from"] = args.vae_from
     jobs = {}
     for seed in args.seeds:
         step = ctx.Value("i", 0)
         command = f"tools/train_pictoworld_seeds.py --seeds {seed} --device {args.device}"
+        command += f" --vae-from {args.vae_from}" if args.vae_from else ""
         proc = ctx.Process(
             target=_train_one,
             args=(seed, str(args.out / str(seed)), dict(overrides), args.device, threads, step, command),
@@ -268,6 +274,9 @@ def main() -> None:
     parser.add_argument(
         "--contrast-rate", type=float, default=None, help="world.contrast_sample's share (default: 0)"
     )
+    parser.add_argument(
+        "--vae-from", type=Path, default=None, help="a trained folder whose VAE every seed uses as it is"
+    )
     parser.add_argument("--deadline-s", type=float, default=420, help="wall clock for training and gates")
     parser.add_argument("--reserve-s", type=float, default=90, help="kept for CLIP, the oracle and the gates")
     parser.add_argument("--poll-s", type=float, default=20)
@@ -282,11 +291,13 @@ def main() -> None:
         args.seeds = parse_seeds(args.seeds)
         import diffsteer.cli  # noqa: F401  (its log filter keeps transformers' torchvision notice out)
         from diffsteer.models import check_device
-        from diffsteer.pictoworld.train import config_from_preset
+        from diffsteer.pictoworld.train import config_from_preset, vae_source
 
         check_device(args.device)
         config_from_preset(args.preset, contrast_rate=args.contrast_rate)  # a bad preset or rate
-    except Exception as exc:  # a bad seed list, device, preset or rate: one line, nothing trained
+        if args.vae_from is not None:
+            vae_source(args.vae_from, "--vae-from")
+    except Exception as exc:  # a bad seed list, device, preset, rate or VAE: one line, nothing trained
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     args.out.mkdir(parents=True, exist_ok=True)

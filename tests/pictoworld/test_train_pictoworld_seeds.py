@@ -72,11 +72,40 @@ def test_as_many_of_the_best_are_packed_as_the_device_tool_brings_back(tool):
         ["--seeds", "x"],
         ["--seeds", "2", "--device", "cuda:99"],
         ["--seeds", "2", "--device", "cpu", "--contrast-rate", "0.5"],
+        ["--seeds", "2", "--device", "cpu", "--vae-from", "no/such/candidate"],
     ],
 )
-def test_bad_seeds_device_or_rate_fail_in_one_line_before_any_training(tmp_path, extra):
+def test_bad_seeds_device_rate_or_vae_fail_in_one_line_before_any_training(tmp_path, extra):
     out = tmp_path / "sweep"
     result = subprocess.run([sys.executable, str(TOOL), str(out), *extra], capture_output=True, text=True)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error:") and len(result.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_every_seed_of_a_sweep_trains_on_the_vae_it_is_given(tool, tmp_path, monkeypatch):
+    import argparse
+    import json
+    import time
+
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    small = ["--preset", "smoke", "--unet-steps", "1", "--n-images", "64"]
+    donor = tmp_path / "donor"
+    result = CliRunner().invoke(app, ["pictoworld", "train", *small, "--seed", "1", "--out", str(donor)])
+    assert result.exit_code == 0, result.output
+    args = argparse.Namespace(
+        seeds=[0], device="cpu", preset="smoke", n_images=64, unet_steps=1, unet_channels=None,
+        contrast_rate=None, vae_from=donor, out=tmp_path / "sweep", started=time.time(),
+        deadline_s=600, reserve_s=0, poll_s=1,
+    )  # fmt: skip
+    monkeypatch.syspath_prepend(str(TOOL.parent))  # the spawned trainer imports the tool by its name
+    assert tool.train_seeds(args, log=lambda line: None) == [0]
+    run = tmp_path / "sweep" / "0"
+    assert json.loads((run / "training_record.json").read_text())["vae_from"] == str(donor)
+    vae = "pipeline/vae/diffusion_pytorch_model.safetensors"
+    assert load_file(run / vae).keys() == load_file(donor / vae).keys()
+    assert all((load_file(run / vae)[k] == w).all() for k, w in load_file(donor / vae).items())

@@ -70,7 +70,12 @@ def train(
     # the CLI's own error line and progress bar, so this command looks like every other one
     from diffsteer.cli import _fail, _progress_bar
     from diffsteer.models import DeviceUnavailableError, check_device
-    from diffsteer.pictoworld.train import config_from_preset, parse_unet_channels, train_pictoworld
+    from diffsteer.pictoworld.train import (
+        config_from_preset,
+        parse_unet_channels,
+        train_pictoworld,
+        vae_source,
+    )
 
     try:
         check_device(device)
@@ -88,8 +93,11 @@ def train(
         _fail(ValueError(f"--init-from {init_from}: no pipeline/ there (a `pictoworld train` output)"))
     if vae_from is not None and init_from is not None:
         _fail(ValueError("--vae-from: not with --init-from, which already brings its own VAE"))
-    if vae_from is not None and not (vae_from / "pipeline" / "vae" / "config.json").exists():
-        _fail(ValueError(f"--vae-from {vae_from}: no pipeline/vae/ there (a `pictoworld train` output)"))
+    if vae_from is not None:
+        try:
+            vae_source(vae_from, "--vae-from")
+        except ValueError as exc:
+            _fail(exc)
     with _progress_bar(with_loss=True) as update:
         record = train_pictoworld(
             out,

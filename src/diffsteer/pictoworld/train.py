@@ -217,6 +217,14 @@ def train_vae(cfg: TrainConfig, images: torch.Tensor, progress: Progress, init=N
     return vae, mean, std, {"vae_loss": float(loss.detach()), **figures}
 
 
+def vae_source(folder: Path | str, flag: str = "vae_from") -> Path:
+    """``folder``'s VAE (pipeline/vae), checked before training; a ValueError naming ``flag`` if absent."""
+    vae_dir = Path(folder) / "pipeline" / "vae"
+    if not (vae_dir / "config.json").exists():
+        raise ValueError(f"{flag} {folder}: no pipeline/vae/ there (a `pictoworld train` output)")
+    return vae_dir
+
+
 def reuse_vae(cfg: TrainConfig, folder: Path, images: torch.Tensor):
     """A trained folder's VAE (``folder``/pipeline/vae) in place of a freshly trained one, and the
     training images' latents under it. A fresh VAE is still built and dropped, so the global random
@@ -224,9 +232,7 @@ def reuse_vae(cfg: TrainConfig, folder: Path, images: torch.Tensor):
     two runs that differ only in this VAE differ in nothing else."""
     from diffusers import AutoencoderKL
 
-    vae_dir = Path(folder) / "pipeline" / "vae"
-    if not (vae_dir / "config.json").exists():
-        raise FileNotFoundError(f"{folder}: no pipeline/vae/ to reuse (a `pictoworld train` output)")
+    vae_dir = vae_source(folder)
     _fresh_vae(cfg)
     vae = AutoencoderKL.from_pretrained(vae_dir, torch_dtype=torch.float32).to(images.device)
     mean, std, figures = _encode_training_images(vae, images)
