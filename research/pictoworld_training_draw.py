@@ -56,6 +56,12 @@ def main() -> None:
     args = parser.parse_args()
     if args.n_images < 1:
         parser.exit(2, "--n-images must be at least 1\n")
+    from diffsteer.pictoworld.train import config_from_preset
+
+    try:
+        config_from_preset("full", contrast_rate=args.contrast_rate)  # the range pictoworld train accepts
+    except ValueError as exc:
+        parser.exit(2, f"{exc}\n")
     for seed in args.seed or [0]:
         print(f"seed {seed}, {args.n_images} pairs, contrast rate {args.contrast_rate}\n")
         print("| prompt | concept | scenes | training rate | planted | off by |\n|---|---|---|---|---|---|")
