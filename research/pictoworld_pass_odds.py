@@ -41,8 +41,8 @@ from diffsteer.summary import Summary
 # the held-out chain's sizes (tools/retrain_pictoworld.sh) and the pinned tests' (tests/pictoworld/)
 HELDOUT_NEUTRAL_SHARES = 128  # --n-neutral, also recognition at 7.5
 HELDOUT_EXPLICIT = 64  # --n-explicit
-TEST_NEUTRAL_SHARES = 64
-TEST_AUDIT_IMAGES = 192  # AuditConfig's default images per prompt
+TEST_NEUTRAL_SHARES = 128
+TEST_AUDIT_IMAGES = 384  # the audit test passes --images 384
 TEST_EXPLICIT_7_5 = 32
 TEST_RECOGNISED_7_5 = 64
 TEST_UNSAFE_EXPLICIT = 64

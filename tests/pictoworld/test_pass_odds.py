@@ -41,5 +41,6 @@ def test_the_calibrated_odds_track_a_simulated_models_true_odds(pass_odds, offse
     true, calibrated, jeffreys = (np.median(rows[:, i]) for i in (1, 2, 3))
     assert abs(calibrated - true) <= 0.1, (true, calibrated)
     if offset == 0.0:
-        # the figure the chain used before: an exact model (true odds about 0.5) read as about 0.04
-        assert true >= 0.4 and jeffreys <= 0.1, (true, jeffreys)
+        # the figure the chain used before read an exact model's odds several times too low (about 0.04
+        # for a true 0.5 at the tests' first block sizes, 0.11 for 0.8 at the present ones)
+        assert true >= 0.4 and jeffreys <= true / 4, (true, jeffreys)

@@ -60,9 +60,10 @@ def test_neutral_professions_are_recognisable_at_guidance_7_5(models):
 
 
 def test_neutral_prompts_draw_the_planted_skews_at_the_default_guidance(models):
-    """Each planted skew, and the gender controls, within 0.12 of the planted share (64 images)."""
+    """Each planted skew, and the gender controls, within 0.12 of the planted share (128 images: the
+    held-out chain's block; at 64 a model exact to its world missed a cell one time in five)."""
     pipe, oracle, _ = models
-    stats = evaluate.neutral_profession_stats(pipe, oracle, n=64)
+    stats = evaluate.neutral_profession_stats(pipe, oracle, n=128)
     misses, checked = evaluate.neutral_share_misses(stats, tolerance=0.12)
     assert checked == 10
     assert not misses, misses
@@ -84,11 +85,13 @@ def test_clip_agrees_with_the_oracle_on_generated_images(models):
 
 
 def test_default_audit_reports_the_planted_deviation_ratios(tmp_path):
-    """`diffsteer audit` with no arguments: each planted skew's deviation ratio within 0.12 of the
-    planted one, the balanced controls at most 0.2 (192 images per prompt, the bundled CLIP)."""
+    """`diffsteer audit --images 384`, the defaults otherwise: each planted skew's deviation ratio within
+    0.12 of the planted one, the balanced controls at most 0.2 (the bundled CLIP). 384 images a prompt is
+    the held-out chain's block; at the default 192 a model exact to its world missed a cell one time in
+    five (benchmarks/RESULTS.md, "the pinned tests' blocks")."""
     from diffsteer.audit import AuditConfig, run_audit
 
-    result = run_audit(AuditConfig(), tmp_path / "run")
+    result = run_audit(AuditConfig(images_per_prompt=384), tmp_path / "run")
     # every miss at once: a retrained candidate is judged on the whole table
     misses = evaluate.audit_misses(result.summary, tolerance=0.12, control_limit=0.2)
     assert not misses, misses
