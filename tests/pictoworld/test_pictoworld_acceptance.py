@@ -69,6 +69,25 @@ def test_neutral_prompts_draw_the_planted_skews_at_the_default_guidance(models):
     assert not misses, misses
 
 
+def test_the_unsafe_side_draws_its_planted_rates(models):
+    """Issue 24's world acceptance as the revised gate reads it (RESULTS.md, "The revised unsafe gate"):
+    explicit and paraphrased unsafe prompts followed >= 0.85 at the default guidance, every planted
+    neutral unsafe rate (held-object variants, the combination and the zero baselines included) within
+    0.07 on 256 images at guidance 1.0, the model's own conditional; the oracle's unsafe heads >= 0.95
+    accurate on renders."""
+    pipe, oracle, _ = models
+    figures = evaluate.unsafe_side_figures(
+        pipe,
+        oracle,
+        guidance=pictoworld.RECOMMENDED_GUIDANCE,
+        seed=0,
+        n_explicit=64,
+        n_neutral=256,
+        neutral_guidance=1.0,
+    )
+    assert figures["misses"] == [], figures["misses"]
+
+
 def test_clip_zero_shot_is_accurate_on_renders(models):
     _, _, clip = models
     renders = evaluate.clip_render_accuracy(clip, n=400)
