@@ -150,20 +150,29 @@ def test_report_rebuilds_an_older_summary_keeping_its_rows_and_unknown_keys(pict
 
 
 def _render_folder(folder: Path, swap_gender: bool) -> Path:
-    """A labelled reference folder of 40 pictoworld renders; optionally every gender label swapped."""
+    """A labelled reference folder of 40 pictoworld renders; optionally every gender label contradicting
+    what the bundled CLIP reads (the truth swapped, except on a render the CLIP itself misreads, so
+    that the classifier is wrong on every label whatever its own accuracy)."""
+    from diffsteer import pictoworld
+    from diffsteer.attributes import ClipZeroShotClassifier
     from diffsteer.pictoworld import reference_set
 
     ref = reference_set(n=40, seed=7)
     folder.mkdir()
     swap = {"man": "woman", "woman": "man"}
+    genders = list(ref.labels["gender"])
+    if swap_gender:
+        clip = ClipZeroShotClassifier.from_pretrained(str(pictoworld.clip_dir()))
+        labels = clip.classify(ref.images, [get_axis("gender")])
+        reads = [lab.axes["gender"].label if "gender" in lab.axes else None for lab in labels]
+        genders = [swap.get(read, swap[truth]) for read, truth in zip(reads, genders, strict=True)]
     with (folder / "labels.csv").open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["file", "axis", "label"])
         for i, image in enumerate(ref.images):
             name = f"img{i:03d}.png"
             image.save(folder / name)
-            gender = ref.labels["gender"][i]
-            writer.writerow([name, "gender", swap[gender] if swap_gender else gender])
+            writer.writerow([name, "gender", genders[i]])
             writer.writerow([name, "skin_tone", ref.labels["skin_tone"][i]])
     return folder
 
@@ -179,7 +188,7 @@ def test_report_command_with_a_mislabelled_reference_mirrors_the_shares(pictowor
     assert auditor["reference"]["source"].startswith("labelled folder")
     gender = next(a for a in auditor["axes"] if a["axis"] == "gender")
     k = np.asarray(gender["confusion"])
-    # the classifier is right about the pictures, so against swapped labels it is always "wrong" ...
+    # against labels that contradict each of its reads the classifier is always "wrong" ...
     assert np.trace(k[:, :2]) == 0 and gender["accuracy"] == 0.0
     # ... and correcting through that confusion swaps every prompt's shares back
     for row in auditor["corrected"]:
