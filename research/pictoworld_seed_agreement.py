@@ -48,7 +48,9 @@ def mean_pairwise_correlation(rows: np.ndarray) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--n", type=int, default=64, help="seeds per profession (the pinned test's block)")
     parser.add_argument("--seed", type=int, default=0, help="first seed (the pinned tests use 0)")
