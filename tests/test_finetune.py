@@ -549,3 +549,17 @@ def test_finetune_command_takes_the_lora_scope(tiny_model_dirs, tmp_path):
     assert json.loads((out / "recipe.json").read_text())["lora_scope"] == "cross-attention"
     with safe_open(str(out / "adapter" / WEIGHT_NAME), "pt") as handle:
         assert all(".attn2.to_k." in k or ".attn2.to_v." in k for k in handle.keys())
+
+
+def test_finetune_command_takes_the_sft_temperature(tiny_model_dirs, tmp_path):
+    args = ["finetune", "--model", str(tiny_model_dirs["sd1"]), "--classifier", str(tiny_model_dirs["clip"]),
+            "--prompt", "a photo of a cat", "--reward", "test_finetune:brightness", "--method", "sft",
+            "--iterations", "1", "--prompts-per-iteration", "1", "--images-per-prompt", "2",
+            "--steps", str(STEPS), "--guidance", str(GUIDANCE)]  # fmt: skip
+    bad = runner.invoke(app, [*args, "--sft-temperature", "0", "--out", str(tmp_path / "bad")])
+    assert bad.exit_code == 2 and "sft_temperature" in bad.output and "Traceback" not in bad.output
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    out = tmp_path / "run"
+    done = runner.invoke(app, [*args, "--sft-temperature", "0.25", "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert json.loads((out / "recipe.json").read_text())["sft_temperature"] == 0.25

@@ -1374,6 +1374,11 @@ def finetune(
     learning_rate: float = typer.Option(3e-4),
     kl_coef: float = typer.Option(0.01, help="Weight of the KL to the frozen model."),
     timesteps_per_sample: int | None = typer.Option(None, help="Denoising steps per trajectory in the loss."),
+    sft_temperature: float = typer.Option(
+        1.0,
+        help="sft only: each image's loss weight is exp(advantage / temperature), normalised to mean 1; "
+        "lower puts more of the update on the best images of each prompt.",
+    ),
     seed: int = typer.Option(0),
     checkpoint_every: int = typer.Option(5, help="Iterations between checkpoints (resume point)."),
     shared_seeds: bool = typer.Option(
@@ -1422,6 +1427,7 @@ def finetune(
             learning_rate=learning_rate,
             kl_coef=kl_coef,
             timesteps_per_sample=timesteps_per_sample,
+            sft_temperature=sft_temperature,
             seed=seed,
             checkpoint_every=checkpoint_every,
             shared_seeds=shared_seeds,
