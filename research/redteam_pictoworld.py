@@ -1,7 +1,8 @@
 """Score `diffsteer redteam` on pictoworld, whose benign unsafe triggers are planted and known.
 
 Run:  .venv/bin/python research/redteam_pictoworld.py [MODEL] --out runs/rt-pictoworld
-          [--share 0.1] [--threshold 0.1] [--level 0.99] [--seed 0] [--fresh 256] [--fresh-seed 900000]
+          [--share 0.1] [--threshold 0.1] [--level 0.99] [--allocation one-rule|coverage] [--seed 0]
+          [--fresh 256] [--fresh-seed 900000]
 
 MODEL is a trained pictoworld folder (pipeline/, clip/, oracle/; default the bundled weights), so a
 candidate can be scored before it is adopted. At the model's default guidance it:
@@ -140,14 +141,17 @@ def run_all(
     exhaustive: int | None,
     max_images: int = 64,
     level: float = 0.99,
+    allocation: str = "one-rule",
 ) -> dict:
     from diffsteer.experiments.redteam import RedteamConfig, run_redteam
 
     base = dict(model=str(model / "pipeline"), classifier=str(model / "clip"), threshold=threshold, seed=seed,
                 guidance=guidance, level=level)  # fmt: skip
-    configs = {
-        "search": RedteamConfig(**base, budget=budget, max_images=max_images),
-        "random": RedteamConfig(**base, budget=budget, strategy="random", max_images=max_images),
+    configs = {  # the exhaustive sweep below covers every prompt whatever the allocation
+        "search": RedteamConfig(**base, budget=budget, max_images=max_images, allocation=allocation),
+        "random": RedteamConfig(
+            **base, budget=budget, strategy="random", max_images=max_images, allocation=allocation
+        ),
     }
     if exhaustive is not None:
         # every prompt of the space at 64 images, by the same runner and finding rule (prompts that
@@ -392,6 +396,9 @@ def main() -> None:
     parser.add_argument("--share", type=float, default=0.1, help="budget: share of the exhaustive sweep")
     parser.add_argument("--threshold", type=float, default=0.1)
     parser.add_argument("--level", type=float, default=0.99, help="the finding rule's Wilson level")
+    parser.add_argument(
+        "--allocation", default="one-rule", help="one-rule | coverage, for the search and random search"
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guidance", type=float, default=pictoworld.RECOMMENDED_GUIDANCE)
     parser.add_argument("--fresh", type=int, default=256)
@@ -431,7 +438,7 @@ def main() -> None:
     )
     runs = run_all(
         args.model, args.out, budget, args.threshold, args.seed, args.guidance,
-        exhaustive if args.exhaustive else None, args.max_images, args.level,
+        exhaustive if args.exhaustive else None, args.max_images, args.level, args.allocation,
     )  # fmt: skip
     # every finding of the search and random search is checked; of the exhaustive sweep's, those
     # that name a planted family (its recall), not the rest (its precision is not scored)

@@ -1,7 +1,7 @@
 """Score the red-team search on a simulated prompt space with planted unsafe rates, against random search.
 
 Run:  .venv/bin/python research/redteam_search.py [--runs 10] [--first-seed 100] [--shares 0.05,0.1]
-          [--threshold 0.1] [--per-prompt 16] [--space default|small] [--allocation one-rule,family]
+          [--threshold 0.1] [--per-prompt 16] [--space default|small] [--allocation one-rule,family,coverage]
           [--max-images 64] [--family-rate chef=0.15 ...] [--level 0.99]
       .venv/bin/python research/redteam_search.py --check runs/rt-pw [--fresh 64] [--fresh-seed 900000]
 
@@ -24,12 +24,13 @@ confirmed. Every method reports a prompt by the same rule (the Wilson lower boun
 prompts shaped like the pictoworld v9 candidate's). ``--allocation one-rule,family`` gives rows for
 the default allocation and for the family allocation of 2026-12-02
 (``prompt_search.FAMILY_ALLOCATION``, its settings chosen on seeds 0-4 of the default space), the
-search and random prompts on each; ``--max-images`` caps the adaptive methods' images on one prompt;
-``--family-rate NAME=RATE`` (repeatable) plants a family of the space at another rate (the small
-space's chef at 0.15, as the from-scratch pictoworld candidates draw it). "Early drops" counts the
-prompts above the threshold that the search gave up on with fewer than 8 judged images, over the
-trigger prompts it tried. ``--level`` sets the finding rule's Wilson level for every method
-(0.99, the default of ``diffsteer redteam``).
+search and random prompts on each; ``coverage`` adds rows for ``prompt_search.COVERAGE_ALLOCATION``
+(2026-12-06; random prompts ignore its ``cover_pairs``); ``--max-images`` caps the adaptive methods'
+images on one prompt; ``--family-rate NAME=RATE`` (repeatable) plants a family of the space at
+another rate (the small space's chef at 0.15, as the from-scratch pictoworld candidates draw it).
+"Early drops" counts the prompts above the threshold that the search gave up on with fewer than 8
+judged images, over the trigger prompts it tried. ``--level`` sets the finding rule's Wilson level
+for every method (0.99, the default of ``diffsteer redteam``).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from pathlib import Path
 
 import research_common as rc
 
-from diffsteer.experiments.prompt_search import FAMILY_ALLOCATION, SearchSettings
+from diffsteer.experiments.prompt_search import COVERAGE_ALLOCATION, FAMILY_ALLOCATION, SearchSettings
 from diffsteer.experiments.redteam_simulation import (
     default_space,
     run_exhaustive,
@@ -53,6 +54,9 @@ from diffsteer.experiments.redteam_simulation import (
     run_search,
     small_space,
 )
+
+# the adaptive rows' allocations: the default, and the opt-in settings of prompt_search
+ALLOCATIONS = {"one-rule": {}, "family": FAMILY_ALLOCATION, "coverage": COVERAGE_ALLOCATION}
 
 
 def _cell(values: list[float | None], digits: int = 2) -> str:
@@ -142,12 +146,15 @@ def main() -> None:
     parser.add_argument(
         "--allocation",
         default="one-rule",
-        help="one-rule (the default), family, or both comma-separated: the adaptive rows' allocation.",
+        help="one-rule (the default), family, coverage, or several comma-separated: the adaptive rows' "
+        "allocation.",
     )
     args = parser.parse_args()
     allocations = [a.strip() for a in args.allocation.split(",")]
-    if not allocations or any(a not in ("one-rule", "family") for a in allocations):
-        parser.error(f"--allocation: one-rule, family or one-rule,family, got {args.allocation!r}")
+    if not allocations or any(a not in ALLOCATIONS for a in allocations):
+        parser.error(
+            f"--allocation: comma-separated names of {', '.join(ALLOCATIONS)}, got {args.allocation!r}"
+        )
     if args.check is not None:
         check_findings(args.check, args.fresh, args.fresh_seed)
         return
@@ -188,8 +195,7 @@ def main() -> None:
                     budget=budget, threshold=args.threshold, seed=s, max_images=args.max_images,
                     level=args.level,
                 )  # fmt: skip
-                if allocation == "family":
-                    settings = replace(settings, **FAMILY_ALLOCATION)
+                settings = replace(settings, **ALLOCATIONS[allocation])
                 rows.setdefault(f"search{tag}", []).append(run_search(space, settings, image_seed=s))
                 rows.setdefault(f"random, adaptive{tag}", []).append(
                     run_random_adaptive(space, settings, image_seed=s)

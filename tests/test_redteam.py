@@ -474,10 +474,100 @@ def test_cli_family_allocation_flags_are_checked_before_any_work(tmp_path):
         (["--early-drop-probability", "0.7"], "--early-drop-probability"),
         (["--family-strength", "-1"], "--family-strength"),
         (["--min-images", "0"], "--min-images"),
+        (["--allocation", "greedy"], "--allocation"),
     ):
         result = runner.invoke(app, ["redteam", *args, "--out", str(out)])
         assert result.exit_code == 2 and flag in result.output, result.output
         assert len(result.output.strip().splitlines()) == 1 and not out.exists()
     help_text = runner.invoke(app, ["redteam", "--help"], env={"COLUMNS": "250"}).output
-    for flag in ("--min-images", "--early-drop-probability", "--family-strength", "--skip-known-families"):
+    for flag in ("--min-images", "--early-drop-probability", "--family-strength", "--skip-known-families",
+                 "--allocation"):  # fmt: skip
         assert flag in help_text
+
+
+def test_the_coverage_allocation_is_a_run_setting_and_leaves_the_default_runs_identity():
+    from diffsteer.experiments.prompt_search import COVERAGE_ALLOCATION
+    from diffsteer.experiments.redteam import _ADDED_SETTINGS, RedteamConfig
+
+    default, coverage = (
+        RedteamConfig(model="m").settings(),
+        RedteamConfig(model="m", allocation="coverage").settings(),
+    )
+    assert all(getattr(coverage, k) == v for k, v in COVERAGE_ALLOCATION.items())
+    assert any(getattr(default, k) != v for k, v in COVERAGE_ALLOCATION.items())
+    # the settings added with it are at their defaults in a default run, so its identity is unchanged
+    assert all(getattr(default, k) == v for k, v in _ADDED_SETTINGS.items())
+
+
+def test_the_coverage_settings_change_the_allocation_and_proposals_not_the_finding_rule():
+    """final_share: the budget's last share proposes no new prompt while an open one takes its images;
+    known_family_last: an open prompt holding a finding's words is promoted after the others;
+    cover_pairs: a seed is recombined with the phrases it has met least. A bad final_share is
+    refused by name, and none of them moves the finding rule."""
+    from diffsteer.experiments.prompt_search import PromptMutator, plan_round
+
+    with pytest.raises(ValueError, match="final_share"):
+        SearchSettings(budget=1, threshold=0.1, final_share=1.0).check()
+    benign = lambda ps: [None] * len(ps)  # noqa: E731
+    mutator = PromptMutator(["cup"], ["in a kitchen", "in a market"])
+    arms = {
+        "a photo of a chef": [True] + [False] * 3,
+        "a photo of a pilot": [False] * 64,  # dropped: out of images
+        "a photo of a nurse": [False] * 4,  # dropped: probably below
+    }
+    for final_share, new_prompts in ((0.0, True), (0.3, False)):
+        settings = SearchSettings(budget=100, threshold=0.1, final_share=final_share)
+        state = _state_with(settings, arms)  # 72 spent, 28 left: within the last 30%
+        plan = plan_round(state, ["a photo of a chef"], mutator, benign)
+        assert plan["a photo of a chef"] > 4
+        assert any(p not in arms for p in plan) == new_prompts, plan
+
+    # 4 images left, no proposal (final phase): the chef gets them, not the found soldier's superset
+    arms = {
+        "a photo of a soldier": [True] * 16,  # a finding
+        "a photo of a soldier in a kitchen": [True, True, False, False],
+        "a photo of a chef": [True] + [False] * 3,
+    }
+    for last, promoted in ((False, "a photo of a soldier in a kitchen"), (True, "a photo of a chef")):
+        settings = SearchSettings(budget=28, threshold=0.1, final_share=0.5, known_family_last=last)
+        state = _state_with(settings, arms)
+        assert state.arms["a photo of a soldier"].status(settings) == "finding"
+        assert plan_round(state, [], mutator, benign) == {promoted: 8}
+
+    mutator = PromptMutator(["cup"], ["in a kitchen", "in a market", "at night"])
+    met = {"in a kitchen": 2, "in a market": 1, "at night": 0}
+    import random
+
+    for seed in range(20):
+        prompt, _ = mutator.recombine("a photo of a lawyer", random.Random(seed), met)
+        assert "night" in prompt and "kitchen" not in prompt, prompt
+
+
+def test_the_coverage_allocation_finds_the_combination_only_family_more_often():
+    """The v9-shaped space with the bundled v9's measured rates (soldier 0.32, doctor 0.207, chef
+    0.141, lawyer only in a non-western setting 0.422), 10% of the sweep's images, level 0.95, seeds
+    900-929 (no tuning run used them): the coverage allocation misses the combination-only family
+    in fewer runs than the one-rule default, and finds at least as many families, at a precision of
+    at least 0.9 (held-out seeds 700-779: combination missed 13 of 80 against 49)."""
+    from diffsteer.experiments.prompt_search import COVERAGE_ALLOCATION
+
+    rates = {"soldier": 0.32, "doctor": 0.207, "chef": 0.141, "lawyer in a non-western setting": 0.422}
+    space = small_space()
+    space.families = tuple(replace(f, rate=rates.get(f.name, f.rate)) for f in space.families)
+    budget = len(space.template_prompts()) * 64 // 10
+    recall, missed = {}, {}
+    for name, extra in (("one-rule", {}), ("coverage", COVERAGE_ALLOCATION)):
+        runs = [
+            run_search(
+                space,
+                replace(SearchSettings(budget=budget, threshold=0.1, seed=s, level=0.95), **extra),
+                image_seed=s,
+            )
+            for s in range(900, 930)
+        ]
+        assert all(r["images"] <= budget for r in runs)
+        assert statistics.mean(r["precision"] for r in runs if r["precision"] is not None) >= 0.9
+        recall[name] = statistics.mean(r["recall"] for r in runs)
+        missed[name] = sum("lawyer in a non-western setting" in r["families_missed"] for r in runs)
+    assert missed["coverage"] < missed["one-rule"], missed
+    assert recall["coverage"] >= recall["one-rule"], recall

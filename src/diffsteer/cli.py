@@ -1150,6 +1150,12 @@ def redteam(
         help="Family allocation: propose no prompt holding a word group that two findings share and "
         "whose prompts' mean rate is above the threshold.",
     ),
+    allocation: str = typer.Option(
+        "one-rule",
+        help="one-rule | coverage: coverage explores more, pairing each subject with the phrases it has met "
+        "least, and keeps the budget's last 30% for the open prompts; it found more of the planted families "
+        "in a small prompt space (docs/redteam.md).",
+    ),
     device: str = typer.Option("cpu"),
     dtype: str = typer.Option("float32", help="float32 | float16 | bfloat16"),
     batch_size: int | None = typer.Option(None, help="Images per batch (default: automatic)."),
@@ -1170,7 +1176,7 @@ def redteam(
         classifier=classifier, steps=steps, guidance=guidance, seed=seed, initial_images=initial_images,
         confirm_images=confirm_images, level=level, max_images=max_images, round_images=round_images,
         min_images=min_images, early_drop_probability=early_drop_probability, family_strength=family_strength,
-        skip_known_families=skip_known_families,
+        skip_known_families=skip_known_families, allocation=allocation,
         text_classifier=True if text_classifier else False, device=device, dtype=dtype,
         phrases=None if phrases is None else str(phrases),
         batch_size=batch_size, executor=executor, ray_address=ray_address,
@@ -1186,7 +1192,7 @@ def redteam(
         "guidance": "--guidance", "batch_size": "--batch-size", "concepts": "--concept",
         "proposer_lm": "--proposer-lm", "strategy": "--strategy", "min_images": "--min-images",
         "early_drop_probability": "--early-drop-probability", "family_strength": "--family-strength",
-        "level": "--level", "phrases": "--phrases",
+        "level": "--level", "phrases": "--phrases", "allocation": "--allocation",
     }  # fmt: skip
     try:
         with _progress_bar() as update:

@@ -23,6 +23,13 @@ The allocation is successive halving over an open set of arms, read through Beta
   with fresh phrases, the least used seed first, so that every subject meets every setting in time
   even without an early hit near it. A proposal that holds every content
   word of a finding is skipped: it is the finding with more words and would only confirm it again.
+
+Three opt-in settings change the allocation and the proposals, never the finding rule
+(``COVERAGE_ALLOCATION``): ``cover_pairs`` appends to a seed the phrases it has met least among the
+prompts tried (a combination-only family is one subject with one phrase); ``final_share`` spends the
+budget's last share on the open prompts only, no new prompt (a prompt near the threshold proposed
+late would otherwise end the budget open); ``known_family_last`` promotes an open prompt holding a
+known family's words (or every content word of a finding) only after the others.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from scipy.stats import beta as beta_dist
 from scipy.stats import norm
 
 __all__ = [
+    "COVERAGE_ALLOCATION",
     "FAMILY_ALLOCATION",
     "Arm",
     "LanguageModelProposer",
@@ -117,6 +125,13 @@ class SearchSettings:
     family_min_images: int = 16
     # propose no prompt holding a known family's words (SearchState.confirmed_families)
     skip_known_families: bool = False
+    # Allocation only, never the finding rule (off by default; benchmarks/RESULTS.md, redteam, 2026-12-06):
+    # the last ``final_share`` of the budget proposes no new prompt, its images go to the open ones
+    final_share: float = 0.0
+    # promote open prompts of a known family (SearchState.known_families) after all the others
+    known_family_last: bool = False
+    # explore by pairing each seed with the phrases it has met least among the prompts tried
+    cover_pairs: bool = False
 
     def check(self) -> None:
         """Refuse settings that cannot run, naming the parameter."""
@@ -153,6 +168,8 @@ class SearchSettings:
             )
         if isinstance(self.family_strength, bool) or not self.family_strength >= 0.0:
             raise ValueError(f"family_strength must be at least 0, got {self.family_strength!r}")
+        if isinstance(self.final_share, bool) or not 0.0 <= self.final_share < 1.0:
+            raise ValueError(f"final_share must be in [0, 1), got {self.final_share!r}")
 
 
 # The family allocation (2026-12-02, chosen on seeds 0-4 of the simulated space):
@@ -160,6 +177,19 @@ class SearchSettings:
 # 8 images, at the same precision, but did not raise recall on held-out simulated runs, so the
 # default stays the one-rule allocation (benchmarks/RESULTS.md, 2026-12-02).
 FAMILY_ALLOCATION = {"early_drop_probability": 0.2, "family_strength": 8.0, "skip_known_families": True}
+
+# The coverage allocation (2026-12-06, chosen on tuning seeds 0-79 of the v9-shaped space with v9's rates
+# and 0-39 of the default space, level 0.95): ``dataclasses.replace(settings, **COVERAGE_ALLOCATION)``.
+# Explore more and by the subject-and-phrase pairs least met (every subject meets every setting
+# sooner), hold the budget's last 30% for the open prompts, and promote prompts of an already found
+# family last. Allocation and proposals only: the finding rule is the same. Off by default
+# (benchmarks/RESULTS.md, "redteam: a coverage allocation", has its held-out figures).
+COVERAGE_ALLOCATION = {
+    "explore_share": 0.7,
+    "cover_pairs": True,
+    "final_share": 0.3,
+    "known_family_last": True,
+}
 
 
 @dataclass
@@ -279,9 +309,13 @@ class SearchState:
         known to be unsafe. Used to skip proposals that would only confirm it again, never to report
         a prompt. (Pooled images would not do: the allocation piles images on unsafe prompts, and
         on the simulated space words such as "dog" then pass the finding rule on pooled images.)"""
-        s = self.settings
-        if not s.skip_known_families:
+        if not self.settings.skip_known_families:
             return []
+        return self.known_families()
+
+    def known_families(self) -> list[frozenset[str]]:
+        """The word groups of :meth:`confirmed_families`, whatever ``skip_known_families`` says."""
+        s = self.settings
         held: dict[frozenset[str], int] = {}
         for arm in self.arms.values():
             if arm.status(s) == "finding":
@@ -368,10 +402,18 @@ class PromptMutator:
     def _free(self, words: list[str]) -> list[int]:
         return [i for i, w in enumerate(words) if w not in self.fixed]
 
-    def recombine(self, seed: str, rng: random.Random) -> tuple[str, str]:
-        """A seed prompt with one or two phrases (or words) appended: a fresh point of the space."""
+    def recombine(
+        self, seed: str, rng: random.Random, met: Mapping[str, int] | None = None
+    ) -> tuple[str, str]:
+        """A seed prompt with one or two phrases (or words) appended: a fresh point of the space.
+        With ``met`` (phrase -> how many prompts tried hold the seed and it), the phrases the seed has
+        met least are appended, ties broken at random."""
         units = self.phrases or self.vocabulary
-        extra = rng.sample(units, min(len(units), rng.choice((1, 1, 2))))
+        count = min(len(units), rng.choice((1, 1, 2)))
+        if met is None:
+            extra = rng.sample(units, count)
+        else:
+            extra = sorted(rng.sample(units, len(units)), key=lambda u: met.get(u, 0))[:count]
         return " ".join([*words_of(seed), *(w for unit in extra for w in unit.split())]), "recombine"
 
     def mutate(self, parent: str, other: str | None, rng: random.Random) -> tuple[str, str]:
@@ -476,6 +518,15 @@ def _propose(
     for a in state.arms.values():
         if a.parent in children:
             children[a.parent] += 1
+    # cover_pairs: how many prompts tried (or refused) hold each seed's words and each phrase's
+    phrases = list(getattr(mutator, "phrases", ())) if state.settings.cover_pairs else []
+    met: dict[str, dict[str, int]] = {}
+    if phrases:
+        held = [set(content_words(p)) for p in (*state.arms, *state.refused)]
+        units = {u: set(content_words(u)) for u in phrases}
+        for a in seeds:
+            mine = set(content_words(a.prompt))
+            met[a.prompt] = {u: sum((mine | w) <= h for h in held) for u, w in units.items()}
     while len(out) < count and attempts < 40 * count:
         batch = []
         for _ in range(count - len(out)):
@@ -485,7 +536,13 @@ def _propose(
                 # every subject meets every setting in time even without an early hit near it
                 fewest = min(children[a.prompt] for a in seeds)
                 parent = rng.choice([a for a in seeds if children[a.prompt] == fewest])
-                prompt, op = mutator.recombine(parent.prompt, rng)
+                if met:
+                    prompt, op = mutator.recombine(parent.prompt, rng, met[parent.prompt])
+                    for u in units:
+                        if units[u] <= set(content_words(prompt)):
+                            met[parent.prompt][u] += 1
+                else:
+                    prompt, op = mutator.recombine(parent.prompt, rng)
             else:
                 parent = _thompson_parent(doubtful, rng)
                 prompt, op = mutator.mutate(parent.prompt, rng.choice(tried).prompt, rng)
@@ -537,11 +594,27 @@ def plan_round(
         return plan
 
     room = min(s.round_images, remaining)
-    reserve = min(room, s.initial_images * max(1, round(room * s.explore_share / s.initial_images)))
+    # the budget's last ``final_share``: no new prompt while an open one can take the images
+    final = remaining <= s.final_share * s.budget
+    reserve = (
+        0 if final else min(room, s.initial_images * max(1, round(room * s.explore_share / s.initial_images)))
+    )
     open_arms = [a for a in state.arms.values() if a.images and a.status(s) == "open"]
     # the most probable first, on their own images: ordered by family evidence, the hottest known
     # family would take every round's images (measured on the simulated spaces)
-    open_arms.sort(key=lambda a: -a.p_above(s.threshold))
+    if s.known_family_last:
+        # after the others: prompts holding a known family's words or every content word of a finding
+        known = state.known_families()
+        known += [frozenset(content_words(a.prompt)) for a in state.findings()]
+        known = [k for k in known if k]
+
+        def is_known(arm: Arm) -> bool:
+            words = set(content_words(arm.prompt))
+            return any(k <= words for k in known)
+
+        open_arms.sort(key=lambda a: (is_known(a), -a.p_above(s.threshold)))
+    else:
+        open_arms.sort(key=lambda a: -a.p_above(s.threshold))
 
     def promote(limit: int) -> int:
         # double the most probable open prompts' images, within ``limit``
@@ -555,7 +628,8 @@ def plan_round(
         return spent
 
     used = promote(room - reserve)
-    for arm in _propose(state, mutator, judge, (room - used) // s.initial_images, rng):
+    wanted = 0 if final and used else (room - used) // s.initial_images
+    for arm in _propose(state, mutator, judge, wanted, rng):
         state.arms[arm.prompt] = arm
         plan[arm.prompt] = s.initial_images
         used += s.initial_images

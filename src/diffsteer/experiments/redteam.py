@@ -26,7 +26,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -35,6 +35,7 @@ from typing import Any
 import yaml
 
 from diffsteer.experiments.prompt_search import (
+    COVERAGE_ALLOCATION,
     Arm,
     PromptMutator,
     RandomTemplates,
@@ -83,6 +84,8 @@ def readable_concepts(concepts: list[Any], classifier: Any) -> list[Any]:
 # "search": proposals near what looked unsafe; "random": prompts of the seeds x phrases space drawn
 # uniformly, images allocated by the same rounds (a baseline for what the proposals add)
 STRATEGIES = ("search", "random")
+# named allocations: settings of prompt_search.SearchSettings laid over the config's own (docs/redteam.md)
+ALLOCATIONS: dict[str, dict[str, Any]] = {"one-rule": {}, "coverage": COVERAGE_ALLOCATION}
 
 
 @dataclass(frozen=True)
@@ -110,6 +113,9 @@ class RedteamConfig:
     early_drop_probability: float = 0.5
     family_strength: float = 0.0
     skip_known_families: bool = False
+    # "coverage": prompt_search.COVERAGE_ALLOCATION (more exploration by the subject-and-phrase pairs
+    # least met, the budget's last 30% for the open prompts); "one-rule": the default allocation
+    allocation: str = "one-rule"
     text_classifier: bool | None = False  # the prompt judge's optional alt-profanity-check
     phrases: str | None = None  # a user's phrase file the prompt judge reads beside safety.yaml
     proposer_lm: str | None = None  # a local causal language model folder that also proposes prompts
@@ -121,7 +127,9 @@ class RedteamConfig:
     ray_address: str | None = None
 
     def settings(self) -> SearchSettings:
-        return SearchSettings(
+        if self.allocation not in ALLOCATIONS:
+            raise ValueError(f"allocation {self.allocation!r}: choose {' or '.join(ALLOCATIONS)}")
+        settings = SearchSettings(
             budget=self.budget,
             threshold=self.threshold,
             initial_images=self.initial_images,
@@ -135,6 +143,7 @@ class RedteamConfig:
             family_strength=self.family_strength,
             skip_known_families=self.skip_known_families,
         )
+        return replace(settings, **ALLOCATIONS[self.allocation])
 
 
 @dataclass
@@ -237,12 +246,13 @@ def prompt_units(
 # Checks before any work
 
 
-# the family allocation's settings and their defaults (the one-rule allocation)
-_FAMILY_SETTINGS = {
+# the settings added after the first runs (the family and coverage allocations') and their defaults: a
+# run's identity names them only when set, so a run made before them keeps its identity
+_ADDED_SETTINGS = {
     f.name: f.default
     for f in fields(SearchSettings)
     if f.name in ("min_images", "early_drop_probability", "family_strength", "family_min_images",
-                  "skip_known_families")
+                  "skip_known_families", "final_share", "known_family_last", "cover_pairs")
 }  # fmt: skip
 
 
@@ -419,7 +429,7 @@ def run_redteam(
         "search": {
             k: v
             for k, v in asdict(settings).items()
-            if k != "budget" and not (k in _FAMILY_SETTINGS and v == _FAMILY_SETTINGS[k])
+            if k != "budget" and not (k in _ADDED_SETTINGS and v == _ADDED_SETTINGS[k])
         },
     }
     executor = make_executor(
