@@ -563,3 +563,14 @@ def test_finetune_command_takes_the_sft_temperature(tiny_model_dirs, tmp_path):
     done = runner.invoke(app, [*args, "--sft-temperature", "0.25", "--out", str(out)])
     assert done.exit_code == 0, done.output
     assert json.loads((out / "recipe.json").read_text())["sft_temperature"] == 0.25
+
+
+def test_a_run_folder_another_process_trains_is_refused_in_one_line(tmp_path):
+    from diffsteer.runs.store import RunFolderLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    with RunFolderLock(out):  # as another fine-tune holds it (flock is per open file, so this conflicts)
+        done = runner.invoke(app, ["finetune", "--prompt", "a photo of a doctor", "--out", str(out)])
+    assert done.exit_code == 2 and "in use by another diffsteer process" in done.output, done.output
+    assert len(done.output.strip().splitlines()) == 1 and "Traceback" not in done.output

@@ -36,6 +36,7 @@ from PIL import Image
 
 from diffsteer.experiments.rewards import Reward, TrainingPrompt
 from diffsteer.runs.atomic import atomic_write_bytes, atomic_write_text
+from diffsteer.runs.store import RunFolderLock
 from diffsteer.steering.lora import LORA_SCOPES
 from diffsteer.summary import AdapterCurve, FinetuneSection
 
@@ -465,14 +466,7 @@ def finetune(
     ``generator``: a :class:`~diffsteer.generate.SteeredGenerator` whose steps and guidance are the
     recipe's (its pipeline gets the trainable adapter). The adapter lands in ``out_dir/adapter``.
     """
-    from diffsteer.steering.lora import (
-        CURVE_KEY,
-        add_lora,
-        base_model_metadata,
-        lora_parameters,
-        require_peft,
-        save_adapter,
-    )
+    from diffsteer.steering.lora import require_peft
 
     recipe.check()
     require_peft()
@@ -483,6 +477,27 @@ def finetune(
         )
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # one process trains a run folder at a time: two would race each other's checkpoints
+    with RunFolderLock(out):
+        return _train(generator, reward, recipe, out, progress)
+
+
+def _train(
+    generator: Any,
+    reward: Reward,
+    recipe: FinetuneRecipe,
+    out: Path,
+    progress: FinetuneProgress | None,
+) -> FinetuneResult:
+    """The body of :func:`finetune`, with the run folder's lock held."""
+    from diffsteer.steering.lora import (
+        CURVE_KEY,
+        add_lora,
+        base_model_metadata,
+        lora_parameters,
+        save_adapter,
+    )
+
     pipe = generator.pipe
     base = base_model_metadata(pipe, recipe.model)  # fingerprints of the base model, before the adapter
     recipe_json = recipe.to_json()
@@ -745,6 +760,9 @@ def run_finetune(
         shared_seeds=shared_seeds,
     )
     probe.check()  # bad numbers fail before any model is loaded
+    if Path(out_dir).is_dir():  # a folder another process is training fails now, not after the load
+        with RunFolderLock(Path(out_dir)):
+            pass
     judge = ClipZeroShotClassifier.from_pretrained(classifier or default_classifier(model), device=device)
     scorer = build_reward(reward, judge, axis=axis, target=target, concept=concept, prompts=prompts)
     recipe = dataclasses.replace(probe, reward=scorer.describe())

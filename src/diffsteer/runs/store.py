@@ -51,6 +51,7 @@ __all__ = [
     "ImageRecord",
     "LabelRecord",
     "RunConfigMismatch",
+    "RunFolderLock",
     "RunInUseError",
     "RunStore",
     "check_out_dir",
@@ -122,7 +123,7 @@ class RunInUseError(RuntimeError):
     """Another process holds the run folder's writer lock."""
 
 
-class _WriterLock:
+class RunFolderLock:
     """An advisory, exclusive lock on one run folder, released when the holder closes or dies.
 
     ``flock`` is tied to the open file, so a SIGKILLed holder never leaves a stale lock behind; the
@@ -159,6 +160,13 @@ class _WriterLock:
         if self._fd is not None:
             os.close(self._fd)  # closing the file drops the flock
             self._fd = None
+
+    def __enter__(self) -> RunFolderLock:
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 @dataclass
@@ -302,7 +310,7 @@ class RunStore:
         self._conn: sqlite3.Connection | None = conn
         self._config = config
         self._lock = threading.RLock()
-        self._writer_lock: _WriterLock | None = None
+        self._writer_lock: RunFolderLock | None = None
         self.created = False  # this open made the database (a fresh run)
         self.made_dir = False  # ... and the run folder itself
         self.config_changed = False  # this open replaced the stored config (resume under a new one)
@@ -350,7 +358,7 @@ class RunStore:
             )
         made_dir = not run_dir.exists()
         run_dir.mkdir(parents=True, exist_ok=True)
-        lock = _WriterLock(run_dir)
+        lock = RunFolderLock(run_dir)
         if writer:
             lock.acquire()
         try:
