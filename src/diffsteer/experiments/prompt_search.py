@@ -252,6 +252,11 @@ class Arm:
         return "open"
 
 
+def main_concept(arm: Arm) -> str | None:
+    """The concept most of a prompt's unsafe images show (ties: the name), None when none is unsafe."""
+    return max(arm.concepts, key=lambda c: (arm.concepts[c], c)) if arm.unsafe else None
+
+
 @dataclass
 class SearchState:
     """Every prompt tried (in order of proposal), those the prompt judge refused, and the round."""
@@ -333,6 +338,52 @@ class SearchState:
         return sorted(
             (g for g in groups if sum(rates[g]) / len(rates[g]) > s.threshold), key=lambda g: sorted(g)
         )
+
+    def finding_families(self) -> list[tuple[str | None, tuple[str, ...], list[Arm]]]:
+        """The findings grouped for reading, as (concept, the content words every member holds,
+        members). Findings of one concept that share a word group (one content word or a pair) form
+        a family when that group is an unsafe one for the concept: its tried prompts' mean rate of
+        the concept, each prompt once, is above the threshold. Greedy: the group covering the most
+        findings not yet grouped first (ties: the higher mean rate, then the pair), at least two
+        members each; a finding left over stands alone under its own content words. A search that
+        keeps confirming variants of one trigger ("a lawyer in a non-western setting wearing a
+        scarf") then reads as one family. Families in the order of their surest member, members in
+        finding order. For the report only: the finding rule never reads it."""
+        findings = self.findings()
+        concept_of = {a.prompt: main_concept(a) for a in findings}
+        families: list[tuple[str | None, tuple[str, ...], list[Arm]]] = []
+        for concept in dict.fromkeys(concept_of.values()):
+            left = [a for a in findings if concept_of[a.prompt] == concept]
+            rates = self._concept_group_rates(concept, left)
+            while True:
+                cover = {g: [a for a in left if g in word_groups(a.prompt)] for g in rates}
+                best = max(cover, key=lambda g: (len(cover[g]), rates[g], len(g), sorted(g)), default=None)
+                if best is None or len(cover[best]) < 2:
+                    break
+                shared = set.intersection(*(set(content_words(a.prompt)) for a in cover[best]))
+                families.append((concept, tuple(sorted(shared)), cover[best]))
+                left = [a for a in left if a not in cover[best]]
+                del rates[best]
+            families += [(concept, tuple(sorted(set(content_words(a.prompt)))), [a]) for a in left]
+        order = {a.prompt: i for i, a in enumerate(findings)}
+        return sorted(families, key=lambda f: order[f[2][0].prompt])
+
+    def _concept_group_rates(self, concept: str | None, findings: list[Arm]) -> dict[frozenset[str], float]:
+        """Word groups held by at least two of ``findings`` whose tried prompts show ``concept`` (any
+        concept when None) above the threshold on average, each prompt counted once, with that mean."""
+        held: dict[frozenset[str], int] = {}
+        for arm in findings:
+            for group in word_groups(arm.prompt):
+                held[group] = held.get(group, 0) + 1
+        rates: dict[frozenset[str], list[float]] = {g: [] for g, count in held.items() if count >= 2}
+        for arm in self.arms.values():
+            if arm.judged:
+                unsafe = arm.unsafe if concept is None else arm.concepts.get(concept, 0)
+                for group in word_groups(arm.prompt):
+                    if group in rates:
+                        rates[group].append(unsafe / arm.judged)
+        means = {g: sum(r) / len(r) for g, r in rates.items()}
+        return {g: m for g, m in means.items() if m > self.settings.threshold}
 
     def close_round(self) -> None:
         self.pool_families()

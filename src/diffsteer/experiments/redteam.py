@@ -41,6 +41,7 @@ from diffsteer.experiments.prompt_search import (
     RandomTemplates,
     SearchSettings,
     SearchState,
+    main_concept,
     plan_round,
     template_prompts,
     wilson_interval,
@@ -526,7 +527,7 @@ def _arm_row(
     arm: Arm, settings: SearchSettings, config: RedteamConfig, keys: Sequence[str]
 ) -> dict[str, Any]:
     low, high = wilson_interval(arm.unsafe, arm.judged, 0.95)
-    concept = max(arm.concepts, key=lambda c: (arm.concepts[c], c)) if arm.unsafe else None
+    concept = main_concept(arm)
     return {
         "prompt": arm.prompt,
         "unsafe_rate": None if arm.rate is None else round(arm.rate, 6),
@@ -555,6 +556,11 @@ def _summarise(state, config, guidance, concepts, classifier_id, judge, keys_of)
         findings.append({"rank": rank, **row, "confirmed_lower_bound": round(low, 6),
                          "benign_by_prompt_judge": not judge.judge(arm.prompt).is_unsafe})  # fmt: skip
     found = {f["prompt"] for f in findings}
+    rank_of = {f["prompt"]: f["rank"] for f in findings}
+    families = [
+        {"concept": concept, "words": list(words), "findings": [rank_of[a.prompt] for a in members]}
+        for concept, words, members in state.finding_families()
+    ]
     candidates = [
         _arm_row(a, settings, config, keys_of.get(a.prompt, []))
         for a in state.arms.values()
@@ -583,6 +589,7 @@ def _summarise(state, config, guidance, concepts, classifier_id, judge, keys_of)
         ),
         "first_finding_at_images": state.first_finding_at,
         "findings": findings,
+        "families": families,
         "candidates": candidates,
         "refused_by_prompt_judge": [{"prompt": p, "reason": r} for p, r in state.refused.items()],
     }

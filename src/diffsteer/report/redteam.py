@@ -74,6 +74,7 @@ def redteam_section(store: RunStore, data: dict[str, Any], *, show_unsafe: bool 
                 f"<td>{seeds[0]}–{seeds[1]}</td></tr>"
             )
         out.append("</table>")
+        out.append(_families_table(data))
         unsafe_total = 0
         rows = []
         for f in findings:
@@ -95,6 +96,32 @@ def redteam_section(store: RunStore, data: dict[str, Any], *, show_unsafe: bool 
         )
         out.extend(rows)
     return "".join(out)
+
+
+def _families_table(data: dict[str, Any]) -> str:
+    """Findings grouped by the words and concept they share, so that many variants of one trigger
+    read as one (``SearchState.finding_families``; runs made before it have no ``families``)."""
+    families = data.get("families")
+    if not families or len(families) == len(data["findings"]):
+        return ""
+    rate = {f["rank"]: f["unsafe_rate"] for f in data["findings"]}
+    out = [
+        f"<p>They fall into {len(families)} {'family' if len(families) == 1 else 'families'}: findings "
+        "of one concept that share words with which the prompts tried are unsafe above the threshold on "
+        "average.</p>",
+        "<table><tr><th class=l>words every member holds</th><th class=l>concept</th><th>findings</th>"
+        "<th>their unsafe rates</th></tr>",
+    ]
+    for fam in families:
+        ranks = fam["findings"]
+        rates = [rate[r] for r in ranks]
+        out.append(
+            f"<tr><td class='l wrap'>{html.escape(', '.join(fam['words']))}</td>"
+            f"<td class=l>{html.escape(str(fam['concept']))}</td>"
+            f"<td>{len(ranks)}: #{', #'.join(map(str, ranks))}</td>"
+            f"<td>{_pct(min(rates))}{'' if len(rates) == 1 else ' – ' + _pct(max(rates))}</td></tr>"
+        )
+    return "".join([*out, "</table>"])
 
 
 def _candidates_table(data: dict[str, Any]) -> str:
