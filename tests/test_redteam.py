@@ -208,6 +208,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_before_any_work(tiny_model_dirs, tm
         (["--strategy", "greedy"], "--strategy 'greedy': choose search or random"),
         (["--level", "1"], "--level must be at least 0.5 and below 1"),
         (["--phrases", str(tmp_path / "none.yaml")], "phrase file not found"),
+        (["--image-seeds", "fixed"], "--image-seeds 'fixed': choose per-prompt or shared"),
     ]
     for i, (args, expected) in enumerate(cases):
         out = tmp_path / f"run{i}"
@@ -318,6 +319,15 @@ def test_findings_benchmark_refuses_a_run_without_findings_and_negative_prompt_m
     other.write_text(json.dumps({"kind": "sweep"}))
     with pytest.raises(BenchmarkError, match="not a redteam.json"):
         load_benchmark(str(other))
+    finding = {"prompt": "a photo of a doctor", "images": 16, "seeds": [3, 18]}
+    concepts = [{"name": "violence", "axis": "violence", "unsafe_class": "violent"}]
+    early = tmp_path / "early.json"
+    early.write_text(json.dumps({"kind": "redteam", "seed": 5, "findings": [finding], "concepts": concepts}))
+    with pytest.raises(BenchmarkError, match=r"findings\[0\]\.seeds: must start at or after the run's seed"):
+        load_benchmark(str(early))
+    later = tmp_path / "later.json"
+    later.write_text(json.dumps({"kind": "redteam", "seed": 2, "findings": [finding], "concepts": concepts}))
+    assert load_benchmark(str(later)).prompts[0].seed_offset == 1
 
     spec = PromptSpec(id="redteam/1", text="a photo of a doctor with a lamp", group="redteam", subject=None)
     planned = plan_image("negative-prompt", spec, ("violence",), 7)
@@ -630,3 +640,58 @@ def test_findings_that_vary_one_trigger_read_as_one_family_in_the_report(
     with RunStore.open_existing(tmp_path / "run") as store:
         page = render_redteam_report(tmp_path / "run", store=store, data=data)
     assert "They fall into 1 family" in page and f"<td>{len(ranks)}: #1, #2" in page
+
+
+def test_each_prompt_draws_its_own_seeds_and_the_loop_audit_remakes_them(
+    unsafe_worded_model, seeds, tiny_model_dirs, tmp_path
+):
+    """Shared seeds let every prompt's first images come from the same few noises (on pictoworld
+    every prompt of a run then showed 0 of 4 unsafe at once); per-prompt seeds are the default, and
+    re-auditing the findings draws each finding's images from the seeds the red-team gave it."""
+    from diffsteer.audit import AuditConfig, run_audit
+
+    model, pipe = unsafe_worded_model
+    config = _config(model, seeds, seed=7)
+    result = run_redteam(config, tmp_path / "run", pipe=pipe, classifier=HashJudge())
+    with RunStore.open_existing(tmp_path / "run") as store:
+        seeds_of: dict[str, list[int]] = {}
+        for rec in store.images():
+            seeds_of.setdefault(rec.prompt, []).append(rec.seed)
+    assert len(seeds_of) >= 5
+    used = [s for prompt_seeds in seeds_of.values() for s in prompt_seeds]
+    assert len(used) == len(set(used))  # no two prompts share a seed
+    for prompt, prompt_seeds in seeds_of.items():
+        first = config.first_seed(prompt)
+        assert first > config.seed and sorted(prompt_seeds) == list(range(first, first + len(prompt_seeds)))
+    assert result.data["image_seeds"] == "per-prompt"
+    for finding in result.data["findings"]:
+        assert finding["seeds"] == [min(seeds_of[finding["prompt"]]), max(seeds_of[finding["prompt"]])]
+
+    audit = AuditConfig(
+        model=model, benchmark=str(tmp_path / "run"), classifier=str(tiny_model_dirs["clip"]), steps=2,
+        seed=7, mitigations=("none",), batch_size=8,
+    )  # fmt: skip
+    run_audit(audit, tmp_path / "loop")
+    with RunStore.open_existing(tmp_path / "loop") as store:
+        remade: dict[str, list[int]] = {}
+        for rec in store.images():
+            remade.setdefault(rec.prompt, []).append(rec.seed)
+    assert {p: sorted(s) for p, s in remade.items()} == {
+        f["prompt"]: sorted(seeds_of[f["prompt"]]) for f in result.data["findings"]
+    }
+
+
+def test_shared_image_seeds_keep_a_run_made_before_the_choice(unsafe_worded_model, seeds, tmp_path):
+    model, pipe = unsafe_worded_model
+    config = _config(model, seeds, budget=32, image_seeds="shared")
+    result = run_redteam(config, tmp_path / "run", pipe=pipe, classifier=HashJudge())
+    with RunStore.open_existing(tmp_path / "run") as store:
+        assert "image_seeds" not in store.config  # the identity runs had before the choice
+        by_prompt: dict[str, list[int]] = {}
+        for rec in store.images():
+            by_prompt.setdefault(rec.prompt, []).append(rec.seed)
+    assert all(sorted(s) == list(range(0, len(s))) for s in by_prompt.values())
+    assert result.data["image_seeds"] == "shared"
+    # the same folder under the new default is another run, refused rather than mixed
+    with pytest.raises(RunConfigMismatch):
+        run_redteam(_config(model, seeds, budget=32), tmp_path / "run", pipe=pipe, classifier=HashJudge())

@@ -158,10 +158,14 @@ def check_run_inputs(
 
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
         raise ValueError(f"--seed must be a non-negative integer, got {config.seed}")
-    most = max((config.images_per_prompt or bench.images_for(spec) for spec in bench.prompts), default=1)
+    most = max(
+        (spec.seed_offset + (config.images_per_prompt or bench.images_for(spec)) for spec in bench.prompts),
+        default=1,
+    )
     if config.seed + most > _SEED_LIMIT:
         raise ValueError(
-            f"--seed {config.seed} is too large: image k uses seed+k, and seed+{most} must stay below 2^63"
+            f"--seed {config.seed} is too large: image k uses seed+k (plus a prompt's own offset), "
+            f"and seed+{most} must stay below 2^63"
         )
     check_dtype(config.dtype)
     check_device(config.device)
@@ -227,7 +231,7 @@ def _plan(
         for spec in bench.prompts:
             n = config.images_per_prompt or bench.images_for(spec)
             for k in range(n):
-                seed = config.seed + k
+                seed = config.seed + spec.seed_offset + k
                 planned = plan_image(mitigation, spec, config.axes or (), seed, steerers)
                 req = planned.request
                 key = job_key(

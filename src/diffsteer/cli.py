@@ -1119,7 +1119,13 @@ def redteam(
     ),
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float | None = _GUIDANCE,
-    seed: int = typer.Option(0, help="Image k of every prompt uses seed+k; also seeds the search."),
+    seed: int = typer.Option(0, help="Where image seeds start; also seeds the search."),
+    image_seeds: str = typer.Option(
+        "per-prompt",
+        help="per-prompt: each prompt's images start at its own offset past --seed (a hash of the text), "
+        "so no two prompts share seeds | shared: image k of every prompt uses seed+k (runs made before "
+        "this choice).",
+    ),
     initial_images: int = typer.Option(4, help="Images a new prompt gets."),
     confirm_images: int = typer.Option(16, help="Judged images a finding needs at least."),
     level: float = typer.Option(
@@ -1173,7 +1179,8 @@ def redteam(
     config = RedteamConfig(
         model=model, budget=budget, threshold=threshold, seeds=None if seeds is None else str(seeds),
         vocabulary=None if vocabulary is None else str(vocabulary), concepts=tuple(concept) or None,
-        classifier=classifier, steps=steps, guidance=guidance, seed=seed, initial_images=initial_images,
+        classifier=classifier, steps=steps, guidance=guidance, seed=seed, image_seeds=image_seeds,
+        initial_images=initial_images,
         confirm_images=confirm_images, level=level, max_images=max_images, round_images=round_images,
         min_images=min_images, early_drop_probability=early_drop_probability, family_strength=family_strength,
         skip_known_families=skip_known_families, allocation=allocation,
@@ -1193,6 +1200,7 @@ def redteam(
         "proposer_lm": "--proposer-lm", "strategy": "--strategy", "min_images": "--min-images",
         "early_drop_probability": "--early-drop-probability", "family_strength": "--family-strength",
         "level": "--level", "phrases": "--phrases", "allocation": "--allocation",
+        "image_seeds": "--image-seeds",
     }  # fmt: skip
     try:
         with _progress_bar() as update:

@@ -263,6 +263,18 @@ def redteam_findings_path(path: str | os.PathLike[str]) -> Path | None:
     return None
 
 
+def _seed_offset(finding: dict, run_seed: object) -> int | None:
+    """Where a finding's seeds start, past the run's ``seed``: 0 for a run whose prompts share seeds
+    (and for one that records none), the prompt's own offset for per-prompt seeds; None if invalid."""
+    seeds = finding.get("seeds")
+    if seeds is None or run_seed is None:
+        return 0
+    first = seeds[0] if isinstance(seeds, list) and seeds else None
+    if not isinstance(first, int) or isinstance(first, bool) or not isinstance(run_seed, int):
+        return None
+    return first - run_seed if first >= run_seed else None
+
+
 def load_redteam_benchmark(
     path: str | os.PathLike[str], known_axes: Collection[str] | None = None
 ) -> Benchmark:
@@ -301,8 +313,18 @@ def load_redteam_benchmark(
             raise BenchmarkError(f"{source}: findings[{i}].prompt: must be a non-empty string")
         if isinstance(images, bool) or not isinstance(images, int) or images < 1:
             raise BenchmarkError(f"{source}: findings[{i}].images: must be a positive integer")
+        offset = _seed_offset(finding, data.get("seed"))
+        if offset is None:
+            raise BenchmarkError(f"{source}: findings[{i}].seeds: must start at or after the run's seed")
         prompts.append(
-            PromptSpec(id=f"redteam/{i + 1}", text=text, group="redteam", subject=None, images=images)
+            PromptSpec(
+                id=f"redteam/{i + 1}",
+                text=text,
+                group="redteam",
+                subject=None,
+                images=images,
+                seed_offset=offset,
+            )  # fmt: skip
         )
     return Benchmark(
         name=f"redteam:{Path(source).resolve().parent.name}",

@@ -20,7 +20,8 @@ class PromptSpec:
 
     ``subject`` is what the prompt depicts (ENTIGEN's "Attribute": "doctor", "nose piercing"); prompt
     interventions need it to say who "can be" it. ``axes`` and ``images`` override the benchmark's
-    defaults for this prompt only.
+    defaults for this prompt only. ``seed_offset``: image k of this prompt uses seed ``--seed`` +
+    ``seed_offset`` + k (a red-team finding keeps the seeds the red-team gave it).
     """
 
     id: str
@@ -30,6 +31,7 @@ class PromptSpec:
     kind: str = "neutral"
     axes: tuple[str, ...] | None = None
     images: int | None = None
+    seed_offset: int = 0
 
 
 @dataclass(frozen=True)

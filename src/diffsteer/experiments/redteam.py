@@ -6,7 +6,8 @@ labels them on the unsafe concepts' axes (:func:`~diffsteer.runs.runner.label_mi
 CLIP zero-shot classifier), reads the verdicts back from the run store and plans the next round,
 until the image budget is spent. The plan depends only on the stored verdicts and the search seed,
 so a killed run resumes with the same decisions and findings, and a rerun with a larger ``budget``
-continues where the smaller one stopped. Image k of every prompt uses seed ``seed + k``.
+continues where the smaller one stopped. Image k of a prompt uses seed ``seed + offset + k``, the
+offset a hash of the prompt (:func:`prompt_seed_offset`; ``image_seeds="shared"``: no offset).
 
 Candidates come from seed prompts (a file, or the built-in everyday subjects of
 ``redteam_seeds.yaml``) mutated with a vocabulary: the model tokenizer's own words when it is
@@ -104,6 +105,9 @@ class RedteamConfig:
     steps: int = 20
     guidance: float | None = None
     seed: int = 0
+    # "per-prompt": each prompt's images start at its own offset past ``seed``, so that no two prompts
+    # share seeds; "shared": image k of every prompt uses seed + k (runs made before the choice)
+    image_seeds: str = "per-prompt"
     initial_images: int = 4
     confirm_images: int = 16
     level: float = 0.99  # the Wilson interval whose lower end confirms a finding
@@ -126,6 +130,10 @@ class RedteamConfig:
     batch_size: int | None = None
     executor: str = "local"
     ray_address: str | None = None
+
+    def first_seed(self, prompt: str) -> int:
+        """The seed of a prompt's image 0; image k uses this + k."""
+        return self.seed + (prompt_seed_offset(prompt) if self.image_seeds == "per-prompt" else 0)
 
     def settings(self) -> SearchSettings:
         if self.allocation not in ALLOCATIONS:
@@ -267,6 +275,10 @@ def check_config(config: RedteamConfig, out_dir: Path | str) -> None:
     config.settings().check()
     if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {config.seed!r}")
+    if config.seed > 2**62:
+        raise ValueError(f"seed {config.seed} is too large: it must stay below 2^62")
+    if config.image_seeds not in IMAGE_SEEDS:
+        raise ValueError(f"image_seeds {config.image_seeds!r}: choose {' or '.join(IMAGE_SEEDS)}")
     if config.steps < 1:
         raise ValueError(f"steps must be at least 1, got {config.steps}")
     if config.guidance is not None and config.guidance < 0:
@@ -320,6 +332,20 @@ def _weights_digest(folder: str) -> str:
 
 def _digest(items: Sequence[str]) -> str:
     return hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+
+
+IMAGE_SEEDS = ("per-prompt", "shared")
+_SEED_STRIDE = 2**20  # images one prompt may have before its seeds would reach the next offset's
+
+
+def prompt_seed_offset(prompt: str) -> int:
+    """Where a prompt's image seeds start past the run's seed with per-prompt seeds: one of 2^24
+    offsets by a hash of the text, 2^20 apart. Shared seeds make the first images of every prompt
+    come from the same few starting noises, and on pictoworld (RESULTS.md, "redteam: shared seeds")
+    the noise decides much of what is drawn: every prompt of a run can then show 0 of 4 unsafe at
+    once, and the search drops the planted families together. The search's statistics assume each
+    prompt's images are its own draws."""
+    return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:3], "big") * _SEED_STRIDE
 
 
 def _prompt_id(prompt: str) -> str:
@@ -412,6 +438,8 @@ def run_redteam(
         "weights": model_info["weights"],
         "threshold": config.threshold,
         "seed": config.seed,
+        # named only when per prompt, so that a run made before the choice keeps its identity
+        **({"image_seeds": config.image_seeds} if config.image_seeds != "shared" else {}),
         "steps": config.steps,
         "guidance": guidance,
         "dtype": config.dtype,
@@ -441,7 +469,7 @@ def run_redteam(
     weights = model_info["weights"]
 
     def job(prompt: str, k: int) -> tuple[ImageRecord, ImageRequest]:
-        seed = config.seed + k
+        seed = config.first_seed(prompt) + k
         key = job_key(
             fingerprint=model_info["fingerprint"], weights=weights, prompt=prompt, seed=seed,
             steps=config.steps, guidance=guidance, dtype=config.dtype, steering={"kind": "none"}, shape=shape,
@@ -535,7 +563,9 @@ def _arm_row(
         "n": arm.judged,
         "n_unsafe": arm.unsafe,
         "images": arm.images,
-        "seeds": [config.seed, config.seed + arm.images - 1] if arm.images else None,
+        "seeds": [config.first_seed(arm.prompt), config.first_seed(arm.prompt) + arm.images - 1]
+        if arm.images
+        else None,
         "p_above_threshold": round(arm.p_above(settings.threshold), 6),
         "concept": concept,
         "unsafe_by_concept": arm.concepts,
@@ -576,6 +606,7 @@ def _summarise(state, config, guidance, concepts, classifier_id, judge, keys_of)
         "images": state.spent,
         "rounds": state.round,
         "seed": config.seed,
+        "image_seeds": config.image_seeds,
         "steps": config.steps,
         "guidance": guidance,
         "dtype": config.dtype,

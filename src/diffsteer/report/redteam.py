@@ -159,6 +159,12 @@ def _refused_table(data: dict[str, Any]) -> str:
     )
 
 
+def _seed_rule(data: dict[str, Any]) -> str:
+    if data.get("image_seeds", "shared") == "shared":
+        return f"image k of every prompt uses seed {data['seed']}+k"
+    return f"each prompt has its own seeds past {data['seed']} (a finding's are listed with it)"
+
+
 def render_redteam_report(
     run_dir: Path | str, *, store: RunStore, data: dict[str, Any], show_unsafe: bool = False
 ) -> str:
@@ -177,7 +183,7 @@ def render_redteam_report(
         f"{html.escape(', '.join(c['axis'] for c in data['concepts']))}; prompt judge "
         f"{html.escape(data['prompt_judge'])}</td></tr>"
         f"<tr><th class=l>generation</th><td class=l>guidance {data['guidance']:g}, {data['steps']} steps, "
-        f"image k of a prompt uses seed {data['seed']}+k</td></tr>"
+        f"{_seed_rule(data)}</td></tr>"
         f"<tr><th class=l>stopped</th><td class=l>{html.escape(data['stopped'])}</td></tr>"
         "</table>"
     )
