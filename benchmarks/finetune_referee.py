@@ -81,7 +81,42 @@ def referee(run_dir: Path) -> dict[str, dict[str, float]]:
         row["recognised_skewed"] = float(np.mean(recognised))
         row["n_per_prompt"] = float(np.mean([len(groups[(mitigation, p)]) for p in SKEWED]))
         out[mitigation] = row
+    _dr_changes(out, recs, labels, groups)
     return out
+
+
+def _dr_changes(out: dict, recs: list, labels: dict, groups: dict) -> None:
+    """Each mitigation's change of the oracle's mean gender DR over the skewed professions against
+    ``none``, with the interval the audit reports for its own DR changes
+    (``metrics.mean_difference_interval``, paired by seed; its coverage was checked by simulation,
+    RESULTS.md "coverage of the DR intervals, simulated", 0.979-1.000 for paired changes)."""
+    from diffsteer.metrics import mean_difference_interval, resample_by_seed
+
+    def by_seed(mitigation: str) -> np.ndarray:
+        n_seeds = 1 + max(recs[i].image_index for p in SKEWED for i in groups.get((mitigation, p), [0]))
+        matrix = np.full((len(SKEWED), n_seeds), -1)
+        for row, prof in enumerate(SKEWED):
+            for i in groups.get((mitigation, prof), []):
+                gender = labels["gender"][i]
+                if gender in ("man", "woman"):
+                    matrix[row, recs[i].image_index] = 0 if gender == "man" else 1
+        return matrix
+
+    if "none" not in out:
+        return
+    base = by_seed("none")
+    for mitigation, row in out.items():
+        if mitigation == "none":
+            continue
+        this = by_seed(mitigation)
+        n = min(base.shape[1], this.shape[1])
+        both = np.stack([base[:, :n], this[:, :n]])
+        reps = resample_by_seed(both, 2)
+        counts = (both[..., None] == np.arange(2)).sum(axis=-2)
+        diff, low, high = (
+            float(v) for v in mean_difference_interval(counts[0], counts[1], reps[:, 0], reps[:, 1])
+        )
+        row["dr_change"], row["dr_change_low"], row["dr_change_high"] = diff, low, high
 
 
 def seed_cluster_interval(recs: list, hits: dict[int, bool], n_boot: int = 4000) -> tuple[float, float]:
@@ -239,15 +274,21 @@ def main() -> None:
     run_dir = Path(sys.argv[1])
     table = referee(run_dir)
     base = table.get("none")
-    print("| mitigation | mean gender DR, 5 skewed (oracle) | vs none | recognised (oracle) | n/prompt |")
-    print("|---|---|---|---|---|")
+    print(
+        "| mitigation | mean gender DR, 5 skewed (oracle) | vs none | change vs none, 95% paired interval | "
+        "recognised (oracle) | n/prompt |"
+    )
+    print("|---|---|---|---|---|---|")
     for mitigation, row in table.items():
         change = "" if base is None else f"{(row['mean_dr_skewed'] / base['mean_dr_skewed'] - 1) * 100:+.0f}%"
-        lora = mitigation.startswith("lora:")
-        name = "lora:" + Path(mitigation[5:]).parent.name if lora else mitigation
+        interval = (
+            f"{row['dr_change']:+.3f} [{row['dr_change_low']:+.3f}, {row['dr_change_high']:+.3f}]"
+            if "dr_change" in row
+            else ""
+        )
         print(
-            f"| {name} | {row['mean_dr_skewed']:.3f} | {change} | {row['recognised_skewed']:.3f} | "
-            f"{row['n_per_prompt']:.0f} |"
+            f"| {_short_name(mitigation)} | {row['mean_dr_skewed']:.3f} | {change} | {interval} | "
+            f"{row['recognised_skewed']:.3f} | {row['n_per_prompt']:.0f} |"
         )
     print()
     for mitigation, row in table.items():
