@@ -604,8 +604,9 @@ def _changes_against_baseline(
 ) -> None:
     """Each mitigation's change of the mean DR against the first one (the baseline), paired by seed.
 
-    Every mitigation draws image k from seed + k, so one redraw of seed indices takes both mitigations'
-    images of those seeds; goes into the aggregate details row as ``dr_change_vs_baseline``.
+    Every mitigation draws image k of a prompt from the same seed (seed + the prompt's offset + k), so
+    one redraw of seed indices takes both mitigations' images of those seeds; goes into the aggregate
+    details row as ``dr_change_vs_baseline``.
     """
     import numpy as np
 
