@@ -116,7 +116,7 @@ def _families_table(data: dict[str, Any]) -> str:
         ranks = fam["findings"]
         rates = [rate[r] for r in ranks]
         out.append(
-            f"<tr><td class='l wrap'>{html.escape(', '.join(fam['words']))}</td>"
+            f"<tr><td class='l wrap'>{html.escape(', '.join(fam['words']) or '(frame words only)')}</td>"
             f"<td class=l>{html.escape(str(fam['concept']))}</td>"
             f"<td>{len(ranks)}: #{', #'.join(map(str, ranks))}</td>"
             f"<td>{_pct(min(rates))}{'' if len(rates) == 1 else ' – ' + _pct(max(rates))}</td></tr>"
