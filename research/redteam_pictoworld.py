@@ -11,8 +11,9 @@ candidate can be scored before it is adopted. At the model's default guidance it
    model's words that the prompt judge passes, each seed alone and with one phrase
    (``prompt_search.template_prompts``); an exhaustive sweep would give each 64 images;
 2. runs the search and random search (``--strategy random``: the same space's prompts drawn
-   uniformly, the same allocation) on ``--share`` of the exhaustive sweep's images, with the model's
-   own CLIP as judge (OUT/search, OUT/random: ordinary red-team runs, resumable);
+   uniformly, the same allocation), and with ``--methods search,random,mixed`` the mixed search too,
+   on ``--share`` of the exhaustive sweep's images, with the model's own CLIP as judge (OUT/search,
+   OUT/random, OUT/mixed: ordinary red-team runs, resumable);
 3. scores recall against the planted trigger families (``world.UNSAFE_RATES`` and
    ``world.UNSAFE_COMBINATIONS`` above the threshold): a family is found when a finding names its
    profession (and the cue, for a combination) and the oracle sees the family's concept in more than
@@ -142,16 +143,17 @@ def run_all(
     max_images: int = 64,
     level: float = 0.99,
     allocation: str = "one-rule",
+    methods: tuple[str, ...] = ("search", "random"),
 ) -> dict:
     from diffsteer.experiments.redteam import RedteamConfig, run_redteam
 
     base = dict(model=str(model / "pipeline"), classifier=str(model / "clip"), threshold=threshold, seed=seed,
                 guidance=guidance, level=level)  # fmt: skip
     configs = {  # the exhaustive sweep below covers every prompt whatever the allocation
-        "search": RedteamConfig(**base, budget=budget, max_images=max_images, allocation=allocation),
-        "random": RedteamConfig(
-            **base, budget=budget, strategy="random", max_images=max_images, allocation=allocation
-        ),
+        method: RedteamConfig(
+            **base, budget=budget, strategy=method, max_images=max_images, allocation=allocation
+        )
+        for method in methods
     }
     if exhaustive is not None:
         # every prompt of the space at 64 images, by the same runner and finding rule (prompts that
@@ -411,7 +413,15 @@ def main() -> None:
     parser.add_argument("--loop-mitigation", default="hspace-safe")
     parser.add_argument("--exhaustive", action="store_true", help="also sweep every prompt at 64 images")
     parser.add_argument("--max-images", type=int, default=64, help="the search's images per prompt at most")
+    parser.add_argument(
+        "--methods", default="search,random", help="comma-separated strategies of diffsteer redteam to score"
+    )
     args = parser.parse_args()
+    from diffsteer.experiments.redteam import STRATEGIES
+
+    methods = tuple(m.strip() for m in args.methods.split(","))
+    if not methods or any(m not in STRATEGIES for m in methods):
+        parser.error(f"--methods: comma-separated names of {', '.join(STRATEGIES)}, got {args.methods!r}")
     from diffsteer.experiments.prompt_search import SearchSettings
 
     try:  # the library's own rule for the finding level and the threshold, before any model loads
@@ -438,7 +448,7 @@ def main() -> None:
     )
     runs = run_all(
         args.model, args.out, budget, args.threshold, args.seed, args.guidance,
-        exhaustive if args.exhaustive else None, args.max_images, args.level, args.allocation,
+        exhaustive if args.exhaustive else None, args.max_images, args.level, args.allocation, methods,
     )  # fmt: skip
     # every finding of the search and random search is checked; of the exhaustive sweep's, those
     # that name a planted family (its recall), not the rest (its precision is not scored)

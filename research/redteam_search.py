@@ -25,9 +25,11 @@ prompts shaped like the pictoworld v9 candidate's). ``--allocation one-rule,fami
 the default allocation and for the family allocation of 2026-12-02
 (``prompt_search.FAMILY_ALLOCATION``, its settings chosen on seeds 0-4 of the default space), the
 search and random prompts on each; ``coverage`` adds rows for ``prompt_search.COVERAGE_ALLOCATION``
-(2026-12-06; random prompts ignore its ``cover_pairs``); ``--max-images`` caps the adaptive methods'
-images on one prompt; ``--family-rate NAME=RATE`` (repeatable) plants a family of the space at
-another rate (the small space's chef at 0.15, as the from-scratch pictoworld candidates draw it).
+(2026-12-06; random prompts ignore its ``cover_pairs``); ``--mixed`` adds the mixed search
+(``diffsteer redteam --strategy mixed``: the exploring share draws template prompts);
+``--max-images`` caps the adaptive methods' images on one prompt; ``--family-rate NAME=RATE``
+(repeatable) plants a family of the space at another rate (the small space's chef at 0.15, as the
+from-scratch pictoworld candidates draw it).
 "Early drops" counts the prompts above the threshold that the search gave up on with fewer than 8
 judged images, over the trigger prompts it tried. ``--level`` sets the finding rule's Wilson level
 for every method (0.99, the default of ``diffsteer redteam``).
@@ -131,6 +133,9 @@ def main() -> None:
     parser.add_argument("--per-prompt", type=int, default=16, help="Random search's images per prompt.")
     parser.add_argument("--space", choices=("default", "small"), default="default")
     parser.add_argument(
+        "--mixed", action="store_true", help="Also the mixed search (exploring by template prompts)."
+    )
+    parser.add_argument(
         "--max-images", type=int, default=64, help="The adaptive methods' most images on one prompt."
     )
     parser.add_argument(
@@ -197,6 +202,10 @@ def main() -> None:
                 )  # fmt: skip
                 settings = replace(settings, **ALLOCATIONS[allocation])
                 rows.setdefault(f"search{tag}", []).append(run_search(space, settings, image_seed=s))
+                if args.mixed:
+                    rows.setdefault(f"mixed search{tag}", []).append(
+                        run_search(space, settings, image_seed=s, grid=True)
+                    )
                 rows.setdefault(f"random, adaptive{tag}", []).append(
                     run_random_adaptive(space, settings, image_seed=s)
                 )
@@ -219,7 +228,7 @@ def main() -> None:
                 f"{_cell([r['images_to_first_finding'] for r in results], 0)} |"
             )
         for name, results in rows.items():
-            if not name.startswith("search"):
+            if not name.startswith(("search", "mixed")):
                 continue
             missed: dict[str, int] = {}
             for r in results:

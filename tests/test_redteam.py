@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import statistics
 from dataclasses import replace
 
@@ -17,6 +18,8 @@ from diffsteer.benchmarks import load_benchmark
 from diffsteer.cli import app
 from diffsteer.experiments.prompt_search import (
     Arm,
+    GridExplorer,
+    PromptMutator,
     SearchSettings,
     SearchState,
     content_words,
@@ -177,6 +180,52 @@ def test_random_strategy_draws_only_from_the_seeds_by_phrases_space(unsafe_worde
         run_redteam(_config(model, seeds), tmp_path / "random", pipe=pipe, classifier=HashJudge())
 
 
+def test_grid_explorer_draws_each_seeds_row_once_then_other_rows_and_mutates_by_its_base():
+    seeds = ["a photo of a man", "a photo of a manager"]
+    phrases = ["in a kitchen", "wearing a scarf"]
+    grid = template_prompts(seeds, phrases)
+    explorer = GridExplorer(grid, seeds, PromptMutator(["dog"], phrases))
+    rng = random.Random(0)
+    # "a photo of a manager ..." is the manager's row, not the man's: the man's row has two prompts
+    mine = {explorer.recombine("a photo of a man", rng)[0] for _ in range(2)}
+    assert mine == {"a photo of a man in a kitchen", "a photo of a man wearing a scarf"}
+    # the row is spent: the other row's prompts, each once, then the base's recombination
+    later = [explorer.recombine("a photo of a man", rng) for _ in range(3)]
+    assert {p for p, _ in later[:2]} == {
+        "a photo of a manager in a kitchen",
+        "a photo of a manager wearing a scarf",
+    }
+    assert [op for _, op in later] == ["grid", "grid", "recombine"]
+    # with the pairs met so far, the least met phrase first
+    fresh = GridExplorer(grid, seeds, PromptMutator(["dog"], phrases))
+    met = {"in a kitchen": 3, "wearing a scarf": 0}
+    assert fresh.recombine("a photo of a man", rng, met)[0] == "a photo of a man wearing a scarf"
+    # mutations are the base's, reaching words outside the grid
+    _, op = fresh.mutate("a photo of a man", None, rng)
+    assert op in PromptMutator.OPERATIONS
+
+
+def test_mixed_strategy_explores_the_grid_and_mutates_beyond_it(unsafe_worded_model, seeds, tmp_path):
+    model, pipe = unsafe_worded_model
+    config = _config(model, seeds, strategy="mixed", budget=160)
+    result = run_redteam(config, tmp_path / "mixed", pipe=pipe, classifier=HashJudge())
+    data = result.data
+    rows = [*data["findings"], *data["candidates"]]
+    seed_prompts = [r["prompt"] for r in rows if r["operation"] == "seed"]
+    known = set(tokenizer_words(pipe.tokenizer))
+    phrases = [p for p in builtin_seeds()[1] if all(w in known for w in p.split())]
+    space = set(template_prompts(seed_prompts, phrases))
+    grid = [r["prompt"] for r in rows if r["operation"] == "grid"]
+    mutated = [r for r in rows if r["operation"] in PromptMutator.OPERATIONS]
+    assert data["strategy"] == "mixed" and grid and mutated
+    assert set(grid) <= space and len(set(grid)) == len(grid)
+    # the mutations reach prompts no exhaustive sweep of the grid would try
+    assert any(r["prompt"] not in space for r in mutated)
+    # another run than the search's: refused in the same folder
+    with pytest.raises(RunConfigMismatch, match="strategy"):
+        run_redteam(_config(model, seeds, budget=160), tmp_path / "mixed", pipe=pipe, classifier=HashJudge())
+
+
 def test_a_users_phrase_file_refuses_its_slang_and_makes_another_run(unsafe_worded_model, seeds, tmp_path):
     model, pipe = unsafe_worded_model
     phrases = tmp_path / "phrases.yaml"
@@ -205,7 +254,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_before_any_work(tiny_model_dirs, tm
         (["--max-images", "8"], "--confirm-images (16) must be at most --max-images (8)"),
         (["--concept", "nudity"], "unknown unsafe concept 'nudity'"),
         (["--model", str(tmp_path / "no-model")], "no-model"),
-        (["--strategy", "greedy"], "--strategy 'greedy': choose search or random"),
+        (["--strategy", "greedy"], "--strategy 'greedy': choose search or random or mixed"),
         (["--level", "1"], "--level must be at least 0.5 and below 1"),
         (["--phrases", str(tmp_path / "none.yaml")], "phrase file not found"),
         (["--image-seeds", "fixed"], "--image-seeds 'fixed': choose per-prompt or shared"),

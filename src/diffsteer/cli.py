@@ -1114,8 +1114,9 @@ def redteam(
     ),
     strategy: str = typer.Option(
         "search",
-        help="search | random: random draws prompts uniformly from the seeds x phrases space, with the "
-        "search's image allocation (a baseline for the search).",
+        help="search | random | mixed: random draws prompts uniformly from the seeds x phrases space, with "
+        "the search's image allocation (a baseline for the search); mixed explores that space and "
+        "exploits by mutation (docs/redteam.md).",
     ),
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float | None = _GUIDANCE,

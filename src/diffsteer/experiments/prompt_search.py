@@ -41,6 +41,7 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import Any
 
 from scipy.stats import beta as beta_dist
 from scipy.stats import norm
@@ -49,6 +50,7 @@ __all__ = [
     "COVERAGE_ALLOCATION",
     "FAMILY_ALLOCATION",
     "Arm",
+    "GridExplorer",
     "LanguageModelProposer",
     "PromptMutator",
     "SearchSettings",
@@ -528,6 +530,59 @@ class RandomTemplates:
 
     def recombine(self, seed: str, rng: random.Random) -> tuple[str, str]:
         return self._draw(seed, rng)
+
+
+class GridExplorer:
+    """Explores the template grid, exploits by mutation: each exploring recombination is a prompt of
+    ``grid`` (the seeds x phrases space) not drawn before, one of the seed's own first, uniformly;
+    each mutation comes from ``base``. The search's ``explore_share`` then splits new prompts between
+    the space an exhaustive sweep would cover and the proposals near what looked unsafe, which reach
+    prompts outside it. Without replacement, as :class:`RandomTemplates`: a replayed search draws the
+    same prompts."""
+
+    def __init__(self, grid: Sequence[str], seeds: Sequence[str], base: Any) -> None:
+        self.base = base
+        keys = sorted({" ".join(words_of(s)) for s in seeds}, key=len, reverse=True)
+        self.left: dict[str, list[str]] = {k: [] for k in keys}
+        for prompt in dict.fromkeys(grid):
+            text = " ".join(words_of(prompt))
+            # the longest seed the prompt starts with ("a photo of a man" is not "a photo of a manager")
+            key = next((k for k in keys if text != k and (text + " ").startswith(k + " ")), None)
+            if key is not None:
+                self.left[key].append(text)
+        if not any(self.left.values()):
+            raise ValueError("the grid holds no prompt that extends a seed prompt")
+
+    @property
+    def phrases(self) -> list[str]:  # what the search counts pairs by (SearchSettings.cover_pairs)
+        return list(getattr(self.base, "phrases", ()))
+
+    def recombine(
+        self, seed: str, rng: random.Random, met: Mapping[str, int] | None = None
+    ) -> tuple[str, str]:
+        """A grid prompt not drawn before: of ``seed``'s row when it has one left, else of any row.
+        With ``met`` (phrase -> prompts tried holding the seed and it), the least met phrases first."""
+        key = " ".join(words_of(seed))
+        pool = self.left.get(key) or []
+        if not pool:  # this seed's row is spent: any other row's prompt
+            rest = [k for k, v in self.left.items() if v]
+            if not rest:
+                return self.base.recombine(seed, rng)
+            key = rest[rng.randrange(len(rest))]
+            pool, met = self.left[key], None
+        i = rng.randrange(len(pool))
+        if met:
+            order = rng.sample(range(len(pool)), len(pool))
+            i = min(order, key=lambda j: self._times_met(pool[j][len(key) :], met))
+        return pool.pop(i), "grid"
+
+    @staticmethod
+    def _times_met(rest: str, met: Mapping[str, int]) -> int:
+        words = set(content_words(rest))
+        return sum(n for unit, n in met.items() if set(content_words(unit)) <= words)
+
+    def mutate(self, parent: str, other: str | None, rng: random.Random) -> tuple[str, str]:
+        return self.base.mutate(parent, other, rng)
 
 
 # ------------------------------------------------------------------------------------------------

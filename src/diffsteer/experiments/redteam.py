@@ -38,6 +38,7 @@ import yaml
 from diffsteer.experiments.prompt_search import (
     COVERAGE_ALLOCATION,
     Arm,
+    GridExplorer,
     PromptMutator,
     RandomTemplates,
     SearchSettings,
@@ -84,8 +85,9 @@ def readable_concepts(concepts: list[Any], classifier: Any) -> list[Any]:
 
 
 # "search": proposals near what looked unsafe; "random": prompts of the seeds x phrases space drawn
-# uniformly, images allocated by the same rounds (a baseline for what the proposals add)
-STRATEGIES = ("search", "random")
+# uniformly, images allocated by the same rounds (a baseline for what the proposals add); "mixed": the
+# search whose exploring share draws prompts of that space (prompt_search.GridExplorer)
+STRATEGIES = ("search", "random", "mixed")
 # named allocations: settings of prompt_search.SearchSettings laid over the config's own (docs/redteam.md)
 ALLOCATIONS: dict[str, dict[str, Any]] = {"one-rule": {}, "coverage": COVERAGE_ALLOCATION}
 
@@ -124,7 +126,7 @@ class RedteamConfig:
     text_classifier: bool | None = False  # the prompt judge's optional alt-profanity-check
     phrases: str | None = None  # a user's phrase file the prompt judge reads beside safety.yaml
     proposer_lm: str | None = None  # a local causal language model folder that also proposes prompts
-    strategy: str = "search"  # "random": new prompts drawn uniformly from the seeds x phrases space
+    strategy: str = "search"  # or "random", "mixed" (STRATEGIES)
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int | None = None
@@ -425,6 +427,8 @@ def run_redteam(
         from diffsteer.experiments.prompt_search import LanguageModelProposer
 
         mutator = LanguageModelProposer(config.proposer_lm, mutator)
+    if config.strategy == "mixed":
+        mutator = GridExplorer(template_prompts(seeds, phrases), seeds, mutator)
 
     def refuse(prompts: Sequence[str]) -> list[str | None]:
         return [

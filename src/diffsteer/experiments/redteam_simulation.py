@@ -10,7 +10,8 @@ the shipped prompt judge, so a prompt that asks for a knife is refused before an
 
 Compared on the same space and budget (``research/redteam_search.py`` prints the table):
 
-* the search (mutation and recombination, adaptive allocation);
+* the search (mutation and recombination, adaptive allocation), and the mixed search (its exploring
+  share draws template prompts);
 * random search: template prompts drawn uniformly, a fixed number of images each;
 * random prompts with the search's adaptive allocation (separates the proposals' share of the gain
   from the allocation's);
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from diffsteer.experiments.prompt_search import (
+    GridExplorer,
     PromptMutator,
     RandomTemplates,
     SearchSettings,
@@ -205,9 +207,15 @@ def _run(
     return state
 
 
-def run_search(space: SimulatedSpace, settings: SearchSettings, image_seed: int = 0) -> dict[str, Any]:
-    """The red-team search on the simulated space, scored on the planted truth."""
-    state = _run(space, settings, image_seed, space.seeds(), space.mutator())
+def run_search(
+    space: SimulatedSpace, settings: SearchSettings, image_seed: int = 0, grid: bool = False
+) -> dict[str, Any]:
+    """The red-team search on the simulated space, scored on the planted truth. ``grid``: its exploring
+    share draws template prompts (the "mixed" strategy, ``prompt_search.GridExplorer``)."""
+    mutator: Any = space.mutator()
+    if grid:
+        mutator = GridExplorer(space.template_prompts(), space.seeds(), mutator)
+    state = _run(space, settings, image_seed, space.seeds(), mutator)
     result = _score(
         space, [a.prompt for a in state.findings()], settings.threshold, state.spent, state.first_finding_at
     )
