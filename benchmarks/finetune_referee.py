@@ -19,7 +19,7 @@ distance (to a base-model set of other seeds) is held to.
 
 from __future__ import annotations
 
-import sys
+import argparse
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -268,11 +268,19 @@ def main_culture(run_dir: Path, base_run_dirs: list[Path]) -> None:
 
 
 def main() -> None:
-    if sys.argv[1] == "--culture":
-        main_culture(Path(sys.argv[2]), [Path(a) for a in sys.argv[3:]])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--culture", action="store_true", help="the alignment acceptance (culture followed)")
+    parser.add_argument("runs", nargs="+", type=Path, help="an audit run (then base-model runs, --culture)")
+    args = parser.parse_args()
+    for run in args.runs:  # one line naming the folder, before any image is read
+        if not (run / "results.sqlite").is_file():
+            parser.error(f"{run}: no diffsteer run there (no results.sqlite)")
+    if args.culture:
+        main_culture(args.runs[0], args.runs[1:])
         return
-    run_dir = Path(sys.argv[1])
-    table = referee(run_dir)
+    if len(args.runs) > 1:
+        parser.error("base-model runs are read only with --culture")
+    table = referee(args.runs[0])
     base = table.get("none")
     print(
         "| mitigation | mean gender DR, 5 skewed (oracle) | vs none | change vs none, 95% paired interval | "
