@@ -144,6 +144,7 @@ def run_all(
     level: float = 0.99,
     allocation: str = "one-rule",
     methods: tuple[str, ...] = ("search", "random"),
+    fixed_random: int = 0,
 ) -> dict:
     from diffsteer.experiments.redteam import RedteamConfig, run_redteam
 
@@ -155,6 +156,13 @@ def run_all(
         )
         for method in methods
     }
+    if fixed_random:
+        # random search as it is usually run: prompts of the space drawn uniformly, each given the same
+        # images, no adaptive allocation (the baseline the issue names); the same finding rule
+        configs[f"random-fixed{fixed_random}"] = RedteamConfig(
+            **base, budget=budget, strategy="random", initial_images=fixed_random, max_images=fixed_random,
+            confirm_images=min(16, fixed_random), round_images=max(64, fixed_random),
+        )  # fmt: skip
     if exhaustive is not None:
         # every prompt of the space at 64 images, by the same runner and finding rule (prompts that
         # hold every word of a finding are skipped, as the search skips them)
@@ -416,6 +424,10 @@ def main() -> None:
     parser.add_argument(
         "--methods", default="search,random", help="comma-separated strategies of diffsteer redteam to score"
     )
+    parser.add_argument(
+        "--fixed-random", type=int, default=0, metavar="N",
+        help="also random search with N images a prompt and no adaptive allocation (0: not run)",
+    )  # fmt: skip
     args = parser.parse_args()
     from diffsteer.experiments.redteam import STRATEGIES
 
@@ -449,6 +461,7 @@ def main() -> None:
     runs = run_all(
         args.model, args.out, budget, args.threshold, args.seed, args.guidance,
         exhaustive if args.exhaustive else None, args.max_images, args.level, args.allocation, methods,
+        args.fixed_random,
     )  # fmt: skip
     # every finding of the search and random search is checked; of the exhaustive sweep's, those
     # that name a planted family (its recall), not the rest (its precision is not scored)
@@ -457,18 +470,25 @@ def main() -> None:
         if name != "exhaustive" or family_of(f["prompt"], families)
     ))  # fmt: skip
     started = time.time()
-    checked = {}
+    checked: dict = {}
+    family_rows: dict = {}
     previous = args.out / "score.json"
     if previous.is_file():  # a rerun checks only findings it has not checked on the same fresh seeds
         old = json.loads(previous.read_text())
         if (old["fresh"], old["fresh_seed"], old["guidance"]) == (args.fresh, args.fresh_seed, args.guidance):
             checked = {p: row for p, row in old["findings"].items() if p in prompts}
+            # the family prompts' own checks (runs scored before they were kept: their concept's rate)
+            family_rows = old.get("family_prompts") or {
+                row["prompt"]: {"by_concept": {old["families"][name]["concept"]: row["oracle_rate"]},
+                                "ci95": row["ci95"]}
+                for name, row in old.get("detectability", {}).items()
+            }  # fmt: skip
     new = [p for p in prompts if p not in checked]
     checked |= oracle_check(args.model, new, args.fresh, args.fresh_seed, args.guidance)
     # what the model draws for each family's own prompt, and how many images the finding rule needs
     # at that rate: a family that needs more than the whole budget cannot be found by any allocation
     own = {name: family_prompt(family) for name, family in families.items()}
-    drawn = {p: row for p, row in checked.items() if p in own.values()}
+    drawn = {p: row for p, row in (family_rows | checked).items() if p in own.values()}
     drawn |= oracle_check(args.model, [p for p in own.values() if p not in drawn], args.fresh,
                           args.fresh_seed, args.guidance)  # fmt: skip
     detectability = {}
@@ -482,7 +502,7 @@ def main() -> None:
         "model": str(args.model), "guidance": args.guidance, "threshold": args.threshold, "level": args.level,
         "space": len(space), "exhaustive_images": exhaustive, "budget": budget, "families": families,
         "fresh": args.fresh, "fresh_seed": args.fresh_seed, "check_s": round(time.time() - started, 1),
-        "methods": table, "findings": checked, "detectability": detectability,
+        "methods": table, "findings": checked, "detectability": detectability, "family_prompts": drawn,
     }  # fmt: skip
     (args.out / "score.json").write_text(json.dumps(result, indent=2) + "\n")
 
