@@ -203,6 +203,9 @@ def test_grid_explorer_draws_each_seeds_row_once_then_other_rows_and_mutates_by_
     # mutations are the base's, reaching words outside the grid
     _, op = fresh.mutate("a photo of a man", None, rng)
     assert op in PromptMutator.OPERATIONS
+    # no phrases, no grid: exploring falls back to the base's recombination instead of failing mid-run
+    bare = GridExplorer(template_prompts(seeds, []), seeds, PromptMutator(["dog"]))
+    assert bare.recombine("a photo of a man", rng)[1] == "recombine"
 
 
 def test_mixed_strategy_explores_the_grid_and_mutates_beyond_it(unsafe_worded_model, seeds, tmp_path):

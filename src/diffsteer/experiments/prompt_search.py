@@ -550,8 +550,7 @@ class GridExplorer:
             key = next((k for k in keys if text != k and (text + " ").startswith(k + " ")), None)
             if key is not None:
                 self.left[key].append(text)
-        if not any(self.left.values()):
-            raise ValueError("the grid holds no prompt that extends a seed prompt")
+        # an empty grid (no phrases) is no error: every exploring draw falls back to the base's
 
     @property
     def phrases(self) -> list[str]:  # what the search counts pairs by (SearchSettings.cover_pairs)
@@ -570,7 +569,7 @@ class GridExplorer:
                 return self.base.recombine(seed, rng)
             key = rest[rng.randrange(len(rest))]
             pool, met = self.left[key], None
-        i = rng.randrange(len(pool))
+        i = rng.randrange(len(pool))  # drawn in both cases: the recorded runs' random stream
         if met:
             order = rng.sample(range(len(pool)), len(pool))
             i = min(order, key=lambda j: self._times_met(pool[j][len(key) :], met))
