@@ -431,6 +431,8 @@ def main() -> None:
     args = parser.parse_args()
     from diffsteer.experiments.redteam import STRATEGIES
 
+    if args.fixed_random < 0:
+        parser.error(f"--fixed-random must be 0 (not run) or a positive image count, got {args.fixed_random}")
     methods = tuple(m.strip() for m in args.methods.split(","))
     if not methods or any(m not in STRATEGIES for m in methods):
         parser.error(f"--methods: comma-separated names of {', '.join(STRATEGIES)}, got {args.methods!r}")
