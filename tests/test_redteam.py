@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import statistics
 from dataclasses import replace
 
@@ -26,7 +27,13 @@ from diffsteer.experiments.prompt_search import (
     template_prompts,
     wilson_interval,
 )
-from diffsteer.experiments.redteam import RedteamConfig, builtin_seeds, run_redteam, tokenizer_words
+from diffsteer.experiments.redteam import (
+    RedteamConfig,
+    builtin_seeds,
+    choose_strategy,
+    run_redteam,
+    tokenizer_words,
+)
 from diffsteer.experiments.redteam_simulation import default_space, run_random, run_search, small_space
 from diffsteer.models import load_pipeline
 from diffsteer.runs.store import RunConfigMismatch, RunStore
@@ -67,9 +74,11 @@ def unsafe_worded_model(tiny_model_dirs, tmp_path_factory):
 
 def _config(model: str, seeds, **kw) -> RedteamConfig:
     # violence only: the fixture's vocabulary knows its words alone
+    # the search unless a test asks for another strategy: auto would take random prompts on this
+    # small space (choose_strategy)
     base = dict(model=model, budget=96, threshold=0.2, seeds=str(seeds), steps=2, initial_images=4,
                 confirm_images=8, max_images=16, round_images=32, batch_size=8,
-                concepts=("violence",))  # fmt: skip
+                concepts=("violence",), strategy="search")  # fmt: skip
     return RedteamConfig(**(base | kw))
 
 
@@ -180,6 +189,47 @@ def test_random_strategy_draws_only_from_the_seeds_by_phrases_space(unsafe_worde
         run_redteam(_config(model, seeds), tmp_path / "random", pipe=pipe, classifier=HashJudge())
 
 
+def test_auto_strategy_is_the_random_run_when_the_budget_covers_the_space(
+    unsafe_worded_model, seeds, tmp_path
+):
+    model, pipe = unsafe_worded_model
+
+    def run(strategy: str):
+        return run_redteam(_config(model, seeds, strategy=strategy), tmp_path / "run", pipe=pipe,
+                           classifier=HashJudge())  # fmt: skip
+
+    auto = run("auto")
+    data = auto.data
+    assert (data["strategy"], data["strategy_asked"]) == ("random", "auto")
+    space = int(re.search(r"the (\d+) prompts", data["strategy_reason"]).group(1))
+    assert space * 4 <= 96 and "fit in the 96 images" in data["strategy_reason"]
+    assert all(r["operation"] in ("seed", "random") for r in [*data["findings"], *data["candidates"]])
+    assert "strategy</th><td class=l>random (auto: the" in auto.report.read_text()
+    # it is the run --strategy random makes: the same folder resumes it, and no image is made again
+    with RunStore.open_existing(tmp_path / "run") as store:
+        made = {r.key for r in store.images()}
+    again = run("random")
+    with RunStore.open_existing(tmp_path / "run") as store:
+        assert {r.key for r in store.images()} == made
+    assert [f["prompt"] for f in again.data["findings"]] == [f["prompt"] for f in data["findings"]]
+
+
+def test_auto_strategy_leaves_a_space_the_budget_cannot_cover_to_the_search():
+    config = RedteamConfig(model="m", budget=512, strategy="auto")
+    assert choose_strategy(config, 128)[0] == "random"  # 128 x 4 = 512
+    assert choose_strategy(config, 129) == (
+        "search",
+        "auto: the 129 prompts of the seeds x phrases space at 4 images each (516) exceed the 512 images "
+        "the budget leaves to new prompts",
+    )
+    # the coverage allocation holds its last 30% back for the open prompts: not for new ones
+    coverage = replace(config, allocation="coverage")
+    assert choose_strategy(coverage, 89)[0] == "random" and choose_strategy(coverage, 90)[0] == "search"
+    # a proposer language model is there to propose: only the search does
+    assert choose_strategy(replace(config, proposer_lm="lm"), 10)[0] == "search"
+    assert choose_strategy(replace(config, strategy="mixed"), 10) == ("mixed", "asked for mixed")
+
+
 def test_grid_explorer_draws_each_seeds_row_once_then_other_rows_and_mutates_by_its_base():
     seeds = ["a photo of a man", "a photo of a manager"]
     phrases = ["in a kitchen", "wearing a scarf"]
@@ -257,7 +307,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_before_any_work(tiny_model_dirs, tm
         (["--max-images", "8"], "--confirm-images (16) must be at most --max-images (8)"),
         (["--concept", "nudity"], "unknown unsafe concept 'nudity'"),
         (["--model", str(tmp_path / "no-model")], "no-model"),
-        (["--strategy", "greedy"], "--strategy 'greedy': choose search or random or mixed"),
+        (["--strategy", "greedy"], "--strategy 'greedy': choose auto or search or random or mixed"),
         (["--level", "1"], "--level must be at least 0.5 and below 1"),
         (["--phrases", str(tmp_path / "none.yaml")], "phrase file not found"),
         (["--image-seeds", "fixed"], "--image-seeds 'fixed': choose per-prompt or shared"),

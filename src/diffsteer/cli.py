@@ -1113,10 +1113,11 @@ def redteam(
         None, help="Folder of a local causal language model (safetensors) that also proposes prompts."
     ),
     strategy: str = typer.Option(
-        "search",
-        help="search | random | mixed: random draws prompts uniformly from the seeds x phrases space, with "
-        "the search's image allocation (a baseline for the search); mixed explores that space and "
-        "exploits by mutation (docs/redteam.md).",
+        "auto",
+        help="auto | search | random | mixed: random draws prompts uniformly from the seeds x phrases space, "
+        "with the search's image allocation; search proposes near what looked unsafe, reaching beyond that "
+        "space; mixed explores the space and exploits by mutation; auto takes random when the budget covers "
+        "the space at --initial-images a prompt, else search (docs/redteam.md).",
     ),
     steps: int = typer.Option(20, help="Denoising steps."),
     guidance: float | None = _GUIDANCE,
@@ -1224,6 +1225,7 @@ def redteam(
         f"{len(data['refused_by_prompt_judge'])} refused by the prompt judge; {len(found)} findings",
         highlight=False,
     )
+    console.print(f"strategy {data['strategy']} ({data['strategy_reason']})", highlight=False)
     for f in found[:20]:
         lo, hi = f["ci95"]
         print(f"{f['rank']:>3}. {f['unsafe_rate']:.2f} [{lo:.2f}, {hi:.2f}] {f['concept']}: {f['prompt']}")

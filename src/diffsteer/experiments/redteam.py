@@ -86,8 +86,9 @@ def readable_concepts(concepts: list[Any], classifier: Any) -> list[Any]:
 
 # "search": proposals near what looked unsafe; "random": prompts of the seeds x phrases space drawn
 # uniformly, images allocated by the same rounds (a baseline for what the proposals add); "mixed": the
-# search whose exploring share draws prompts of that space (prompt_search.GridExplorer)
-STRATEGIES = ("search", "random", "mixed")
+# search whose exploring share draws prompts of that space (prompt_search.GridExplorer); "auto": one of
+# the first two, by the size of that space (choose_strategy)
+STRATEGIES = ("auto", "search", "random", "mixed")
 # named allocations: settings of prompt_search.SearchSettings laid over the config's own (docs/redteam.md)
 ALLOCATIONS: dict[str, dict[str, Any]] = {"one-rule": {}, "coverage": COVERAGE_ALLOCATION}
 
@@ -126,7 +127,7 @@ class RedteamConfig:
     text_classifier: bool | None = False  # the prompt judge's optional alt-profanity-check
     phrases: str | None = None  # a user's phrase file the prompt judge reads beside safety.yaml
     proposer_lm: str | None = None  # a local causal language model folder that also proposes prompts
-    strategy: str = "search"  # or "random", "mixed" (STRATEGIES)
+    strategy: str = "auto"  # or "search", "random", "mixed" (STRATEGIES; choose_strategy)
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int | None = None
@@ -155,6 +156,30 @@ class RedteamConfig:
             skip_known_families=self.skip_known_families,
         )
         return replace(settings, **ALLOCATIONS[self.allocation])
+
+
+def choose_strategy(config: RedteamConfig, space: int) -> tuple[str, str]:
+    """The strategy a run uses, and why: ``config.strategy`` unless it is "auto".
+
+    Auto takes "random" (the seeds x phrases space's ``space`` prompts drawn uniformly, the search's
+    adaptive allocation) when every one of them fits, at ``initial_images`` each, in the images the
+    budget leaves to new prompts, and "search" otherwise. On every space a budget covered so (the
+    bundled pictoworld's 88 prompts, the simulated 100- and 770-prompt spaces) random prompts found at
+    least as many planted trigger families as the search's proposals, which wander off into the
+    vocabulary; where the space is too large to enumerate, proposing near what looked unsafe is what is
+    left (benchmarks/RESULTS.md, "redteam: the strategy chosen by the prompt space").
+    """
+    if config.strategy != "auto":
+        return config.strategy, f"asked for {config.strategy}"
+    if config.proposer_lm is not None:
+        return "search", "auto: a proposer language model was given, and only the search proposes"
+    settings = config.settings()
+    room = int(settings.budget * (1 - settings.final_share))
+    need = space * settings.initial_images
+    sized = f"auto: the {space} prompts of the seeds x phrases space at {settings.initial_images} images each"
+    if need <= room:
+        return "random", f"{sized} ({need}) fit in the {room} images the budget leaves to new prompts"
+    return "search", f"{sized} ({need}) exceed the {room} images the budget leaves to new prompts"
 
 
 @dataclass
@@ -420,15 +445,17 @@ def run_redteam(
 
     model_words = tokenizer_words(getattr(pipe, "tokenizer", None))
     seeds, words, phrases, vocabulary_source = prompt_units(config, model_words, judge)
+    grid = template_prompts(seeds, phrases)
+    strategy, strategy_reason = choose_strategy(config, len(grid))
     mutator: Any = PromptMutator(words, phrases)
-    if config.strategy == "random":
-        mutator = RandomTemplates(template_prompts(seeds, phrases))
+    if strategy == "random":
+        mutator = RandomTemplates(grid)
     elif config.proposer_lm is not None:
         from diffsteer.experiments.prompt_search import LanguageModelProposer
 
         mutator = LanguageModelProposer(config.proposer_lm, mutator)
-    if config.strategy == "mixed":
-        mutator = GridExplorer(template_prompts(seeds, phrases), seeds, mutator)
+    if strategy == "mixed":
+        mutator = GridExplorer(grid, seeds, mutator)
 
     def refuse(prompts: Sequence[str]) -> list[str | None]:
         return [
@@ -455,8 +482,9 @@ def run_redteam(
         # the phrases themselves, not the file's name: an edited file is another judge, another run
         **({"phrase_file": _digest(judge.known_phrases())} if config.phrases is not None else {}),
         "proposer_lm": None if config.proposer_lm is None else _weights_digest(config.proposer_lm),
-        # a random-search run is another run; a search run's identity stays what it was before
-        **({"strategy": config.strategy} if config.strategy != "search" else {}),
+        # a random-search run is another run; a search run's identity stays what it was before. The
+        # strategy auto chose, not "auto": an auto run is the run of the strategy it resolved to
+        **({"strategy": strategy} if strategy != "search" else {}),
         # the budget is left out: a rerun with a larger one continues this search; the family
         # allocation's settings only when set, so a run made before them keeps its identity
         "search": {
@@ -520,7 +548,9 @@ def run_redteam(
             model=describe_model(pipe, config.model) | {"ref": config.model},
             vocabulary={"source": vocabulary_source, "words": len(words), "phrases": len(phrases)},
             seed_prompts=len(seeds),
-            strategy=config.strategy,
+            strategy=strategy,
+            strategy_asked=config.strategy,
+            strategy_reason=strategy_reason,
             stopped=stopped,
             audit_command=_audit_command(config, guidance, run_dir),
             seconds=round(time.time() - started, 1),

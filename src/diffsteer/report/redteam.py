@@ -165,6 +165,13 @@ def _seed_rule(data: dict[str, Any]) -> str:
     return f"each prompt has its own seeds past {data['seed']} (a finding's are listed with it)"
 
 
+def _strategy(data: dict[str, Any]) -> str:
+    # runs written before the choice recorded only the strategy itself
+    strategy = html.escape(str(data.get("strategy", "search")))
+    reason = data.get("strategy_reason")
+    return f"{strategy} ({html.escape(reason)})" if reason else strategy
+
+
 def render_redteam_report(
     run_dir: Path | str, *, store: RunStore, data: dict[str, Any], show_unsafe: bool = False
 ) -> str:
@@ -176,6 +183,7 @@ def render_redteam_report(
         "<table>"
         f"<tr><th class=l>images</th><td>{data['images']} of a budget of {data['budget']}</td></tr>"
         f"<tr><th class=l>prompts tried</th><td>{tried} in {data['rounds']} rounds</td></tr>"
+        f"<tr><th class=l>strategy</th><td class=l>{_strategy(data)}</td></tr>"
         f"<tr><th class=l>threshold</th><td>{data['threshold']:g}</td></tr>"
         f"<tr><th class=l>first finding after</th><td>{data['first_finding_at_images'] or '–'} images"
         "</td></tr>"
