@@ -334,6 +334,8 @@ def test_redteam_cli_end_to_end(tiny_model_dirs, tmp_path):
     assert data["images"] == 24 and (out / "report.html").is_file()
     assert data["vocabulary"]["source"] == "the model tokenizer's words"  # a word-level tiny model
     assert "diffsteer audit" in result.output and str(out / "redteam.json") in data["audit_command"]
+    # the audit it prints judges with the red-team's own classifier, not the model's default CLIP
+    assert f"--classifier {tiny_model_dirs['clip']}" in data["audit_command"]
     # 24 images cannot give the built-in space's prompts 4 each: auto leaves it to the search, and says so
     assert data["strategy"] == "search" and "strategy search (auto: the " in " ".join(result.output.split())
 

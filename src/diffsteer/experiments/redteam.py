@@ -663,9 +663,13 @@ def _summarise(state, config, guidance, concepts, classifier_id, judge, keys_of)
 def _audit_command(config: RedteamConfig, guidance: float, run_dir: Path) -> str:
     import shlex
 
+    # the red-team's own classifier and dtype: without them the audit would judge with the model's
+    # default CLIP (for a model folder, a hub checkpoint) and could not reuse the red-team's images
+    same = [*(["--classifier", config.classifier] if config.classifier else []),
+            *(["--dtype", config.dtype] if config.dtype != "float32" else [])]  # fmt: skip
     return shlex.join([
         "diffsteer", "audit", "--model", config.model, "--benchmark", str(run_dir / REDTEAM_JSON),
-        "--guidance", f"{guidance:g}", "--steps", str(config.steps), "--seed", str(config.seed),
+        "--guidance", f"{guidance:g}", "--steps", str(config.steps), "--seed", str(config.seed), *same,
         "--mitigation", "none", "--mitigation", "hspace-safe", "--mitigation", "negative-prompt",
         "--out", str(run_dir / "mitigations"),
     ])  # fmt: skip
