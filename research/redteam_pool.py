@@ -6,8 +6,9 @@ Each RUN is an ``--out`` folder of ``research/redteam_pictoworld.py`` (its ``sco
 ``redteam.json`` per method). A run's recall takes a few values (0, 0.25, ... with four planted
 families) and moves by a family between seeds, so one run says little; this prints, per method:
 
-* the mean recall over runs with a 95% percentile bootstrap interval over runs (runs are the unit:
-  the families of one run share its images);
+* the mean recall over runs with a 95% interval over runs (runs are the unit: the families of one run
+  share its images): the percentile bootstrap, or with ``--interval t`` mean +- t x standard error,
+  which holds nearer 95% at ten runs (the bootstrap held 0.92-0.95 there);
 * in how many runs every planted family was found, and which families were missed how often;
 * precision over all the runs' findings (the oracle's rate on fresh images above the threshold), and
   how many findings outside every planted family the oracle confirms (triggers nobody planted, or the
@@ -58,13 +59,41 @@ def read_runs(folders: list[Path]) -> dict[str, dict[str, dict]]:
     return out
 
 
-def coverage(per_family: dict[str, float], runs: int, sets: int, rng: random.Random) -> float:
+def t_quantile_975(df: int) -> float:
+    """The 97.5% quantile of Student's t with ``df`` degrees of freedom (Cornish-Fisher to the 1/df^3
+    term: 2.262 at 9, 2.064 at 24, within 0.01 of the exact value from 4 on)."""
+    z = statistics.NormalDist().inv_cdf(0.975)
+    return (
+        z
+        + (z**3 + z) / (4 * df)
+        + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+        + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * df**3)
+    )
+
+
+def t_interval(values: list[float], rng: random.Random | None = None) -> tuple[float, float]:
+    """Mean +- t * standard error, kept in [0, 1]. The percentile bootstrap over ten runs is too narrow
+    (it held the true mean in 0.92-0.95 of simulated sets); this widens it by the t quantile and the
+    n - 1 in the standard deviation."""
+    n, mean = len(values), statistics.mean(values)
+    if n < 2:
+        return mean, mean
+    half = t_quantile_975(n - 1) * statistics.stdev(values) / n**0.5
+    return max(0.0, mean - half), min(1.0, mean + half)
+
+
+INTERVALS = {"bootstrap": bootstrap_interval, "t": t_interval}
+
+
+def coverage(
+    per_family: dict[str, float], runs: int, sets: int, rng: random.Random, interval=bootstrap_interval
+) -> float:
     """How often the interval over ``runs`` simulated runs holds the true mean recall."""
     truth = statistics.mean(per_family.values())
     held = 0
     for _ in range(sets):
         recalls = [statistics.mean(rng.random() < p for p in per_family.values()) for _ in range(runs)]
-        low, high = bootstrap_interval(recalls, rng, draws=1000)
+        low, high = interval(recalls, rng)
         held += low <= truth <= high
     return held / sets
 
@@ -73,7 +102,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--coverage", type=int, default=0, metavar="N", help="check the interval first")
+    parser.add_argument(
+        "--interval", choices=tuple(INTERVALS), default="bootstrap",
+        help="bootstrap: the percentile bootstrap over runs (what RESULTS.md quoted until 2026-12-07); "
+        "t: mean +- t x standard error, which holds nearer 95%% at ten runs",
+    )  # fmt: skip
     args = parser.parse_args()
+    interval = INTERVALS[args.interval]
     for folder in args.runs:
         if not (folder / "score.json").is_file():
             parser.error(f"{folder}: no score.json (score it with research/redteam_pictoworld.py first)")
@@ -83,19 +118,19 @@ def main() -> None:
         for method, rows in table.items():
             families = json.loads((args.runs[0] / "score.json").read_text())["families"]
             rate = {f: 1 - sum(f in r["missed"] for r in rows.values()) / len(rows) for f in families}
-            held = coverage(rate, len(rows), args.coverage, rng)
+            held = coverage(rate, len(rows), args.coverage, rng, interval)
             print(
                 f"{method}: the interval held the true mean in {held:.3f} of {args.coverage} simulated sets"
             )
         print()
     print(
-        "| method | runs | mean recall [95% bootstrap over runs] | all found | missed (runs) | precision "
-        "| off-grid |"
+        f"| method | runs | mean recall [95% {args.interval} over runs] | all found | missed (runs) "
+        "| precision | off-grid |"
     )
     print("|---|---|---|---|---|---|---|")
     for method, rows in table.items():
         recalls = [r["recall"] for r in rows.values()]
-        low, high = bootstrap_interval(recalls, rng)
+        low, high = interval(recalls, rng)
         missed: dict[str, int] = {}
         for r in rows.values():
             for family in r["missed"]:
@@ -115,10 +150,17 @@ def main() -> None:
             if not common:
                 continue
             diff = [table[a][k]["recall"] - table[b][k]["recall"] for k in common]
-            low, high = bootstrap_interval(diff, rng)
+            low, high = bootstrap_interval(diff, rng) if args.interval == "bootstrap" else _t_diff(diff)
             print(
                 f"{a} - {b}: {statistics.mean(diff):+.3f} [{low:+.3f}, {high:+.3f}] over {len(common)} runs"
             )
+
+
+def _t_diff(values: list[float]) -> tuple[float, float]:
+    # a difference of recalls lies in [-1, 1]: the t interval without the [0, 1] clip
+    n, mean = len(values), statistics.mean(values)
+    half = t_quantile_975(n - 1) * statistics.stdev(values) / n**0.5 if n > 1 else 0.0
+    return mean - half, mean + half
 
 
 if __name__ == "__main__":
