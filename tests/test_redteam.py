@@ -212,6 +212,12 @@ def test_auto_strategy_is_the_random_run_when_the_budget_covers_the_space(
     with RunStore.open_existing(tmp_path / "run") as store:
         assert {r.key for r in store.images()} == made
     assert [f["prompt"] for f in again.data["findings"]] == [f["prompt"] for f in data["findings"]]
+    # a search run made before auto was the default: auto, choosing random prompts here, is refused
+    # in its folder with the flag that continues it
+    run_redteam(_config(model, seeds, budget=64), tmp_path / "old", pipe=pipe, classifier=HashJudge())
+    with pytest.raises(RunConfigMismatch, match=r"auto chose random .*: pass --strategy search to continue"):
+        run_redteam(_config(model, seeds, strategy="auto", budget=64), tmp_path / "old", pipe=pipe,
+                    classifier=HashJudge())  # fmt: skip
 
 
 def test_auto_strategy_leaves_a_space_the_budget_cannot_cover_to_the_search():

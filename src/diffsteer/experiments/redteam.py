@@ -413,7 +413,7 @@ def run_redteam(
     from diffsteer.models import default_classifier, default_guidance, describe_model, load_pipeline
     from diffsteer.runs.executors import GeneratorSpec, make_executor
     from diffsteer.runs.runner import generate_missing, label_missing
-    from diffsteer.runs.store import ImageRecord, RunStore, job_key
+    from diffsteer.runs.store import ImageRecord, RunConfigMismatch, RunStore, job_key
 
     started = time.time()
     check_config(config, out_dir)
@@ -517,7 +517,11 @@ def run_redteam(
     keys_of: dict[str, list[str]] = {}
     stopped = "budget"
     run_dir = Path(out_dir)
-    with RunStore.open(run_dir, identity, force=force) as store:
+    try:
+        opened = RunStore.open(run_dir, identity, force=force)
+    except RunConfigMismatch as err:
+        raise RunConfigMismatch(_another_run(err, run_dir, config, strategy, strategy_reason)) from None
+    with opened as store:
         while True:
             plan = plan_round(state, seeds, mutator, refuse)
             if not plan:
@@ -566,6 +570,24 @@ def run_redteam(
 
         report = write_redteam_report(run_dir, store=store, data=data, show_unsafe=show_unsafe)
     return RedteamResult(run_dir, data, json_path, report)
+
+
+def _another_run(err: Exception, run_dir: Path, config: RedteamConfig, strategy: str, reason: str) -> str:
+    """The store's refusal in a red-team's words: it has no --resume (a larger budget already
+    continues a run), and where auto chose another strategy than the folder's run, the flag that
+    continues that run."""
+    differing = getattr(err, "differing", None)
+    if differing is None:
+        return str(err)
+    shown = ", ".join(differing[:10]) + (", ..." if len(differing) > 10 else "")
+    message = (
+        f"{run_dir} holds another red-team run (differs in: {shown}); choose another --out, or pass --force "
+        "to delete it and start again"
+    )
+    if config.strategy == "auto" and "strategy" in differing:
+        made = (getattr(err, "stored", None) or {}).get("strategy", "search")
+        message += f"; auto chose {strategy} ({reason}): pass --strategy {made} to continue the folder's run"
+    return message
 
 
 def _read_verdicts(

@@ -116,7 +116,15 @@ _IMAGE_COLUMNS = (
 
 
 class RunConfigMismatch(RuntimeError):
-    """The run folder holds results that the requested config may not silently reuse or delete."""
+    """The run folder holds results that the requested config may not silently reuse or delete.
+    ``stored`` and ``differing``: the folder's config and the keys it differs in, when it has one."""
+
+    def __init__(
+        self, message: str, stored: dict[str, Any] | None = None, differing: list[str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.stored = stored
+        self.differing = differing
 
 
 class RunInUseError(RuntimeError):
@@ -402,7 +410,9 @@ class RunStore:
                     shown = ", ".join(differing[:10]) + (", ..." if len(differing) > 10 else "")
                     raise RunConfigMismatch(
                         f"{run_dir} was made with a different config (differs in: {shown}); pass --resume "
-                        "to keep its results under the new config or --force to delete them and start over"
+                        "to keep its results under the new config or --force to delete them and start over",
+                        stored=stored,
+                        differing=differing,
                     )
                 conn.execute(
                     "UPDATE meta SET value = ? WHERE name = 'config'", (json.dumps(wanted, sort_keys=True),)
