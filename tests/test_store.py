@@ -122,6 +122,10 @@ def test_reopen_resume_force(tmp_path: Path) -> None:
     assert "\n" not in message
     assert "steps" in message and "guidance" in message and "model" not in message
     assert "--resume" in message and "--force" in message
+    # a command without --resume (sweep, learn) is not told to pass it
+    with pytest.raises(RunConfigMismatch) as info:
+        RunStore.open(run, changed, resumable=False)
+    assert "--resume" not in str(info.value) and "--force" in str(info.value)
 
     with pytest.raises(ValueError):
         RunStore.open(run, changed, resume=True, force=True)

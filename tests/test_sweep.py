@@ -77,3 +77,9 @@ def test_sweep_cli(setup, tiny_model_dirs, tmp_path):
     ok = runner.invoke(app, [*base, "--weights", "0,4"])
     assert ok.exit_code == 0, ok.output
     assert "w=4:" in ok.output and (tmp_path / "run" / "sweep.png").is_file()
+    # another sweep into the same folder is refused in one line naming what sweep offers (no --resume)
+    other = runner.invoke(app, [*base, "--weights", "0,4", "--seed", "7"])
+    assert other.exit_code == 2 and "--force" in other.output and "--resume" not in other.output
+    assert "seed" in other.output
+    forced = runner.invoke(app, [*base, "--weights", "0,4", "--seed", "7", "--force"])
+    assert forced.exit_code == 0, forced.output

@@ -263,7 +263,7 @@ def learn_noise_directions(
     def save_latents_first(row: ImageRecord, out: Any) -> None:
         _save_latents(_latents_path(work_dir, row.key), out.latents)
 
-    with RunStore.open(work_dir, config, force=force) as store:
+    with RunStore.open(work_dir, config, force=force, resumable=False) as store:
         generate_missing(
             store,
             jobs,

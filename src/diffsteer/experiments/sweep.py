@@ -199,7 +199,7 @@ def run_sweep(
             )  # fmt: skip
             jobs.append((record, request))
     run_dir = Path(out_dir)
-    with RunStore.open(run_dir, config, force=force) as store:
+    with RunStore.open(run_dir, config, force=force, resumable=False) as store:
         generate_missing(store, jobs, executor or LocalExecutor(generator), progress=progress)
         label_missing(
             store,

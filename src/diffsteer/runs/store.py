@@ -334,6 +334,7 @@ class RunStore:
         resume: bool = False,
         force: bool = False,
         writer: bool = True,
+        resumable: bool = True,
     ) -> RunStore:
         """Create a run, or reopen it so that finished jobs are not redone.
 
@@ -346,6 +347,8 @@ class RunStore:
         ``writer`` (the default) takes the folder's lock first, so a second writer gets
         :class:`RunInUseError` and ``force`` never deletes a run another process holds, and re-checks
         every stored PNG so that missing or damaged ones are made again.
+
+        ``resumable``: whether the caller's command offers ``--resume``; a refusal names it only then.
         """
         if resume and force:
             raise ValueError("resume and force exclude each other: resume keeps results, force deletes them")
@@ -375,7 +378,7 @@ class RunStore:
             created = not db_path.exists()
             if created:
                 _remove_db_files(db_path)  # journals left behind by an earlier, deleted database
-            conn = cls._connect(db_path, run_dir, wanted, resume)
+            conn = cls._connect(db_path, run_dir, wanted, resume, resumable)
         except BaseException:
             lock.release()
             raise
@@ -394,7 +397,7 @@ class RunStore:
 
     @classmethod
     def _connect(
-        cls, db_path: Path, run_dir: Path, wanted: dict[str, Any], resume: bool
+        cls, db_path: Path, run_dir: Path, wanted: dict[str, Any], resume: bool, resumable: bool = True
     ) -> sqlite3.Connection:
         """Open (or create) the database and reconcile its stored config with ``wanted``."""
         conn = sqlite3.connect(
@@ -408,9 +411,14 @@ class RunStore:
                 if not resume:
                     differing = _diff_keys(stored, wanted)
                     shown = ", ".join(differing[:10]) + (", ..." if len(differing) > 10 else "")
+                    remedy = (
+                        "pass --resume to keep its results under the new config or --force to delete "
+                        "them and start over"
+                        if resumable
+                        else "choose another folder, or pass --force to delete its results and start over"
+                    )
                     raise RunConfigMismatch(
-                        f"{run_dir} was made with a different config (differs in: {shown}); pass --resume "
-                        "to keep its results under the new config or --force to delete them and start over",
+                        f"{run_dir} was made with a different config (differs in: {shown}); {remedy}",
                         stored=stored,
                         differing=differing,
                     )
