@@ -272,3 +272,41 @@ def test_a_gpu_training_draws_the_batches_and_noise_of_a_cpu_training(tmp_path):
         assert json.loads((out / "training_record.json").read_text())["device"].startswith(device)
         runs[device] = list(UNet2DConditionModel.from_pretrained(out / "pipeline" / "unet").parameters())
     assert all(torch.allclose(a, b, atol=2e-3) for a, b in zip(runs["cpu"], runs["cuda"], strict=True))
+
+
+def test_a_finetune_keeps_the_vae_and_judges_and_goes_on_from_the_unet(tmp_path):
+    """--finetune-from: the VAE (its latent scaling too), CLIP and oracle are the folder's files, byte for
+    byte; the U-Net starts from the folder's and moves; bad combinations fail in one line first."""
+    import json
+
+    from safetensors.torch import load_file
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    runner = CliRunner()
+    base = ["pictoworld", "train", "--preset", "smoke", "--unet-steps", "2", "--n-images", "64"]
+    first = tmp_path / "first"
+    assert runner.invoke(app, [*base, "--out", str(first)]).exit_code == 0
+    tuned = tmp_path / "tuned"
+    result = runner.invoke(
+        app, [*base, "--finetune-from", str(first), "--unet-lr", "1e-4", "--out", str(tuned)]
+    )
+    assert result.exit_code == 0, result.output
+    for part in ("pipeline/vae/diffusion_pytorch_model.safetensors", "clip/model.safetensors",
+                 "oracle/model.safetensors"):  # fmt: skip
+        assert (first / part).read_bytes() == (tuned / part).read_bytes(), part
+    vae_configs = [json.loads((r / "pipeline/vae/config.json").read_text()) for r in (first, tuned)]
+    assert vae_configs[0]["scaling_factor"] == vae_configs[1]["scaling_factor"]
+    record = json.loads((tuned / "training_record.json").read_text())
+    assert record["finetune_from"] == str(first) and record["config"]["unet_lr"] == 1e-4
+    before = load_file(first / "pipeline/unet/diffusion_pytorch_model.safetensors")
+    after = load_file(tuned / "pipeline/unet/diffusion_pytorch_model.safetensors")
+    assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)
+
+    for extra in (["--finetune-from", str(tmp_path / "nowhere")],
+                  ["--finetune-from", str(first), "--vae-from", str(first)]):  # fmt: skip
+        out = tmp_path / "refused"
+        refused = runner.invoke(app, [*base, *extra, "--out", str(out)])
+        assert refused.exit_code == 2 and "--finetune-from" in refused.output, refused.output
+        assert len(refused.output.strip().splitlines()) == 1 and not out.exists()

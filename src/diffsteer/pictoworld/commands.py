@@ -61,6 +61,15 @@ def train(
         help="A trained folder whose VAE (pipeline/vae) is used as it is instead of training one (a recipe "
         "experiment: do a candidate's offsets follow its VAE?).",
     ),
+    finetune_from: Path | None = typer.Option(
+        None,
+        "--finetune-from",
+        help="A trained folder whose U-Net and text encoder go on training (--unet-steps at --unet-lr) on "
+        "the present world; its VAE, CLIP and oracle are kept. For a small change to the world.",
+    ),
+    unet_lr: float | None = typer.Option(
+        None, "--unet-lr", min=0.0, help="The U-Net's peak learning rate instead of the preset's."
+    ),
     device: str = typer.Option(
         "cpu", help="Where to train: cpu, cuda or cuda:N. The same seed draws the same batches and noise."
     ),
@@ -72,6 +81,7 @@ def train(
     from diffsteer.models import DeviceUnavailableError, check_device
     from diffsteer.pictoworld.train import (
         config_from_preset,
+        finetune_source,
         parse_unet_channels,
         train_pictoworld,
         vae_source,
@@ -82,7 +92,7 @@ def train(
         channels = None if unet_channels is None else parse_unet_channels(unet_channels)
         cfg = config_from_preset(
             preset, seed=seed, unet_steps=unet_steps, n_images=n_images, unet_channels=channels,
-            data_seed=data_seed, contrast_rate=contrast_rate,
+            data_seed=data_seed, contrast_rate=contrast_rate, unet_lr=unet_lr,
         )  # fmt: skip
     except (ValueError, DeviceUnavailableError) as exc:
         _fail(exc)
@@ -93,11 +103,15 @@ def train(
         _fail(ValueError(f"--init-from {init_from}: no pipeline/ there (a `pictoworld train` output)"))
     if vae_from is not None and init_from is not None:
         _fail(ValueError("--vae-from: not with --init-from, which already brings its own VAE"))
-    if vae_from is not None:
-        try:
+    if finetune_from is not None and (init_from is not None or vae_from is not None or unet_channels):
+        _fail(ValueError("--finetune-from: not with --init-from, --vae-from or --unet-channels"))
+    try:
+        if vae_from is not None:
             vae_source(vae_from, "--vae-from")
-        except ValueError as exc:
-            _fail(exc)
+        if finetune_from is not None:
+            finetune_source(finetune_from, "--finetune-from")
+    except ValueError as exc:
+        _fail(exc)
     with _progress_bar(with_loss=True) as update:
         record = train_pictoworld(
             out,
@@ -106,6 +120,7 @@ def train(
             progress=update,
             init_from=init_from,
             vae_from=vae_from,
+            finetune_from=finetune_from,
             device=device,
         )
     print(f"trained in {record['timings']['total_s']:.0f}s -> {out}")

@@ -22,6 +22,7 @@ import hashlib
 import json
 import math
 import platform
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -223,6 +224,16 @@ def vae_source(folder: Path | str, flag: str = "vae_from") -> Path:
     if not (vae_dir / "config.json").exists():
         raise ValueError(f"{flag} {folder}: no pipeline/vae/ there (a `pictoworld train` output)")
     return vae_dir
+
+
+def finetune_source(folder: Path | str, flag: str = "finetune_from") -> Path:
+    """``folder``, checked before training: a `pictoworld train` output with pipeline/, clip/ and
+    oracle/; a ValueError naming ``flag`` if anything is missing."""
+    folder = Path(folder)
+    for part in ("pipeline/model_index.json", "clip/config.json", "oracle"):
+        if not (folder / part).exists():
+            raise ValueError(f"{flag} {folder}: no {part} there (a `pictoworld train` output)")
+    return folder
 
 
 def reuse_vae(cfg: TrainConfig, folder: Path, images: torch.Tensor):
@@ -532,6 +543,7 @@ def train_pictoworld(
     progress: Progress | None = None,
     init_from: Path | str | None = None,
     vae_from: Path | str | None = None,
+    finetune_from: Path | str | None = None,
     device: torch.device | str = "cpu",
 ) -> dict:
     """Train every pictoworld model into ``out_dir`` and return the training record.
@@ -544,6 +556,12 @@ def train_pictoworld(
     ``vae_from``: a trained folder whose VAE is used as it is instead of training one (the rest trains
     as without it, on that VAE's latents): it tells whether a candidate's per-cell offsets follow its VAE.
 
+    ``finetune_from``: a trained folder whose U-Net and text encoder training continues from, for the
+    config's U-Net steps at its ``unet_lr``, on the present world's pictures; its VAE (with its latent
+    scaling), CLIP and oracle are kept as they are. For a small change to the world, such as one planted
+    rate, that should leave everything else the model draws where it was (a from-scratch candidate draws
+    every cell a little differently, RESULTS.md).
+
     ``device``: where the models train ("cuda" on a GPU machine). The pictures, captions, batches and
     noise are drawn on the CPU whatever the device, so a GPU run differs from a CPU run of the same
     seed only by floating-point rounding; the saved weights are the same files either way.
@@ -552,6 +570,10 @@ def train_pictoworld(
     device = torch.device(device)
     if init_from is not None and vae_from is not None:
         raise ValueError("vae_from: not with init_from, which already brings its own VAE")
+    if finetune_from is not None and (init_from is not None or vae_from is not None):
+        raise ValueError("finetune_from: not with init_from or vae_from, it brings every model")
+    if finetune_from is not None:
+        finetune_source(finetune_from)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -574,13 +596,20 @@ def train_pictoworld(
     digest.update("\n".join(c.text for _, c in pairs).encode())
     data_digest = digest.hexdigest()[:16]
     init_vae = init_models = None
-    if init_from is not None:
-        init_vae, unet0, text0 = load_init(Path(init_from), tokenizer)
+    if init_from is not None or finetune_from is not None:
+        init_vae, unet0, text0 = load_init(Path(init_from or finetune_from), tokenizer)
         init_models = (unet0, text0)
 
     t = time.time()
     on_device = images.to(device)
-    if vae_from is not None:
+    if finetune_from is not None:
+        # the U-Net goes on reading latents exactly as it learned them: same VAE, same scaling
+        scaling = float(init_vae.config.scaling_factor)
+        vae = init_vae.to(device)
+        lat_mean, lat_std, f = _encode_training_images(vae, on_device)
+        vae.register_to_config(scaling_factor=scaling)
+        f = {**f, "scaling_factor": scaling}
+    elif vae_from is not None:
         vae, lat_mean, lat_std, f = reuse_vae(cfg, Path(vae_from), on_device)
     else:
         vae, lat_mean, lat_std, f = train_vae(cfg, on_device, report, init=init_vae)
@@ -597,17 +626,23 @@ def train_pictoworld(
     del lat_mean, lat_std
     _save_pipeline(out / "pipeline", vae.cpu(), unet.cpu(), text_encoder.cpu(), tokenizer)
 
-    t = time.time()
-    clip, f = train_clip(cfg, tokenizer, report, device)
-    figures.update(f)
-    timings["clip_s"] = time.time() - t
-    _save_clip(out / "clip", clip.cpu(), tokenizer)
+    if finetune_from is not None:
+        # the judges stay the folder's: the same CLIP and oracle read the fine-tuned model's pictures
+        for part in ("clip", "oracle"):
+            shutil.rmtree(out / part, ignore_errors=True)
+            shutil.copytree(Path(finetune_from) / part, out / part)
+    else:
+        t = time.time()
+        clip, f = train_clip(cfg, tokenizer, report, device)
+        figures.update(f)
+        timings["clip_s"] = time.time() - t
+        _save_clip(out / "clip", clip.cpu(), tokenizer)
 
-    t = time.time()
-    oracle, f = train_oracle(cfg, report, device)
-    figures.update(f)
-    timings["oracle_s"] = time.time() - t
-    oracle_mod.save_oracle(oracle.cpu(), out / "oracle")
+        t = time.time()
+        oracle, f = train_oracle(cfg, report, device)
+        figures.update(f)
+        timings["oracle_s"] = time.time() - t
+        oracle_mod.save_oracle(oracle.cpu(), out / "oracle")
 
     timings["total_s"] = time.time() - t0
     record = {
@@ -615,6 +650,7 @@ def train_pictoworld(
         "config": asdict(cfg),
         "init_from": None if init_from is None else str(init_from),
         "vae_from": None if vae_from is None else str(vae_from),
+        "finetune_from": None if finetune_from is None else str(finetune_from),
         "data_digest": data_digest,
         "final": figures,
         "timings": timings,
