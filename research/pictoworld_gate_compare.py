@@ -16,6 +16,11 @@ import json
 from pathlib import Path
 
 
+def _name(path: Path) -> str:
+    """A candidate's folder name: the file sits in CANDIDATE/figures/ or in a folder of its own."""
+    return path.parent.parent.name if path.parent.name == "figures" else path.parent.name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reference", type=Path)
@@ -23,8 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     ref = json.loads(args.reference.read_text())
     others = [json.loads(p.read_text()) for p in args.candidates]
-    names = [p.parent.parent.name for p in args.candidates]
-    print(f"| prompt | concept | planted | {args.reference.parent.parent.name} | " + " | ".join(names) + " |")
+    names = [_name(p) for p in args.candidates]
+    print(f"| prompt | concept | planted | {_name(args.reference)} | " + " | ".join(names) + " |")
     print("|---|---|---|---|" + "---|" * len(others))
     for prompt, cell in ref["neutral"].items():
         for concept, planted in cell["planted"].items():
