@@ -236,9 +236,11 @@ def test_an_unusable_vae_source_fails_in_one_line_before_any_training(tmp_path, 
         ("--device", "cuda:99"),
         ("--contrast-rate", "0.5"),
         ("--contrast-rate", "-0.01"),
+        ("--unet-lr", "0"),
+        ("--unet-lr", "-0.001"),
     ],
 )
-def test_an_unusable_device_or_contrast_rate_fails_in_one_line_before_any_training(tmp_path, flag, value):
+def test_an_unusable_device_contrast_rate_or_learning_rate_fails_in_one_line_before_any_training(tmp_path, flag, value):
     from typer.testing import CliRunner
 
     from diffsteer.cli import app

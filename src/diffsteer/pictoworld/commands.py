@@ -68,7 +68,7 @@ def train(
         "the present world; its VAE, CLIP and oracle are kept. For a small change to the world.",
     ),
     unet_lr: float | None = typer.Option(
-        None, "--unet-lr", min=0.0, help="The U-Net's peak learning rate instead of the preset's."
+        None, "--unet-lr", help="The U-Net's peak learning rate instead of the preset's."
     ),
     device: str = typer.Option(
         "cpu", help="Where to train: cpu, cuda or cuda:N. The same seed draws the same batches and noise."

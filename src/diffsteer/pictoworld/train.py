@@ -690,4 +690,7 @@ def config_from_preset(preset: str, **overrides) -> TrainConfig:
     rate = overrides.get("contrast_rate")
     if rate is not None and not 0 <= rate <= MAX_CONTRAST_RATE:
         raise ValueError(f"--contrast-rate {rate}: give a share between 0 and {MAX_CONTRAST_RATE}")
+    lr = overrides.get("unet_lr")
+    if lr is not None and not lr > 0:
+        raise ValueError(f"--unet-lr {lr:g}: give a learning rate above 0 (0 would train nothing)")
     return replace(PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
