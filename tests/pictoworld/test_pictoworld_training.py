@@ -240,7 +240,7 @@ def test_an_unusable_vae_source_fails_in_one_line_before_any_training(tmp_path, 
         ("--unet-lr", "-0.001"),
     ],
 )
-def test_an_unusable_device_contrast_rate_or_learning_rate_fails_in_one_line_before_any_training(tmp_path, flag, value):
+def test_a_bad_device_contrast_rate_or_learning_rate_fails_in_one_line_before_training(tmp_path, flag, value):
     from typer.testing import CliRunner
 
     from diffsteer.cli import app
@@ -278,7 +278,8 @@ def test_a_gpu_training_draws_the_batches_and_noise_of_a_cpu_training(tmp_path):
 
 def test_a_finetune_keeps_the_vae_and_judges_and_goes_on_from_the_unet(tmp_path):
     """--finetune-from: the VAE (its latent scaling too), CLIP and oracle are the folder's files, byte for
-    byte; the U-Net starts from the folder's and moves; bad combinations fail in one line first."""
+    byte; the U-Net starts from the folder's and moves, and the record names its widths, not the preset's;
+    bad combinations fail in one line first."""
     import json
 
     from safetensors.torch import load_file
@@ -289,7 +290,7 @@ def test_a_finetune_keeps_the_vae_and_judges_and_goes_on_from_the_unet(tmp_path)
     runner = CliRunner()
     base = ["pictoworld", "train", "--preset", "smoke", "--unet-steps", "2", "--n-images", "64"]
     first = tmp_path / "first"
-    assert runner.invoke(app, [*base, "--out", str(first)]).exit_code == 0
+    assert runner.invoke(app, [*base, "--unet-channels", "32,64", "--out", str(first)]).exit_code == 0
     tuned = tmp_path / "tuned"
     result = runner.invoke(
         app, [*base, "--finetune-from", str(first), "--unet-lr", "1e-4", "--out", str(tuned)]
@@ -302,6 +303,8 @@ def test_a_finetune_keeps_the_vae_and_judges_and_goes_on_from_the_unet(tmp_path)
     assert vae_configs[0]["scaling_factor"] == vae_configs[1]["scaling_factor"]
     record = json.loads((tuned / "training_record.json").read_text())
     assert record["finetune_from"] == str(first) and record["config"]["unet_lr"] == 1e-4
+    unet_config = json.loads((tuned / "pipeline/unet/config.json").read_text())
+    assert record["config"]["unet_channels"] == unet_config["block_out_channels"] == [32, 64]
     before = load_file(first / "pipeline/unet/diffusion_pytorch_model.safetensors")
     after = load_file(tuned / "pipeline/unet/diffusion_pytorch_model.safetensors")
     assert before.keys() == after.keys() and any(not torch.equal(before[k], after[k]) for k in before)

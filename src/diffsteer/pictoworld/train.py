@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -485,6 +486,17 @@ def load_init(folder: Path, tokenizer):
     return vae, unet, grow_text_encoder(text, old_tokenizer, tokenizer)
 
 
+def model_sizes(vae, unet, text_encoder) -> dict[str, Any]:
+    """The :class:`TrainConfig` size fields that describe these loaded models."""
+    return {
+        "vae_channels": tuple(vae.config.block_out_channels),
+        "unet_channels": tuple(unet.config.block_out_channels),
+        "unet_layers": int(unet.config.layers_per_block),
+        "text_hidden": int(text_encoder.config.hidden_size),
+        "text_layers": int(text_encoder.config.num_hidden_layers),
+    }
+
+
 # ---------------------------------------------------------------- saving
 
 
@@ -599,6 +611,8 @@ def train_pictoworld(
     if init_from is not None or finetune_from is not None:
         init_vae, unet0, text0 = load_init(Path(init_from or finetune_from), tokenizer)
         init_models = (unet0, text0)
+        # the record names the sizes that trained: the folder's, not the preset's
+        cfg = replace(cfg, **model_sizes(init_vae, unet0, text0))
 
     t = time.time()
     on_device = images.to(device)
