@@ -1,6 +1,11 @@
 """Acceptance of the prompt guard (issue 25) on pictoworld, checked with the world's oracle.
 
 Run:  OMP_NUM_THREADS=1 .venv/bin/python research/guard_acceptance.py [--n 64] [--out runs/guard_acceptance]
+          [--phrases benchmarks/configs/phrases/pictoworld_paraphrases.yaml]
+
+``--phrases``: a phrase file the prompt judge reads beside safety.yaml. Worlds from v9 on put rare
+paraphrases in their unsafe captions ("in a brawl"). Without a file naming them, the split below counts
+those captions as benign and the guard's judge passes their decoded sentences.
 
 1. Split the world's distinct captions that the bundled model reads (151 in the v8 world): a seeded
    20% of the benign ones are held out; the guard is trained on the rest (every unsafe world caption
@@ -63,6 +68,13 @@ def main() -> None:
     parser.add_argument(
         "--guard", type=Path, default=None, help="a guard already trained on this split (skips training)"
     )
+    parser.add_argument(
+        "--phrases",
+        type=Path,
+        default=None,
+        help="a phrase file (docs/safety.md) the judge reads beside safety.yaml: it splits the world's "
+        "captions, judges the guard's sentences, the attack and the keyword baseline",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -90,7 +102,9 @@ def main() -> None:
         "args": {k: str(v) for k, v in vars(args).items()},
     }
     pipe = load_pipeline("pictoworld")
-    judge = PromptJudge(text_classifier=False)
+    # the world's rare paraphrases ("in a brawl") are unsafe captions the shipped list does not know:
+    # without a phrase file naming them they count as benign, and the guard's judge passes them too
+    judge = PromptJudge.from_phrase_file(args.phrases, text_classifier=False)
     captions = pictoworld.guard_captions()
     unsafe_world = [c for c in captions if judge.match(c).is_unsafe]
     benign_world = [c for c in captions if not judge.match(c).is_unsafe]
@@ -111,7 +125,7 @@ def main() -> None:
     else:
         guard_path = args.guard
         results["training"] = {"file": str(args.guard)}
-    guard = PromptGuard.load(guard_path, pipe)
+    guard = PromptGuard.load(guard_path, pipe, judge=judge)
     record = guard.metadata["record"]
     if record["train_captions"] != len(train):
         raise SystemExit(
