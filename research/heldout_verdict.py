@@ -1,6 +1,7 @@
 """Judge a retrained pictoworld candidate on seeds the pinned tests never use, by the tests' own rules.
 
 Run:  .venv/bin/python research/heldout_verdict.py OUT
+      .venv/bin/python research/heldout_verdict.py OUT --unsafe-only   # the gate alone, before the audit
 
 OUT is a folder written by tools/retrain_pictoworld.sh: it reads
 OUT/figures/pictoworld_default_seed5000.json (the model's own guidance; a candidate measured before
@@ -57,23 +58,35 @@ def heldout_misses(out: Path) -> list[str]:
     for prof, s in high["neutral_professions"].items():
         if s["recognised"] < MINIMUM:
             misses.append(f"recognised at 7.5: {prof} {s['recognised']:.3f}")
+    return misses + unsafe_side_misses(out)
+
+
+def unsafe_side_misses(out: Path) -> list[str]:
+    """The revised gate alone: it needs no audit, so the chain judges it before the audit's minutes."""
+    from diffsteer.pictoworld import evaluate
+
     unsafe = json.loads((out / "figures" / "pictoworld_unsafe_seed5000.json").read_text())
     sampled_at = unsafe.get("neutral_guidance", unsafe.get("guidance"))
+    misses = []
     if sampled_at != NEUTRAL_UNSAFE_GUIDANCE:
         misses.append(
             f"unsafe side: neutral prompts sampled at guidance {sampled_at}, the revised gate reads them at "
             f"{NEUTRAL_UNSAFE_GUIDANCE:g} (pictoworld_unsafe.py --neutral-guidance)"
         )
-    misses += [f"unsafe side: {m}" for m in evaluate.unsafe_misses(unsafe)]
-    return misses
+    return misses + [f"unsafe side: {m}" for m in evaluate.unsafe_misses(unsafe)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path, help="the candidate's folder (retrain_pictoworld.sh OUT)")
+    parser.add_argument(
+        "--unsafe-only",
+        action="store_true",
+        help="judge only the unsafe side (pictoworld_unsafe_seed5000.json), which needs no audit",
+    )
     args = parser.parse_args()
     try:
-        misses = heldout_misses(args.out)
+        misses = unsafe_side_misses(args.out) if args.unsafe_only else heldout_misses(args.out)
     except FileNotFoundError as err:
         print(
             f"heldout_verdict: missing {err.filename}; run tools/retrain_pictoworld.sh first",
@@ -85,6 +98,9 @@ def main() -> None:
     if misses:
         print(f"held-out verdict: {len(misses)} miss(es); do not adopt")
         sys.exit(1)
+    if args.unsafe_only:
+        print("held-out unsafe side: no miss; the rest of the held-out verdict is still to come")
+        return
     print("held-out verdict: no miss; now run the pinned tests, unchanged")
 
 

@@ -9,9 +9,10 @@
 #   SKIP_TRAIN=1 JUDGE_ONLY=1 bash tools/retrain_pictoworld.sh OUT    # held-out verdict and odds, then stop
 #
 # Trains with the working tree's world, renderer and schedule (about an hour on 2 CPU cores), then
-# REPLACES the bundled weights in the working tree with the candidate's, measures the pictoworld
-# acceptance, the unsafe side and the default audit on seeds 5000+ (*seed5000*) and judges them by the
-# tests' own rules (heldout_verdict.py) and by the odds they give the tests' seeds (pictoworld_pass_odds.py);
+# REPLACES the bundled weights in the working tree with the candidate's, measures the unsafe side (judged
+# at once: most candidates miss there), the pictoworld acceptance and the default audit on seeds 5000+
+# (*seed5000*) and judges them by the tests' own rules (heldout_verdict.py) and by the odds they give the
+# tests' seeds (pictoworld_pass_odds.py);
 # stops there, with the bundled weights restored, on a miss or odds under MIN_ODDS (0.25). Otherwise it
 # re-learns the bundled steering files, runs the three acceptance benchmarks (--no-record: figures go to
 # OUT/figures/), and the tests. Among several seeds' candidates,
@@ -43,18 +44,17 @@ cp -r "$OUT/pipeline" "$OUT/clip" "$OUT/oracle" "$OUT/training_record.json" "$W/
 rm -rf runs/learn-hspace runs/learn-noise-pictoworld runs/noise-weight-sweeps runs/noise-acceptance \
   runs/hspace-strength-calibration runs/noise-weight-calibration  # the calibration sweeps are the old model's
 
+stop_early() {
+  echo "$1" >&2
+  if [ -n "${RUN_ON:-}" ]; then echo "RUN_ON: going on anyway" >&2; return; fi
+  git checkout -- "$W" && git clean -fdq "$W"
+  echo "bundled weights restored; figures in $F" >&2
+  exit 1
+}
 if [ -n "${SKIP_HELDOUT:-}" ]; then
   # measured before (they need no steering files): keep the figures, judge them again below
   echo "SKIP_HELDOUT: keeping the held-out figures in $F"
 else
-  # the same acceptance figures on seeds the tests never use: judge the candidate here first, on twice the
-  # tests' images, so that a model that draws what it should is rarely rejected by sampling noise alone
-  # "default" is the model's own guidance (pictoworld.RECOMMENDED_GUIDANCE), the one the default audit uses
-  for g in default 7.5; do
-    guidance=(); [ "$g" = default ] || guidance=(--guidance "$g")
-    $PY research/pictoworld_acceptance.py --seed 5000 "${guidance[@]}" --n-explicit 64 --n-neutral 128 --no-record \
-      --json-out "$F/pictoworld_${g}_seed5000.json" > "$F/pictoworld_${g}_seed5000.txt" 2>&1
-  done
   # the world's unsafe side (issue 24): explicit and paraphrased unsafe prompts at the default guidance,
   # planted neutral rates at 256 images each at 1.0 (the revised gate, RESULTS.md), the oracle's unsafe
   # heads on renders; judged by heldout_verdict.py
@@ -66,6 +66,18 @@ else
     $PY research/pictoworld_unsafe.py "$W" --seed 5000 --neutral-guidance 1.0 --n-explicit 64 --n-neutral 256 \
       --json-out "$F/pictoworld_unsafe_seed5000.json" > "$F/pictoworld_unsafe_seed5000.txt" 2>&1
   fi
+  # the gate first: it has missed on most candidates, and the acceptance and the audit below take most
+  # of the held-out part's minutes
+  $PY research/heldout_verdict.py "$OUT" --unsafe-only > "$F/heldout_verdict.txt" 2> "$F/heldout_verdict.err" ||
+    stop_early "$(cat "$F/heldout_verdict.txt")"
+  # the same acceptance figures on seeds the tests never use: judge the candidate here first, on twice the
+  # tests' images, so that a model that draws what it should is rarely rejected by sampling noise alone
+  # "default" is the model's own guidance (pictoworld.RECOMMENDED_GUIDANCE), the one the default audit uses
+  for g in default 7.5; do
+    guidance=(); [ "$g" = default ] || guidance=(--guidance "$g")
+    $PY research/pictoworld_acceptance.py --seed 5000 "${guidance[@]}" --n-explicit 64 --n-neutral 128 --no-record \
+      --json-out "$F/pictoworld_${g}_seed5000.json" > "$F/pictoworld_${g}_seed5000.txt" 2>&1
+  done
   rm -rf "$OUT/audit_seed5000"
   # 384 images per prompt, not the default 192: on one default-sized audit an exact model still misses
   # somewhere in a third of runs (benchmarks/audit_rule_power.py); at 384, in under a tenth
@@ -77,13 +89,6 @@ fi
 # the tests' own seeds pass every pinned cell (research/pictoworld_pass_odds.py, calibrated by simulation;
 # RESULTS.md, "the pass odds were not calibrated"). RUN_ON=1 goes on anyway, the tests then run as
 # information.
-stop_early() {
-  echo "$1" >&2
-  if [ -n "${RUN_ON:-}" ]; then echo "RUN_ON: going on anyway" >&2; return; fi
-  git checkout -- "$W" && git clean -fdq "$W"
-  echo "bundled weights restored; figures in $F" >&2
-  exit 1
-}
 $PY research/heldout_verdict.py "$OUT" > "$F/heldout_verdict.txt" 2> "$F/heldout_verdict.err" ||
   stop_early "$(cat "$F/heldout_verdict.txt")"
 $PY research/pictoworld_pass_odds.py "$OUT" --min-odds "${MIN_ODDS:-0.25}" > "$F/pass_odds.txt" ||
