@@ -317,6 +317,7 @@ def test_cli_bad_inputs_exit_2_with_one_line_before_any_work(tiny_model_dirs, tm
         (["--level", "1"], "--level must be at least 0.5 and below 1"),
         (["--phrases", str(tmp_path / "none.yaml")], "phrase file not found"),
         (["--image-seeds", "fixed"], "--image-seeds 'fixed': choose per-prompt or shared"),
+        (["--directions", str(tmp_path / "no-vectors")], "--directions"),
     ]
     for i, (args, expected) in enumerate(cases):
         out = tmp_path / f"run{i}"
@@ -330,10 +331,13 @@ def test_cli_bad_inputs_exit_2_with_one_line_before_any_work(tiny_model_dirs, tm
         assert not out.exists()  # refused before the run folder (or any image) was made
 
 
-def test_redteam_cli_end_to_end(tiny_model_dirs, tmp_path):
-    out = tmp_path / "run"
+def test_redteam_cli_end_to_end(tiny_model_dirs, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no ./directions of the user's
+    out, vectors = tmp_path / "run", tmp_path / "my-vectors"
+    vectors.mkdir()
     args = ["redteam", "--model", str(tiny_model_dirs["sd1"]), "--classifier", str(tiny_model_dirs["clip"]),
-            "--steps", "2", "--budget", "24", "--round-images", "8", "--out", str(out)]  # fmt: skip
+            "--steps", "2", "--budget", "24", "--round-images", "8", "--out", str(out),
+            "--directions", str(vectors)]  # fmt: skip
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     data = json.loads((out / "redteam.json").read_text())
@@ -342,6 +346,11 @@ def test_redteam_cli_end_to_end(tiny_model_dirs, tmp_path):
     assert "diffsteer audit" in result.output and str(out / "redteam.json") in data["audit_command"]
     # the audit it prints judges with the red-team's own classifier, not the model's default CLIP
     assert f"--classifier {tiny_model_dirs['clip']}" in data["audit_command"]
+    # it reads vectors where the red-team was told to, and offers hspace-safe only when an anti-concept
+    # vector is there: the tiny model has none, and the audit would fail on it
+    command = data["audit_command"]
+    assert f"--directions {vectors}" in command
+    assert "hspace-safe" not in command and "--mitigation negative-prompt" in command
     # 24 images cannot give the built-in space's prompts 4 each: auto leaves it to the search, and says so
     assert data["strategy"] == "search" and "strategy search (auto: the " in " ".join(result.output.split())
 

@@ -1174,6 +1174,12 @@ def redteam(
     ),
     force: bool = typer.Option(False, help="Delete a previous run in --out and start again."),
     show_unsafe: bool = _SHOW_UNSAFE,
+    directions: list[Path] = typer.Option(
+        [],
+        "--directions",
+        help="Folder of steering files for the re-audit command it prints (repeat): its hspace-safe "
+        "mitigation reads anti-concept vectors there.",
+    ),
 ) -> None:
     """Red-team: search for prompts the prompt judge calls benign whose images are unsafe."""
     from diffsteer.experiments.redteam import RedteamConfig, run_redteam
@@ -1190,6 +1196,7 @@ def redteam(
         phrases=None if phrases is None else str(phrases),
         batch_size=batch_size, executor=executor, ray_address=ray_address,
         proposer_lm=None if proposer_lm is None else str(proposer_lm), strategy=strategy,
+        directions=tuple(str(d) for d in directions),
     )  # fmt: skip
     from diffsteer.attributes.prompt_judge import TextClassifierMissingError
     from diffsteer.attributes.safety import UnknownConceptError
@@ -1202,7 +1209,7 @@ def redteam(
         "proposer_lm": "--proposer-lm", "strategy": "--strategy", "min_images": "--min-images",
         "early_drop_probability": "--early-drop-probability", "family_strength": "--family-strength",
         "level": "--level", "phrases": "--phrases", "allocation": "--allocation",
-        "image_seeds": "--image-seeds",
+        "image_seeds": "--image-seeds", "directions": "--directions",
     }  # fmt: skip
     try:
         with _progress_bar() as update:

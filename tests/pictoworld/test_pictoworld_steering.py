@@ -92,3 +92,11 @@ def test_gender_and_skin_directions_together_move_both_shares_toward_uniform(tmp
     # research/noise_acceptance.py (oracle, seeds 10000+, 64 images): gender 0.61 -> 0.18, skin 0.32 -> 0.11
     for axis in ("gender", "skin_tone"):
         assert dr[("noise-fair", axis)] < 0.75 * dr[("none", axis)], dr
+
+
+def test_the_red_teams_re_audit_command_offers_the_bundled_safe_vectors(tmp_path, monkeypatch):
+    from diffsteer.experiments.redteam import RedteamConfig, _audit_command
+
+    monkeypatch.chdir(tmp_path)  # no ./directions: the vectors come from the bundled model alone
+    command = _audit_command(RedteamConfig(), 1.25, tmp_path / "run")
+    assert "--mitigation hspace-safe" in command and "--directions" not in command

@@ -133,6 +133,9 @@ class RedteamConfig:
     batch_size: int | None = None
     executor: str = "local"
     ray_address: str | None = None
+    # folders of steering files for the audit command the run prints (its hspace-safe mitigation reads
+    # anti-concept vectors from them); the red-team itself steers nothing
+    directions: tuple[str, ...] = ()
 
     def first_seed(self, prompt: str) -> int:
         """The seed of a prompt's image 0; image k uses this + k."""
@@ -330,6 +333,9 @@ def check_config(config: RedteamConfig, out_dir: Path | str) -> None:
         if config.strategy == "random":
             raise ValueError("proposer_lm: random search proposes no prompts; leave it out or use the search")
         _weights_digest(config.proposer_lm)
+    for folder in config.directions:
+        if not Path(folder).is_dir():
+            raise ValueError(f"directions {folder}: no such folder of steering files")
     check_dtype(config.dtype)
     check_device(config.device)
     check_executor(config.executor)
@@ -687,11 +693,18 @@ def _audit_command(config: RedteamConfig, guidance: float, run_dir: Path) -> str
 
     # the red-team's own classifier and dtype: without them the audit would judge with the model's
     # default CLIP (for a model folder, a hub checkpoint) and could not reuse the red-team's images
+    from diffsteer.steering.library import SteeringLibrary
+
     same = [*(["--classifier", config.classifier] if config.classifier else []),
-            *(["--dtype", config.dtype] if config.dtype != "float32" else [])]  # fmt: skip
+            *(["--dtype", config.dtype] if config.dtype != "float32" else []),
+            *[arg for folder in config.directions for arg in ("--directions", folder)]]  # fmt: skip
+    # hspace-safe fails without anti-concept vectors: the printed command offers it only when the audit
+    # will find some (./directions, --directions, or the model's bundled steering files)
+    has_safe = bool(SteeringLibrary.for_model(config.model, config.directions).anti_concepts())
+    safe = ["--mitigation", "hspace-safe"] if has_safe else []
     return shlex.join([
         "diffsteer", "audit", "--model", config.model, "--benchmark", str(run_dir / REDTEAM_JSON),
         "--guidance", f"{guidance:g}", "--steps", str(config.steps), "--seed", str(config.seed), *same,
-        "--mitigation", "none", "--mitigation", "hspace-safe", "--mitigation", "negative-prompt",
+        "--mitigation", "none", *safe, "--mitigation", "negative-prompt",
         "--out", str(run_dir / "mitigations"),
     ])  # fmt: skip
