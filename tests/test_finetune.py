@@ -122,6 +122,61 @@ def test_cross_attention_adapter_changes_only_the_text_keys_and_values_and_loads
     _loads_in_plain_diffusers_as_in_diffsteer(result, tiny_model_dirs[kind], tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["sd1", "sdxl"])
+def test_text_encoder_adapter_trains_every_text_encoder_and_loads_in_plain_diffusers(
+    tiny_model_dirs, tmp_path, kind
+):
+    """--train-text-encoder: the adapter also changes the text encoders' attention (both of SDXL's), its
+    text-encoder tensors moved in training, and plain diffusers loads the whole of it."""
+    result = _train(tiny_model_dirs[kind], tmp_path / "run", method="sft", text_encoder_lora=True)
+    assert len(result.history) == 2 and result.history[-1]["kl"] > 0
+    with safe_open(str(result.adapter / WEIGHT_NAME), framework="pt") as handle:
+        meta = handle.metadata()
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    assert json.loads(meta["text_encoder_lora"]) is True
+    encoders = ["text_encoder", "text_encoder_2"] if kind == "sdxl" else ["text_encoder"]
+    for name in encoders:
+        ups = [v for k, v in tensors.items() if k.startswith(f"{name}.") and "lora" in k and "up" in k]
+        assert ups and any(v.abs().max() > 0 for v in ups), name  # B starts at 0: training moved it
+        config = json.loads(meta["lora_adapter_metadata"])
+        assert sorted(config[f"{name}.target_modules"]) == ["k_proj", "out_proj", "q_proj", "v_proj"]
+    assert any(k.startswith("unet.") for k in tensors)
+    assert {k.split(".")[0] for k in tensors} == {"unet", *encoders}
+    _loads_in_plain_diffusers_as_in_diffsteer(result, tiny_model_dirs[kind], tmp_path)
+
+
+def test_text_encoder_adapter_changes_images_through_the_prompt_alone(tiny_model_dirs, tmp_path):
+    """With the U-Net's part of a text-encoder adapter left out, plain diffusers still draws other
+    images: the text encoders' part acts, and diffsteer's switch turns both parts off together."""
+    from safetensors.torch import load_file, save_file
+
+    model = tiny_model_dirs["sd1"]
+    result = _train(model, tmp_path / "run", method="sft", text_encoder_lora=True, learning_rate=5e-2)
+    path = result.adapter / WEIGHT_NAME
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    text_only = tmp_path / "text_only"
+    text_only.mkdir()
+    tensors = {k: v for k, v in load_file(str(path)).items() if k.startswith("text_encoder.")}
+    save_file(tensors, str(text_only / WEIGHT_NAME), metadata=meta)
+
+    def draw(pipe):
+        return pipe(
+            prompt=["a photo of a cat"], generator=[torch.Generator("cpu").manual_seed(3)],
+            num_inference_steps=STEPS, guidance_scale=GUIDANCE, output_type="np",
+        ).images  # fmt: skip
+
+    plain = load_pipeline(str(model))
+    plain.set_progress_bar_config(disable=True)
+    base = draw(plain)
+    plain.load_lora_weights(str(text_only))
+    assert not np.allclose(draw(plain), base, atol=1e-4)
+    from diffsteer.steering.lora import use_adapter
+
+    use_adapter(plain, None)  # diffsteer's "no adapter": the text encoder's part is off too
+    assert np.allclose(draw(plain), base, atol=1e-6)
+
+
 def _trained_adapter(result, model_dir, method):
     """The adapter file's metadata and tensor names, after checking the two updates it had."""
     assert len(result.history) == 2
@@ -465,13 +520,44 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tm
         _train(model, tmp_path / "cut", iterations=3, lora_scope="cross-attention")
 
 
+def test_interrupted_text_encoder_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tmp_path):
+    """The checkpoint carries the text encoders' adapter and its optimizer state too."""
+    model = tiny_model_dirs["sdxl"]
+    whole = _train(model, tmp_path / "whole", iterations=3, text_encoder_lora=True)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(done, total, row):
+        if done == 2:
+            raise Stop
+
+    pipe = load_pipeline(str(model))
+    reward = CallableReward("toy:reward", brightness)
+    recipe = _recipe(model, iterations=3, text_encoder_lora=True)
+    with pytest.raises(Stop):
+        finetune(_generator(pipe), reward, recipe, tmp_path / "cut", progress=stop_after_two)
+    resumed = _train(model, tmp_path / "cut", iterations=3, text_encoder_lora=True)
+    assert [r["reward"] for r in resumed.history] == pytest.approx([r["reward"] for r in whole.history])
+    with (
+        safe_open(str(whole.adapter / WEIGHT_NAME), "pt") as a,
+        safe_open(str(resumed.adapter / WEIGHT_NAME), "pt") as b,
+    ):
+        assert any(k.startswith("text_encoder_2.") for k in a.keys())
+        for key in a.keys():
+            assert torch.allclose(a.get_tensor(key), b.get_tensor(key), atol=1e-6), key
+    with pytest.raises(FinetuneError, match="text_encoder_lora"):
+        _train(model, tmp_path / "cut", iterations=3)
+
+
 def test_run_folder_from_before_the_lora_scope_option_still_resumes(tiny_model_dirs, tmp_path):
     """A recipe.json written before --lora-scope existed (no such key) is the default scope's recipe."""
     model = tiny_model_dirs["sd1"]
     first = _train(model, tmp_path / "run", iterations=2)
     recipe_file = tmp_path / "run" / "recipe.json"
     old = json.loads(recipe_file.read_text())
-    del old["lora_scope"], old["shared_seeds"]  # neither option existed then
+    for added in ("lora_scope", "shared_seeds", "text_encoder_lora", "preserve_prompts"):
+        del old[added]  # no such options then
     recipe_file.write_text(json.dumps(old))
     again = _train(model, tmp_path / "run", iterations=2)  # resumes from its checkpoint: no new update
     assert again.history == first.history
@@ -574,3 +660,75 @@ def test_a_run_folder_another_process_trains_is_refused_in_one_line(tmp_path):
         done = runner.invoke(app, ["finetune", "--prompt", "a photo of a doctor", "--out", str(out)])
     assert done.exit_code == 2 and "in use by another diffsteer process" in done.output, done.output
     assert len(done.output.strip().splitlines()) == 1 and "Traceback" not in done.output
+
+
+def test_train_text_encoder_is_recorded_and_refused_in_one_line_where_transformers_would_refuse(
+    tiny_model_dirs, tmp_path, monkeypatch
+):
+    """transformers' PEFT integration refuses a peft older than it names; the command says so before any
+    model loads, and an audit naming such an adapter fails the same way before its first image."""
+    import transformers.integrations.peft as integration
+
+    args = ["finetune", "--model", str(tiny_model_dirs["sd1"]), "--classifier", str(tiny_model_dirs["clip"]),
+            "--prompt", "a photo of a cat", "--reward", "test_finetune:brightness", "--method", "sft",
+            "--iterations", "1", "--prompts-per-iteration", "1", "--images-per-prompt", "2",
+            "--steps", str(STEPS), "--guidance", str(GUIDANCE), "--train-text-encoder"]  # fmt: skip
+    out = tmp_path / "run"
+    done = runner.invoke(app, [*args, "--out", str(out)])
+    assert done.exit_code == 0, done.output
+    assert json.loads((out / "recipe.json").read_text())["text_encoder_lora"] is True
+
+    monkeypatch.setattr(integration, "MIN_PEFT_VERSION", "99.0")
+    bad = runner.invoke(app, [*args, "--out", str(tmp_path / "bad")])
+    lines = [line for line in bad.output.splitlines() if line.strip()]
+    assert bad.exit_code == 2 and len(lines) == 1 and "peft >= 99.0" in lines[0], bad.output
+    assert not (tmp_path / "bad" / "recipe.json").exists()
+    audit = runner.invoke(app, ["audit", "--model", str(tiny_model_dirs["sd1"]), "--classifier",
+                                str(tiny_model_dirs["clip"]), "--mitigation", f"lora:{out / 'adapter'}",
+                                "--out", str(tmp_path / "audit")])  # fmt: skip
+    assert audit.exit_code == 2 and "peft >= 99.0" in audit.output, audit.output
+
+
+def test_preserved_prompts_are_sampled_each_update_with_no_reward_and_advantage_zero(
+    tiny_model_dirs, tmp_path, monkeypatch
+):
+    """--preserve-prompt: every update samples the preserved prompts beside the trained ones (a quarter
+    as many, cycling), the reward never sees their images, and their advantage is 0, so SFT trains them
+    toward the model's own samples and the KL holds them; the trained prompts keep their seeds."""
+    import diffsteer.experiments.finetune as ft
+
+    model = tiny_model_dirs["sd1"]
+    seen_by_reward: list[str] = []
+    sampled: list[list[str]] = []
+    advantages: list[torch.Tensor] = []
+    seeds_of: list[list[int]] = []
+    real_sample, real_losses = ft.sample_trajectories, ft.step_losses
+
+    def sample(generator, sampler, prompts, seeds):
+        sampled.append([p.text for p in prompts])
+        seeds_of.append(list(seeds))
+        return real_sample(generator, sampler, prompts, seeds)
+
+    def losses(generator, sampler, batch, adv, recipe, seed):
+        advantages.append(adv.clone())
+        return real_losses(generator, sampler, batch, adv, recipe, seed)
+
+    def record(images, prompts):
+        seen_by_reward.extend(getattr(p, "text", p) for p in prompts)
+        return brightness(images, prompts)
+
+    monkeypatch.setattr(ft, "sample_trajectories", sample)
+    monkeypatch.setattr(ft, "step_losses", losses)
+    keep = ("a photo of a dog", "a photo of a bird")
+    _train(model, tmp_path / "kept", reward=record, method="sft", prompts_per_iteration=4,
+           preserve_prompts=keep, prompts=PROMPTS, iterations=2)  # fmt: skip
+    # 4 trained prompts a quarter of which is 1 preserved prompt per update, cycling, 2 images each
+    assert sampled[0][8:] == [keep[0]] * 2 and sampled[1][8:] == [keep[1]] * 2
+    assert set(seen_by_reward) == {p.text for p in PROMPTS}
+    for adv in advantages:
+        assert torch.all(adv[8:] == 0) and adv[:8].abs().sum() > 0
+    assert json.loads((tmp_path / "kept" / "recipe.json").read_text())["preserve_prompts"] == list(keep)
+    kept_first = seeds_of[0]
+    seeds_of.clear()
+    _train(model, tmp_path / "plain", method="sft", prompts_per_iteration=4, prompts=PROMPTS, iterations=1)
+    assert seeds_of[0] == kept_first[:8]  # the trained prompts' images are those of a run without

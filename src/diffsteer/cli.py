@@ -124,8 +124,10 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
     from diffsteer.reference import ReferenceError
     from diffsteer.runs.executors import ExecutorUnavailableError
     from diffsteer.runs.store import RunConfigMismatch, RunInUseError
+    from diffsteer.steering.lora import PeftUnavailableError
 
     return (
+        PeftUnavailableError,  # an audit or generate naming a LoRA adapter without a usable peft
         ModelNotFoundError,
         UnsupportedModelError,
         DeviceUnavailableError,
@@ -1395,6 +1397,11 @@ def finetune(
         help="all: every attention projection (self and cross) | cross-attention: only the cross-attention's "
         "key and value projections (attn2.to_k, attn2.to_v), which act on the text tokens alone.",
     ),
+    train_text_encoder: bool = typer.Option(
+        False,
+        help="Also put the adapter on the text encoders' attention (q, k, v, out), as diffusers' examples' "
+        "--train_text_encoder: for a model that misreads words in context (docs/finetune.md).",
+    ),
     learning_rate: float = typer.Option(3e-4),
     kl_coef: float = typer.Option(0.01, help="Weight of the KL to the frozen model."),
     timesteps_per_sample: int | None = typer.Option(None, help="Denoising steps per trajectory in the loss."),
@@ -1409,6 +1416,13 @@ def finetune(
         False,
         help="Image j of every prompt in an update starts from the same noise, so that prompts asking for "
         "different classes are compared on the same starting points (docs/finetune.md).",
+    ),
+    preserve_prompt: list[str] = typer.Option(
+        [],
+        "--preserve-prompt",
+        help="A prompt the fine-tune should leave alone (repeat): each update also samples a quarter as many "
+        "of them as training prompts, with no reward; SFT trains them toward the model's own samples and "
+        "the KL term holds them to the frozen model (prior preservation, docs/finetune.md).",
     ),
     device: str = typer.Option("cpu"),
     out: Path = typer.Option(Path("runs/finetune"), help="Run folder: recipe, checkpoint, adapter/."),
@@ -1448,6 +1462,7 @@ def finetune(
             eta=eta,
             rank=rank,
             lora_scope=lora_scope,
+            text_encoder_lora=train_text_encoder,
             learning_rate=learning_rate,
             kl_coef=kl_coef,
             timesteps_per_sample=timesteps_per_sample,
@@ -1455,6 +1470,7 @@ def finetune(
             seed=seed,
             checkpoint_every=checkpoint_every,
             shared_seeds=shared_seeds,
+            preserve_prompts=preserve_prompt,
             device=device,
             progress=show,
         )

@@ -405,7 +405,8 @@ class AdapterCurve(_Record):
     reward: str | None = _key()  # the reward's name, and its axes or concept
     kl_coef: float | None = _key()
     learning_rate: float | None = _key()
-    lora_scope: str | None = _key()  # which projections the adapter changes ("all", "cross-attention")
+    # which projections the adapter changes ("all", "cross-attention"; " + text encoders" when they too)
+    lora_scope: str | None = _key()
     updates: list[dict[str, float]] = _key(default=[])  # [{iteration, reward, kl}]
     window: int | None = _key()  # updates per running mean
     running_mean: list[dict[str, float]] = _key(default=[])  # [{iteration, reward, kl}] over ``window``

@@ -1,6 +1,8 @@
 """Fine-tune a model away from a bias: DPOK (policy gradient with KL to the frozen model) or SFT, as a LoRA.
 
-Both methods train a LoRA adapter on the U-Net's attention from the model's own samples:
+Both methods train a LoRA adapter on the U-Net's attention (and, with ``text_encoder_lora``, on the text
+encoders' attention too, as diffusers' examples do with ``--train_text_encoder``) from the model's own
+samples:
 
 1. Sample trajectories with a stochastic DDIM sampler (``eta``, 1 by default) under classifier-free
    guidance at the model's guidance, with the adapter on (the current policy), keeping every x_t.
@@ -43,7 +45,12 @@ from diffsteer.summary import AdapterCurve, FinetuneSection
 METHODS = ("dpok", "sft")
 # Recipe fields added after run folders were first written, at the value that was the behaviour before:
 # an older recipe.json without them is the same recipe (so its run still resumes).
-ADDED_FIELDS: dict[str, Any] = {"lora_scope": "all", "shared_seeds": False}
+ADDED_FIELDS: dict[str, Any] = {
+    "lora_scope": "all",
+    "shared_seeds": False,
+    "text_encoder_lora": False,
+    "preserve_prompts": [],
+}
 MIN_SIGMA_SHARE = 0.1  # see StochasticDDIM.policy_steps
 RECIPE_FILE = "recipe.json"
 CHECKPOINT_FILE = "checkpoint.safetensors"
@@ -76,6 +83,9 @@ class FinetuneRecipe:
     eta: float = 1.0
     rank: int = 4
     lora_scope: str = "all"  # which projections the adapter changes (steering.lora.LORA_SCOPES)
+    # the text encoders get an adapter too: a prompt's words are read in context, so where a model
+    # misreads a word beside others (a setting beside an adjective), the fix belongs to the text side
+    text_encoder_lora: bool = False
     learning_rate: float = 3e-4
     kl_coef: float = 0.01
     timesteps_per_sample: int | None = None  # None: every step of the trajectory enters the loss
@@ -87,6 +97,13 @@ class FinetuneRecipe:
     # the noise rather than the prompt decides an attribute, the part of the gradient that does not
     # depend on the prompt then cancels between prompts that ask for different classes
     shared_seeds: bool = False
+    # prompts the fine-tune should leave alone (prior preservation): each update also samples a quarter as
+    # many of them as training prompts, cycling; their images get advantage 0 and no reward, so SFT trains
+    # them toward the model's own samples and both methods hold them to the frozen model by the KL term
+    preserve_prompts: tuple[str, ...] = ()
+
+    def preserved_per_iteration(self) -> int:
+        return max(1, self.prompts_per_iteration // 4) if self.preserve_prompts else 0
 
     def check(self) -> None:
         """One-line errors naming the parameter, before any model is loaded."""
@@ -96,6 +113,8 @@ class FinetuneRecipe:
             raise FinetuneError(f"lora_scope {self.lora_scope!r}: choose {' or '.join(LORA_SCOPES)}")
         if not self.prompts:
             raise FinetuneError("prompts: give at least one training prompt")
+        if any(not str(p).strip() for p in self.preserve_prompts):
+            raise FinetuneError("preserve_prompts: a preserved prompt is empty")
         positive = {
             "iterations": self.iterations,
             "prompts_per_iteration": self.prompts_per_iteration,
@@ -126,6 +145,7 @@ class FinetuneRecipe:
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["prompts"] = [p.to_json() for p in self.prompts]
+        data["preserve_prompts"] = list(self.preserve_prompts)
         return data
 
 
@@ -306,11 +326,15 @@ def normalised_advantages(rewards: torch.Tensor, prompts: Sequence[TrainingPromp
 
 
 # ---------------------------------------------------------------------------------------- losses
-def _set_adapter(unet: Any, on: bool) -> None:
-    if on:
-        unet.enable_adapters()
-    else:
-        unet.disable_adapters()
+def _set_adapters(pipe: Any, on: bool) -> None:
+    """Switch the adapter being trained on or off, in the U-Net and every text encoder that has it."""
+    from diffsteer.steering.lora import adapted_text_encoders
+
+    for model in (pipe.unet, *adapted_text_encoders(pipe).values()):
+        if on:
+            model.enable_adapters()
+        else:
+            model.disable_adapters()
 
 
 def step_losses(
@@ -336,7 +360,12 @@ def step_losses(
     weights = torch.exp(advantages / recipe.sft_temperature)
     weights = (weights / weights.mean()).to(device)
     dims = tuple(range(1, batch.latents[0].ndim))
-    cond = batch.conditioning
+    cond = frozen_cond = batch.conditioning
+    if recipe.text_encoder_lora:  # the frozen model reads the prompts with the text adapter off too
+        with torch.no_grad():
+            _set_adapters(pipe, False)
+            frozen_cond = _conditioning(generator, batch.prompts)
+            _set_adapters(pipe, True)
     kl_total, pg_total, sft_total = 0.0, 0.0, 0.0
     for index in chosen:
         t = batch.timesteps[index]
@@ -344,10 +373,13 @@ def step_losses(
         x_next = batch.latents[index + 1].to(device=device, dtype=torch.float32)
         sigma2 = sampler.sigma(index) ** 2
         with torch.no_grad():
-            _set_adapter(unet, False)
-            frozen = _unet_output(unet, x, t, cond, generator.guidance, guided=generator.uses_guidance)
-            _set_adapter(unet, True)
+            _set_adapters(pipe, False)
+            frozen = _unet_output(unet, x, t, frozen_cond, generator.guidance, guided=generator.uses_guidance)
+            _set_adapters(pipe, True)
             mean_frozen = sampler.mean(index, x.float(), frozen.float())
+        if recipe.text_encoder_lora:
+            # encoded again with gradients for each step: every step's backward frees the graph it used
+            cond = _conditioning(generator, batch.prompts)
         output = _unet_output(unet, x, t, cond, generator.guidance, guided=generator.uses_guidance)
         mean = sampler.mean(index, x.float(), output.float())
         kl = ((mean - mean_frozen) ** 2).sum(dim=dims) / (2 * sigma2)
@@ -380,13 +412,15 @@ def step_losses(
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-def _save_checkpoint(path: Path, unet: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+def _save_checkpoint(path: Path, pipe: Any, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
     """The adapter, the optimizer and the run state in one safetensors file, published atomically."""
     from safetensors.torch import save
 
-    from diffsteer.steering.lora import lora_state_dict
+    from diffsteer.steering.lora import adapted_text_encoders, lora_state_dict, peft_state
 
-    tensors = {f"lora.{k}": v for k, v in lora_state_dict(unet).items()}
+    tensors = {f"lora.{k}": v for k, v in lora_state_dict(pipe.unet).items()}
+    for name, encoder in adapted_text_encoders(pipe).items():
+        tensors |= {f"{name}.{k}": v for k, v in peft_state(encoder).items()}
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, float]] = {}
     for idx, values in opt["state"].items():
@@ -403,16 +437,19 @@ def _save_checkpoint(path: Path, unet: Any, optimizer: torch.optim.Optimizer, st
     atomic_write_bytes(path, save(tensors, metadata=meta))
 
 
-def _load_checkpoint(path: Path, unet: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+def _load_checkpoint(path: Path, pipe: Any, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    from diffsteer.steering.lora import load_lora_state
+    from diffsteer.steering.lora import adapted_text_encoders, load_lora_state, load_peft_state
 
     tensors = load_file(str(path))
     with safe_open(str(path), framework="pt") as handle:
         meta = dict(handle.metadata() or {})
-    load_lora_state(unet, {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")})
+    load_lora_state(pipe.unet, {k[5:]: v for k, v in tensors.items() if k.startswith("lora.")})
+    for name, encoder in adapted_text_encoders(pipe).items():
+        prefix = f"{name}."
+        load_peft_state(encoder, {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)})
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
@@ -492,7 +529,9 @@ def _train(
     """The body of :func:`finetune`, with the run folder's lock held."""
     from diffsteer.steering.lora import (
         CURVE_KEY,
+        adapted_text_encoders,
         add_lora,
+        add_text_encoder_lora,
         base_model_metadata,
         lora_parameters,
         save_adapter,
@@ -505,14 +544,18 @@ def _train(
 
     torch.manual_seed(recipe.seed)  # the adapter's initial A matrices
     add_lora(pipe.unet, rank=recipe.rank, scope=recipe.lora_scope)
+    if recipe.text_encoder_lora:
+        add_text_encoder_lora(pipe, rank=recipe.rank)
     params = lora_parameters(pipe.unet)
+    for encoder in adapted_text_encoders(pipe).values():
+        params += lora_parameters(encoder)
     optimizer = torch.optim.AdamW(params, lr=recipe.learning_rate, weight_decay=0.0)
     sampler = StochasticDDIM(pipe.scheduler.config, recipe.steps, recipe.eta)
 
     checkpoint = out / CHECKPOINT_FILE
     state: dict[str, Any] = {"iteration": 0, "history": []}
     if checkpoint.exists():
-        state = _load_checkpoint(checkpoint, pipe.unet, optimizer)
+        state = _load_checkpoint(checkpoint, pipe, optimizer)
     history: list[dict[str, float]] = state["history"]
     n_prompts = len(recipe.prompts)
     pipe.unet.train()
@@ -522,15 +565,23 @@ def _train(
             recipe.prompts[(iteration * recipe.prompts_per_iteration + j) % n_prompts]
             for j in range(recipe.prompts_per_iteration)
         ]
-        prompts = [p for p in chosen for _ in range(recipe.images_per_prompt)]
+        kept = recipe.preserved_per_iteration()
+        preserved = [
+            TrainingPrompt(recipe.preserve_prompts[(iteration * kept + j) % len(recipe.preserve_prompts)])
+            for j in range(kept)
+        ]
+        # the trained prompts come first, so their images and seeds are those of a run without preservation
+        prompts = [p for p in (*chosen, *preserved) for _ in range(recipe.images_per_prompt)]
+        trained = len(chosen) * recipe.images_per_prompt
         base_seed = recipe.seed * 1_000_003 + iteration * 10_007
         if recipe.shared_seeds:
-            seeds = [base_seed + j for _ in chosen for j in range(recipe.images_per_prompt)]
+            seeds = [base_seed + j for _ in (*chosen, *preserved) for j in range(recipe.images_per_prompt)]
         else:
             seeds = [base_seed + i for i in range(len(prompts))]
         batch = sample_trajectories(generator, sampler, prompts, seeds)
-        rewards = reward(batch.images, prompts)
-        advantages = normalised_advantages(rewards, prompts)
+        rewards = reward(batch.images[:trained], prompts[:trained])
+        advantages = torch.zeros(len(prompts), dtype=torch.float32)  # preserved images: 0
+        advantages[:trained] = normalised_advantages(rewards, prompts[:trained])
         optimizer.zero_grad(set_to_none=True)
         stats = step_losses(generator, sampler, batch, advantages, recipe, base_seed)
         grad_norm = torch.nn.utils.clip_grad_norm_(params, recipe.max_grad_norm)
@@ -548,7 +599,7 @@ def _train(
         history.append(row)
         done = iteration + 1
         if done % recipe.checkpoint_every == 0 or done == recipe.iterations:
-            _save_checkpoint(checkpoint, pipe.unet, optimizer, {"iteration": done, "history": history})
+            _save_checkpoint(checkpoint, pipe, optimizer, {"iteration": done, "history": history})
         if progress is not None:
             progress(done, recipe.iterations, row)
     pipe.unet.eval()
@@ -557,6 +608,7 @@ def _train(
         "method": recipe.method,
         "reward": recipe.reward,
         "lora_scope": recipe.lora_scope,
+        "text_encoder_lora": recipe.text_encoder_lora,
         "recipe": recipe_json,
         **base,
         "final": history[-1] if history else {},
@@ -604,7 +656,8 @@ def adapter_curve(mitigation: str, folder: Path | str) -> AdapterCurve:
         reward=_reward_label(json.loads(metadata.get("reward", "{}"))),
         kl_coef=recipe.get("kl_coef"),
         learning_rate=recipe.get("learning_rate"),
-        lora_scope=recipe.get("lora_scope", ADDED_FIELDS["lora_scope"]),
+        lora_scope=recipe.get("lora_scope", ADDED_FIELDS["lora_scope"])
+        + (" + text encoders" if recipe.get("text_encoder_lora") else ""),
     )
     if read is None:
         curve.note = "the adapter records no training history (saved before adapters carried one)"
@@ -717,6 +770,7 @@ def run_finetune(
     eta: float = 1.0,
     rank: int = 4,
     lora_scope: str = "all",
+    text_encoder_lora: bool = False,
     learning_rate: float = 3e-4,
     kl_coef: float = 0.01,
     timesteps_per_sample: int | None = None,
@@ -724,6 +778,7 @@ def run_finetune(
     seed: int = 0,
     checkpoint_every: int = 5,
     shared_seeds: bool = False,
+    preserve_prompts: Sequence[str] = (),
     device: str = "cpu",
     progress: FinetuneProgress | None = None,
 ) -> FinetuneResult:
@@ -751,6 +806,7 @@ def run_finetune(
         eta=eta,
         rank=rank,
         lora_scope=lora_scope,
+        text_encoder_lora=text_encoder_lora,
         learning_rate=learning_rate,
         kl_coef=kl_coef,
         timesteps_per_sample=timesteps_per_sample,
@@ -758,8 +814,13 @@ def run_finetune(
         seed=seed,
         checkpoint_every=checkpoint_every,
         shared_seeds=shared_seeds,
+        preserve_prompts=tuple(preserve_prompts),
     )
     probe.check()  # bad numbers fail before any model is loaded
+    if text_encoder_lora:
+        from diffsteer.steering.lora import require_text_encoder_peft
+
+        require_text_encoder_peft()
     if Path(out_dir).is_dir():  # a folder another process is training fails now, not after the load
         with RunFolderLock(Path(out_dir)):
             pass

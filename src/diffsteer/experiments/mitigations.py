@@ -58,13 +58,13 @@ def lora_folder(name: str) -> str:
 
 def check_mitigations(names: Sequence[str]) -> tuple[str, ...]:
     """Known names, no repeats, and every ``lora:FOLDER`` a readable diffsteer adapter (before any model)."""
-    from diffsteer.steering.lora import read_adapter_metadata
+    from diffsteer.steering.lora import check_loadable, read_adapter_metadata
 
     for name in names:
         if is_lora_mitigation(name):
             if not name[len(LORA_PREFIX) :].strip():
                 raise UnknownMitigationError("mitigation 'lora:' needs a folder: lora:FOLDER")
-            read_adapter_metadata(lora_folder(name))
+            check_loadable(read_adapter_metadata(lora_folder(name)))
             continue
         if name not in MITIGATIONS:
             available = ", ".join([*MITIGATIONS, LORA_PREFIX + "FOLDER"])

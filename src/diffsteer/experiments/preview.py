@@ -72,10 +72,11 @@ def generate_preview(
     check_mitigations([mitigation])
     lora_path = None
     if lora is not None:
-        from diffsteer.steering.lora import read_adapter_metadata
+        from diffsteer.steering.lora import check_loadable, read_adapter_metadata
 
         lora_path = str(Path(lora).expanduser().resolve())
-        read_adapter_metadata(lora_path)  # a missing or foreign folder fails before the model loads
+        # a missing or foreign folder, or one this environment cannot load, fails before the model loads
+        check_loadable(read_adapter_metadata(lora_path))
     steer_spec = mitigation_steering(mitigation, axes, steering)
     spec = PromptSpec(id="preview", text=prompt, group="custom", subject=None)
     model = default_model() if model is None else model

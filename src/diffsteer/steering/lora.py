@@ -1,4 +1,5 @@
-"""LoRA adapters on the U-Net's attention: add one for training, save it so diffusers loads it, load it back.
+"""LoRA adapters on the U-Net's attention (and, optionally, the text encoders'): add one for training,
+save it so diffusers loads it, load it back.
 
 A fine-tune (``diffsteer finetune``) ships as a folder holding ``pytorch_lora_weights.safetensors`` in
 diffusers' own LoRA layout, so ``pipe.load_lora_weights(folder)`` works without diffsteer. The same
@@ -29,10 +30,18 @@ LORA_SCOPES: dict[str, tuple[str, ...]] = {
     "all": TARGET_MODULES,
     "cross-attention": ("attn2.to_k", "attn2.to_v"),
 }
+# The text encoders' attention projections (CLIP's names), the modules diffusers' own LoRA training
+# examples adapt with --train_text_encoder; SDXL has two text encoders, both adapted.
+TEXT_ENCODER_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
+TEXT_ENCODERS = ("text_encoder", "text_encoder_2")
 PEFT_HINT = "LoRA fine-tuning needs peft: pip install 'diffsteer[finetune]'"
 CURVE_KEY = "training_curve"  # metadata: the training's reward and KL per update, [{iteration, reward, kl}]
 RUN_RECIPE_FILE = "recipe.json"  # what the run folder around an adapter holds (experiments/finetune.py)
 RUN_HISTORY_FILE = "history.json"
+
+
+class PeftUnavailableError(ImportError):
+    """peft is missing, or too old for the transformers installed; the message names the fix."""
 
 
 class AdapterFileError(ValueError):
@@ -48,7 +57,29 @@ def require_peft() -> None:
     try:
         import peft  # noqa: F401
     except ImportError:
-        raise ImportError(PEFT_HINT) from None
+        raise PeftUnavailableError(PEFT_HINT) from None
+
+
+def require_text_encoder_peft() -> None:
+    """Fail in one line when transformers' PEFT integration, which every text-encoder adapter goes
+    through (diffusers' ``load_lora_weights`` included), refuses the installed peft: transformers 5.24
+    asks for peft 0.22, newer than any release on PyPI as of December 2026."""
+    require_peft()
+    from importlib.metadata import version
+
+    from packaging.version import Version
+
+    try:
+        from transformers.integrations.peft import MIN_PEFT_VERSION
+    except ImportError:  # an integration without the constant: nothing to compare
+        return
+    have = version("peft")
+    if Version(have) < Version(MIN_PEFT_VERSION):
+        raise PeftUnavailableError(
+            f"a text-encoder LoRA needs peft >= {MIN_PEFT_VERSION} with transformers "
+            f"{version('transformers')} (peft {have} is installed): pip install 'diffsteer[finetune]', "
+            "which keeps transformers below 5.24"
+        )
 
 
 def check_scope(scope: str) -> tuple[str, ...]:
@@ -78,18 +109,72 @@ def add_lora(unet: torch.nn.Module, *, rank: int, scope: str = "all", adapter_na
     unet.add_adapter(config, adapter_name=adapter_name)
 
 
-def lora_parameters(unet: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for name, p in unet.named_parameters() if "lora_" in name and p.requires_grad]
+def text_encoders(pipe: Any) -> dict[str, torch.nn.Module]:
+    """The pipeline's text encoders by component name (one for SD1/2, two for SDXL)."""
+    return {name: getattr(pipe, name) for name in TEXT_ENCODERS if getattr(pipe, name, None) is not None}
 
 
-def lora_state_dict(unet: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
-    """The adapter's tensors in diffusers' layout (no ``unet.`` prefix), on the CPU, float32."""
+def add_text_encoder_lora(pipe: Any, *, rank: int, adapter_name: str = "default") -> None:
+    """Add a trainable LoRA adapter (rank ``rank``, alpha = rank, starting at the base model) to every
+    text encoder's attention projections, as diffusers' examples do with ``--train_text_encoder``."""
+    require_text_encoder_peft()
+    from peft import LoraConfig
+
+    if rank < 1:
+        raise ValueError(f"rank must be at least 1, got {rank}")
+    for encoder in text_encoders(pipe).values():
+        encoder.requires_grad_(False)
+        config = LoraConfig(
+            r=int(rank), lora_alpha=int(rank), init_lora_weights="gaussian",
+            target_modules=list(TEXT_ENCODER_TARGETS),
+        )  # fmt: skip
+        encoder.add_adapter(config, adapter_name=adapter_name)
+
+
+def adapted_text_encoders(pipe: Any, adapter_name: str = "default") -> dict[str, torch.nn.Module]:
+    """The text encoders that carry the adapter ``adapter_name``."""
+    return {
+        name: encoder
+        for name, encoder in text_encoders(pipe).items()
+        if adapter_name in (getattr(encoder, "peft_config", None) or {})
+    }
+
+
+def lora_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    return [p for name, p in model.named_parameters() if "lora_" in name and p.requires_grad]
+
+
+def lora_state_dict(model: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """The adapter's tensors of a U-Net or text encoder in diffusers' layout (no component prefix), on
+    the CPU, float32."""
     require_peft()
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet, adapter_name=adapter_name))
+    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(model, adapter_name=adapter_name))
     return {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in state.items()}
+
+
+def peft_state(model: torch.nn.Module, adapter_name: str = "default") -> dict[str, torch.Tensor]:
+    """The adapter's tensors in peft's own layout (for a training checkpoint), on the CPU."""
+    require_peft()
+    from peft.utils import get_peft_model_state_dict
+
+    state = get_peft_model_state_dict(model, adapter_name=adapter_name)
+    return {k: v.detach().cpu().contiguous() for k, v in state.items()}
+
+
+def load_peft_state(
+    model: torch.nn.Module, state: dict[str, torch.Tensor], adapter_name: str = "default"
+) -> None:
+    """Put tensors saved by :func:`peft_state` back into a model that has the same adapter."""
+    require_peft()
+    from peft.utils import set_peft_model_state_dict
+
+    result = set_peft_model_state_dict(model, state, adapter_name=adapter_name)
+    unexpected = getattr(result, "unexpected_keys", None) or []
+    if unexpected:
+        raise AdapterFileError(f"adapter tensors do not fit this model: {len(unexpected)} unexpected keys")
 
 
 def load_lora_state(
@@ -108,8 +193,8 @@ def load_lora_state(
         raise AdapterFileError(f"adapter tensors do not fit this U-Net: {len(unexpected)} unexpected keys")
 
 
-def _adapter_config(unet: torch.nn.Module, adapter_name: str) -> dict[str, Any]:
-    config = unet.peft_config[adapter_name].to_dict()
+def _adapter_config(model: torch.nn.Module, adapter_name: str) -> dict[str, Any]:
+    config = model.peft_config[adapter_name].to_dict()
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
 
 
@@ -120,7 +205,8 @@ def save_adapter(
     *,
     adapter_name: str = "default",
 ) -> Path:
-    """Save the U-Net's adapter as ``folder/pytorch_lora_weights.safetensors``, written atomically.
+    """Save the U-Net's adapter (and the text encoders', where they carry it) as
+    ``folder/pytorch_lora_weights.safetensors``, written atomically.
 
     The file is what ``StableDiffusionPipeline.save_lora_weights`` (or SDXL's) writes, plus diffsteer's
     ``metadata`` (non-strings JSON-encoded) beside diffusers' own adapter config.
@@ -130,8 +216,11 @@ def save_adapter(
 
     folder = Path(folder)
     meta = {"format": "pt", "diffsteer_kind": ADAPTER_KIND}
+    encoders = adapted_text_encoders(pipe, adapter_name)
     # diffusers reads the adapter config per component, keys prefixed with the component's name
     config = {f"unet.{k}": v for k, v in _adapter_config(pipe.unet, adapter_name).items()}
+    for name, encoder in encoders.items():
+        config |= {f"{name}.{k}": v for k, v in _adapter_config(encoder, adapter_name).items()}
     meta[LORA_ADAPTER_METADATA_KEY] = json.dumps(config, sort_keys=True)
     for key, value in metadata.items():
         meta[key] = value if isinstance(value, str) else json.dumps(value, sort_keys=True)
@@ -144,6 +233,7 @@ def save_adapter(
     type(pipe).save_lora_weights(
         save_directory=str(folder),
         unet_lora_layers=lora_state_dict(pipe.unet, adapter_name),
+        **{f"{name}_lora_layers": lora_state_dict(model, adapter_name) for name, model in encoders.items()},
         weight_name=WEIGHT_NAME,
         save_function=write,
         safe_serialization=True,
@@ -166,6 +256,12 @@ def read_adapter_metadata(folder: Path | str) -> dict[str, str]:
     if metadata.get("diffsteer_kind") != ADAPTER_KIND:
         raise AdapterFileError(f"{path} is not a diffsteer LoRA adapter (no diffsteer_kind=lora metadata)")
     return metadata
+
+
+def check_loadable(metadata: dict[str, str]) -> None:
+    """Refuse, in one line and before any model loads, an adapter this environment cannot load."""
+    if metadata.get("text_encoder_lora") == "true":
+        require_text_encoder_peft()
 
 
 def adapter_digest(folder: Path | str) -> str:
@@ -239,6 +335,7 @@ def load_adapter(pipe: Any, folder: Path | str) -> str:
     """
     require_peft()
     metadata = read_adapter_metadata(folder)
+    check_loadable(metadata)
     check_adapter(metadata, pipe, source=str(folder))
     name = adapter_name_for(folder)
     loaded = getattr(pipe.unet, "peft_config", None) or {}
@@ -246,7 +343,7 @@ def load_adapter(pipe: Any, folder: Path | str) -> str:
         from diffusers.utils import logging as diffusers_logging
 
         path = adapter_file(folder)
-        # diffusers warns that the file has no text-encoder LoRA: by design, the adapter is the U-Net's
+        # diffusers warns when the file has no text-encoder LoRA: by design, most adapters are the U-Net's
         level = diffusers_logging.get_verbosity()
         diffusers_logging.set_verbosity_error()
         try:
@@ -259,8 +356,9 @@ def load_adapter(pipe: Any, folder: Path | str) -> str:
 
 
 def use_adapter(pipe: Any, name: str | None) -> None:
-    """Make ``name`` the only active adapter, or switch every adapter off (the base model) for None."""
-    if not getattr(pipe.unet, "peft_config", None):
+    """Make ``name`` the only active adapter, or switch every adapter off (the base model) for None,
+    in the U-Net and the text encoders alike."""
+    if not any(getattr(m, "peft_config", None) for m in (pipe.unet, *text_encoders(pipe).values())):
         if name is not None:
             raise ValueError(f"adapter {name!r} is not loaded")
         return
