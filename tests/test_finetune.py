@@ -488,9 +488,9 @@ def test_audit_report_charts_each_adapters_reward_against_kl(
     assert "finetune" not in json.loads((tmp_path / "plain" / "summary.json").read_text())
 
 
-def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tmp_path):
-    model = tiny_model_dirs["sd1"]
-    whole = _train(model, tmp_path / "whole", iterations=3)
+def _cut_and_resumed(model, tmp_path, **kw):
+    """A 3-update run killed after 2 updates, then resumed; checks it ends where an uninterrupted run
+    ends (history and every adapter tensor), and returns the key names of its adapter."""
 
     class Stop(Exception):
         pass
@@ -499,14 +499,14 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tm
         if done == 2:
             raise Stop
 
+    whole = _train(model, tmp_path / "whole", iterations=3, **kw)
     pipe = load_pipeline(str(model))
     reward = CallableReward("toy:reward", brightness)
     with pytest.raises(Stop):
-        finetune(
-            _generator(pipe), reward, _recipe(model, iterations=3), tmp_path / "cut", progress=stop_after_two
-        )
+        finetune(_generator(pipe), reward, _recipe(model, iterations=3, **kw), tmp_path / "cut",
+                 progress=stop_after_two)  # fmt: skip
     assert not (tmp_path / "cut" / "adapter").exists()
-    resumed = _train(model, tmp_path / "cut", iterations=3)
+    resumed = _train(model, tmp_path / "cut", iterations=3, **kw)
     assert [r["reward"] for r in resumed.history] == pytest.approx([r["reward"] for r in whole.history])
     with (
         safe_open(str(whole.adapter / WEIGHT_NAME), "pt") as a,
@@ -514,6 +514,12 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tm
     ):
         for key in a.keys():
             assert torch.allclose(a.get_tensor(key), b.get_tensor(key), atol=1e-6), key
+        return list(a.keys())
+
+
+def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tmp_path):
+    model = tiny_model_dirs["sd1"]
+    _cut_and_resumed(model, tmp_path)
     with pytest.raises(FinetuneError, match="another recipe"):
         _train(model, tmp_path / "cut", iterations=3, kl_coef=0.5)
     with pytest.raises(FinetuneError, match="lora_scope"):
@@ -523,29 +529,8 @@ def test_interrupted_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tm
 def test_interrupted_text_encoder_run_resumes_to_the_uninterrupted_result(tiny_model_dirs, tmp_path):
     """The checkpoint carries the text encoders' adapter and its optimizer state too."""
     model = tiny_model_dirs["sdxl"]
-    whole = _train(model, tmp_path / "whole", iterations=3, text_encoder_lora=True)
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(done, total, row):
-        if done == 2:
-            raise Stop
-
-    pipe = load_pipeline(str(model))
-    reward = CallableReward("toy:reward", brightness)
-    recipe = _recipe(model, iterations=3, text_encoder_lora=True)
-    with pytest.raises(Stop):
-        finetune(_generator(pipe), reward, recipe, tmp_path / "cut", progress=stop_after_two)
-    resumed = _train(model, tmp_path / "cut", iterations=3, text_encoder_lora=True)
-    assert [r["reward"] for r in resumed.history] == pytest.approx([r["reward"] for r in whole.history])
-    with (
-        safe_open(str(whole.adapter / WEIGHT_NAME), "pt") as a,
-        safe_open(str(resumed.adapter / WEIGHT_NAME), "pt") as b,
-    ):
-        assert any(k.startswith("text_encoder_2.") for k in a.keys())
-        for key in a.keys():
-            assert torch.allclose(a.get_tensor(key), b.get_tensor(key), atol=1e-6), key
+    keys = _cut_and_resumed(model, tmp_path, text_encoder_lora=True)
+    assert any(k.startswith("text_encoder_2.") for k in keys)
     with pytest.raises(FinetuneError, match="text_encoder_lora"):
         _train(model, tmp_path / "cut", iterations=3)
 
