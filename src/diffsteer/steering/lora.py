@@ -183,14 +183,8 @@ def load_lora_state(
     """Put tensors saved by :func:`lora_state_dict` back into a U-Net that has the same adapter."""
     require_peft()
     from diffusers.utils import convert_unet_state_dict_to_peft
-    from peft.utils import set_peft_model_state_dict
 
-    result = set_peft_model_state_dict(
-        unet, convert_unet_state_dict_to_peft(state), adapter_name=adapter_name
-    )
-    unexpected = getattr(result, "unexpected_keys", None) or []
-    if unexpected:
-        raise AdapterFileError(f"adapter tensors do not fit this U-Net: {len(unexpected)} unexpected keys")
+    load_peft_state(unet, convert_unet_state_dict_to_peft(state), adapter_name)
 
 
 def _adapter_config(model: torch.nn.Module, adapter_name: str) -> dict[str, Any]:
