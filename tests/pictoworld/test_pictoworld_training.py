@@ -315,3 +315,60 @@ def test_a_finetune_keeps_the_vae_and_judges_and_goes_on_from_the_unet(tmp_path)
         refused = runner.invoke(app, [*base, *extra, "--out", str(out)])
         assert refused.exit_code == 2 and "--finetune-from" in refused.output, refused.output
         assert len(refused.output.strip().splitlines()) == 1 and not out.exists()
+
+
+def _prediction_gap(model, teacher, tokenizer, captions, seed=0):
+    """Mean squared gap between two (unet, text_encoder) pairs' noise predictions on fixed inputs."""
+    from diffsteer.pictoworld.train import _tokenize
+
+    gen = torch.Generator().manual_seed(seed)
+    zt = torch.randn(len(captions), 4, 8, 8, generator=gen)
+    t = torch.randint(1000, (len(captions),), generator=gen)
+    ids = _tokenize(tokenizer, captions)
+    with torch.no_grad():
+        a, b = (u(zt, t, encoder_hidden_states=te(ids).last_hidden_state).sample for u, te in (model, teacher))
+    return float(((a - b) ** 2).mean())
+
+
+def test_a_finetune_that_relearns_one_profession_keeps_the_others_at_the_starting_model():
+    """relearn_professions: pictures of other professions train toward the starting model's prediction,
+    so on a batch without the relearned profession the model stays where it started, while a plain
+    fine-tune on the same pictures moves away from it."""
+    import copy
+    from dataclasses import replace
+
+    from transformers import CLIPTextModel
+
+    from diffsteer.pictoworld import world
+    from diffsteer.pictoworld.train import _make_unet, _text_config, build_tokenizer, train_unet
+
+    cfg = replace(PRESETS["smoke"], unet_steps=40, unet_lr=2e-2, caption_dropout=0.0)
+    tokenizer = build_tokenizer()
+    pairs = [p for p in world.training_pairs(np.random.default_rng(0), 96) if p[0].profession != "chef"]
+    gen = torch.Generator().manual_seed(1)
+    mean, std = torch.randn(len(pairs), 4, 8, 8, generator=gen), torch.full((len(pairs), 4, 8, 8), 0.1)
+    torch.manual_seed(0)
+    start = (_make_unet(cfg), CLIPTextModel(_text_config(tokenizer, cfg.text_hidden, cfg.text_layers)))
+    gaps = {}
+    for name, relearn in (("plain", ()), ("relearn chef", ("chef",))):
+        run = replace(cfg, relearn_professions=relearn)
+        unet, text, _ = train_unet(run, tokenizer, pairs, mean, std, 1.0, lambda *a: None, copy.deepcopy(start))
+        gaps[name] = _prediction_gap((unet, text), start, tokenizer, [c.text for _, c in pairs[:32]])
+    assert gaps["relearn chef"] < 0.1 * gaps["plain"], gaps
+
+
+@pytest.mark.parametrize(
+    "extra, named",
+    [(["--relearn", "chef"], "--relearn"),  # no --finetune-from: nothing to keep the others at
+     (["--relearn", "astronaut", "--finetune-from", "."], "astronaut")],
+)  # fmt: skip
+def test_a_relearn_without_a_finetune_or_of_no_profession_fails_in_one_line(tmp_path, extra, named):
+    from typer.testing import CliRunner
+
+    from diffsteer.cli import app
+
+    out = tmp_path / "refused"
+    base = ["pictoworld", "train", "--preset", "smoke", "--out", str(out)]
+    refused = CliRunner().invoke(app, [*base, *extra])
+    assert refused.exit_code == 2 and named in refused.output, refused.output
+    assert len(refused.output.strip().splitlines()) == 1 and not out.exists()

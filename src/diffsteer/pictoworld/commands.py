@@ -67,6 +67,13 @@ def train(
         help="A trained folder whose U-Net and text encoder go on training (--unet-steps at --unet-lr) on "
         "the present world; its VAE, CLIP and oracle are kept. For a small change to the world.",
     ),
+    relearn: list[str] = typer.Option(
+        [],
+        "--relearn",
+        help="With --finetune-from (repeatable): pictures of this profession train on the world's images; "
+        "every other picture trains toward the starting model's own prediction, so what the world change "
+        "leaves alone stays where that model drew it.",
+    ),
     unet_lr: float | None = typer.Option(
         None, "--unet-lr", help="The U-Net's peak learning rate instead of the preset's."
     ),
@@ -93,6 +100,7 @@ def train(
         cfg = config_from_preset(
             preset, seed=seed, unet_steps=unet_steps, n_images=n_images, unet_channels=channels,
             data_seed=data_seed, contrast_rate=contrast_rate, unet_lr=unet_lr,
+            relearn_professions=tuple(dict.fromkeys(relearn)) or None,
         )  # fmt: skip
     except (ValueError, DeviceUnavailableError) as exc:
         _fail(exc)
@@ -105,6 +113,8 @@ def train(
         _fail(ValueError("--vae-from: not with --init-from, which already brings its own VAE"))
     if finetune_from is not None and (init_from is not None or vae_from is not None or unet_channels):
         _fail(ValueError("--finetune-from: not with --init-from, --vae-from or --unet-channels"))
+    if relearn and finetune_from is None:
+        _fail(ValueError("--relearn: only with --finetune-from, whose model is what the others keep"))
     try:
         if vae_from is not None:
             vae_source(vae_from, "--vae-from")

@@ -77,6 +77,11 @@ class TrainConfig:
     # that setting's caption (world.contrast_sample; 0: every recipe so far). A recipe experiment.
     contrast_rate: float = 0.0
     ema_decay: float = 0.998
+    # With a fine-tune: pictures of these professions train on the world's images as usual, every other
+    # picture toward the starting model's own noise prediction on the same noisy latent (distillation).
+    # The cells the world change leaves alone then have a fixed target, not a fresh draw of the data:
+    # plain fine-tunes of v9 let the doctor's drugs drift 0.215 -> 0.25-0.28 (RESULTS.md, v9c25).
+    relearn_professions: tuple[str, ...] = ()
     clip_images: int = 20_000
     clip_hidden: int = 64
     clip_layers: int = 2
@@ -305,11 +310,20 @@ def _noise_scheduler():
     )
 
 
+def relearned(pairs, professions: tuple[str, ...]) -> torch.Tensor:
+    """Which training pairs learn from their picture (True) rather than from the starting model's
+    prediction: those showing one of ``professions``; all of them when none is named."""
+    if not professions:
+        return torch.ones(len(pairs), dtype=torch.bool)
+    return torch.tensor([scene.profession in professions for scene, _ in pairs], dtype=torch.bool)
+
+
 def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress: Progress, init=None):
     """Train the U-Net and text encoder jointly (``init``: an existing (unet, text_encoder) pair whose
     text encoder already has ``tokenizer``'s vocabulary, see :func:`grow_text_encoder`), on the latents'
     device. Every random draw comes from CPU generators, so a GPU run sees the batches and noise a CPU
-    run of the same seed sees."""
+    run of the same seed sees. With ``cfg.relearn_professions`` (and ``init``), the other pictures'
+    target is ``init``'s own noise prediction (see :class:`TrainConfig`)."""
     from transformers import CLIPTextModel
 
     if init is None:
@@ -319,6 +333,14 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
         unet, text_encoder = init
     device = latent_mean.device
     unet, text_encoder = unet.to(device), text_encoder.to(device)
+    teacher = None
+    if cfg.relearn_professions:
+        if init is None:
+            raise ValueError("relearn_professions: only with a fine-tune (the starting model is the target)")
+        teacher = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
+        for p in [*teacher[0].parameters(), *teacher[1].parameters()]:
+            p.requires_grad_(False)
+    from_data = relearned(pairs, cfg.relearn_professions)
     unet.train()
     text_encoder.train()
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
@@ -355,7 +377,15 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
         zt = a.sqrt() * z0 + (1 - a).sqrt() * eps
         cond = text_encoder(ids).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=cond).sample
-        loss = F.mse_loss(pred, eps)
+        target = eps
+        keep = ~from_data[idx]
+        if teacher is not None and bool(keep.any()):
+            rows = keep.nonzero().squeeze(1).to(device)
+            with torch.no_grad():
+                held = teacher[1](ids[rows]).last_hidden_state
+                target = eps.clone()
+                target[rows] = teacher[0](zt[rows], t[rows], encoder_hidden_states=held).sample
+        loss = F.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -586,6 +616,8 @@ def train_pictoworld(
         raise ValueError("finetune_from: not with init_from or vae_from, it brings every model")
     if finetune_from is not None:
         finetune_source(finetune_from)
+    elif cfg.relearn_professions:
+        raise ValueError("relearn_professions: only with finetune_from (the starting model is the target)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -704,6 +736,11 @@ def config_from_preset(preset: str, **overrides) -> TrainConfig:
     rate = overrides.get("contrast_rate")
     if rate is not None and not 0 <= rate <= MAX_CONTRAST_RATE:
         raise ValueError(f"--contrast-rate {rate}: give a share between 0 and {MAX_CONTRAST_RATE}")
+    unknown = sorted(set(overrides.get("relearn_professions") or ()) - set(world.PROFESSIONS))
+    if unknown:
+        raise ValueError(
+            f"--relearn {', '.join(unknown)}: not a profession of the world ({', '.join(world.PROFESSIONS)})"
+        )
     lr = overrides.get("unet_lr")
     if lr is not None and not lr > 0:
         raise ValueError(f"--unet-lr {lr:g}: give a learning rate above 0 (0 would train nothing)")
