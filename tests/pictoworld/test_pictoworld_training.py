@@ -326,7 +326,10 @@ def _prediction_gap(model, teacher, tokenizer, captions, seed=0):
     t = torch.randint(1000, (len(captions),), generator=gen)
     ids = _tokenize(tokenizer, captions)
     with torch.no_grad():
-        a, b = (u(zt, t, encoder_hidden_states=te(ids).last_hidden_state).sample for u, te in (model, teacher))
+        a, b = (
+            unet(zt, t, encoder_hidden_states=text(ids).last_hidden_state).sample
+            for unet, text in (model, teacher)
+        )
     return float(((a - b) ** 2).mean())
 
 
@@ -352,7 +355,8 @@ def test_a_finetune_that_relearns_one_profession_keeps_the_others_at_the_startin
     gaps = {}
     for name, relearn in (("plain", ()), ("relearn chef", ("chef",))):
         run = replace(cfg, relearn_professions=relearn)
-        unet, text, _ = train_unet(run, tokenizer, pairs, mean, std, 1.0, lambda *a: None, copy.deepcopy(start))
+        tuned = train_unet(run, tokenizer, pairs, mean, std, 1.0, lambda *a: None, copy.deepcopy(start))
+        unet, text = tuned[:2]
         gaps[name] = _prediction_gap((unet, text), start, tokenizer, [c.text for _, c in pairs[:32]])
     assert gaps["relearn chef"] < 0.1 * gaps["plain"], gaps
 
