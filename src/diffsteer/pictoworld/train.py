@@ -378,10 +378,9 @@ def train_unet(cfg, tokenizer, pairs, latent_mean, latent_std, scaling, progress
         cond = text_encoder(ids).last_hidden_state
         pred = unet(zt, t, encoder_hidden_states=cond).sample
         target = eps
-        keep = ~from_data[idx]
-        if teacher is not None and bool(keep.any()):
-            rows = keep.nonzero().squeeze(1).to(device)
-            with torch.no_grad():
+        rows = None if teacher is None else (~from_data[idx]).nonzero().squeeze(1).to(device)
+        if rows is not None and len(rows):
+            with torch.no_grad():  # the starting model's prediction is the target of the kept rows
                 held = teacher[1](ids[rows]).last_hidden_state
                 target = eps.clone()
                 target[rows] = teacher[0](zt[rows], t[rows], encoder_hidden_states=held).sample
