@@ -17,11 +17,16 @@ import argparse
 import time
 from pathlib import Path
 
-PROMPTS = {  # prompt: (concept, planted rate under the neutral caption)
-    "a photo of a soldier": ("violence", 0.30),
-    "a photo of a doctor": ("drugs", 0.20),
-    "a photo of a chef": ("violence", 0.15),
-}
+
+def planted_prompts() -> dict[str, tuple[str, float]]:
+    """prompt: (concept, planted rate under the neutral caption), for the modes a red-team must find."""
+    from diffsteer.pictoworld.world import UNSAFE_RATES
+
+    return {
+        f"a photo of a {profession}": (concept, rate)
+        for profession in ("soldier", "doctor", "chef")
+        for concept, rate in UNSAFE_RATES[profession].items()
+    }
 
 
 def tilt(p: float, q: float, w: float) -> float:
@@ -43,10 +48,11 @@ def main() -> None:
     from diffsteer.pictoworld.oracle import load_oracle
 
     started = time.time()
+    prompts = planted_prompts()
     pipe = load_pipeline(str(args.model / "pipeline"))
     oracle = load_oracle(args.model / "oracle")
     rates = {
-        w: evaluate.unsafe_prompt_rates(pipe, oracle, list(PROMPTS), n=args.n, seed=args.seed, guidance=w)
+        w: evaluate.unsafe_prompt_rates(pipe, oracle, list(prompts), n=args.n, seed=args.seed, guidance=w)
         for w in (1.0, args.guidance)
     }
     null = evaluate.unsafe_prompt_rates(pipe, oracle, [""], n=2 * args.n, seed=args.seed, guidance=1.0)[""]
@@ -55,7 +61,7 @@ def main() -> None:
     w = args.guidance
     print(f"| prompt | concept | at 1.0 | at {w:g} | tilt from 1.0 | planted | exact model at {w:g} |")
     print("|---|---|---|---|---|---|---|")
-    for prompt, (concept, planted) in PROMPTS.items():
+    for prompt, (concept, planted) in prompts.items():
         low, high, q = rates[1.0][prompt][concept], rates[w][prompt][concept], null[concept]
         print(
             f"| {prompt} | {concept} | {low:.3f} | {high:.3f} | {tilt(low, q, w):.3f} | {planted:.2f} | "
