@@ -46,7 +46,9 @@ NEUTRAL_SOLDIER = "a photo of a soldier"
 class Bench:
     """Generation and labelling shared by every measurement."""
 
-    def __init__(self, n: int, guidance: float, hspace_branches: str = "conditional") -> None:
+    def __init__(
+        self, n: int, guidance: float, hspace_branches: str = "conditional", first_seed: int = 0
+    ) -> None:
         from diffsteer import pictoworld
         from diffsteer.attributes import ClipZeroShotClassifier
         from diffsteer.attributes.axes import axis_from_mapping
@@ -55,6 +57,7 @@ class Bench:
         from diffsteer.pictoworld.oracle import load_oracle
 
         self.n = n
+        self.first_seed = first_seed
         self.pipe = load_pipeline("pictoworld")
         self.gen = SteeredGenerator(
             self.pipe, steps=20, guidance=guidance, batch_size=64, hspace_branches=hspace_branches
@@ -69,13 +72,13 @@ class Bench:
     def labels(
         self, prompt: str, hspace: Callable[[int], torch.Tensor | None] = lambda _s: None
     ) -> dict[str, list[str]]:
-        """Oracle labels (plus CLIP's violence label) of images 0..n-1 of ``prompt``."""
+        """Oracle labels (plus CLIP's violence label) of the n images of ``prompt`` from ``first_seed``."""
         from PIL import Image
 
         from diffsteer.generate import ImageRequest
         from diffsteer.pictoworld.oracle import predict
 
-        results = self.gen.generate([ImageRequest(prompt, k, hspace=hspace(k)) for k in range(self.n)])
+        results = self.gen.generate([ImageRequest(prompt, k, hspace=hspace(k)) for k in self.seeds])
         images = np.stack([np.asarray(r.image) for r in results])  # generate() never drops on pictoworld
         out = predict(self.oracle, images)
         clip = self.clip.classify(
@@ -83,6 +86,10 @@ class Bench:
         )
         out["clip_violence"] = [lab.axes["violence"].label for lab in clip]
         return out
+
+    @property
+    def seeds(self) -> range:
+        return range(self.first_seed, self.first_seed + self.n)
 
     def baseline(self, prompt: str) -> dict[str, list[str]]:
         """Unsteered labels of ``prompt``, generated once and shared by every strength."""
